@@ -1,0 +1,49 @@
+"""transfuse: transfer learning from pretrained networks.
+
+The public API is imported lazily so that ``import transfuse`` stays light::
+
+    from transfuse import FeatureExtractor, LogisticHead, load_model
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "FeatureCache": "transfuse.cache",
+    "Features": "transfuse.extract",
+    "FeatureExtractor": "transfuse.extract",
+    "extract_features": "transfuse.extract",
+    "create_backbone": "transfuse.backbones",
+    "list_backbones": "transfuse.backbones",
+    "register_backbone": "transfuse.backbones",
+    "Head": "transfuse.heads",
+    "LogisticHead": "transfuse.heads",
+    "LinearSVMHead": "transfuse.heads",
+    "RidgeHead": "transfuse.heads",
+    "KNNHead": "transfuse.heads",
+    "MLPHead": "transfuse.heads",
+    "make_head": "transfuse.heads",
+    "classification_metrics": "transfuse.evaluate",
+    "make_model": "transfuse.pipeline",
+    "save_model": "transfuse.pipeline",
+    "load_model": "transfuse.pipeline",
+    "load_source": "transfuse.data",
+    "split_source": "transfuse.data",
+    "fit_source": "transfuse.workflow",
+    "TransfuseError": "transfuse.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'transfuse' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

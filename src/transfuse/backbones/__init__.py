@@ -1,0 +1,15 @@
+"""Backbones: a registry with one front door and one adapter per family."""
+
+from transfuse.backbones.base import Backbone, InputSpec, TapPoint
+from transfuse.backbones.registry import BackboneSpec, create_backbone, get_spec, list_backbones, register_backbone
+
+__all__ = [
+    "Backbone",
+    "BackboneSpec",
+    "InputSpec",
+    "TapPoint",
+    "create_backbone",
+    "get_spec",
+    "list_backbones",
+    "register_backbone",
+]

@@ -1,0 +1,146 @@
+"""The backbone interface: preprocessing contract, named tap points, one forward for many taps."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from transfuse.errors import UnknownLayerError
+
+FINAL_TAPS = ("features", "logits")  # taken from forward_features / forward_head, not hooks
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How raw images must be prepared for a backbone (from its pretrained config)."""
+
+    size: int = 224
+    crop_pct: float = 0.875
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bicubic"
+
+    def transform(self):
+        """A torchvision transform from PIL image to normalised tensor (timm's eval factory)."""
+        from timm.data import create_transform
+
+        return create_transform(
+            input_size=(3, self.size, self.size),
+            interpolation=self.interpolation,
+            mean=self.mean,
+            std=self.std,
+            crop_pct=self.crop_pct,
+            crop_mode="center",
+        )
+
+    def identity(self) -> str:
+        """A stable string that changes whenever the preprocessing changes."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class TapPoint:
+    """A named place in the network whose output can be pooled into features."""
+
+    name: str
+    module: str  # dotted module path for hooks, or a FINAL_TAPS name
+    depth: int
+
+
+@dataclass
+class Backbone:
+    """A network with named tap points.
+
+    ``model`` follows timm's convention: ``forward_features(x)`` gives the last feature
+    map (or token sequence) and ``forward_head(f)`` the logits.
+    """
+
+    name: str
+    weights_id: str
+    input_spec: InputSpec
+    model: nn.Module
+    taps: list[TapPoint]
+    default_taps: tuple[str, ...] = ("features",)
+    num_prefix_tokens: int = 0
+    _shapes: dict[str, tuple[int, ...]] | None = field(default=None, repr=False)
+
+    @property
+    def tap_names(self) -> list[str]:
+        return [t.name for t in self.taps]
+
+    def check_taps(self, names: list[str]) -> list[str]:
+        """Validate tap names; raise :class:`UnknownLayerError` naming the valid ones."""
+        known = set(self.tap_names)
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise UnknownLayerError(
+                f"backbone {self.name!r} has no layer {', '.join(map(repr, bad))}; available: "
+                f"{', '.join(self.tap_names)} (see `transfuse layers {self.name}`)"
+            )
+        return names
+
+    @torch.inference_mode()
+    def forward_taps(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        """Run ONE forward pass and return the raw outputs of every requested tap.
+
+        The pass stops right after the deepest requested hooked tap when no final tap
+        (``features``/``logits``) is needed.
+        """
+        self.check_taps(names)
+        by_name = {t.name: t for t in self.taps}
+        hooked = [by_name[n] for n in names if by_name[n].module not in FINAL_TAPS]
+        need_final = any(by_name[n].module in FINAL_TAPS for n in names)
+        deepest = max(hooked, key=lambda t: t.depth).name if hooked and not need_final else None
+        outputs: dict[str, torch.Tensor] = {}
+        modules = dict(self.model.named_modules())
+        handles = []
+
+        def make_hook(tap_name: str):
+            def hook(_module, _inputs, output):
+                outputs[tap_name] = output
+                if tap_name == deepest:
+                    raise _StopForward
+
+            return hook
+
+        for tap in hooked:
+            handles.append(modules[tap.module].register_forward_hook(make_hook(tap.name)))
+        try:
+            feats = self.model.forward_features(x)
+            if "features" in names:
+                outputs["features"] = feats
+            if "logits" in names:
+                outputs["logits"] = self.model.forward_head(feats)
+        except _StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        return {n: outputs[n] for n in names}
+
+    def tap_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Output shape (without batch) of every tap, from one dummy forward pass."""
+        if self._shapes is None:
+            param = next(self.model.parameters())
+            x = torch.zeros(1, 3, self.input_spec.size, self.input_spec.size, device=param.device)
+            self.model.eval()
+            out = self.forward_taps(x, self.tap_names)
+            self._shapes = {n: tuple(out[n].shape[1:]) for n in self.tap_names}
+        return self._shapes
+
+
+class _StopForward(Exception):
+    """Raised inside a hook to end a forward pass early."""
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a weights file (weights identity for local files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,56 @@
+"""``tiny_cnn``: a small seeded CNN for fast tests, with the same interface as timm models."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from transfuse.backbones.base import Backbone, InputSpec
+from transfuse.backbones.registry import BackboneSpec, register_backbone
+from transfuse.backbones.timm_adapter import wrap_timm_model
+
+_INPUT = InputSpec(size=32, crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear")
+
+
+class TinyCNN(nn.Module):
+    """conv stem -> two conv blocks -> 1x1 head conv -> linear classifier."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.blocks = nn.Sequential(
+            nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(16, 24, 3, stride=2, padding=1), nn.BatchNorm2d(24), nn.ReLU()),
+        )
+        self.head_conv = nn.Sequential(nn.Conv2d(24, 32, 1), nn.ReLU())
+        self.classifier = nn.Linear(32, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head_conv(self.blocks(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x.mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _build(weights: str) -> Backbone:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1234)  # "pretrained" for the tiny model means: this fixed seed
+        model = TinyCNN()
+    if weights == "random":
+        model = TinyCNN()  # seeded by create_backbone
+    elif weights != "pretrained":
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    modules = [("stem", "stem"), ("blocks.0", "blocks.0"), ("blocks.1", "blocks.1")]
+    return wrap_timm_model("tiny_cnn", model, "", _INPUT, modules)
+
+
+register_backbone(BackboneSpec(
+    name="tiny_cnn",
+    build=_build,
+    input_spec=_INPUT,
+    weights_id="tiny_cnn:seed0",
+    description="tiny seeded CNN for tests (32px, no real pretraining)",
+))

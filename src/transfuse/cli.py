@@ -1,0 +1,293 @@
+"""The ``transfuse`` command: thin commands over the Python API.
+
+Exit codes: 0 success, 2 bad usage or bad input (one-line message), 1 unexpected failure.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from transfuse.errors import TransfuseError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Transfer learning from pretrained networks: extract, probe, evaluate, predict.")
+cache_app = typer.Typer(no_args_is_help=True, help="Show and clean the feature cache.")
+app.add_typer(cache_app, name="cache")
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("transfuse")
+
+Data = Annotated[Optional[Path], typer.Argument(help="Folder with one sub-folder of images per class, or a CSV manifest.")]
+Manifest = Annotated[Optional[Path], typer.Option("--manifest", help="CSV with columns path,label[,split].")]
+Backbone = Annotated[str, typer.Option("--backbone", "-b", help="Backbone name (see `transfuse backbones`) or timm:<name>.")]
+Layers = Annotated[Optional[str], typer.Option("--layers", "-l", help="Comma-separated tap names (see `transfuse layers`); default: features.")]
+Pooling = Annotated[str, typer.Option("--pooling", help="avg | max | gem | cls")]
+Weights = Annotated[str, typer.Option("--weights", help="pretrained | random | PATH to a weights file.")]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Leave out unreadable files and empty class folders (with a warning) instead of stopping.")]
+Device = Annotated[Optional[str], typer.Option("--device", help="torch device (default: cuda if available, else cpu).")]
+Workers = Annotated[Optional[int], typer.Option("--workers", help="Image decoding worker processes (default: auto).")]
+
+
+@app.callback()
+def _main(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv: debug).")] = 0,
+          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")] = False) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    if verbose == 0:
+        for noisy in ("timm", "PIL"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _head_params(items: list[str]) -> dict:
+    params = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"--head-param takes KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            params[k] = json.loads(v)
+        except json.JSONDecodeError:
+            params[k] = v
+    return params
+
+
+@app.command()
+def fit(
+    data: Data = None,
+    manifest: Manifest = None,
+    backbone: Backbone = "efficientnet_lite0",
+    layers: Layers = None,
+    pooling: Pooling = "avg",
+    weights: Weights = "pretrained",
+    head: Annotated[str, typer.Option("--head", help="logreg | svm | ridge | knn | mlp")] = "logreg",
+    head_param: Annotated[list[str], typer.Option("--head-param", help="Head hyper-parameter KEY=VALUE (repeatable), e.g. C=0.5.")] = [],  # noqa: B006
+    test_size: Annotated[float, typer.Option("--test-size", help="Fraction of each class held out for testing (ignored when the manifest has a split column).")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the train/test split.")] = 0,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Model directory to write (default: transfuse-models/<data>-<backbone>-<head>-<time>).")] = None,
+    skip_bad: SkipBad = False,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    workers: Workers = None,
+    device: Device = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Train a probe head on pretrained features, score it on a held-out split, save the model."""
+    from transfuse.data import load_source
+    from transfuse.evaluate import metrics_table
+    from transfuse.workflow import fit_source
+
+    source = load_source(data, manifest, skip_bad=skip_bad)
+    log.info("data %s: %d items, %d classes", source.name, len(source), len(source.classes))
+    t0 = time.perf_counter()
+    res = fit_source(source, backbone=backbone, layers=layers, pooling=pooling, weights=weights, head=head,
+                     head_params=_head_params(head_param), test_size=test_size, seed=seed, skip_bad=skip_bad,
+                     out_dir=out_dir, batch_size=batch_size, num_workers=workers, device=device, cache=not no_cache)
+    if as_json:
+        print(json.dumps({"model_dir": str(res.out_dir), **res.metrics}))
+        return
+    out.print(metrics_table(res.metrics, title=f"{backbone} + {head} on {source.name}, test split"))
+    out.print(f"trained on {res.n_train}, tested on {res.n_test} in {time.perf_counter() - t0:.1f}s; "
+              f"model saved to {res.out_dir}")
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by `transfuse fit`.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write predictions to a .csv or .json file.")] = None,
+    skip_bad: SkipBad = False,
+    workers: Workers = None,
+    device: Device = None,
+    as_json: Json = False,
+) -> None:
+    """Predict the class (and probabilities) of new images."""
+    from transfuse.data import find_images
+    from transfuse.pipeline import load_model
+    from transfuse.workflow import predict_paths
+
+    model = load_model(model_dir, num_workers=workers, device=device)
+    paths = find_images(inputs)
+    records = predict_paths(model, paths, on_error="skip" if skip_bad else "raise")
+    if out_file is not None:
+        _write_records(records, out_file)
+    if as_json:
+        print(json.dumps(records))
+        return
+    table = Table(title=f"predictions of {model_dir}")
+    table.add_column("path")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    for rec in records:
+        p = rec.get("probabilities", {}).get(rec["label"]) if rec["label"] else None
+        table.add_row(rec["path"], rec["label"] or f"[{rec.get('error')}]", "" if p is None else f"{p:.3f}")
+    out.print(table)
+    if out_file is not None:
+        out.print(f"wrote {len(records)} predictions to {out_file}")
+
+
+def _write_records(records: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(records, indent=2) + "\n")
+        return
+    if path.suffix.lower() != ".csv":
+        raise typer.BadParameter(f"--out must end in .csv or .json, got {path.name}")
+    classes = sorted({c for r in records for c in r.get("probabilities", {})})
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", *[f"p_{c}" for c in classes]])
+        for r in records:
+            probs = r.get("probabilities", {})
+            writer.writerow([r["path"], r["label"] or "", *[f"{probs[c]:.6f}" if c in probs else "" for c in classes]])
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory written by `transfuse fit`.")],
+    data: Data = None,
+    manifest: Manifest = None,
+    skip_bad: SkipBad = False,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the metrics to this JSON file.")] = None,
+    workers: Workers = None,
+    device: Device = None,
+    as_json: Json = False,
+) -> None:
+    """Score a saved model on labelled data (every item is used for testing)."""
+    from transfuse.data import load_source
+    from transfuse.evaluate import metrics_table
+    from transfuse.workflow import evaluate_dir
+
+    source = load_source(data, manifest, skip_bad=skip_bad)
+    metrics = evaluate_dir(model_dir, source, num_workers=workers, device=device)
+    if out_file is not None:
+        out_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    if as_json:
+        print(json.dumps(metrics))
+        return
+    out.print(metrics_table(metrics, title=f"{model_dir} on {source.name}"))
+
+
+@app.command()
+def layers(
+    backbone: Annotated[str, typer.Argument(help="Backbone name or timm:<name>.")] = "efficientnet_lite0",
+    weights: Weights = "pretrained",
+    as_json: Json = False,
+) -> None:
+    """List a backbone's tap points: name, output shape, depth, and width after pooling."""
+    from transfuse.backbones import create_backbone
+
+    bb = create_backbone(backbone, weights=weights)
+    shapes = bb.tap_shapes()
+    # pooled width: channels of a (C, H, W) map, width of a (T, D) token sequence or a vector
+    rows = [{"name": t.name, "shape": list(shapes[t.name]), "depth": t.depth,
+             "dim": shapes[t.name][-1] if len(shapes[t.name]) == 2 else shapes[t.name][0]} for t in bb.taps]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title=f"tap points of {backbone} (input {bb.input_spec.size}px)")
+    for col in ("name", "output shape", "depth", "pooled width"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for r in rows:
+        table.add_row(r["name"], "x".join(map(str, r["shape"])), str(r["depth"]), str(r["dim"]))
+    out.print(table)
+    out.print(f"default: {', '.join(bb.default_taps)}; pick several with --layers a,b,c")
+
+
+@app.command()
+def backbones(as_json: Json = False) -> None:
+    """List the built-in backbones (any timm model also works as timm:<name>)."""
+    from transfuse.backbones import list_backbones
+
+    specs = list_backbones()
+    if as_json:
+        print(json.dumps([{"name": s.name, "weights": s.weights_id, "description": s.description} for s in specs]))
+        return
+    table = Table(title="built-in backbones")
+    table.add_column("name")
+    table.add_column("weights")
+    table.add_column("description")
+    for s in specs:
+        table.add_row(s.name, s.weights_id, s.description)
+    out.print(table)
+
+
+@cache_app.command("ls")
+def cache_ls(as_json: Json = False) -> None:
+    """List cached feature sets: backbone, weights, layer, pooling, items and size."""
+    from transfuse.cache import FeatureCache
+
+    cache = FeatureCache()
+    entries = cache.entries()
+    if as_json:
+        print(json.dumps([e.__dict__ for e in entries]))
+        return
+    table = Table(title=f"feature cache at {cache.root}")
+    for col in ("key", "backbone", "weights", "layer", "pooling", "dim", "items", "MB", "last used"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(e.key[:12], e.backbone, e.weights, e.tap, e.pooling, str(e.dim), str(e.items),
+                      f"{e.bytes / 1e6:.1f}", time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)))
+    out.print(table)
+    out.print(f"{len(entries)} feature sets, {sum(e.bytes for e in entries) / 1e6:.1f} MB")
+
+
+@cache_app.command("prune")
+def cache_prune(
+    older_than: Annotated[Optional[float], typer.Option("--older-than", help="Delete feature sets unused for this many days.")] = None,
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="Delete all feature sets of this backbone.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Delete every feature set.")] = False,
+) -> None:
+    """Delete cached features (always also removes orphan files left by killed runs)."""
+    from transfuse.cache import FeatureCache
+
+    removed = FeatureCache().prune(older_than_days=older_than, backbone=backbone, everything=everything)
+    out.print(f"removed {removed['keys']} feature sets and {removed['shards']} files "
+              f"({removed['bytes'] / 1e6:.1f} MB of orphan or pruned data)")
+
+
+def main() -> None:
+    """Console entry point with the exit-code contract."""
+    try:
+        app(standalone_mode=False)
+    except TransfuseError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except FileNotFoundError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted; cached features are kept, run the command again to resume")
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.UsageError):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        log.debug("unexpected failure", exc_info=True)
+        err.print(f"unexpected error: {type(exc).__name__}: {exc} (run with -vv for the traceback)",
+                  markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Data sources: where labelled items come from, how they split, how they are fingerprinted."""
+
+from transfuse.data.fingerprint import file_digest
+from transfuse.data.images import IMAGE_EXTENSIONS, decode_image, find_images
+from transfuse.data.source import Source, load_image_folder, load_manifest, load_source
+from transfuse.data.split import split_source
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "Source",
+    "decode_image",
+    "file_digest",
+    "find_images",
+    "load_image_folder",
+    "load_manifest",
+    "load_source",
+    "split_source",
+]

@@ -1,0 +1,137 @@
+"""Labelled sources: a folder of class sub-folders, or a CSV manifest ``path,label[,split]``."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from transfuse.data.images import is_image_file
+from transfuse.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "test")
+
+
+@dataclass
+class Source:
+    """Labelled items of one data set.
+
+    ``items`` are file paths (images now; text and audio later), ``labels`` their class
+    names, and ``splits`` an optional ``train``/``test`` tag per item from a manifest.
+    """
+
+    items: list[str]
+    labels: list[str]
+    name: str
+    splits: list[str] | None = None
+    kind: str = "image"
+
+    @property
+    def classes(self) -> list[str]:
+        """Sorted class names."""
+        return sorted(set(self.labels))
+
+    def counts(self) -> dict[str, int]:
+        """Number of items per class."""
+        return dict(sorted(Counter(self.labels).items()))
+
+    def subset(self, keep: list[int]) -> "Source":
+        """A new source with only the items at the given positions."""
+        return Source(
+            items=[self.items[i] for i in keep],
+            labels=[self.labels[i] for i in keep],
+            name=self.name,
+            splits=None if self.splits is None else [self.splits[i] for i in keep],
+            kind=self.kind,
+        )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def load_image_folder(root: str | Path, skip_bad: bool = False) -> Source:
+    """Read ``root/<class>/<image>`` into a :class:`Source`.
+
+    Empty class folders are an error unless ``skip_bad`` (then a warning); non-image
+    files are ignored with a log message.
+
+    >>> load_image_folder("examples/fashion").classes[:2]  # doctest: +SKIP
+    ['ankle_boot', 'bag']
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"{root} has no class sub-folders; expected {root}/<class name>/<image files>")
+    items: list[str] = []
+    labels: list[str] = []
+    ignored = 0
+    for d in class_dirs:
+        files = sorted(str(Path(r) / f) for r, _, names in os.walk(d) for f in names)
+        images = [f for f in files if is_image_file(f)]
+        ignored += len(files) - len(images)
+        if not images:
+            msg = f"class folder {d} has no image files"
+            if not skip_bad:
+                raise DataError(f"{msg}; add images, delete the folder, or pass --skip-bad to ignore it")
+            log.warning("%s; skipped", msg)
+            continue
+        items.extend(images)
+        labels.extend([d.name] * len(images))
+    if ignored:
+        log.warning("ignored %d non-image files in %s", ignored, root)
+    if not items:
+        raise DataError(f"no images found under {root}")
+    return Source(items=items, labels=labels, name=root.resolve().name)
+
+
+def load_manifest(path: str | Path) -> Source:
+    """Read a CSV manifest with columns ``path,label`` and optionally ``split``.
+
+    Relative paths are resolved against the manifest's folder.
+
+    >>> load_manifest("data.csv")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest not found: {path}")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        if "path" not in fields or "label" not in fields:
+            raise DataError(f"manifest {path} needs a header with columns path,label[,split]; found {fields or 'none'}")
+        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    if not rows:
+        raise DataError(f"manifest {path} has no rows")
+    items, labels, splits = [], [], []
+    for n, row in enumerate(rows, start=2):
+        if not row["path"] or not row["label"]:
+            raise DataError(f"{path}:{n}: empty path or label")
+        p = Path(row["path"])
+        items.append(str(p if p.is_absolute() else path.parent / p))
+        labels.append(row["label"])
+        split = row.get("split", "")
+        if split and split not in SPLIT_NAMES:
+            raise DataError(f"{path}:{n}: split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}")
+        splits.append(split)
+    has_split = any(splits)
+    if has_split and not all(splits):
+        raise DataError(f"{path}: the split column must be filled on every row or on none")
+    return Source(items=items, labels=labels, name=path.stem, splits=splits if has_split else None)
+
+
+def load_source(data: str | Path | None = None, manifest: str | Path | None = None, skip_bad: bool = False) -> Source:
+    """One front door: a class-folder tree, or a CSV manifest (positional or ``manifest=``)."""
+    if manifest is not None:
+        return load_manifest(manifest)
+    if data is None:
+        raise DataError("give a data folder or --manifest FILE")
+    if Path(data).suffix.lower() == ".csv":
+        return load_manifest(data)
+    return load_image_folder(data, skip_bad=skip_bad)

@@ -1,0 +1,58 @@
+"""Metrics for a classifier's predictions, as a JSON-ready dict and a printable table."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+
+def classification_metrics(y_true, y_pred, classes: list[str] | None = None) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix.
+
+    >>> m = classification_metrics(["a", "b", "b"], ["a", "b", "a"])
+    >>> round(m["accuracy"], 3), m["confusion_matrix"]
+    (0.667, [[1, 0], [1, 1]])
+    """
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    labels = list(classes) if classes is not None else sorted(set(y_true) | set(y_pred))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "per_class": {
+            str(c): {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for c, p, r, f, s in zip(labels, precision, recall, f1, support)
+        },
+        "classes": [str(c) for c in labels],
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def metrics_table(metrics: dict, title: str = "test metrics"):
+    """A rich Table of the summary numbers and per-class precision/recall."""
+    from rich.table import Table
+
+    table = Table(title=f"{title} (n={metrics['n']})")
+    table.add_column("class")
+    table.add_column("precision", justify="right")
+    table.add_column("recall", justify="right")
+    table.add_column("f1", justify="right")
+    table.add_column("support", justify="right")
+    for cls, row in metrics["per_class"].items():
+        table.add_row(cls, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    table.add_section()
+    table.add_row("accuracy", "", "", f"{metrics['accuracy']:.3f}", "")
+    table.add_row("balanced accuracy", "", "", f"{metrics['balanced_accuracy']:.3f}", "")
+    table.add_row("macro F1", "", "", f"{metrics['macro_f1']:.3f}", "")
+    return table

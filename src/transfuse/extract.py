@@ -1,0 +1,291 @@
+"""Feature extraction: all requested taps in one forward pass, batched, cached, resumable.
+
+``extract_features`` is the engine; :class:`FeatureExtractor` wraps it as an sklearn
+transformer (paths in, 2-D float32 features out) so it composes with heads in a Pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from transfuse.backbones import Backbone, create_backbone, get_spec
+from transfuse.cache import FeatureCache, make_key
+from transfuse.config import default_device
+from transfuse.data.fingerprint import file_digest
+from transfuse.data.images import decode_image
+from transfuse.errors import CorruptInputError, DataError
+from transfuse.taps import check_pooling, parse_layers, pool
+
+log = logging.getLogger(__name__)
+FORMAT = "v1"  # bump when pooling or layout changes so old cache entries are not reused
+
+
+@dataclass
+class Features:
+    """Extracted features with their layout.
+
+    ``X[:, slices[tap]]`` are the columns of one tap. Rows of items that could not be
+    decoded (``failed``) are NaN.
+    """
+
+    X: np.ndarray
+    slices: dict[str, slice]
+    items: list[str]
+    failed: list[int] = field(default_factory=list)
+    n_extracted: int = 0
+    n_cached: int = 0
+    seconds: float = 0.0
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f"{tap}:{i}" for tap, s in self.slices.items() for i in range(s.stop - s.start)]
+
+
+class _ImageFiles(Dataset):
+    """Decodes and preprocesses images in DataLoader workers; failures come back flagged."""
+
+    def __init__(self, paths: list[str], transform, size: int) -> None:
+        self.paths, self.transform, self.size = paths, transform, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.transform(decode_image(self.paths[i])), i, True
+        except CorruptInputError as exc:
+            log.debug("%s", exc)
+        except Exception as exc:  # a transform failing on odd content is a bad input too
+            log.debug("cannot preprocess %s: %s", self.paths[i], exc)
+        return torch.zeros(3, self.size, self.size), i, False
+
+
+_BACKBONES: OrderedDict[tuple[str, str, str], Backbone] = OrderedDict()
+
+
+def get_backbone(name: str, weights: str, device: str) -> Backbone:
+    """Build (or reuse from a small in-process cache) a backbone on ``device``."""
+    key = (name, weights, device)
+    if key not in _BACKBONES:
+        backbone = create_backbone(name, weights=weights, device=device)
+        if device.startswith("cpu") or device.startswith("cuda"):
+            backbone.model.to(memory_format=torch.channels_last)
+        _BACKBONES[key] = backbone
+        while len(_BACKBONES) > 2:
+            _BACKBONES.popitem(last=False)
+    return _BACKBONES[key]
+
+
+def default_workers(n_items: int) -> int:
+    """Decode in worker processes unless the job is tiny."""
+    return 0 if n_items < 64 else min(2, os.cpu_count() or 1)
+
+
+def _show_progress(progress: bool | None) -> bool:
+    return log.getEffectiveLevel() <= logging.INFO if progress is None else progress
+
+
+def extract_features(
+    paths: list[str],
+    backbone: str = "efficientnet_lite0",
+    layers: str | list[str] | None = None,
+    pooling: str = "avg",
+    weights: str = "pretrained",
+    cache: FeatureCache | bool | str = True,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    device: str | None = None,
+    on_error: str = "raise",
+    progress: bool | None = None,
+) -> Features:
+    """Features of every image in ``paths`` for each requested tap, concatenated.
+
+    Items whose features are cached (same bytes, backbone, weights, preprocessing, tap and
+    pooling) are not recomputed; new ones are extracted in one forward pass per batch and
+    written to the cache batch by batch, so a killed run resumes where it stopped.
+    ``on_error="skip"`` returns undecodable items as NaN rows listed in ``failed``;
+    ``"raise"`` extracts everything else, then raises :class:`CorruptInputError`.
+
+    >>> f = extract_features(["a.png", "b.png"], layers="blocks.4,features")  # doctest: +SKIP
+    >>> f.X.shape, f.slices["features"]  # doctest: +SKIP
+    ((2, 1392), slice(112, 1392, None))
+    """
+    start = time.perf_counter()
+    if on_error not in ("raise", "skip"):
+        raise DataError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    check_pooling(pooling)
+    if batch_size < 1:
+        raise DataError(f"batch_size must be at least 1, got {batch_size}")
+    spec = get_spec(backbone)
+    weights_id = spec.weights_identity(weights)
+    taps = parse_layers(layers) or ["features"]
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise DataError("no inputs to extract features from")
+    store = cache if isinstance(cache, FeatureCache) else FeatureCache(cache) if isinstance(cache, str) else (
+        FeatureCache() if cache else None)
+
+    failed_digests: set[str] = set()
+    digests: list[str] = []
+    for i, p in enumerate(paths):
+        try:
+            digests.append(file_digest(p))
+        except DataError as exc:
+            if on_error == "raise":
+                raise CorruptInputError(f"{exc}", [p]) from None
+            digests.append(f"unreadable:{i}")
+            failed_digests.add(digests[-1])
+
+    keys = {tap: make_key(format=FORMAT, backbone=spec.name, weights=weights_id,
+                          preprocess=spec.input_spec.identity(), tap=tap, pooling=pooling) for tap in taps}
+    memory: dict[str, dict[str, np.ndarray]] = {tap: {} for tap in taps}
+    wanted = [d for d in dict.fromkeys(digests) if d not in failed_digests]
+    if store is not None:
+        todo: set[str] = set()
+        for tap in taps:
+            store.register_key(keys[tap], backbone=spec.name, weights=weights_id, tap=tap, pooling=pooling,
+                               meta={"preprocess": spec.input_spec.identity(), "format": FORMAT})
+            store.verify(keys[tap])
+            todo.update(store.missing(keys[tap], wanted))
+        missing = [d for d in wanted if d in todo]
+    else:
+        missing = wanted
+    n_cached = len(wanted) - len(missing)
+
+    if missing:
+        first_path = {d: p for p, d in zip(paths, digests)}
+        failed_digests |= _run_extraction(
+            [first_path[d] for d in missing], missing, spec.name, weights, taps, pooling, keys, store,
+            memory, batch_size, num_workers, device or default_device(), progress,
+        )
+
+    bad = [i for i, d in enumerate(digests) if d in failed_digests]
+    if bad and on_error == "raise":
+        listing = ", ".join(paths[i] for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise CorruptInputError(
+            f"{len(bad)} of {len(paths)} files could not be read as images: {listing}; "
+            f"fix or remove them, or pass --skip-bad to leave them out (other features are cached)",
+            [paths[i] for i in bad],
+        )
+    good = [i for i in range(len(paths)) if i not in set(bad)]
+    blocks, slices, col = [], {}, 0
+    for tap in taps:
+        good_digests = [digests[i] for i in good]
+        if store is not None:
+            part = store.get(keys[tap], good_digests)
+        else:
+            part = np.stack([memory[tap][d] for d in good_digests]) if good_digests else np.empty((0, 0), np.float32)
+        full = np.full((len(paths), part.shape[1]), np.nan, dtype=np.float32)
+        full[good] = part
+        blocks.append(full)
+        slices[tap] = slice(col, col + part.shape[1])
+        col += part.shape[1]
+    X = np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+    feats = Features(X=X, slices=slices, items=paths, failed=bad, n_extracted=len(missing),
+                     n_cached=n_cached, seconds=time.perf_counter() - start)
+    log.info("features: %d items, %d extracted, %d from cache, %d failed, %d columns (%.1fs)",
+             len(paths), len(missing), n_cached, len(bad), X.shape[1], feats.seconds)
+    return feats
+
+
+def _run_extraction(paths, digests, backbone_name, weights, taps, pooling, keys, store, memory,
+                    batch_size, num_workers, device, progress) -> set[str]:
+    """Extract ``paths`` batch by batch into the cache (or ``memory``); return failed digests."""
+    bb = get_backbone(backbone_name, weights, device)
+    bb.check_taps(taps)
+    workers = default_workers(len(paths)) if num_workers is None else num_workers
+    loader = DataLoader(
+        _ImageFiles(paths, bb.input_spec.transform(), bb.input_spec.size),
+        batch_size=batch_size, num_workers=workers, shuffle=False,
+        pin_memory=device.startswith("cuda"), persistent_workers=False,
+    )
+    failed: set[str] = set()
+    bar = tqdm(total=len(paths), desc=f"extract {backbone_name}", unit="img", disable=not _show_progress(progress))
+    with bar:
+        for images, idx, ok in loader:
+            ok_pos = [j for j in range(len(idx)) if bool(ok[j])]
+            failed.update(digests[int(idx[j])] for j in range(len(idx)) if not bool(ok[j]))
+            if ok_pos:
+                x = images[ok_pos].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                outputs = bb.forward_taps(x, taps)
+                batch_digests = [digests[int(idx[j])] for j in ok_pos]
+                for tap in taps:
+                    vecs = pool(outputs[tap], pooling, bb.num_prefix_tokens).cpu().numpy().astype(np.float32)
+                    if not np.isfinite(vecs).all():
+                        raise DataError(f"backbone {backbone_name} produced NaN/inf features at layer {tap}; "
+                                        f"check the weights file")
+                    if store is not None:
+                        store.put(keys[tap], batch_digests, vecs)
+                    else:
+                        memory[tap].update(zip(batch_digests, vecs))
+            bar.update(len(idx))
+    return failed
+
+
+class FeatureExtractor(TransformerMixin, BaseEstimator):
+    """sklearn transformer: image paths in, pooled backbone features (float32, 2-D) out.
+
+    After ``fit`` (or ``transform``), ``slices_`` maps each layer to its columns and
+    ``get_feature_names_out()`` names them ``"<layer>:<index>"``.
+
+    >>> from sklearn.pipeline import make_pipeline  # doctest: +SKIP
+    >>> from transfuse.heads import LogisticHead  # doctest: +SKIP
+    >>> model = make_pipeline(FeatureExtractor(layers="blocks.5,features"), LogisticHead())  # doctest: +SKIP
+    >>> model.fit(train_paths, train_labels).score(test_paths, test_labels)  # doctest: +SKIP
+    """
+
+    def __init__(self, backbone: str = "efficientnet_lite0", layers: str | list[str] | None = None,
+                 pooling: str = "avg", weights: str = "pretrained", batch_size: int = 32,
+                 num_workers: int | None = None, device: str | None = None,
+                 cache: bool | str = True, on_error: str = "raise") -> None:
+        self.backbone = backbone
+        self.layers = layers
+        self.pooling = pooling
+        self.weights = weights
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.device = device
+        self.cache = cache
+        self.on_error = on_error
+
+    def _extract(self, X) -> Features:
+        paths = [str(p) for p in np.asarray(X, dtype=object).ravel()]
+        return extract_features(paths, backbone=self.backbone, layers=self.layers, pooling=self.pooling,
+                                weights=self.weights, cache=self.cache, batch_size=self.batch_size,
+                                num_workers=self.num_workers, device=self.device, on_error=self.on_error)
+
+    def _remember(self, feats: Features) -> None:
+        self.layers_ = list(feats.slices)
+        self.slices_ = dict(feats.slices)
+        self.n_features_out_ = feats.X.shape[1]
+        self.feature_names_out_ = np.asarray(feats.feature_names, dtype=object)
+
+    def fit(self, X, y=None) -> "FeatureExtractor":
+        """Extract (and cache) features of ``X`` and record the column layout."""
+        self._remember(self._extract(X))
+        return self
+
+    def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
+        feats = self._extract(X)
+        self._remember(feats)
+        return feats.X
+
+    def transform(self, X) -> np.ndarray:
+        """Features of ``X`` (paths), shape ``(n_items, n_features_out_)``."""
+        feats = self._extract(X)
+        if not hasattr(self, "slices_"):
+            self._remember(feats)
+        return feats.X
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        return self.feature_names_out_

@@ -1,0 +1,218 @@
+"""Probe heads: standardise, then a classifier, all sklearn-compatible.
+
+Each head is fitted with scikit-learn and then keeps what it learned as plain arrays in
+``state_`` (standardisation, weights). Prediction runs on those arrays, so a head saved
+to safetensors and loaded back predicts exactly as before, with no pickle involved.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from transfuse.errors import DataError
+
+
+class Head(ClassifierMixin, BaseEstimator):
+    """Base class: standardisation + a classifier whose parameters live in ``state_``."""
+
+    kind = "base"
+    has_proba = True
+
+    def fit(self, X, y) -> "Head":
+        """Standardise ``X`` and fit the classifier."""
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise DataError(f"a head needs at least 2 classes to learn from, got 1 class ({self.classes_[0]!r})")
+        scaler = StandardScaler().fit(X)
+        self.state_ = {"mean": scaler.mean_.astype(np.float64), "scale": scaler.scale_.astype(np.float64)}
+        self.state_.update(self._fit_state(scaler.transform(X), y_idx))
+        return self
+
+    def _fit_state(self, Z: np.ndarray, y_idx: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _standardise(self, X) -> np.ndarray:
+        check_is_fitted(self, "state_")
+        try:
+            X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        except ValueError as exc:
+            raise DataError(f"{exc}; use the same backbone, layers and pooling as in training") from None
+        return (X - self.state_["mean"]) / self.state_["scale"]
+
+    # -- saving -------------------------------------------------------------------------
+    def load_state(self, state: dict[str, np.ndarray], classes: list) -> "Head":
+        """Restore a fitted head from saved arrays and class labels."""
+        self.state_ = {k: np.asarray(v) for k, v in state.items()}
+        self.classes_ = np.asarray(classes)
+        self.n_features_in_ = int(self.state_["mean"].shape[0])
+        return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.poor_score = True
+        return tags
+
+
+def _gives_proba(head: "LinearHead") -> bool:
+    return head.has_proba
+
+
+class LinearHead(Head):
+    """Heads whose scores are an affine map of the standardised features (or an MLP's output)."""
+
+    def decision_function(self, X) -> np.ndarray:
+        """Per-class scores, shape ``(n, n_classes)`` (``(n,)`` for two classes)."""
+        return self._scores(self._standardise(X))
+
+    def _scores(self, Z: np.ndarray) -> np.ndarray:
+        scores = Z @ self.state_["coef"].T + self.state_["intercept"]
+        return scores.ravel() if scores.shape[1] == 1 else scores
+
+    def predict(self, X) -> np.ndarray:
+        scores = self.decision_function(X)
+        idx = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
+        return self.classes_[idx]
+
+    @available_if(_gives_proba)
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (softmax of the scores; logistic for two classes)."""
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            p = expit(scores)
+            return np.column_stack([1 - p, p])
+        return softmax(scores, axis=1)
+
+
+class LogisticHead(LinearHead):
+    """Multinomial logistic regression (L2, ``C`` = inverse regularisation). The default head.
+
+    >>> LogisticHead(C=0.5).fit(X_train, y_train).predict_proba(X_test)  # doctest: +SKIP
+    """
+
+    kind = "logreg"
+
+    def __init__(self, C: float = 1.0, max_iter: int = 1000) -> None:
+        self.C = C
+        self.max_iter = max_iter
+
+    def _fit_state(self, Z, y_idx):
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(Z, y_idx)
+        self.n_iter_ = int(np.max(clf.n_iter_))
+        return {"coef": clf.coef_, "intercept": clf.intercept_}
+
+
+class LinearSVMHead(LinearHead):
+    """Linear SVM (one-vs-rest, squared hinge). Scores only, no probabilities."""
+
+    kind = "svm"
+    has_proba = False
+
+    def __init__(self, C: float = 1.0, max_iter: int = 5000) -> None:
+        self.C = C
+        self.max_iter = max_iter
+
+    def _fit_state(self, Z, y_idx):
+        from sklearn.svm import LinearSVC
+
+        clf = LinearSVC(C=self.C, max_iter=self.max_iter).fit(Z, y_idx)
+        self.n_iter_ = int(clf.n_iter_)
+        return {"coef": clf.coef_, "intercept": np.atleast_1d(clf.intercept_)}
+
+
+class RidgeHead(LinearHead):
+    """Ridge classifier (least squares on ±1 targets). Scores only, no probabilities."""
+
+    kind = "ridge"
+    has_proba = False
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+
+    def _fit_state(self, Z, y_idx):
+        from sklearn.linear_model import RidgeClassifier
+
+        clf = RidgeClassifier(alpha=self.alpha).fit(Z, y_idx)
+        return {"coef": np.atleast_2d(clf.coef_), "intercept": np.atleast_1d(clf.intercept_)}
+
+
+class KNNHead(Head):
+    """k nearest neighbours on standardised features (stores the training set)."""
+
+    kind = "knn"
+
+    def __init__(self, n_neighbors: int = 5, weights: str = "distance", metric: str = "cosine") -> None:
+        self.n_neighbors = n_neighbors
+        self.weights = weights
+        self.metric = metric
+
+    def _fit_state(self, Z, y_idx):
+        return {"train": Z, "train_y": y_idx.astype(np.int64)}
+
+    def _knn(self):
+        from sklearn.neighbors import KNeighborsClassifier
+
+        k = min(self.n_neighbors, len(self.state_["train_y"]))
+        knn = KNeighborsClassifier(n_neighbors=k, weights=self.weights, metric=self.metric, algorithm="brute")
+        return knn.fit(self.state_["train"], self.state_["train_y"])
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Distance-weighted neighbour votes per class."""
+        Z = self._standardise(X)
+        proba = self._knn().predict_proba(Z)
+        full = np.zeros((proba.shape[0], len(self.classes_)))
+        full[:, np.unique(self.state_["train_y"])] = proba
+        return full
+
+    def predict(self, X) -> np.ndarray:
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
+
+
+class MLPHead(LinearHead):
+    """One hidden ReLU layer trained with Adam and early stopping (sklearn's MLPClassifier)."""
+
+    kind = "mlp"
+
+    def __init__(self, hidden: int = 256, alpha: float = 1e-3, max_iter: int = 300, random_state: int = 0) -> None:
+        self.hidden = hidden
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def _fit_state(self, Z, y_idx):
+        from sklearn.neural_network import MLPClassifier
+
+        early = len(y_idx) >= 50
+        clf = MLPClassifier(hidden_layer_sizes=(self.hidden,), alpha=self.alpha, max_iter=self.max_iter,
+                            early_stopping=early, random_state=self.random_state).fit(Z, y_idx)
+        self.n_iter_ = int(clf.n_iter_)
+        return {"w0": clf.coefs_[0], "b0": clf.intercepts_[0], "w1": clf.coefs_[1], "b1": clf.intercepts_[1]}
+
+    def _scores(self, Z):
+        hidden = np.maximum(Z @ self.state_["w0"] + self.state_["b0"], 0.0)
+        scores = hidden @ self.state_["w1"] + self.state_["b1"]
+        return scores.ravel() if scores.shape[1] == 1 else scores
+
+
+HEADS: dict[str, type[Head]] = {h.kind: h for h in (LogisticHead, LinearSVMHead, RidgeHead, KNNHead, MLPHead)}
+
+
+def make_head(kind: str = "logreg", **params) -> Head:
+    """Build a head by name: ``logreg`` (default), ``svm``, ``ridge``, ``knn``, ``mlp``.
+
+    >>> make_head("ridge", alpha=10.0)
+    RidgeHead(alpha=10.0)
+    """
+    if kind not in HEADS:
+        raise DataError(f"unknown head {kind!r}; choose one of {', '.join(HEADS)}")
+    return HEADS[kind](**params)

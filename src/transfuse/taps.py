@@ -1,0 +1,62 @@
+"""Tap specifications and pooling: how a layer's output becomes one vector per item."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from transfuse.errors import DataError
+
+POOLINGS = ("avg", "max", "gem", "cls")
+GEM_P = 3.0
+
+
+def parse_layers(layers: str | Iterable[str] | None) -> list[str] | None:
+    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (order kept, duplicates dropped); None stays None."""
+    if layers is None:
+        return None
+    parts = layers.split(",") if isinstance(layers, str) else list(layers)
+    out: list[str] = []
+    for p in (s.strip() for s in parts):
+        if p and p not in out:
+            out.append(p)
+    return out or None
+
+
+def check_pooling(pooling: str) -> str:
+    """Validate a pooling name."""
+    if pooling not in POOLINGS:
+        raise DataError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    return pooling
+
+
+def pool(x: torch.Tensor, pooling: str, num_prefix_tokens: int = 0) -> torch.Tensor:
+    """Reduce a tap output to ``(N, D)``.
+
+    4-D ``(N, C, H, W)`` maps are pooled over space (avg, max, GeM with p=3; ``cls``
+    falls back to avg). 3-D ``(N, T, D)`` token sequences: ``cls`` takes token 0, the
+    others pool over the non-prefix tokens. 2-D outputs pass through.
+
+    >>> pool(torch.ones(2, 8, 7, 7), "avg").shape
+    torch.Size([2, 8])
+    """
+    x = x.float()
+    if x.ndim == 2:
+        return x
+    if x.ndim == 4:
+        if pooling == "max":
+            return x.amax(dim=(2, 3))
+        if pooling == "gem":
+            return x.clamp(min=1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
+        return x.mean(dim=(2, 3))
+    if x.ndim == 3:
+        if pooling == "cls":
+            return x[:, 0]
+        tokens = x[:, num_prefix_tokens:] if x.shape[1] > num_prefix_tokens else x
+        if pooling == "max":
+            return tokens.amax(dim=1)
+        if pooling == "gem":
+            return tokens.clamp(min=1e-6).pow(GEM_P).mean(dim=1).pow(1.0 / GEM_P)
+        return tokens.mean(dim=1)
+    raise DataError(f"cannot pool a tap output of shape {tuple(x.shape)}")
