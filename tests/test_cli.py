@@ -1,0 +1,65 @@
+"""The real console script in subprocesses: exit codes, one-line errors, files written."""
+
+import csv
+import json
+
+from conftest import cli
+
+
+def test_fit_predict_evaluate_roundtrip(image_folder, tmp_path):
+    model = tmp_path / "model"
+    r = cli("-q", "fit", str(image_folder), "--backbone", "tiny_cnn", "--layers", "blocks.1,features",
+            "--out", str(model), "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    assert "accuracy" in r.stdout and f"model saved to {model}" in r.stdout.replace("\n", "")
+    assert json.loads((model / "metrics.json").read_text())["split"] == {"train": 18, "test": 6, "seed": 1,
+                                                                        "test_size": 0.2}
+    out_csv = tmp_path / "pred.csv"
+    r = cli("-q", "predict", str(model), str(image_folder / "bag"), "--out", str(out_csv))
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 8 and set(rows[0]) == {"path", "label", "p_bag", "p_sandal", "p_trouser"}
+    r = cli("-q", "evaluate", str(model), str(image_folder), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n"] == 24
+
+
+def test_layers_backbones_and_cache_commands(tmp_path):
+    r = cli("layers", "tiny_cnn", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["blocks.1"]["shape"] == [24, 8, 8] and rows["blocks.1"]["dim"] == 24
+    assert cli("backbones").returncode == 0
+    env = {"TRANSFUSE_CACHE": str(tmp_path / "c")}
+    assert cli("cache", "ls", "--json", env=env).stdout.strip() == "[]"
+    r = cli("cache", "prune", "--all", env=env)
+    assert r.returncode == 0 and "removed 0 feature sets" in r.stdout
+
+
+def one_line_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_bad_inputs_give_one_line_errors(image_folder, tmp_path):
+    one_line_error(cli("-q", "fit", str(image_folder), "--backbone", "resnet9000"), "unknown backbone 'resnet9000'")
+    one_line_error(cli("-q", "fit", str(image_folder), "--backbone", "tiny_cnn", "--layers", "conv9"),
+                   "no layer 'conv9'", "transfuse layers tiny_cnn")
+    one_line_error(cli("-q", "fit", str(tmp_path / "missing")), "data folder not found")
+    one_line_error(cli("-q", "predict", str(tmp_path), str(image_folder)), "no config.json")
+    (image_folder / "bag" / "bad.png").write_text("not a png")
+    one_line_error(cli("-q", "fit", str(image_folder), "--backbone", "tiny_cnn"), "bad.png", "--skip-bad")
+    for f in (image_folder / "sandal").glob("*.png"):
+        f.unlink()
+    one_line_error(cli("-q", "fit", str(image_folder), "--backbone", "tiny_cnn"), "sandal", "--skip-bad")
+    r = cli("-q", "fit", str(image_folder), "--backbone", "tiny_cnn", "--skip-bad", "--out", str(tmp_path / "m"))
+    assert r.returncode == 0, r.stderr
+    assert "skipped 1 unreadable files" in r.stderr and "sandal" in r.stderr
+
+
+def test_usage_errors_exit_2():
+    assert cli("fit", "--no-such-flag").returncode == 2
+    assert cli("--help").returncode == 0

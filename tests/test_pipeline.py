@@ -1,0 +1,77 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.pipeline import make_pipeline
+
+from transfuse.data import load_image_folder
+from transfuse.errors import CorruptInputError, ModelDirError
+from transfuse.extract import FeatureExtractor
+from transfuse.heads import LogisticHead
+from transfuse.pipeline import FORMAT_VERSION, load_model, save_model
+from transfuse.workflow import fit_source, predict_paths
+
+
+def test_sklearn_pipeline_fit_save_load_predicts_identically(image_folder, cache_dir, tmp_path):
+    src = load_image_folder(image_folder)
+    model = make_pipeline(FeatureExtractor(backbone="tiny_cnn", layers="blocks.1,features", cache=cache_dir),
+                          LogisticHead(C=0.5))
+    model.fit(src.items, src.labels)
+    before = model.predict_proba(src.items)
+    out = save_model(model, tmp_path / "m")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "head.safetensors"]
+    loaded = load_model(out, cache=cache_dir)
+    assert np.array_equal(loaded.predict_proba(src.items), before)
+    assert list(loaded.predict(src.items)) == list(model.predict(src.items))
+    config = json.loads((out / "config.json").read_text())
+    assert config["extractor"]["layers"] == "blocks.1,features" and config["classes"] == ["bag", "sandal", "trouser"]
+    assert config["versions"]["torch"] and config["slices"]["features"] == [24, 56]
+
+
+def test_fit_source_writes_metrics_and_skips_bad_files_when_asked(image_folder, cache_dir, tmp_path):
+    (image_folder / "bag" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    src = load_image_folder(image_folder)
+    with pytest.raises(CorruptInputError, match="--skip-bad"):
+        fit_source(src, backbone="tiny_cnn", cache=cache_dir, out_dir=tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    res = fit_source(src, backbone="tiny_cnn", cache=cache_dir, out_dir=tmp_path / "m", skip_bad=True, head="knn")
+    assert res.skipped == [str(image_folder / "bag" / "broken.png")] and res.n_train + res.n_test == 24
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert {"accuracy", "balanced_accuracy", "macro_f1", "confusion_matrix", "per_class"} <= set(metrics)
+    records = predict_paths(load_model(tmp_path / "m", cache=cache_dir),
+                            [str(image_folder / "bag" / "broken.png"), src.items[0]], on_error="skip")
+    assert records[0]["label"] is None and records[1]["label"] in {"bag", "sandal", "trouser"}
+
+
+def _saved(image_folder, cache_dir, tmp_path) -> Path:
+    res = fit_source(load_image_folder(image_folder), backbone="tiny_cnn", cache=cache_dir, out_dir=tmp_path / "m")
+    return res.out_dir
+
+
+def test_model_from_newer_transfuse_is_refused(image_folder, cache_dir, tmp_path):
+    out = _saved(image_folder, cache_dir, tmp_path)
+    config = json.loads((out / "config.json").read_text())
+    config["format_version"] = FORMAT_VERSION + 1
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelDirError, match="upgrade with `pip install -U transfuse`"):
+        load_model(out)
+
+
+@pytest.mark.parametrize("damage", ["no_config", "bad_json", "no_weights", "bad_weights", "no_head"])
+def test_broken_model_dirs_give_clear_errors(image_folder, cache_dir, tmp_path, damage):
+    out = _saved(image_folder, cache_dir, tmp_path)
+    if damage == "no_config":
+        (out / "config.json").unlink()
+    elif damage == "bad_json":
+        (out / "config.json").write_text("{ not json")
+    elif damage == "no_weights":
+        (out / "head.safetensors").unlink()
+    elif damage == "bad_weights":
+        (out / "head.safetensors").write_bytes(b"\x00" * 10)
+    else:
+        config = json.loads((out / "config.json").read_text())
+        del config["head"]
+        (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelDirError, match="fit again|transfuse model directory"):
+        load_model(out)
