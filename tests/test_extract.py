@@ -81,8 +81,9 @@ def test_killed_run_resumes_with_only_missing_items(image_folder, cache_dir):
     paths = paths_of(image_folder)
     script = textwrap.dedent(f"""
         import os, signal
-        from transfuse import cache as c
+        from transfuse import cache as c, extract
         from transfuse.extract import extract_features
+        extract.FLUSH_ROWS = 4  # one cache shard per batch of 4
         real_put, calls = c.FeatureCache.put, []
         def put(self, *a, **k):
             real_put(self, *a, **k)

@@ -155,6 +155,12 @@ class FeatureCache:
                            [(key, it, shard, r) for r, it in enumerate(items)])
             db.execute("COMMIT")
 
+    def dim(self, key: str) -> int:
+        """Width of the vectors stored under ``key`` (0 when nothing is stored yet)."""
+        with self._connect() as db:
+            row = db.execute("SELECT dim FROM keys WHERE key=?", (key,)).fetchone()
+        return int(row[0] or 0) if row else 0
+
     def get(self, key: str, items: list[str]) -> np.ndarray:
         """Stacked features of ``items`` (which must all be present) as a float32 array."""
         with self._connect() as db:

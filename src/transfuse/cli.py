@@ -76,7 +76,7 @@ def fit(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the train/test split.")] = 0,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Model directory to write (default: transfuse-models/<data>-<backbone>-<head>-<time>).")] = None,
     skip_bad: SkipBad = False,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per forward pass (default: 4 on CPU, 64 on GPU).")] = None,
     workers: Workers = None,
     device: Device = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,

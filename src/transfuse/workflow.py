@@ -60,7 +60,7 @@ def fit_source(source: Source, *, backbone: str = "efficientnet_lite0", layers: 
                pooling: str = "avg", weights: str = "pretrained", head: str = "logreg",
                head_params: dict | None = None, test_size: float = 0.2, seed: int = 0,
                skip_bad: bool = False, out_dir: str | Path | None = None, save: bool = True,
-               batch_size: int = 32, num_workers: int | None = None, device: str | None = None,
+               batch_size: int | None = None, num_workers: int | None = None, device: str | None = None,
                cache: bool | str = True) -> FitResult:
     """Split ``source``, extract features, train a head, score it on the test split and save it.
 
