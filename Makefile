@@ -23,7 +23,7 @@ data:
 
 demo: setup
 	$(BIN)/transfuse fit examples/fashion --out transfuse-models/demo
-	$(BIN)/transfuse predict transfuse-models/demo examples/fashion/bag/00068.png examples/fashion/sandal/00008.png --out transfuse-models/demo/predictions.csv
+	$(BIN)/transfuse predict transfuse-models/demo examples/fashion/bag/00018.png examples/fashion/sandal/00008.png examples/fashion/coat/00006.png --out transfuse-models/demo/predictions.csv
 
 test: setup data
 	$(BIN)/python -m pytest

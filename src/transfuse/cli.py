@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -232,12 +233,13 @@ def cache_ls(as_json: Json = False) -> None:
     if as_json:
         print(json.dumps([e.__dict__ for e in entries]))
         return
-    table = Table(title=f"feature cache at {cache.root}")
-    for col in ("key", "backbone", "weights", "layer", "pooling", "dim", "items", "MB", "last used"):
-        table.add_column(col)
+    table = Table(title=f"feature cache at {cache.root}", box=box.SIMPLE_HEAD)
+    for col in ("backbone", "layer", "pooling", "dim", "items", "MB", "last used"):
+        table.add_column(col, no_wrap=True, justify="right" if col in ("dim", "items", "MB") else "left")
     for e in entries:
-        table.add_row(e.key[:12], e.backbone, e.weights, e.tap, e.pooling, str(e.dim), str(e.items),
-                      f"{e.bytes / 1e6:.1f}", time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)))
+        weights = " (random)" if ":random" in e.weights else " (file)" if e.weights.startswith("file:") else ""
+        table.add_row(e.backbone + weights, e.tap, e.pooling, str(e.dim), str(e.items),
+                      f"{e.bytes / 1e6:.1f}", time.strftime("%m-%d %H:%M", time.localtime(e.last_used)))
     out.print(table)
     out.print(f"{len(entries)} feature sets, {sum(e.bytes for e in entries) / 1e6:.1f} MB")
 
