@@ -12,7 +12,6 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test,lite]"
 	# foolbox ships 20 labelled ImageNet photos used by a real-weights test; its deps are not needed
 	$(BIN)/pip install -q --no-deps foolbox==3.3.4

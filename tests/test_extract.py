@@ -117,3 +117,30 @@ def test_workers_give_the_same_features(image_folder, cache_dir):
     a = extract_features(paths, backbone="tiny_cnn", cache=False, num_workers=2)
     b = extract_features(paths, backbone="tiny_cnn", cache=False, num_workers=0)
     np.testing.assert_allclose(a.X, b.X, rtol=1e-5, atol=1e-6)
+
+
+def _extract_into(paths, cache_dir, queue):
+    from transfuse.extract import extract_features
+
+    feats = extract_features(paths, backbone="tiny_cnn", layers="blocks.0,features", batch_size=2,
+                             num_workers=0, cache=cache_dir)
+    queue.put(feats.X)
+
+
+def test_two_processes_extracting_into_one_cache(image_folder, cache_dir, monkeypatch):
+    import multiprocessing as mp
+
+    paths = paths_of(image_folder)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_extract_into, args=(paths, cache_dir, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    again = extract_features(paths, backbone="tiny_cnn", layers="blocks.0,features", cache=cache_dir)
+    assert again.n_extracted == 0
+    for X in results:
+        np.testing.assert_allclose(X, again.X, rtol=1e-5, atol=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
@@ -56,3 +58,32 @@ def metrics_table(metrics: dict, title: str = "test metrics"):
     table.add_row("balanced accuracy", "", "", f"{metrics['balanced_accuracy']:.3f}", "")
     table.add_row("macro F1", "", "", f"{metrics['macro_f1']:.3f}", "")
     return table
+
+
+def plot_confusion(metrics: dict, path: str | Path, title: str = "confusion matrix") -> Path:
+    """Save the confusion matrix of ``metrics`` as a PNG (rows: true class, columns: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(metrics["confusion_matrix"])
+    classes = metrics["classes"]
+    size = 2.5 + 0.45 * len(classes)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title} (accuracy {metrics['accuracy']:.3f})")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                        color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

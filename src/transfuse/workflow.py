@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from transfuse.data.source import Source
 from transfuse.data.split import split_source
 from transfuse.errors import CorruptInputError, DataError
-from transfuse.evaluate import classification_metrics
+from transfuse.evaluate import classification_metrics, plot_confusion
 from transfuse.extract import FeatureExtractor, extract_features
 from transfuse.heads import make_head
 from transfuse.pipeline import load_model, make_model, save_model
@@ -83,6 +83,7 @@ def fit_source(source: Source, *, backbone: str = "efficientnet_lite0", layers: 
     if save:
         saved = save_model(model, out_dir or default_out_dir(source, backbone, head), metrics=metrics,
                            extra={"data": {"name": source.name, "n_items": len(source), "skipped": len(skipped)}})
+        plot_confusion(metrics, saved / "confusion_matrix.png", title=f"{backbone} + {head}, test split")
     return FitResult(model=model, metrics=metrics, out_dir=saved, n_train=len(train), n_test=len(test), skipped=skipped)
 
 
