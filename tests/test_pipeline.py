@@ -75,3 +75,62 @@ def test_broken_model_dirs_give_clear_errors(image_folder, cache_dir, tmp_path, 
         (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelDirError, match="fit again|transfuse model directory"):
         load_model(out)
+
+
+def test_integer_labels_path_cache_and_overrides_roundtrip(image_folder, tmp_path):
+    src = load_image_folder(image_folder)
+    ints = [["bag", "sandal", "trouser"].index(lab) for lab in src.labels]
+    cache = tmp_path / "pathcache"  # a pathlib.Path, not a str
+    model = make_pipeline(FeatureExtractor(backbone="tiny_cnn", cache=cache), LogisticHead())
+    model.fit(src.items, ints)
+    assert (cache / "catalogue.sqlite").is_file()
+    out = save_model(model, tmp_path / "m")
+    loaded = load_model(out, cache=cache, batch_size=3, num_workers=0)
+    assert np.array_equal(loaded.predict(src.items), model.predict(src.items))
+    assert loaded.predict(src.items).dtype.kind == "i"
+    assert list(loaded[0].get_feature_names_out()[:2]) == ["features:0", "features:1"]
+
+
+def test_saving_over_an_existing_model_replaces_it_whole(image_folder, cache_dir, tmp_path):
+    out = _saved(image_folder, cache_dir, tmp_path)
+    (out / "stale.txt").write_text("from an older save")
+    fit_source(load_image_folder(image_folder), backbone="tiny_cnn", head="ridge", cache=cache_dir, out_dir=out)
+    assert not (out / "stale.txt").exists()
+    assert json.loads((out / "config.json").read_text())["head"]["kind"] == "ridge"
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_model_refuses_other_backbone_weights(image_folder, cache_dir, tmp_path):
+    import torch
+
+    from transfuse.backbones import create_backbone
+
+    weights = tmp_path / "w.pth"
+    torch.save(create_backbone("tiny_cnn", weights="random").model.state_dict(), weights)
+    res = fit_source(load_image_folder(image_folder), backbone="tiny_cnn", weights=str(weights),
+                     cache=cache_dir, out_dir=tmp_path / "m")
+    torch.save(create_backbone("tiny_cnn").model.state_dict(), weights)  # overwritten later
+    with pytest.raises(ModelDirError, match="trained on backbone weights file:"):
+        load_model(res.out_dir)
+
+
+def test_bad_head_parameters_fail_before_extraction(image_folder, tmp_path):
+    from transfuse.errors import DataError
+
+    src = load_image_folder(image_folder)
+    with pytest.raises(DataError, match="has no parameter Cc; it takes C, max_iter"):
+        fit_source(src, backbone="tiny_cnn", head_params={"Cc": 1}, cache=False, save=False)
+    with pytest.raises(DataError, match="invalid logreg head parameter"):
+        fit_source(src, backbone="tiny_cnn", head_params={"C": "abc"}, cache=False, save=False)
+
+
+def test_evaluate_skips_unreadable_files_when_asked(image_folder, cache_dir, tmp_path):
+    from transfuse.workflow import evaluate_dir
+
+    out = _saved(image_folder, cache_dir, tmp_path)
+    (image_folder / "bag" / "broken.png").write_bytes(b"junk")
+    src = load_image_folder(image_folder)
+    with pytest.raises(CorruptInputError, match="--skip-bad"):
+        evaluate_dir(out, src, cache=cache_dir)
+    metrics = evaluate_dir(out, src, skip_bad=True, cache=cache_dir)
+    assert metrics["n"] == 24 and metrics["skipped"] == 1

@@ -3,14 +3,15 @@
 Layout under the cache root::
 
     catalogue.sqlite                 keys, shards and (key, item) -> (shard, row)
-    shards/<key[:2]>/<key>/<id>.npy  float32 arrays, one per extracted batch and tap
+    shards/<key[:2]>/<key>/<id>.npy  float32 arrays, one per flushed block of rows and tap
 
 A *key* identifies how features were made (backbone, weights identity, preprocessing,
 tap, pooling); an *item* is the SHA-256 of an input's bytes. Shards are written to a
 temporary file, fsynced and renamed before the catalogue points at them, so a killed
 process leaves at worst an orphan file that ``prune`` removes; rows already committed
 are reused by the next run. SQLite in WAL mode with a busy timeout serialises writers
-from several processes; rows are inserted with ``INSERT OR IGNORE``.
+from several processes; the key row, the shard row and the item rows of one ``put`` are
+committed in one transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sqlite3
 import time
 import uuid
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transfuse.atomic import atomic_writer
 from transfuse.config import SETTINGS
 from transfuse.errors import CacheError
 
@@ -45,7 +46,8 @@ CREATE TABLE IF NOT EXISTS features (
 CREATE INDEX IF NOT EXISTS features_shard ON features(shard);
 CREATE INDEX IF NOT EXISTS shards_key ON shards(key);
 """
-ORPHAN_GRACE_S = 3600.0  # a shard file newer than this may belong to a writer still running
+ORPHAN_GRACE_S = 3600.0  # a file newer than this may belong to a writer still running
+_KEY_FIELDS = ("backbone", "weights", "tap", "pooling")
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class FeatureCache:
     """Feature store rooted at ``root`` (default: ``TRANSFUSE_CACHE`` or ``~/.cache/transfuse``).
 
     >>> cache = FeatureCache("/tmp/fc")  # doctest: +SKIP
-    >>> cache.put(key, ["item-a"], np.ones((1, 4), np.float32))  # doctest: +SKIP
+    >>> cache.put(key, ["item-a"], np.ones((1, 4), np.float32), describe)  # doctest: +SKIP
     >>> cache.get(key, ["item-a"]).shape  # doctest: +SKIP
     (1, 4)
     """
@@ -86,89 +88,114 @@ class FeatureCache:
         self.root = Path(root) if root is not None else SETTINGS.cache_dir
         try:
             (self.root / "shards").mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
-                db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise CacheError(f"feature cache catalogue {self.root / 'catalogue.sqlite'} is unusable ({exc}); "
-                             f"delete it or point TRANSFUSE_CACHE elsewhere") from None
         except OSError as exc:
             raise CacheError(f"cannot create the feature cache at {self.root}: {exc.strerror or exc}; "
                              f"set TRANSFUSE_CACHE to a writable folder") from None
+        for attempt in range(5):  # several processes may create a fresh catalogue at once
+            try:
+                with self._connect() as db:
+                    db.executescript(_SCHEMA)
+                break
+            except CacheError as exc:
+                if "locked" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.root / "catalogue.sqlite", timeout=60.0, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
+        path = self.root / "catalogue.sqlite"
+        try:
+            db = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            return db
+        except sqlite3.DatabaseError as exc:
+            raise self._db_error(exc) from None
 
-    # -- keys ---------------------------------------------------------------------------
-    def register_key(self, key: str, *, backbone: str, weights: str, tap: str, pooling: str,
-                     meta: dict | None = None) -> None:
-        """Record what a key means (idempotent)."""
-        now = time.time()
-        with self._connect() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO keys VALUES (?,?,?,?,?,?,?,?,?)",
-                (key, backbone, weights, tap, pooling, json.dumps(meta or {}), None, now, now),
-            )
+    def _db_error(self, exc: sqlite3.Error) -> CacheError:
+        path = self.root / "catalogue.sqlite"
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return CacheError(f"feature cache {path} is locked by another process ({text}); try again")
+        if "not a database" in text or "malformed" in text:
+            return CacheError(f"feature cache catalogue {path} is corrupt ({text}); delete it (features are "
+                              f"re-extracted) or point TRANSFUSE_CACHE elsewhere")
+        return CacheError(f"feature cache {path} cannot be used ({text}); check that it is writable "
+                          f"or point TRANSFUSE_CACHE elsewhere")
+
+    def _run(self, fn):
+        """Run ``fn(db)`` on a fresh connection, turning sqlite errors into CacheError."""
+        db = self._connect()
+        try:
+            return fn(db)
+        except sqlite3.Error as exc:
+            raise self._db_error(exc) from None
+        finally:
+            db.close()
 
     # -- items --------------------------------------------------------------------------
-    def _locations(self, db: sqlite3.Connection, key: str) -> dict[str, tuple[str, int]]:
-        rows = db.execute("SELECT item, shard, row FROM features WHERE key=?", (key,)).fetchall()
+    def _locations(self, key: str) -> dict[str, tuple[str, int]]:
+        rows = self._run(lambda db: db.execute("SELECT item, shard, row FROM features WHERE key=?", (key,)).fetchall())
         return {item: (shard, row) for item, shard, row in rows}
 
     def missing(self, key: str, items: list[str]) -> list[str]:
         """Items (unique, in first-seen order) with no stored features under ``key``."""
-        with self._connect() as db:
-            have = self._locations(db, key)
-        seen: set[str] = set()
-        out = []
-        for it in items:
-            if it not in have and it not in seen:
-                seen.add(it)
-                out.append(it)
-        return out
+        have = self._locations(key)
+        return [it for it in dict.fromkeys(items) if it not in have]
 
-    def put(self, key: str, items: list[str], array: np.ndarray) -> None:
-        """Store one row per item atomically (file first, then catalogue)."""
+    def put(self, key: str, items: list[str], array: np.ndarray, describe: dict[str, str]) -> None:
+        """Store one row per item: the shard file first, then key, shard and rows in one transaction.
+
+        ``describe`` names what the key means (``backbone``, ``weights``, ``tap``, ``pooling``,
+        optionally ``meta``). Items already stored under ``key`` keep their first copy; a shard
+        none of whose rows were needed is deleted again.
+        """
         array = np.ascontiguousarray(array, dtype=np.float32)
         if array.ndim != 2 or array.shape[0] != len(items):
             raise CacheError(f"cache.put needs a (len(items), dim) array, got {array.shape} for {len(items)} items")
         if not np.isfinite(array).all():
             raise CacheError("refusing to cache features with NaN or inf values")
         shard = f"{uuid.uuid4().hex}.npy"
-        folder = self.root / "shards" / key[:2] / key
-        folder.mkdir(parents=True, exist_ok=True)
-        final = folder / shard
-        tmp = folder / f".{shard}.tmp"
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        final = self._shard_path(key, shard)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_writer(final) as fh:
+                np.save(fh, array)
+        except OSError as exc:
+            raise CacheError(f"cannot write to the feature cache at {self.root}: {exc.strerror or exc}; "
+                             f"free disk space or set TRANSFUSE_CACHE elsewhere") from None
         now = time.time()
-        with self._connect() as db:
+        meta = json.dumps(describe.get("meta", {}))
+
+        def commit(db: sqlite3.Connection) -> int:
             db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT OR IGNORE INTO keys VALUES (?,?,?,?,?,?,?,?,?)",
+                       (key, *(describe[f] for f in _KEY_FIELDS), meta, array.shape[1], now, now))
             db.execute("UPDATE keys SET dim=?, last_used=? WHERE key=?", (array.shape[1], now, key))
             db.execute("INSERT INTO shards VALUES (?,?,?,?,?)", (shard, key, len(items), final.stat().st_size, now))
+            before = db.total_changes
             db.executemany("INSERT OR IGNORE INTO features VALUES (?,?,?,?)",
                            [(key, it, shard, r) for r, it in enumerate(items)])
+            added = db.total_changes - before
+            if added == 0:  # another process stored all these rows first
+                db.execute("DELETE FROM shards WHERE shard=?", (shard,))
             db.execute("COMMIT")
+            return added
+
+        if self._run(commit) == 0:
+            final.unlink(missing_ok=True)
 
     def dim(self, key: str) -> int:
         """Width of the vectors stored under ``key`` (0 when nothing is stored yet)."""
-        with self._connect() as db:
-            row = db.execute("SELECT dim FROM keys WHERE key=?", (key,)).fetchone()
+        row = self._run(lambda db: db.execute("SELECT dim FROM keys WHERE key=?", (key,)).fetchone())
         return int(row[0] or 0) if row else 0
 
     def get(self, key: str, items: list[str]) -> np.ndarray:
         """Stacked features of ``items`` (which must all be present) as a float32 array."""
-        with self._connect() as db:
-            where = self._locations(db, key)
-            db.execute("UPDATE keys SET last_used=? WHERE key=?", (time.time(), key))
+        where = self._locations(key)
+        self._run(lambda db: db.execute("UPDATE keys SET last_used=? WHERE key=?", (time.time(), key)))
         absent = [it for it in items if it not in where]
         if absent:
-            raise CacheError(f"{len(absent)} items are not cached under key {key}")
+            raise CacheError(f"{len(absent)} items are not cached under key {key}; run the command again")
         by_shard: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for pos, it in enumerate(items):
             shard, row = where[it]
@@ -180,29 +207,33 @@ class FeatureCache:
                 out = np.empty((len(items), arr.shape[1]), dtype=np.float32)
             pos, rows = zip(*pairs)
             out[list(pos)] = arr[list(rows)]
-        return out if out is not None else np.empty((0, 0), dtype=np.float32)
+        return out if out is not None else np.empty((0, self.dim(key)), dtype=np.float32)
+
+    def _shard_path(self, key: str, shard: str) -> Path:
+        return self.root / "shards" / key[:2] / key / shard
 
     def _load_shard(self, key: str, shard: str) -> np.ndarray:
-        path = self.root / "shards" / key[:2] / key / shard
+        path = self._shard_path(key, shard)
         try:
             return np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             self._forget_shards([shard])
             raise CacheError(f"cache shard {path} is missing or unreadable ({exc}); it was removed from "
                              f"the catalogue, run the command again to re-extract") from None
 
     def _forget_shards(self, shards: list[str]) -> None:
-        with self._connect() as db:
+        def forget(db: sqlite3.Connection) -> None:
             db.execute("BEGIN IMMEDIATE")
             db.executemany("DELETE FROM features WHERE shard=?", [(s,) for s in shards])
             db.executemany("DELETE FROM shards WHERE shard=?", [(s,) for s in shards])
             db.execute("COMMIT")
 
+        self._run(forget)
+
     def verify(self, key: str) -> int:
         """Drop catalogue rows whose shard files vanished; return how many shards were dropped."""
-        with self._connect() as db:
-            shards = [s for (s,) in db.execute("SELECT shard FROM shards WHERE key=?", (key,))]
-        gone = [s for s in shards if not (self.root / "shards" / key[:2] / key / s).is_file()]
+        shards = self._run(lambda db: [s for (s,) in db.execute("SELECT shard FROM shards WHERE key=?", (key,))])
+        gone = [s for s in shards if not self._shard_path(key, s).is_file()]
         if gone:
             log.warning("cache: %d shard files of key %s vanished; their items will be re-extracted", len(gone), key)
             self._forget_shards(gone)
@@ -211,47 +242,64 @@ class FeatureCache:
     # -- listing and pruning ------------------------------------------------------------
     def entries(self) -> list[KeyInfo]:
         """One :class:`KeyInfo` per key, most recently used first."""
-        with self._connect() as db:
-            rows = db.execute(
-                """SELECT k.key, k.backbone, k.weights, k.tap, k.pooling, COALESCE(k.dim, 0),
-                          (SELECT COUNT(*) FROM features f WHERE f.key = k.key),
-                          (SELECT COALESCE(SUM(bytes), 0) FROM shards s WHERE s.key = k.key), k.last_used
-                   FROM keys k ORDER BY k.last_used DESC"""
-            ).fetchall()
+        rows = self._run(lambda db: db.execute(
+            """SELECT k.key, k.backbone, k.weights, k.tap, k.pooling, COALESCE(k.dim, 0),
+                      (SELECT COUNT(*) FROM features f WHERE f.key = k.key),
+                      (SELECT COALESCE(SUM(bytes), 0) FROM shards s WHERE s.key = k.key), k.last_used
+               FROM keys k ORDER BY k.last_used DESC""").fetchall())
         return [KeyInfo(*r) for r in rows]
 
     def prune(self, older_than_days: float | None = None, backbone: str | None = None,
               everything: bool = False) -> dict[str, int]:
-        """Delete keys (all, unused for ``older_than_days``, or of one ``backbone``) and any
-        orphan shard files; return counts of keys, shards and bytes removed."""
+        """Delete keys and their files, then orphan files left by killed runs.
+
+        With ``everything`` all keys go; otherwise keys matching ALL given conditions
+        (unused for ``older_than_days``, of ``backbone``); with no condition only orphans
+        go. Returns counts of keys, files and bytes removed.
+        """
         now = time.time()
-        with self._connect() as db:
-            keys = db.execute("SELECT key, backbone, last_used FROM keys").fetchall()
-        doomed = [k for k, bb, used in keys if everything
-                  or (older_than_days is not None and now - used > older_than_days * 86400)
-                  or (backbone is not None and bb == backbone)]
-        removed = {"keys": 0, "shards": 0, "bytes": 0}
-        for key in doomed:
-            with self._connect() as db:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("DELETE FROM features WHERE key=?", (key,))
-                db.execute("DELETE FROM shards WHERE key=?", (key,))
-                db.execute("DELETE FROM keys WHERE key=?", (key,))
-                db.execute("COMMIT")
-            removed["keys"] += 1
-        with self._connect() as db:
-            live = {s for (s,) in db.execute("SELECT shard FROM shards")}
+        keys = self._run(lambda db: db.execute("SELECT key, backbone, last_used FROM keys").fetchall())
+        conditions = older_than_days is not None or backbone is not None
+
+        def doomed_key(bb: str, used: float) -> bool:
+            if everything:
+                return True
+            if not conditions:
+                return False
+            return ((older_than_days is None or now - used > older_than_days * 86400)
+                    and (backbone is None or bb == backbone))
+
+        doomed = {k for k, bb, used in keys if doomed_key(bb, used)}
+
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            for key in doomed:
+                for table in ("features", "shards", "keys"):
+                    db.execute(f"DELETE FROM {table} WHERE key=?", (key,))  # noqa: S608 (fixed names)
+            # shards none of whose rows are referenced (duplicates written by racing writers)
+            db.execute("DELETE FROM shards WHERE shard NOT IN (SELECT DISTINCT shard FROM features)")
+            db.execute("COMMIT")
+
+        self._run(delete)
+        live = self._run(lambda db: {s for (s,) in db.execute("SELECT shard FROM shards")})
+        removed = {"keys": len(doomed), "shards": 0, "bytes": 0}
         for path in (self.root / "shards").glob("*/*/*"):
-            name = path.name.lstrip(".").removesuffix(".tmp")
-            if name in live:
-                continue
-            if path.parent.name in doomed or now - path.stat().st_mtime > ORPHAN_GRACE_S:
-                removed["bytes"] += path.stat().st_size
-                removed["shards"] += 1
-                path.unlink(missing_ok=True)
+            try:
+                if path.name in live:
+                    continue
+                stat = path.stat()
+                finished = path.suffix == ".npy" and not path.name.startswith(".")
+                if (finished and path.parent.name in doomed) or now - stat.st_mtime > ORPHAN_GRACE_S:
+                    path.unlink()
+                    removed["bytes"] += stat.st_size
+                    removed["shards"] += 1
+            except OSError:
+                continue  # vanished or in use: leave it to the next prune
         for folder in (self.root / "shards").glob("*/*"):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        with self._connect() as db:
-            db.execute("VACUUM")
+            try:
+                if folder.name in doomed and not any(folder.iterdir()):
+                    folder.rmdir()
+            except OSError:
+                continue
+        self._run(lambda db: db.execute("VACUUM"))
         return removed

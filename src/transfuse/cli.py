@@ -170,7 +170,7 @@ def evaluate(
     from transfuse.workflow import evaluate_dir
 
     source = load_source(data, manifest, skip_bad=skip_bad)
-    metrics = evaluate_dir(model_dir, source, num_workers=workers, device=device)
+    metrics = evaluate_dir(model_dir, source, skip_bad=skip_bad, num_workers=workers, device=device)
     if out_file is not None:
         out_file.write_text(json.dumps(metrics, indent=2) + "\n")
     if as_json:
@@ -261,7 +261,11 @@ def cache_prune(
 def main() -> None:
     """Console entry point with the exit-code contract."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # typer returns (not raises) the code of Ctrl-C and Exit
+        if rc == 130:
+            err.print("interrupted; cached features are kept, run the command again to resume")
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except TransfuseError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)

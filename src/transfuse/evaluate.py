@@ -62,15 +62,13 @@ def metrics_table(metrics: dict, title: str = "test metrics"):
 
 def plot_confusion(metrics: dict, path: str | Path, title: str = "confusion matrix") -> Path:
     """Save the confusion matrix of ``metrics`` as a PNG (rows: true class, columns: predicted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 
     cm = np.asarray(metrics["confusion_matrix"])
     classes = metrics["classes"]
     size = 2.5 + 0.45 * len(classes)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.subplots()
     im = ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
@@ -85,5 +83,4 @@ def plot_confusion(metrics: dict, path: str | Path, title: str = "confusion matr
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)

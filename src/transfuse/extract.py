@@ -80,9 +80,10 @@ class _ImageFiles(Dataset):
 _BACKBONES: OrderedDict[tuple[str, str, str], Backbone] = OrderedDict()
 
 
-def get_backbone(name: str, weights: str, device: str) -> Backbone:
-    """Build (or reuse from a small in-process cache) a backbone on ``device``."""
-    key = (name, weights, device)
+def get_backbone(name: str, weights: str, weights_id: str, device: str) -> Backbone:
+    """Build (or reuse from a small in-process cache) a backbone on ``device``; reuse is keyed by
+    the weights identity, so an overwritten weights file is loaded again."""
+    key = (name, weights_id, device)
     if key not in _BACKBONES:
         backbone = create_backbone(name, weights=weights, device=device)
         if device.startswith("cpu") or device.startswith("cuda"):
@@ -105,13 +106,32 @@ def _show_progress(progress: bool | None) -> bool:
     return log.getEffectiveLevel() <= logging.INFO if progress is None else progress
 
 
+def open_cache(cache: FeatureCache | bool | str | os.PathLike | None) -> FeatureCache | None:
+    """``True`` -> the default cache, a path -> a cache there, ``False``/``None`` -> no cache."""
+    if isinstance(cache, FeatureCache):
+        return cache
+    if isinstance(cache, (str, os.PathLike)):
+        return FeatureCache(cache)
+    return FeatureCache() if cache else None
+
+
+def unreadable_error(bad_paths: list[str], total: int) -> CorruptInputError:
+    """The one message for inputs that could not be decoded."""
+    listing = ", ".join(bad_paths[:5]) + (" ..." if len(bad_paths) > 5 else "")
+    return CorruptInputError(
+        f"{len(bad_paths)} of {total} files could not be read as images: {listing}; fix or remove them, "
+        f"or pass --skip-bad (on_error='skip' in Python) to leave them out; features of the others are cached",
+        bad_paths,
+    )
+
+
 def extract_features(
     paths: list[str],
     backbone: str = "efficientnet_lite0",
     layers: str | list[str] | None = None,
     pooling: str = "avg",
     weights: str = "pretrained",
-    cache: FeatureCache | bool | str = True,
+    cache: FeatureCache | bool | str | os.PathLike = True,
     batch_size: int | None = None,
     num_workers: int | None = None,
     device: str | None = None,
@@ -122,7 +142,7 @@ def extract_features(
 
     Items whose features are cached (same bytes, backbone, weights, preprocessing, tap and
     pooling) are not recomputed; new ones are extracted in one forward pass per batch and
-    written to the cache batch by batch, so a killed run resumes where it stopped.
+    written to the cache every few hundred items, so a killed run resumes where it stopped.
     ``on_error="skip"`` returns undecodable items as NaN rows listed in ``failed``;
     ``"raise"`` extracts everything else, then raises :class:`CorruptInputError`.
 
@@ -144,8 +164,7 @@ def extract_features(
     paths = [str(p) for p in paths]
     if not paths:
         raise DataError("no inputs to extract features from")
-    store = cache if isinstance(cache, FeatureCache) else FeatureCache(cache) if isinstance(cache, str) else (
-        FeatureCache() if cache else None)
+    store = open_cache(cache)
 
     failed_digests: set[str] = set()
     digests: list[str] = []
@@ -158,52 +177,43 @@ def extract_features(
             digests.append(f"unreadable:{i}")
             failed_digests.add(digests[-1])
 
-    keys = {tap: make_key(format=FORMAT, backbone=spec.name, weights=weights_id,
-                          preprocess=spec.input_spec.identity(), tap=tap, pooling=pooling) for tap in taps}
-    memory: dict[str, dict[str, np.ndarray]] = {tap: {} for tap in taps}
+    job = _Job(spec.name, weights, weights_id, taps, pooling, spec.input_spec.identity(), store)
     wanted = [d for d in dict.fromkeys(digests) if d not in failed_digests]
     if store is not None:
-        todo: set[str] = set()
         for tap in taps:
-            store.register_key(keys[tap], backbone=spec.name, weights=weights_id, tap=tap, pooling=pooling,
-                               meta={"preprocess": spec.input_spec.identity(), "format": FORMAT})
-            store.verify(keys[tap])
-            todo.update(store.missing(keys[tap], wanted))
-        missing = [d for d in wanted if d in todo]
+            store.verify(job.keys[tap])
+            job.needed[tap] = set(store.missing(job.keys[tap], wanted))
     else:
-        missing = wanted
+        job.needed = {tap: set(wanted) for tap in taps}
+    missing = [d for d in wanted if any(d in job.needed[tap] for tap in taps)]
     n_cached = len(wanted) - len(missing)
 
     if missing:
         first_path = {d: p for p, d in zip(paths, digests)}
-        failed_digests |= _run_extraction(
-            [first_path[d] for d in missing], missing, spec.name, weights, taps, pooling, keys, store,
-            memory, batch_size, num_workers, device, progress,
-        )
+        failed_digests |= _run_extraction(job, [first_path[d] for d in missing], missing,
+                                          batch_size, num_workers, device, progress)
 
     bad = [i for i, d in enumerate(digests) if d in failed_digests]
     if bad and on_error == "raise":
-        listing = ", ".join(paths[i] for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise CorruptInputError(
-            f"{len(bad)} of {len(paths)} files could not be read as images: {listing}; "
-            f"fix or remove them, or pass --skip-bad to leave them out (other features are cached)",
-            [paths[i] for i in bad],
-        )
+        raise unreadable_error([paths[i] for i in bad], len(paths))
     bad_set = set(bad)
     good = [i for i in range(len(paths)) if i not in bad_set]
     if not good:
         raise CorruptInputError(f"none of the {len(paths)} files could be read as images", paths)
     good_digests = [digests[i] for i in good]
-    widths = {tap: store.dim(keys[tap]) if store is not None else len(next(iter(memory[tap].values())))
-              for tap in taps}
-    slices, col = {}, 0
+    X: np.ndarray | None = None
+    slices: dict[str, slice] = {}
+    widths = {tap: job.width(tap) for tap in taps}
+    col = 0
     for tap in taps:
         slices[tap] = slice(col, col + widths[tap])
         col += widths[tap]
     X = np.full((len(paths), col), np.nan, dtype=np.float32) if bad else np.empty((len(paths), col), np.float32)
     for tap in taps:  # filled in place one tap at a time, so peak memory stays near the output size
-        part = store.get(keys[tap], good_digests) if store is not None else np.stack(
-            [memory[tap][d] for d in good_digests])
+        part = job.rows(tap, good_digests)
+        if part.shape[1] != widths[tap]:
+            raise DataError(f"cached features of layer {tap} have width {part.shape[1]}, expected "
+                            f"{widths[tap]}; run `transfuse cache prune --backbone {spec.name}`")
         X[good if bad else slice(None), slices[tap]] = part
         del part
     feats = Features(X=X, slices=slices, items=paths, failed=bad, n_extracted=len(missing),
@@ -213,44 +223,82 @@ def extract_features(
     return feats
 
 
-def _run_extraction(paths, digests, backbone_name, weights, taps, pooling, keys, store, memory,
-                    batch_size, num_workers, device, progress) -> set[str]:
-    """Extract ``paths`` batch by batch into the cache (or ``memory``); return failed digests."""
-    bb = get_backbone(backbone_name, weights, device)
-    bb.check_taps(taps)
+@dataclass
+class _Job:
+    """What one extraction call writes: a cache key per tap, and which items each tap still needs."""
+
+    backbone: str
+    weights: str
+    weights_id: str
+    taps: list[str]
+    pooling: str
+    preprocess: str
+    store: FeatureCache | None
+    needed: dict[str, set[str]] = field(default_factory=dict)
+    memory: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.keys = {tap: make_key(format=FORMAT, backbone=self.backbone, weights=self.weights_id,
+                                   preprocess=self.preprocess, tap=tap, pooling=self.pooling) for tap in self.taps}
+        self.memory = {tap: {} for tap in self.taps}
+
+    def save(self, tap: str, digests: list[str], vecs: np.ndarray) -> None:
+        """Keep the rows this tap still needs (in the cache, or in memory without one)."""
+        keep = [j for j, d in enumerate(digests) if d in self.needed[tap]]
+        if not keep:
+            return
+        rows, kept = vecs[keep], [digests[j] for j in keep]
+        if self.store is None:
+            self.memory[tap].update(zip(kept, rows))
+            return
+        self.store.put(self.keys[tap], kept, rows, {
+            "backbone": self.backbone, "weights": self.weights_id, "tap": tap, "pooling": self.pooling,
+            "meta": {"preprocess": self.preprocess, "format": FORMAT}})
+
+    def width(self, tap: str) -> int:
+        if self.store is None:
+            return len(next(iter(self.memory[tap].values())))
+        return self.store.dim(self.keys[tap])
+
+    def rows(self, tap: str, digests: list[str]) -> np.ndarray:
+        if self.store is None:
+            return np.stack([self.memory[tap][d] for d in digests])
+        return self.store.get(self.keys[tap], digests)
+
+
+def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size: int,
+                    num_workers: int | None, device: str, progress: bool | None) -> set[str]:
+    """Extract ``paths`` batch by batch, flushing to the cache every FLUSH_ROWS; return failed digests."""
+    bb = get_backbone(job.backbone, job.weights, job.weights_id, device)
+    bb.check_taps(job.taps)
     workers = default_workers(len(paths), device) if num_workers is None else num_workers
     loader = DataLoader(
         _ImageFiles(paths, bb.input_spec.transform(), bb.input_spec.size),
-        batch_size=batch_size, num_workers=workers, shuffle=False,
-        pin_memory=device.startswith("cuda"), persistent_workers=False,
+        batch_size=batch_size, num_workers=workers, shuffle=False, pin_memory=device.startswith("cuda"),
     )
     failed: set[str] = set()
-    pending: dict[str, list[np.ndarray]] = {tap: [] for tap in taps}
+    pending: dict[str, list[np.ndarray]] = {tap: [] for tap in job.taps}
     pending_digests: list[str] = []
 
     def flush() -> None:
-        for tap in taps:
+        for tap in job.taps:
             if pending[tap]:
-                vecs = np.concatenate(pending[tap])
-                if store is not None:
-                    store.put(keys[tap], pending_digests, vecs)
-                else:
-                    memory[tap].update(zip(pending_digests, vecs))
+                job.save(tap, pending_digests, np.concatenate(pending[tap]))
                 pending[tap].clear()
         pending_digests.clear()
 
-    bar = tqdm(total=len(paths), desc=f"extract {backbone_name}", unit="img", disable=not _show_progress(progress))
+    bar = tqdm(total=len(paths), desc=f"extract {job.backbone}", unit="img", disable=not _show_progress(progress))
     with bar:
         for images, idx, ok in loader:
             ok_pos = [j for j in range(len(idx)) if bool(ok[j])]
             failed.update(digests[int(idx[j])] for j in range(len(idx)) if not bool(ok[j]))
             if ok_pos:
                 x = images[ok_pos].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                outputs = bb.forward_taps(x, taps)
-                for tap in taps:
-                    vecs = pool(outputs[tap], pooling, bb.num_prefix_tokens).cpu().numpy().astype(np.float32)
+                outputs = bb.forward_taps(x, job.taps)
+                for tap in job.taps:
+                    vecs = pool(outputs[tap], job.pooling, bb.num_prefix_tokens).cpu().numpy().astype(np.float32)
                     if not np.isfinite(vecs).all():
-                        raise DataError(f"backbone {backbone_name} produced NaN/inf features at layer {tap}; "
+                        raise DataError(f"backbone {job.backbone} produced NaN/inf features at layer {tap}; "
                                         f"check the weights file")
                     pending[tap].append(vecs)
                 pending_digests.extend(digests[int(idx[j])] for j in ok_pos)

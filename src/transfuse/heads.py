@@ -12,6 +12,7 @@ from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -23,6 +24,7 @@ class Head(ClassifierMixin, BaseEstimator):
 
     kind = "base"
     has_proba = True
+    state_keys: tuple[str, ...] = ("mean", "scale", "coef", "intercept")
 
     def fit(self, X, y) -> "Head":
         """Standardise ``X`` and fit the classifier."""
@@ -33,7 +35,10 @@ class Head(ClassifierMixin, BaseEstimator):
             raise DataError(f"a head needs at least 2 classes to learn from, got 1 class ({self.classes_[0]!r})")
         scaler = StandardScaler().fit(X)
         self.state_ = {"mean": scaler.mean_.astype(np.float64), "scale": scaler.scale_.astype(np.float64)}
-        self.state_.update(self._fit_state(scaler.transform(X), y_idx))
+        try:
+            self.state_.update(self._fit_state(scaler.transform(X), y_idx))
+        except InvalidParameterError as exc:
+            raise DataError(f"invalid {self.kind} head parameter: {exc}") from None
         # C order: safetensors stores raw buffers, and sklearn often returns Fortran-ordered coefs
         self.state_ = {k: np.ascontiguousarray(v) for k, v in self.state_.items()}
         return self
@@ -46,7 +51,9 @@ class Head(ClassifierMixin, BaseEstimator):
         try:
             X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         except ValueError as exc:
-            raise DataError(f"{exc}; use the same backbone, layers and pooling as in training") from None
+            hint = "use the same backbone, layers and pooling as in training" if "features" in str(exc) else \
+                "rows with NaN come from unreadable inputs: drop them before predicting"
+            raise DataError(f"{exc}; {hint}") from None
         return (X - self.state_["mean"]) / self.state_["scale"]
 
     # -- saving -------------------------------------------------------------------------
@@ -151,6 +158,7 @@ class KNNHead(Head):
     """k nearest neighbours on standardised features (stores the training set)."""
 
     kind = "knn"
+    state_keys = ("mean", "scale", "train", "train_y")
 
     def __init__(self, n_neighbors: int = 5, weights: str = "distance", metric: str = "cosine") -> None:
         self.n_neighbors = n_neighbors
@@ -184,6 +192,7 @@ class MLPHead(LinearHead):
     """One hidden ReLU layer trained with Adam and early stopping (sklearn's MLPClassifier)."""
 
     kind = "mlp"
+    state_keys = ("mean", "scale", "w0", "b0", "w1", "b1")
 
     def __init__(self, hidden: int = 256, alpha: float = 1e-3, max_iter: int = 300, random_state: int = 0) -> None:
         self.hidden = hidden
@@ -217,4 +226,8 @@ def make_head(kind: str = "logreg", **params) -> Head:
     """
     if kind not in HEADS:
         raise DataError(f"unknown head {kind!r}; choose one of {', '.join(HEADS)}")
+    allowed = sorted(HEADS[kind]().get_params())
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise DataError(f"head {kind!r} has no parameter {', '.join(unknown)}; it takes {', '.join(allowed)}")
     return HEADS[kind](**params)

@@ -2,25 +2,32 @@
 
 A model is an sklearn ``Pipeline([("features", FeatureExtractor), ("head", Head)])``.
 ``save_model`` writes it without pickle (configuration in JSON, learned numbers in
-safetensors); ``load_model`` rebuilds it and predicts exactly as before saving.
+safetensors) into a temporary folder that replaces the target in one rename;
+``load_model`` rebuilds it and predicts exactly as before saving.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
+import logging
 import platform
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from sklearn.pipeline import Pipeline
 
-from transfuse.errors import ModelDirError
+from transfuse.atomic import atomic_write_text
+from transfuse.backbones import get_spec
+from transfuse.errors import ModelDirError, TransfuseError
 from transfuse.extract import FeatureExtractor
 from transfuse.heads import HEADS, Head
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -44,16 +51,18 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+def _json_value(value):
+    """numpy scalars -> plain Python values for JSON."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
-def save_model(model: Pipeline, out_dir: str | Path, metrics: dict | None = None, extra: dict | None = None) -> Path:
-    """Save a fitted pipeline to ``out_dir`` (created if needed) and return its path.
+def save_model(model: Pipeline, out_dir: str | Path, metrics: dict | None = None, extra: dict | None = None,
+               files: dict | None = None) -> Path:
+    """Save a fitted pipeline to ``out_dir`` and return its path.
+
+    The directory is written beside the target and renamed into place, so an existing model
+    there is replaced whole or not at all. ``files`` maps extra file names to callables
+    ``fn(path)`` that write them (plots); their failures are logged, not raised.
 
     >>> save_model(model, "models/fashion")  # doctest: +SKIP
     PosixPath('models/fashion')
@@ -62,26 +71,45 @@ def save_model(model: Pipeline, out_dir: str | Path, metrics: dict | None = None
     if not hasattr(head, "state_"):
         raise ModelDirError("the model is not fitted yet; call fit before saving")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     params = extractor.get_params()
+    weights = params["weights"]
+    if weights not in ("pretrained", "random"):
+        weights = str(Path(weights).resolve())
+    extractor_cfg = {k: params[k] for k in _EXTRACTOR_PARAMS} | {"weights": weights}
     config = {
         "format_version": FORMAT_VERSION,
         "kind": "feature-probe",
-        "extractor": {k: params[k] for k in _EXTRACTOR_PARAMS},
+        "extractor": extractor_cfg,
+        "weights_id": get_spec(params["backbone"]).weights_identity(weights),
         "layers": list(getattr(extractor, "layers_", []) or []),
         "slices": {k: [s.start, s.stop] for k, s in getattr(extractor, "slices_", {}).items()},
         "head": {"kind": head.kind, "params": head.get_params()},
-        "classes": [str(c) for c in head.classes_],
+        "classes": [_json_value(c) for c in head.classes_],
         "versions": _versions(),
         **(extra or {}),
     }
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{WEIGHTS}.")
-    os.close(fd)
-    save_file({k: np.ascontiguousarray(v) for k, v in head.state_.items()}, tmp)
-    os.replace(tmp, out / WEIGHTS)
-    if metrics is not None:
-        _write_json(out / METRICS, metrics)
-    _write_json(out / CONFIG, config)  # last: a directory with a config is complete
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in head.state_.items()}, str(tmp / WEIGHTS))
+        if metrics is not None:
+            atomic_write_text(tmp / METRICS, json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(tmp / CONFIG, json.dumps(config, indent=2) + "\n")
+        for name, write in (files or {}).items():
+            try:
+                write(tmp / name)
+            except Exception as exc:  # a plot must never lose a trained model
+                log.warning("could not write %s: %s", name, exc)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
+            out.rename(old / "model")
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 
@@ -96,7 +124,7 @@ def read_config(model_dir: str | Path) -> dict:
         raise ModelDirError(f"{path} has no {CONFIG}; is it a transfuse model directory (saved completely)?") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelDirError(f"{path / CONFIG} is not valid JSON ({exc}); the save was broken, fit again") from None
-    version = config.get("format_version")
+    version = config.get("format_version") if isinstance(config, dict) else None
     if not isinstance(version, int):
         raise ModelDirError(f"{path / CONFIG} has no format_version; it was not written by transfuse")
     if version > FORMAT_VERSION:
@@ -111,8 +139,8 @@ def read_config(model_dir: str | Path) -> dict:
 def load_model(model_dir: str | Path, **extractor_overrides) -> Pipeline:
     """Load a model directory saved by :func:`save_model`.
 
-    ``extractor_overrides`` change run-time settings such as ``device``, ``num_workers``
-    or ``cache`` (never what the features are).
+    ``extractor_overrides`` change run-time settings such as ``device``, ``num_workers``,
+    ``batch_size`` or ``cache`` (never what the features are).
 
     >>> model = load_model("models/fashion")  # doctest: +SKIP
     >>> model.predict(["shoe.png"])  # doctest: +SKIP
@@ -120,22 +148,46 @@ def load_model(model_dir: str | Path, **extractor_overrides) -> Pipeline:
     """
     path = Path(model_dir)
     config = read_config(path)
+    broken = f"{path / CONFIG} is incomplete or from another version"
     try:
         head_cfg = config["head"]
         head_cls = HEADS[head_cfg["kind"]]
         head = head_cls(**head_cfg["params"])
+        extractor = FeatureExtractor(**{**config["extractor"], **extractor_overrides})
+        classes, layers, slices = config["classes"], config["layers"], config["slices"]
+    except (KeyError, TypeError) as exc:
+        raise ModelDirError(f"{broken} ({exc!r}); fit again") from None
+    try:
         state = load_file(str(path / WEIGHTS))
-        head.load_state(state, config["classes"])
-        extractor = FeatureExtractor(**config["extractor"], **extractor_overrides)
     except FileNotFoundError:
         raise ModelDirError(f"{path} has no {WEIGHTS}; the save was incomplete, fit again") from None
-    except (KeyError, TypeError) as exc:
-        raise ModelDirError(f"{path / CONFIG} is incomplete or from another version ({exc!r}); fit again") from None
-    except Exception as exc:  # safetensors raises its own error types for broken files
-        raise ModelDirError(f"cannot read {path / WEIGHTS}: {exc}; the save was broken, fit again") from None
-    extractor.layers_ = list(config.get("layers", []))
-    extractor.slices_ = {k: slice(a, b) for k, (a, b) in config.get("slices", {}).items()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelDirError(f"cannot read {path / WEIGHTS} ({exc}); the save was broken, fit again") from None
+    lacking = sorted(set(head.state_keys) - set(state))
+    if lacking:
+        raise ModelDirError(f"{path / WEIGHTS} lacks {', '.join(lacking)}; the save was broken, fit again")
+    head.load_state(state, classes)
+    _check_weights(config, extractor, path)
+    extractor.layers_ = list(layers)
+    extractor.slices_ = {k: slice(a, b) for k, (a, b) in slices.items()}
+    extractor.n_features_out_ = max((s.stop for s in extractor.slices_.values()), default=0)
+    extractor.feature_names_out_ = np.asarray(
+        [f"{tap}:{i}" for tap, s in extractor.slices_.items() for i in range(s.stop - s.start)], dtype=object)
     return make_model(extractor, head)
+
+
+def _check_weights(config: dict, extractor: FeatureExtractor, path: Path) -> None:
+    """Refuse to predict with backbone weights other than those the head was trained on."""
+    saved = config.get("weights_id")
+    if saved is None:
+        return
+    try:
+        current = get_spec(extractor.backbone).weights_identity(extractor.weights)
+    except TransfuseError as exc:
+        raise ModelDirError(f"{path}: the backbone weights it was trained with are not available ({exc})") from None
+    if current != saved:
+        raise ModelDirError(f"{path} was trained on backbone weights {saved}, but {current} is installed now; "
+                            f"install the matching weights or fit again")
 
 
 def _parts(model: Pipeline) -> tuple[FeatureExtractor, Head]:

@@ -12,9 +12,9 @@ from sklearn.pipeline import Pipeline
 
 from transfuse.data.source import Source
 from transfuse.data.split import split_source
-from transfuse.errors import CorruptInputError, DataError
+from transfuse.errors import DataError
 from transfuse.evaluate import classification_metrics, plot_confusion
-from transfuse.extract import FeatureExtractor, extract_features
+from transfuse.extract import FeatureExtractor
 from transfuse.heads import make_head
 from transfuse.pipeline import load_model, make_model, save_model
 
@@ -41,19 +41,14 @@ def default_out_dir(source: Source, backbone: str, head: str) -> Path:
 
 def drop_unreadable(source: Source, extractor: FeatureExtractor, skip_bad: bool) -> tuple[Source, np.ndarray, list[str]]:
     """Extract features of every item (filling the cache); drop or reject undecodable ones."""
-    params = {k: v for k, v in extractor.get_params().items() if k != "on_error"}
-    feats = extract_features(source.items, on_error="skip", **params)
-    bad = [source.items[i] for i in feats.failed]
-    if bad and not skip_bad:
-        listing = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise CorruptInputError(
-            f"{len(bad)} of {len(source)} files could not be read as images: {listing}; fix or remove them, "
-            f"or pass --skip-bad to leave them out (features of the others are cached)", bad)
+    extractor.set_params(on_error="skip" if skip_bad else "raise")
+    X = extractor.fit_transform(source.items)
+    failed = np.flatnonzero(np.isnan(X).any(axis=1))
+    bad = [source.items[i] for i in failed]
     if bad:
         log.warning("skipped %d unreadable files: %s", len(bad), ", ".join(bad[:5]))
-    keep = [i for i in range(len(source)) if i not in set(feats.failed)]
-    extractor._remember(feats)
-    return source.subset(keep), feats.X[keep], bad
+    keep = np.setdiff1d(np.arange(len(source)), failed)
+    return source.subset(keep.tolist()), X[keep], bad
 
 
 def fit_source(source: Source, *, backbone: str = "efficientnet_lite0", layers: str | list[str] | None = None,
@@ -68,6 +63,7 @@ def fit_source(source: Source, *, backbone: str = "efficientnet_lite0", layers: 
     >>> round(res.metrics["accuracy"], 2), res.out_dir  # doctest: +SKIP
     """
     head_est = make_head(head, **(head_params or {}))
+    split_source(source, test_size=test_size, seed=seed)  # fail on bad splits before any extraction
     extractor = FeatureExtractor(backbone=backbone, layers=layers, pooling=pooling, weights=weights,
                                  batch_size=batch_size, num_workers=num_workers, device=device, cache=cache)
     source, X, skipped = drop_unreadable(source, extractor, skip_bad)
@@ -78,25 +74,33 @@ def fit_source(source: Source, *, backbone: str = "efficientnet_lite0", layers: 
     metrics = classification_metrics(y[test], head_est.predict(X[test]), classes=[str(c) for c in head_est.classes_])
     metrics["split"] = {"train": len(train), "test": len(test), "seed": seed,
                         "test_size": test_size if source.splits is None else "manifest"}
+    extractor.set_params(on_error="raise")
     model = make_model(extractor, head_est)
     saved = None
     if save:
-        saved = save_model(model, out_dir or default_out_dir(source, backbone, head), metrics=metrics,
-                           extra={"data": {"name": source.name, "n_items": len(source), "skipped": len(skipped)}})
-        plot_confusion(metrics, saved / "confusion_matrix.png", title=f"{backbone} + {head}, test split")
+        title = f"{backbone} + {head}, test split"
+        saved = save_model(
+            model, out_dir or default_out_dir(source, backbone, head), metrics=metrics,
+            extra={"data": {"name": source.name, "n_items": len(source), "skipped": len(skipped)}},
+            files={"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title)},
+        )
     return FitResult(model=model, metrics=metrics, out_dir=saved, n_train=len(train), n_test=len(test), skipped=skipped)
 
 
-def evaluate_dir(model_dir: str | Path, source: Source, **overrides) -> dict:
-    """Metrics of a saved model on every item of a labelled ``source``."""
+def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, **overrides) -> dict:
+    """Metrics of a saved model on every (readable, with ``skip_bad``) item of a labelled ``source``."""
     model = load_model(model_dir, **overrides)
-    classes = [str(c) for c in model.named_steps["head"].classes_]
+    head = model.named_steps["head"]
+    classes = [str(c) for c in head.classes_]
     unknown = sorted(set(source.labels) - set(classes))
     if unknown:
         raise DataError(f"labels {unknown} are not classes of the model ({', '.join(classes)}); "
                         f"rename the folders or evaluate on matching data")
-    pred = model.predict(source.items)
-    return classification_metrics(source.labels, pred, classes=classes)
+    source, X, skipped = drop_unreadable(source, model.named_steps["features"], skip_bad)
+    pred = [str(p) for p in head.predict(X)]
+    metrics = classification_metrics(source.labels, pred, classes=classes)
+    metrics["skipped"] = len(skipped)
+    return metrics
 
 
 def predict_paths(model: Pipeline, paths: list[str], on_error: str = "raise") -> list[dict]:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from transfuse.errors import UnknownLayerError
+from transfuse.errors import UnknownLayerError, WeightsUnavailableError
 
 FINAL_TAPS = ("features", "logits")  # taken from forward_features / forward_head, not hooks
 
@@ -144,3 +144,31 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def load_weights_file(model: nn.Module, path: str) -> nn.Module:
+    """Load a ``.safetensors`` or ``.pth``/``.pt`` state dict strictly into ``model``.
+
+    Checkpoints that wrap the weights under ``state_dict`` or ``model`` are unwrapped.
+    Unreadable files and mismatched keys or shapes raise :class:`WeightsUnavailableError`.
+    """
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch and safetensors raise many types for broken files
+        raise WeightsUnavailableError(f"cannot read weights file {path} ({type(exc).__name__}: {exc}); "
+                                      f"pass a state dict saved with torch.save or safetensors") from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()
+        raise WeightsUnavailableError(f"weights file {path} does not fit this architecture "
+                                      f"({' '.join(first[:2])[:300]}); check --backbone") from None
+    return model

@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from transfuse.backbones.base import Backbone, InputSpec
+from transfuse.backbones.base import Backbone, InputSpec, load_weights_file
 from transfuse.backbones.registry import BackboneSpec, register_backbone
 from transfuse.backbones.timm_adapter import wrap_timm_model
 from transfuse.errors import WeightsUnavailableError
@@ -72,7 +72,7 @@ def _register(variant: int) -> None:
             state = torch.load(weights_path(variant), map_location="cpu", weights_only=True)
             model.load_state_dict(convert_state_dict(state, [len(s) for s in model.blocks]), strict=True)
         elif weights != "random":
-            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+            load_weights_file(model, weights)
         modules = [("stem", "bn1")] + [(f"blocks.{i}", f"blocks.{i}") for i in range(len(model.blocks))]
         return wrap_timm_model(name, model, "", spec_in, modules)
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from transfuse.backbones.base import FINAL_TAPS, Backbone, InputSpec, TapPoint
+from transfuse.backbones.base import FINAL_TAPS, Backbone, InputSpec, TapPoint, load_weights_file
 from transfuse.backbones.registry import BackboneSpec
 from transfuse.config import SETTINGS
 from transfuse.errors import UnknownBackboneError, WeightsUnavailableError
@@ -75,8 +74,7 @@ def timm_spec(model_name: str) -> BackboneSpec:
                 f"check the network, pass --weights FILE, or --weights random"
             ) from None
         if weights not in ("pretrained", "random"):
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+            load_weights_file(model, weights)
         return wrap_timm_model(full_name, model, "", input_spec)
 
     return BackboneSpec(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from transfuse.backbones.base import Backbone, InputSpec
+from transfuse.backbones.base import Backbone, InputSpec, load_weights_file
 from transfuse.backbones.registry import BackboneSpec, register_backbone
 from transfuse.backbones.timm_adapter import wrap_timm_model
 
@@ -42,7 +42,7 @@ def _build(weights: str) -> Backbone:
     if weights == "random":
         model = TinyCNN()  # seeded by create_backbone
     elif weights != "pretrained":
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+        load_weights_file(model, weights)
     modules = [("stem", "stem"), ("blocks.0", "blocks.0"), ("blocks.1", "blocks.1")]
     return wrap_timm_model("tiny_cnn", model, "", _INPUT, modules)
 

@@ -38,6 +38,13 @@ def decode_image(path: str | Path) -> Image.Image:
         raise CorruptInputError(f"cannot decode image {path}: {exc}", [str(path)]) from None
 
 
+def images_under(folder: str | Path) -> tuple[list[str], int]:
+    """Sorted image paths below ``folder`` (recursively) and how many other files were passed over."""
+    files = sorted(str(Path(root) / f) for root, _, names in os.walk(folder) for f in names)
+    images = [f for f in files if is_image_file(f)]
+    return images, len(files) - len(images)
+
+
 def find_images(inputs: list[str | Path]) -> list[str]:
     """Expand files and folders (recursively) into a sorted list of image paths.
 
@@ -48,10 +55,9 @@ def find_images(inputs: list[str | Path]) -> list[str]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files = sorted(str(Path(root) / f) for root, _, names in os.walk(p) for f in names)
-            images = [f for f in files if is_image_file(f)]
-            if len(files) > len(images):
-                log.info("ignored %d non-image files under %s", len(files) - len(images), p)
+            images, ignored = images_under(p)
+            if ignored:
+                log.info("ignored %d non-image files under %s", ignored, p)
             found.extend(images)
         elif p.is_file():
             found.append(str(p))

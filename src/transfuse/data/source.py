@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from transfuse.data.images import is_image_file
+from transfuse.data.images import images_under
 from transfuse.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -73,9 +72,8 @@ def load_image_folder(root: str | Path, skip_bad: bool = False) -> Source:
     labels: list[str] = []
     ignored = 0
     for d in class_dirs:
-        files = sorted(str(Path(r) / f) for r, _, names in os.walk(d) for f in names)
-        images = [f for f in files if is_image_file(f)]
-        ignored += len(files) - len(images)
+        images, passed_over = images_under(d)
+        ignored += passed_over
         if not images:
             msg = f"class folder {d} has no image files"
             if not skip_bad:
@@ -101,12 +99,19 @@ def load_manifest(path: str | Path) -> Source:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-        if "path" not in fields or "label" not in fields:
-            raise DataError(f"manifest {path} needs a header with columns path,label[,split]; found {fields or 'none'}")
-        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: spreadsheets write a BOM
+            reader = csv.DictReader(fh)
+            fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+            if "path" not in fields or "label" not in fields:
+                raise DataError(f"manifest {path} needs a header with columns path,label[,split]; "
+                                f"found {fields or 'none'}")
+            rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"manifest {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                        f"save it as UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise DataError(f"manifest {path} is not valid CSV: {exc}") from None
     if not rows:
         raise DataError(f"manifest {path} has no rows")
     items, labels, splits = [], [], []
