@@ -289,24 +289,36 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
 
     bar = tqdm(total=len(paths), desc=f"extract {job.backbone}", unit="img", disable=not _show_progress(progress))
     with bar:
-        for images, idx, ok in loader:
-            ok_pos = [j for j in range(len(idx)) if bool(ok[j])]
-            failed.update(digests[int(idx[j])] for j in range(len(idx)) if not bool(ok[j]))
-            if ok_pos:
-                x = images[ok_pos].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                outputs = bb.forward_taps(x, job.taps)
-                for tap in job.taps:
-                    vecs = pool(outputs[tap], job.pooling, bb.num_prefix_tokens).cpu().numpy().astype(np.float32)
-                    if not np.isfinite(vecs).all():
-                        raise DataError(f"backbone {job.backbone} produced NaN/inf features at layer {tap}; "
-                                        f"check the weights file")
-                    pending[tap].append(vecs)
-                pending_digests.extend(digests[int(idx[j])] for j in ok_pos)
+        try:
+            for images, idx, ok in loader:
+                failed.update(_forward_batch(bb, job, images, [digests[int(i)] for i in idx], ok, device,
+                                             pending, pending_digests))
                 if len(pending_digests) >= FLUSH_ROWS:
                     flush()
-            bar.update(len(idx))
+                bar.update(len(idx))
+        except KeyboardInterrupt:
+            flush()  # keep what was computed: the next run resumes after it
+            raise
         flush()
     return failed
+
+
+def _forward_batch(bb: Backbone, job: _Job, images: torch.Tensor, batch_digests: list[str], ok: torch.Tensor,
+                   device: str, pending: dict[str, list[np.ndarray]], pending_digests: list[str]) -> list[str]:
+    """One forward pass over the decodable images of a batch; pooled rows go to ``pending``.
+    Returns the digests of the images that could not be decoded."""
+    good = [j for j in range(len(batch_digests)) if bool(ok[j])]
+    if good:
+        x = images[good].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        outputs = bb.forward_taps(x, job.taps)
+        for tap in job.taps:
+            vecs = pool(outputs[tap], job.pooling, bb.num_prefix_tokens).cpu().numpy().astype(np.float32)
+            if not np.isfinite(vecs).all():
+                raise DataError(f"backbone {job.backbone} produced NaN/inf features at layer {tap}; "
+                                f"check the weights file")
+            pending[tap].append(vecs)
+        pending_digests.extend(batch_digests[j] for j in good)
+    return [d for j, d in enumerate(batch_digests) if not bool(ok[j])]
 
 
 class FeatureExtractor(TransformerMixin, BaseEstimator):
