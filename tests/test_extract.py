@@ -144,3 +144,23 @@ def test_two_processes_extracting_into_one_cache(image_folder, cache_dir, monkey
     assert again.n_extracted == 0
     for X in results:
         np.testing.assert_allclose(X, again.X, rtol=1e-5, atol=1e-6)
+
+
+def test_ctrl_c_keeps_the_rows_already_computed(image_folder, cache_dir, monkeypatch):
+    from transfuse import extract
+
+    real, calls = extract._forward_batch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(extract, "_forward_batch", interrupted)
+    paths = paths_of(image_folder)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(paths, backbone="tiny_cnn", batch_size=4, num_workers=0, cache=cache_dir)
+    monkeypatch.setattr(extract, "_forward_batch", real)
+    resumed = extract_features(paths, backbone="tiny_cnn", batch_size=4, num_workers=0, cache=cache_dir)
+    assert (resumed.n_cached, resumed.n_extracted) == (8, 16)
