@@ -30,7 +30,11 @@ log = logging.getLogger("transfuse")
 
 Data = Annotated[Optional[Path], typer.Argument(help="Folder with one sub-folder of images per class, or a CSV manifest.")]
 Manifest = Annotated[Optional[Path], typer.Option("--manifest", help="CSV with columns path,label[,split].")]
-Backbone = Annotated[str, typer.Option("--backbone", "-b", help="Backbone name (see `transfuse backbones`) or timm:<name>.")]
+Backbone = Annotated[str, typer.Option("--backbone", "--backbones", "-b", help="Backbone name (see `transfuse backbones`) or timm:<name>; several comma-separated are fused.")]
+Fusion = Annotated[Optional[str], typer.Option("--fusion", help="How to fuse several layers: concat (per-block standardised) | weighted (learned block weights) | mlp (gated non-linear). Default with several layers: concat.")]
+Select = Annotated[Optional[str], typer.Option("--select", help="Selection/reduction, comma-separated: pca:0.95 | pca:64 | variance | kbest:512[:mutual_info] | l1:0.1 | group-lasso:N (keep N layer blocks).")]
+Auto = Annotated[bool, typer.Option("--auto", help="Try layers x fusion x selection x C by cross-validation on the training split and keep the best.")]
+Cv = Annotated[int, typer.Option("--cv", help="Folds for --auto / search.")]
 Layers = Annotated[Optional[str], typer.Option("--layers", "-l", help="Comma-separated tap names (see `transfuse layers`); default: features.")]
 Pooling = Annotated[str, typer.Option("--pooling", help="avg | max | gem | cls")]
 Weights = Annotated[str, typer.Option("--weights", help="pretrained | random | PATH to a weights file.")]
@@ -73,6 +77,10 @@ def fit(
     weights: Weights = "pretrained",
     head: Annotated[str, typer.Option("--head", help="logreg | svm | ridge | knn | mlp")] = "logreg",
     head_param: Annotated[list[str], typer.Option("--head-param", help="Head hyper-parameter KEY=VALUE (repeatable), e.g. C=0.5.")] = [],  # noqa: B006
+    fusion: Fusion = None,
+    select: Select = None,
+    auto: Auto = False,
+    cv: Cv = 5,
     test_size: Annotated[float, typer.Option("--test-size", help="Fraction of each class held out for testing (ignored when the manifest has a split column).")] = 0.2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the train/test split.")] = 0,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Model directory to write (default: transfuse-models/<data>-<backbone>-<head>-<time>).")] = None,
@@ -86,20 +94,62 @@ def fit(
     """Train a probe head on pretrained features, score it on a held-out split, save the model."""
     from transfuse.data import load_source
     from transfuse.evaluate import metrics_table
+    from transfuse.recipe import Recipe
     from transfuse.workflow import fit_source
 
     source = load_source(data, manifest, skip_bad=skip_bad)
     log.info("data %s: %d items, %d classes", source.name, len(source), len(source.classes))
     t0 = time.perf_counter()
     res = fit_source(source, backbone=backbone, layers=layers, pooling=pooling, weights=weights, head=head,
-                     head_params=_head_params(head_param), test_size=test_size, seed=seed, skip_bad=skip_bad,
-                     out_dir=out_dir, batch_size=batch_size, num_workers=workers, device=device, cache=not no_cache)
+                     head_params=_head_params(head_param), fusion=fusion, select=select, auto=auto, cv=cv,
+                     test_size=test_size, seed=seed, skip_bad=skip_bad, out_dir=out_dir, batch_size=batch_size,
+                     num_workers=workers, device=device, cache=not no_cache)
     if as_json:
-        print(json.dumps({"model_dir": str(res.out_dir), **res.metrics}))
+        extra = {"search": res.search.table()} if res.search else {}
+        print(json.dumps({"model_dir": str(res.out_dir), **res.metrics, **extra}))
         return
-    out.print(metrics_table(res.metrics, title=f"{backbone} + {head} on {source.name}, test split"))
+    if res.search is not None:
+        _print_search(res.search)
+    recipe = Recipe.from_dict(res.metrics["recipe"])
+    label = f"{backbone} + {head}" if recipe == Recipe(head=head, head_params=recipe.head_params) else \
+        f"{backbone} | {recipe.label()}"
+    out.print(metrics_table(res.metrics, title=f"{label} on {source.name}, test split"))
     out.print(f"trained on {res.n_train}, tested on {res.n_test} in {time.perf_counter() - t0:.1f}s; "
               f"model saved to {res.out_dir}")
+
+
+def _print_search(found) -> None:
+    table = Table(title="cross-validated search on the training split (best first)")
+    for col in ("candidate", "cv accuracy", "± std", "fit s/fold"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for row in found.table():
+        table.add_row(row["candidate"], f"{row['cv_accuracy']:.3f}", f"{row['cv_std']:.3f}", f"{row['fit_seconds']:.2f}")
+    out.print(table)
+    out.print(f"winner: {found.reason}")
+
+
+@app.command("search")
+def search_cmd(
+    data: Data = None,
+    manifest: Manifest = None,
+    backbone: Backbone = "efficientnet_lite0",
+    layers: Layers = None,
+    pooling: Pooling = "avg",
+    weights: Weights = "pretrained",
+    head: Annotated[str, typer.Option("--head", help="logreg | svm | ridge | knn | mlp")] = "logreg",
+    cv: Cv = 5,
+    test_size: Annotated[float, typer.Option("--test-size", help="Held-out fraction (not used by the search).")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Model directory for the winner (default: transfuse-models/...).")] = None,
+    skip_bad: SkipBad = False,
+    workers: Workers = None,
+    device: Device = None,
+    as_json: Json = False,
+) -> None:
+    """Same as `fit --auto`: search layers x fusion x selection by cross-validation, train and save the best."""
+    fit(data=data, manifest=manifest, backbone=backbone, layers=layers, pooling=pooling, weights=weights, head=head,
+        head_param=[], fusion=None, select=None, auto=True, cv=cv, test_size=test_size, seed=seed, out_dir=out_dir,
+        skip_bad=skip_bad, batch_size=None, workers=workers, device=device, no_cache=False, as_json=as_json)
 
 
 @app.command()

@@ -106,6 +106,14 @@ def _show_progress(progress: bool | None) -> bool:
     return log.getEffectiveLevel() <= logging.INFO if progress is None else progress
 
 
+def backbone_list(backbone: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]``: several backbones are fused by extracting each in turn."""
+    names = [b.strip() for b in backbone.split(",") if b.strip()]
+    if not names:
+        raise DataError("no backbone given")
+    return list(dict.fromkeys(names))
+
+
 def open_cache(cache: FeatureCache | bool | str | os.PathLike | None) -> FeatureCache | None:
     """``True`` -> the default cache, a path -> a cache there, ``False``/``None`` -> no cache."""
     if isinstance(cache, FeatureCache):
@@ -348,10 +356,26 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.on_error = on_error
 
     def _extract(self, X) -> Features:
+        """Features of every backbone in ``backbone`` (comma-separated), side by side; with several
+        backbones each block is named ``<backbone>:<layer>``."""
         paths = [str(p) for p in np.asarray(X, dtype=object).ravel()]
-        return extract_features(paths, backbone=self.backbone, layers=self.layers, pooling=self.pooling,
-                                weights=self.weights, cache=self.cache, batch_size=self.batch_size,
-                                num_workers=self.num_workers, device=self.device, on_error=self.on_error)
+        names = backbone_list(self.backbone)
+        parts = [extract_features(paths, backbone=name, layers=self.layers, pooling=self.pooling,
+                                  weights=self.weights, cache=self.cache, batch_size=self.batch_size,
+                                  num_workers=self.num_workers, device=self.device, on_error=self.on_error)
+                 for name in names]
+        if len(parts) == 1:
+            return parts[0]
+        slices, col = {}, 0
+        for name, part in zip(names, parts):
+            for tap, s in part.slices.items():
+                slices[f"{name}:{tap}"] = slice(col + s.start, col + s.stop)
+            col += part.X.shape[1]
+        X_all = np.concatenate([p.X for p in parts], axis=1)
+        failed = sorted(set().union(*(p.failed for p in parts)))
+        return Features(X=X_all, slices=slices, items=paths, failed=failed,
+                        n_extracted=sum(p.n_extracted for p in parts), n_cached=sum(p.n_cached for p in parts),
+                        seconds=sum(p.seconds for p in parts))
 
     def _remember(self, feats: Features) -> None:
         self.layers_ = list(feats.slices)

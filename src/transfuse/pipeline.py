@@ -24,8 +24,13 @@ from sklearn.pipeline import Pipeline
 from transfuse.atomic import atomic_write_text
 from transfuse.backbones import get_spec
 from transfuse.errors import ModelDirError, TransfuseError
-from transfuse.extract import FeatureExtractor
+from transfuse.extract import FeatureExtractor, backbone_list
+from transfuse.fusion import FUSIONS
 from transfuse.heads import HEADS, Head
+from transfuse.selection import SELECTORS
+from transfuse.steps import Step
+
+STEPS: dict[str, type[Step]] = {**FUSIONS, **SELECTORS}
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +41,9 @@ METRICS = "metrics.json"
 _EXTRACTOR_PARAMS = ("backbone", "layers", "pooling", "weights", "batch_size")
 
 
-def make_model(extractor: FeatureExtractor, head: Head) -> Pipeline:
-    """The standard two-step pipeline: paths -> features -> head."""
-    return Pipeline([("features", extractor), ("head", head)])
+def make_model(extractor: FeatureExtractor, head: Head, steps: list[tuple[str, Step]] | None = None) -> Pipeline:
+    """paths -> features -> [fusion and selection steps] -> head."""
+    return Pipeline([("features", extractor), *(steps or []), ("head", head)])
 
 
 def _versions() -> dict[str, str]:
@@ -67,8 +72,8 @@ def save_model(model: Pipeline, out_dir: str | Path, metrics: dict | None = None
     >>> save_model(model, "models/fashion")  # doctest: +SKIP
     PosixPath('models/fashion')
     """
-    extractor, head = _parts(model)
-    if not hasattr(head, "state_"):
+    extractor, steps, head = _parts(model)
+    if not hasattr(head, "state_") or any(not hasattr(st, "state_") for _, st in steps):
         raise ModelDirError("the model is not fitted yet; call fit before saving")
     out = Path(out_dir)
     params = extractor.get_params()
@@ -80,9 +85,10 @@ def save_model(model: Pipeline, out_dir: str | Path, metrics: dict | None = None
         "format_version": FORMAT_VERSION,
         "kind": "feature-probe",
         "extractor": extractor_cfg,
-        "weights_id": get_spec(params["backbone"]).weights_identity(weights),
+        "weights_id": _weights_ids(params["backbone"], weights),
         "layers": list(getattr(extractor, "layers_", []) or []),
         "slices": {k: [s.start, s.stop] for k, s in getattr(extractor, "slices_", {}).items()},
+        "steps": [{"name": name, "kind": st.kind, "params": st.get_params(), "meta": st.meta_} for name, st in steps],
         "head": {"kind": head.kind, "params": head.get_params()},
         "classes": [_json_value(c) for c in head.classes_],
         "versions": _versions(),
@@ -91,7 +97,9 @@ def save_model(model: Pipeline, out_dir: str | Path, metrics: dict | None = None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        save_file({k: np.ascontiguousarray(v) for k, v in head.state_.items()}, str(tmp / WEIGHTS))
+        arrays = dict(head.state_)
+        arrays.update({f"{name}.{k}": v for name, st in steps for k, v in st.state_.items()})
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / WEIGHTS))
         if metrics is not None:
             atomic_write_text(tmp / METRICS, json.dumps(metrics, indent=2) + "\n")
         atomic_write_text(tmp / CONFIG, json.dumps(config, indent=2) + "\n")
@@ -155,6 +163,7 @@ def load_model(model_dir: str | Path, **extractor_overrides) -> Pipeline:
         head = head_cls(**head_cfg["params"])
         extractor = FeatureExtractor(**{**config["extractor"], **extractor_overrides})
         classes, layers, slices = config["classes"], config["layers"], config["slices"]
+        steps = [(st["name"], STEPS[st["kind"]](**st["params"])) for st in config.get("steps", [])]
     except (KeyError, TypeError) as exc:
         raise ModelDirError(f"{broken} ({exc!r}); fit again") from None
     try:
@@ -166,14 +175,25 @@ def load_model(model_dir: str | Path, **extractor_overrides) -> Pipeline:
     lacking = sorted(set(head.state_keys) - set(state))
     if lacking:
         raise ModelDirError(f"{path / WEIGHTS} lacks {', '.join(lacking)}; the save was broken, fit again")
-    head.load_state(state, classes)
+    head.load_state({k: v for k, v in state.items() if "." not in k}, classes)
+    for (name, step), saved in zip(steps, config.get("steps", [])):
+        prefix = f"{name}."
+        step.load_state({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, saved["meta"])
     _check_weights(config, extractor, path)
     extractor.layers_ = list(layers)
     extractor.slices_ = {k: slice(a, b) for k, (a, b) in slices.items()}
     extractor.n_features_out_ = max((s.stop for s in extractor.slices_.values()), default=0)
     extractor.feature_names_out_ = np.asarray(
         [f"{tap}:{i}" for tap, s in extractor.slices_.items() for i in range(s.stop - s.start)], dtype=object)
-    return make_model(extractor, head)
+    return make_model(extractor, head, steps)
+
+
+def _weights_ids(backbone: str, weights: str) -> str:
+    """Weights identity of one backbone, or ``a=id_a;b=id_b`` for several."""
+    names = backbone_list(backbone)
+    if len(names) == 1:
+        return get_spec(names[0]).weights_identity(weights)
+    return ";".join(f"{n}={get_spec(n).weights_identity(weights)}" for n in names)
 
 
 def _check_weights(config: dict, extractor: FeatureExtractor, path: Path) -> None:
@@ -182,7 +202,7 @@ def _check_weights(config: dict, extractor: FeatureExtractor, path: Path) -> Non
     if saved is None:
         return
     try:
-        current = get_spec(extractor.backbone).weights_identity(extractor.weights)
+        current = _weights_ids(extractor.backbone, extractor.weights)
     except TransfuseError as exc:
         raise ModelDirError(f"{path}: the backbone weights it was trained with are not available ({exc})") from None
     if current != saved:
@@ -190,10 +210,14 @@ def _check_weights(config: dict, extractor: FeatureExtractor, path: Path) -> Non
                             f"install the matching weights or fit again")
 
 
-def _parts(model: Pipeline) -> tuple[FeatureExtractor, Head]:
-    if not isinstance(model, Pipeline) or len(model.steps) != 2:
-        raise ModelDirError("save_model expects Pipeline([('features', FeatureExtractor), ('head', Head)])")
-    extractor, head = model.steps[0][1], model.steps[1][1]
-    if not isinstance(extractor, FeatureExtractor) or not isinstance(head, Head):
-        raise ModelDirError("save_model expects a FeatureExtractor followed by a transfuse head")
-    return extractor, head
+def _parts(model: Pipeline) -> tuple[FeatureExtractor, list[tuple[str, Step]], Head]:
+    usage = ("save_model expects Pipeline([('features', FeatureExtractor), (name, fusion or selection "
+             "step)..., ('head', Head)]) built from transfuse classes")
+    if not isinstance(model, Pipeline) or len(model.steps) < 2:
+        raise ModelDirError(usage)
+    extractor, head = model.steps[0][1], model.steps[-1][1]
+    middle = list(model.steps[1:-1])
+    if (not isinstance(extractor, FeatureExtractor) or not isinstance(head, Head)
+            or not all(isinstance(st, Step) and "." not in name for name, st in middle)):
+        raise ModelDirError(usage)
+    return extractor, middle, head

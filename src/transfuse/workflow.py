@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -10,12 +11,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from transfuse.blocks import from_slices
 from transfuse.data.source import Source
 from transfuse.data.split import split_source
 from transfuse.errors import DataError
 from transfuse.evaluate import classification_metrics, plot_confusion
-from transfuse.extract import FeatureExtractor
-from transfuse.heads import make_head
+from transfuse.extract import FeatureExtractor, backbone_list
+from transfuse.recipe import Recipe
+from transfuse.search import SearchResult, default_recipes, search
 from transfuse.pipeline import load_model, make_model, save_model
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,7 @@ class FitResult:
     n_train: int
     n_test: int
     skipped: list[str]
+    search: SearchResult | None = None
 
 
 def default_out_dir(source: Source, backbone: str, head: str) -> Path:
@@ -51,40 +55,71 @@ def drop_unreadable(source: Source, extractor: FeatureExtractor, skip_bad: bool)
     return source.subset(keep.tolist()), X[keep], bad
 
 
+def auto_layers(backbone: str, weights: str = "pretrained") -> list[str]:
+    """Layers ``--auto`` tries when none are given: the last three hooked taps and ``features``."""
+    from transfuse.backbones import create_backbone
+
+    names = []
+    for name in backbone_list(backbone):
+        taps = [t.name for t in create_backbone(name, weights=weights).taps if t.name not in ("features", "logits")]
+        names += [t for t in taps[-3:] + ["features"] if t not in names]
+    return names
+
+
 def fit_source(source: Source, *, backbone: str = "efficientnet_lite0", layers: str | list[str] | None = None,
                pooling: str = "avg", weights: str = "pretrained", head: str = "logreg",
-               head_params: dict | None = None, test_size: float = 0.2, seed: int = 0,
+               head_params: dict | None = None, fusion: str | None = None, select: str | None = None,
+               auto: bool = False, cv: int = 5, test_size: float = 0.2, seed: int = 0,
                skip_bad: bool = False, out_dir: str | Path | None = None, save: bool = True,
                batch_size: int | None = None, num_workers: int | None = None, device: str | None = None,
                cache: bool | str = True) -> FitResult:
-    """Split ``source``, extract features, train a head, score it on the test split and save it.
+    """Split ``source``, extract features, train fusion/selection/head, score on the test split, save.
 
-    >>> res = fit_source(load_source("examples/fashion"))  # doctest: +SKIP
+    With ``auto``, every combination of :func:`~transfuse.search.default_recipes` is scored by
+    cross-validation on the training split and the best one is trained and saved (with the
+    table of what was tried in ``search.json``).
+
+    >>> res = fit_source(load_source("examples/fashion"), layers="blocks.5,features", fusion="concat")  # doctest: +SKIP
     >>> round(res.metrics["accuracy"], 2), res.out_dir  # doctest: +SKIP
     """
-    head_est = make_head(head, **(head_params or {}))
-    split_source(source, test_size=test_size, seed=seed)  # fail on bad splits before any extraction
+    recipe = Recipe(fusion=fusion, select=select, head=head, head_params=dict(head_params or {}))
+    recipe.validate()  # bad names fail before any extraction
+    split_source(source, test_size=test_size, seed=seed)  # bad splits fail before extraction too
+    if auto and layers is None:
+        layers = auto_layers(backbone, weights)
     extractor = FeatureExtractor(backbone=backbone, layers=layers, pooling=pooling, weights=weights,
                                  batch_size=batch_size, num_workers=num_workers, device=device, cache=cache)
     source, X, skipped = drop_unreadable(source, extractor, skip_bad)
     train, test = split_source(source, test_size=test_size, seed=seed)
     y = np.asarray(source.labels)
-    log.info("training %s head on %d items, testing on %d", head, len(train), len(test))
-    head_est.fit(X[train], y[train])
-    metrics = classification_metrics(y[test], head_est.predict(X[test]), classes=[str(c) for c in head_est.classes_])
+    blocks = from_slices(extractor.slices_)
+    found = None
+    if auto:
+        found = search(X[train], y[train], blocks, default_recipes(blocks, head), cv=cv, seed=seed)
+        recipe = found.best
+        log.info("search picked: %s", found.reason)
+    steps = recipe.build(blocks)
+    log.info("training %s on %d items, testing on %d", recipe.label(), len(train), len(test))
+    fitted = Pipeline(steps).fit(X[train], y[train])
+    head_est = fitted.steps[-1][1]
+    metrics = classification_metrics(y[test], fitted.predict(X[test]), classes=[str(c) for c in head_est.classes_])
     metrics["split"] = {"train": len(train), "test": len(test), "seed": seed,
                         "test_size": test_size if source.splits is None else "manifest"}
+    metrics["recipe"] = recipe.to_dict()
     extractor.set_params(on_error="raise")
-    model = make_model(extractor, head_est)
+    model = make_model(extractor, head_est, fitted.steps[:-1])
     saved = None
     if save:
-        title = f"{backbone} + {head}, test split"
+        title = f"{backbone} | {recipe.label()}"
+        files = {"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title)}
+        if found is not None:
+            files["search.json"] = lambda path: path.write_text(
+                json.dumps({"reason": found.reason, "candidates": found.table()}, indent=2) + "\n")
         saved = save_model(
             model, out_dir or default_out_dir(source, backbone, head), metrics=metrics,
-            extra={"data": {"name": source.name, "n_items": len(source), "skipped": len(skipped)}},
-            files={"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title)},
-        )
-    return FitResult(model=model, metrics=metrics, out_dir=saved, n_train=len(train), n_test=len(test), skipped=skipped)
+            extra={"data": {"name": source.name, "n_items": len(source), "skipped": len(skipped)}}, files=files)
+    return FitResult(model=model, metrics=metrics, out_dir=saved, n_train=len(train), n_test=len(test),
+                     skipped=skipped, search=found)
 
 
 def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, **overrides) -> dict:
@@ -97,7 +132,7 @@ def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, 
         raise DataError(f"labels {unknown} are not classes of the model ({', '.join(classes)}); "
                         f"rename the folders or evaluate on matching data")
     source, X, skipped = drop_unreadable(source, model.named_steps["features"], skip_bad)
-    pred = [str(p) for p in head.predict(X)]
+    pred = [str(p) for p in model[1:].predict(X)]
     metrics = classification_metrics(source.labels, pred, classes=classes)
     metrics["skipped"] = len(skipped)
     return metrics
@@ -105,14 +140,14 @@ def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, 
 
 def predict_paths(model: Pipeline, paths: list[str], on_error: str = "raise") -> list[dict]:
     """One record per input: ``path``, ``label`` and per-class ``probabilities`` (when the head has them)."""
-    extractor, head = model.named_steps["features"], model.named_steps["head"]
+    extractor, head, rest = model.named_steps["features"], model.named_steps["head"], model[1:]
     extractor.set_params(on_error=on_error)
     X = extractor.transform(paths)
     ok = ~np.isnan(X).any(axis=1)
     records: list[dict] = [{"path": p, "label": None, "error": "unreadable"} for p in paths]
     if ok.any():
-        labels = head.predict(X[ok])
-        proba = head.predict_proba(X[ok]) if hasattr(head, "predict_proba") else None
+        labels = rest.predict(X[ok])
+        proba = rest.predict_proba(X[ok]) if hasattr(head, "predict_proba") else None
         for j, i in enumerate(np.flatnonzero(ok)):
             rec = {"path": paths[i], "label": str(labels[j])}
             if proba is not None:

@@ -1,0 +1,253 @@
+"""Fusion of several feature blocks (layers, or layers of several backbones) into one representation.
+
+- :class:`ConcatFusion`: standardise every column, then scale each block by 1/sqrt(width) so a
+  1280-wide block does not drown a 40-wide one; concatenate.
+- :class:`WeightedFusion` (linear): project each block to a common width, sum them with learned
+  softmax block weights; trained with a linear classifier on top.
+- :class:`GatedFusion` (non-linear): ReLU projection of each block, a per-item softmax gate over
+  blocks; trained with a classifier on top, early stopping on a validation split.
+
+All take ``blocks`` (the layout extraction recorded), ``use`` (the block names to fuse; None =
+all) and ``select_blocks`` (keep at most that many of them, chosen by group lasso on the
+training data). The learned fusions are trained
+in torch; ``transform`` runs from the saved arrays in numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.special import softmax
+from sklearn.utils.multiclass import check_classification_targets
+from torch import nn
+
+from transfuse.blocks import Blocks, layout
+from transfuse.errors import DataError
+from transfuse.selection import group_lasso_blocks
+from transfuse.steps import Step
+
+
+class _Fusion(Step):
+    """Shared by all fusions: standardisation, block layout and optional group-lasso block choice."""
+
+    def _prepare(self, X, y=None) -> tuple[np.ndarray, list[tuple[str, slice]]]:
+        if y is None:
+            X = self._check(X, reset=True)
+        else:
+            X, y = self._check(X, reset=True, y=y)
+        pairs = layout(self.blocks, X.shape[1])
+        if self.use:
+            unknown = sorted(set(self.use) - {n for n, _ in pairs})
+            if unknown:
+                raise DataError(f"no block named {', '.join(unknown)}; the features have {', '.join(n for n, _ in pairs)}")
+            pairs = [(n, s) for n, s in pairs if n in self.use]
+        mean = X.mean(axis=0)
+        scale = X.std(axis=0)
+        scale[scale < 1e-12] = 1.0
+        Z = (X - mean) / scale
+        self._mean, self._scale, self._y = mean, scale, y
+        report: dict = {}
+        if self.select_blocks is not None and int(self.select_blocks) < len(pairs):
+            if y is None:
+                raise DataError("select_blocks (group lasso) needs labels: call fit(X, y)")
+            check_classification_targets(y)
+            _, y_idx = np.unique(y, return_inverse=True)
+            report = group_lasso_blocks(Z, y_idx, pairs, int(self.select_blocks))
+            pairs = [(n, s) for n, s in pairs if n in report["kept"]]
+        self._report = report
+        return Z, pairs
+
+    def _blocks_meta(self, pairs, n_out: int, **extra) -> dict:
+        return {"n_features_in": int(self._mean.shape[0]), "n_features_out": int(n_out),
+                "kept_blocks": {n: [s.start, s.stop] for n, s in pairs},
+                **({"group_lasso": self._report} if self._report else {}), **extra}
+
+    def _kept(self) -> list[slice]:
+        return [slice(a, b) for a, b in self.meta_["kept_blocks"].values()]
+
+    def _standardised(self, X) -> np.ndarray:
+        X = self._check(X, reset=False)
+        return (X - self.state_["mean"]) / self.state_["scale"]
+
+
+class ConcatFusion(_Fusion):
+    """Concatenate blocks after per-column standardisation and a 1/sqrt(width) scale per block.
+
+    >>> ConcatFusion(blocks={"blocks.4": [0, 112], "features": [112, 1392]}).fit_transform(X)  # doctest: +SKIP
+    """
+
+    kind = "concat"
+
+    def __init__(self, blocks: Blocks | None = None, use: list[str] | None = None,
+                 select_blocks: int | None = None) -> None:
+        self.blocks = blocks
+        self.use = use
+        self.select_blocks = select_blocks
+
+    def fit(self, X, y=None) -> "ConcatFusion":
+        _, pairs = self._prepare(X, y)
+        scale = self._scale.copy()
+        for _, s in pairs:
+            scale[s] *= np.sqrt(s.stop - s.start)
+        self._finish({"mean": self._mean, "scale": scale},
+                     self._blocks_meta(pairs, sum(s.stop - s.start for _, s in pairs)))
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        Z = self._standardised(X)
+        return np.concatenate([Z[:, s] for s in self._kept()], axis=1).astype(np.float32)
+
+
+class _FusionNet(nn.Module):
+    def __init__(self, widths: list[int], width: int, n_classes: int, gated: bool, dropout: float) -> None:
+        super().__init__()
+        self.gated = gated
+        self.proj = nn.ModuleList(nn.Linear(w, width) for w in widths)
+        self.alpha = nn.Parameter(torch.zeros(len(widths)))
+        self.gate = nn.Linear(width, 1, bias=False)
+        self.gate_bias = nn.Parameter(torch.zeros(len(widths)))
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(width, n_classes)
+
+    def fuse(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        H = torch.stack([p(b) for p, b in zip(self.proj, blocks)], dim=1)  # (n, blocks, width)
+        if self.gated:
+            H = torch.relu(H)
+            g = torch.softmax(self.gate(H).squeeze(-1) + self.gate_bias, dim=1)
+        else:
+            g = torch.softmax(self.alpha, dim=0).expand(H.shape[0], -1)
+        return (g.unsqueeze(-1) * H).sum(dim=1)
+
+    def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        return self.classifier(self.drop(self.fuse(blocks)))
+
+
+class _LearnedFusion(_Fusion):
+    gated = False
+
+    def __init__(self, blocks: Blocks | None = None, use: list[str] | None = None,
+                 select_blocks: int | None = None, width: int = 256,
+                 max_epochs: int = 300, lr: float = 3e-3, weight_decay: float = 1e-3, dropout: float = 0.2,
+                 patience: int = 20, random_state: int = 0) -> None:
+        self.blocks = blocks
+        self.use = use
+        self.select_blocks = select_blocks
+        self.width = width
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.patience = patience
+        self.random_state = random_state
+
+    def fit(self, X, y) -> "_LearnedFusion":
+        if y is None:
+            raise DataError(f"{type(self).__name__} is trained with labels: call fit(X, y)")
+        Z, pairs = self._prepare(X, y)
+        check_classification_targets(self._y)
+        classes, y_idx = np.unique(self._y, return_inverse=True)
+        if len(classes) < 2:
+            raise DataError(f"{type(self).__name__} needs at least 2 classes, got 1 class")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.random_state)
+            net = _FusionNet([s.stop - s.start for _, s in pairs], int(self.width), len(classes),
+                             self.gated, float(self.dropout))
+            epochs = _train(net, [Z[:, s] for _, s in pairs], y_idx, self)
+        state = {"mean": self._mean, "scale": self._scale}
+        for i, p in enumerate(net.proj):
+            state[f"proj.{i}"] = p.weight.detach().numpy().T.astype(np.float64)
+            state[f"bias.{i}"] = p.bias.detach().numpy().astype(np.float64)
+        extra: dict = {"epochs": epochs}
+        if self.gated:
+            state["gate"] = net.gate.weight.detach().numpy().ravel().astype(np.float64)
+            state["gate_bias"] = net.gate_bias.detach().numpy().astype(np.float64)
+        else:
+            w = softmax(net.alpha.detach().numpy().astype(np.float64))
+            state["weights"] = w
+            extra["block_weights"] = {n: float(v) for (n, _), v in zip(pairs, w)}
+        self._finish(state, self._blocks_meta(pairs, int(self.width), **extra))
+        if self.gated:
+            gates = self._gates(Z)
+            self.meta_["mean_gates"] = {n: float(v) for n, v in zip(self.meta_["kept_blocks"], gates.mean(axis=0))}
+        return self
+
+    def _projections(self, Z: np.ndarray) -> np.ndarray:
+        H = np.stack([Z[:, s] @ self.state_[f"proj.{i}"] + self.state_[f"bias.{i}"]
+                      for i, s in enumerate(self._kept())], axis=1)
+        return np.maximum(H, 0.0) if self.gated else H
+
+    def _gates(self, Z: np.ndarray) -> np.ndarray:
+        return softmax(self._projections(Z) @ self.state_["gate"] + self.state_["gate_bias"], axis=1)
+
+    def transform(self, X) -> np.ndarray:
+        Z = self._standardised(X)
+        H = self._projections(Z)
+        g = self._gates(Z) if self.gated else np.broadcast_to(self.state_["weights"], H.shape[:2])
+        return (g[:, :, None] * H).sum(axis=1).astype(np.float32)
+
+
+class WeightedFusion(_LearnedFusion):
+    """Linear fusion: per-block projections summed with learned softmax block weights."""
+
+    kind = "weighted"
+
+
+class GatedFusion(_LearnedFusion):
+    """Non-linear fusion: ReLU projections and a per-item softmax gate over blocks."""
+
+    kind = "gated"
+    gated = True
+
+
+def _train(net: _FusionNet, blocks: list[np.ndarray], y_idx: np.ndarray, cfg: _LearnedFusion) -> int:
+    """Full-batch AdamW on cross-entropy; early stopping on a stratified 20% split when every
+    class has at least 5 items. Returns the epoch whose weights were kept."""
+    n = len(y_idx)
+    counts = np.bincount(y_idx)
+    rng = np.random.default_rng(cfg.random_state)
+    val = np.zeros(n, dtype=bool)
+    if counts.min() >= 5:
+        for c in range(len(counts)):
+            idx = np.flatnonzero(y_idx == c)
+            val[rng.choice(idx, size=max(1, len(idx) // 5), replace=False)] = True
+    tensors = [torch.as_tensor(b, dtype=torch.float32) for b in blocks]
+    target = torch.as_tensor(y_idx)
+    tr = torch.as_tensor(~val)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    best, best_epoch, best_state = np.inf, 0, None
+    for epoch in range(1, int(cfg.max_epochs) + 1):
+        net.train()
+        opt.zero_grad()
+        loss = loss_fn(net([t[tr] for t in tensors]), target[tr])
+        loss.backward()
+        opt.step()
+        if val.any():
+            net.eval()
+            with torch.no_grad():
+                v = loss_fn(net([t[~tr] for t in tensors]), target[~tr]).item()
+            if v < best - 1e-4:
+                best, best_epoch = v, epoch
+                best_state = {k: t.clone() for k, t in net.state_dict().items()}
+            elif epoch - best_epoch >= cfg.patience:
+                break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+        return best_epoch
+    return int(cfg.max_epochs)
+
+
+FUSIONS: dict[str, type[_Fusion]] = {c.kind: c for c in (ConcatFusion, WeightedFusion, GatedFusion)}
+
+
+def make_fusion(kind: str, blocks: Blocks | None, use: list[str] | None = None,
+                select_blocks: int | None = None, **params) -> _Fusion:
+    """``concat`` | ``weighted`` | ``gated`` (``mlp`` is accepted as another name for ``gated``).
+
+    >>> make_fusion("weighted", {"blocks.4": [0, 112], "features": [112, 1392]}).kind
+    'weighted'
+    """
+    kind = "gated" if kind == "mlp" else kind
+    if kind not in FUSIONS:
+        raise DataError(f"unknown fusion {kind!r}; choose concat, weighted or mlp")
+    return FUSIONS[kind](blocks=blocks, use=use, select_blocks=select_blocks, **params)
