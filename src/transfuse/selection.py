@@ -45,27 +45,27 @@ class VarianceSelector(_ColumnSelector):
 
 
 class KBestSelector(_ColumnSelector):
-    """The ``k`` columns with the highest univariate score (``anova`` F or ``mutual_info``)."""
+    """The ``k`` columns with the highest univariate score (``score_func``: ``anova`` F or ``mutual_info``)."""
 
     kind = "kbest"
 
-    def __init__(self, k: int = 512, score: str = "anova", random_state: int = 0) -> None:
+    def __init__(self, k: int = 512, score_func: str = "anova", random_state: int = 0) -> None:
         self.k = k
-        self.score = score
+        self.score_func = score_func
         self.random_state = random_state
 
     def fit(self, X, y) -> "KBestSelector":
         from sklearn.feature_selection import f_classif, mutual_info_classif
 
         X, y = self._check(X, reset=True, y=y)
-        if self.score == "anova":
+        if self.score_func == "anova":
             scores = np.nan_to_num(f_classif(X, y)[0], nan=0.0)
-        elif self.score == "mutual_info":
+        elif self.score_func == "mutual_info":
             scores = mutual_info_classif(X, y, random_state=self.random_state)
         else:
-            raise DataError(f"score must be 'anova' or 'mutual_info', got {self.score!r}")
+            raise DataError(f"score_func must be 'anova' or 'mutual_info', got {self.score_func!r}")
         k = min(int(self.k), X.shape[1])
-        return self._keep(np.argsort(-scores, kind="stable")[:k], X.shape[1], score=self.score)
+        return self._keep(np.argsort(-scores, kind="stable")[:k], X.shape[1], score_func=self.score_func)
 
 
 class L1Selector(_ColumnSelector):
@@ -85,6 +85,7 @@ class L1Selector(_ColumnSelector):
         Z = StandardScaler().fit_transform(X)
         clf = LogisticRegression(penalty="l1", C=self.C, solver="saga", max_iter=self.max_iter, tol=1e-3)
         clf.fit(Z, y)
+        self.n_iter_ = int(np.max(clf.n_iter_))
         return self._keep(np.flatnonzero(np.abs(clf.coef_).max(axis=0) > 0), X.shape[1], C=self.C)
 
 

@@ -22,7 +22,11 @@ class Step(TransformerMixin, BaseEstimator):
     def _check(self, X, reset: bool, y=None):
         try:
             if reset:
-                return validate_data(self, X, y, dtype=[np.float64, np.float32], reset=True)
+                out = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=True)
+                n = (out[0] if isinstance(out, tuple) else out).shape[0]
+                if n < 2:
+                    raise DataError(f"{type(self).__name__} needs at least 2 samples to fit, got {n} sample")
+                return out
             check_is_fitted(self, "state_")
             return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         except ValueError as exc:
@@ -38,6 +42,11 @@ class Step(TransformerMixin, BaseEstimator):
         self.meta_ = dict(meta)
         self.n_features_in_ = int(meta["n_features_in"])
         return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # features are float32 throughout
+        return tags
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         check_is_fitted(self, "state_")

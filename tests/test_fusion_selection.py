@@ -1,0 +1,114 @@
+"""Fusion and selection steps: sklearn contract, what they keep, no leakage, exact round trip."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import check_estimator
+
+from transfuse.errors import DataError
+from transfuse.fusion import ConcatFusion, GatedFusion, WeightedFusion, make_fusion
+from transfuse.heads import LogisticHead
+from transfuse.recipe import Recipe
+from transfuse.search import default_recipes, search
+from transfuse.selection import KBestSelector, L1Selector, PCAReducer, VarianceSelector, group_lasso_blocks, parse_select
+
+STEPS = [ConcatFusion(), WeightedFusion(max_epochs=20), GatedFusion(max_epochs=20), PCAReducer(0.9),
+         VarianceSelector(), KBestSelector(k=2), L1Selector(C=1.0)]
+
+
+@pytest.mark.parametrize("step", STEPS, ids=lambda s: type(s).__name__)
+def test_sklearn_estimator_checks(step):
+    check_estimator(step)
+
+
+def blocky_digits(seed: int = 0):
+    """Digits pixels as an informative 64-wide block, plus two blocks of pure noise."""
+    X, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(seed)
+    noise_a, noise_b = rng.normal(size=(len(X), 20)), rng.normal(size=(len(X), 200))
+    blocks = {"noise_a": [0, 20], "pixels": [20, 84], "noise_b": [84, 284]}
+    return np.hstack([noise_a, X, noise_b]).astype(np.float32), y, blocks
+
+
+def test_group_lasso_keeps_the_informative_block():
+    X, y, blocks = blocky_digits()
+    Z = (X - X.mean(0)) / (X.std(0) + 1e-9)
+    pairs = [(n, slice(a, b)) for n, (a, b) in blocks.items()]
+    report = group_lasso_blocks(Z[:600], y[:600], pairs, budget=1)
+    assert report["kept"] == ["pixels"]
+    fused = ConcatFusion(blocks=blocks, select_blocks=1).fit(X[:600], y[:600])
+    assert list(fused.meta_["kept_blocks"]) == ["pixels"] and fused.transform(X).shape == (len(X), 64)
+
+
+def test_concat_balances_blocks_of_different_width():
+    X, y, blocks = blocky_digits()
+    Z = ConcatFusion(blocks=blocks).fit_transform(X)
+    per_block = [Z[:, slice(*[int(v) - (0) for v in blocks[n]])].var(0).sum() for n in blocks]
+    assert np.allclose(per_block, per_block[0], rtol=0.05)
+
+
+@pytest.mark.parametrize("kind", ["weighted", "mlp"])
+def test_learned_fusions_learn_and_report_block_weights(kind):
+    X, y, blocks = blocky_digits()
+    model = Pipeline([("fusion", make_fusion(kind, blocks, width=64)), ("head", LogisticHead())])
+    model.fit(X[:1200], y[:1200])
+    assert model.score(X[1200:], y[1200:]) > 0.8
+    meta = model[0].meta_
+    weights = meta["block_weights"] if kind == "weighted" else meta["mean_gates"]
+    assert max(weights, key=weights.get) == "pixels"
+
+
+def test_use_restricts_blocks_and_unknown_names_fail():
+    X, y, blocks = blocky_digits()
+    assert ConcatFusion(blocks=blocks, use=["pixels"]).fit_transform(X, y).shape[1] == 64
+    with pytest.raises(DataError, match="no block named nope"):
+        ConcatFusion(blocks=blocks, use=["nope"]).fit(X, y)
+    with pytest.raises(DataError, match="do not tile|covers"):
+        ConcatFusion(blocks={"a": [0, 10]}).fit(X, y)
+
+
+def test_parse_select_and_bad_specs():
+    budget, steps = parse_select("group-lasso:3, pca:0.9, kbest:100:mutual_info, l1:0.5, variance")
+    assert budget == 3 and [s.kind for s in steps] == ["pca", "kbest", "l1", "variance"]
+    assert steps[1].score_func == "mutual_info"
+    with pytest.raises(DataError, match="unknown selection 'lasso'"):
+        parse_select("lasso:2")
+    with pytest.raises(DataError, match="bad selection"):
+        parse_select("pca:lots")
+    with pytest.raises(DataError, match="unknown fusion"):
+        Recipe(fusion="attention").validate()
+
+
+def test_selection_steps_report_what_they_kept():
+    X, y, _ = blocky_digits()
+    pca = PCAReducer(0.9).fit(X[:, 20:84])
+    assert pca.meta_["explained_variance"] >= 0.9 and pca.meta_["n_features_out"] < 64
+    kb = KBestSelector(k=10).fit(X, y)
+    assert kb.meta_["n_features_out"] == 10 and all(20 <= i < 84 for i in kb.state_["index"])
+    assert VarianceSelector().fit(X).meta_["n_features_out"] < X.shape[1]  # digits has constant pixels
+
+
+def test_fusion_and_selection_see_only_training_rows():
+    """Leakage check: fitting on the train rows gives the same steps whatever the test rows hold."""
+    X, y, blocks = blocky_digits()
+    train = np.arange(800)
+    recipe = Recipe(fusion="concat", select="group-lasso:2,pca:0.9")
+    a = Pipeline(recipe.build(blocks)).fit(X[train], y[train])
+    X_poisoned = X.copy()
+    X_poisoned[800:] = 1e6  # wildly different test rows
+    b = Pipeline(recipe.build(blocks)).fit(X_poisoned[train], y[train])
+    np.testing.assert_array_equal(a.predict(X[800:]), b.predict(X[800:]))
+    np.testing.assert_array_equal(a[0].state_["mean"], b[0].state_["mean"])
+
+
+def test_search_is_deterministic_and_prefers_the_informative_block():
+    X, y, blocks = blocky_digits()
+    idx = np.random.default_rng(0).choice(len(X), 400, replace=False)
+    recipes = default_recipes(blocks)
+    r1 = search(X[idx], y[idx], blocks, recipes, cv=3, seed=0, n_jobs=2)
+    r2 = search(X[idx], y[idx], blocks, recipes, cv=3, seed=0, n_jobs=1)
+    assert [r["cv_accuracy"] for r in r1.rows] == [r["cv_accuracy"] for r in r2.rows]
+    singles = [r for r in r1.rows if r["single_layer"]]
+    assert singles[0]["recipe"].layers == ("pixels",)
+    assert "over the runner-up" in r1.reason
