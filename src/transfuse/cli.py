@@ -50,7 +50,7 @@ def _main(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, he
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
     if verbose == 0:
-        for noisy in ("timm", "PIL"):
+        for noisy in ("timm", "PIL", "lightning", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -150,6 +150,55 @@ def search_cmd(
     fit(data=data, manifest=manifest, backbone=backbone, layers=layers, pooling=pooling, weights=weights, head=head,
         head_param=[], fusion=None, select=None, auto=True, cv=cv, test_size=test_size, seed=seed, out_dir=out_dir,
         skip_bad=skip_bad, batch_size=None, workers=workers, device=device, no_cache=False, as_json=as_json)
+
+
+Strategy = Annotated[str, typer.Option("--strategy", help="head | last:N | full | lp-ft | gradual")]
+
+
+@app.command()
+def finetune(
+    data: Data = None,
+    manifest: Manifest = None,
+    backbone: Annotated[str, typer.Option("--backbone", "-b", help="Backbone to fine-tune (timm-style).")] = "efficientnet_lite0",
+    strategy: Strategy = "lp-ft",
+    from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Same architecture from random weights, same budget.")] = False,
+    epochs: Annotated[int, typer.Option("--epochs")] = 10,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate of the new output layer.")] = 1e-3,
+    layer_decay: Annotated[float, typer.Option("--layer-decay", help="Each group below the output layer gets lr x this, compounded.")] = 0.75,
+    l2sp: Annotated[float, typer.Option("--l2sp", help="L2-SP strength pulling weights toward the pretrained ones (0 = off).")] = 0.0,
+    probe_epochs: Annotated[int, typer.Option("--probe-epochs", help="Head-only epochs before lp-ft/gradual unfreeze.")] = 3,
+    image_size: Annotated[int, typer.Option("--image-size", help="Training and prediction size in pixels.")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    patience: Annotated[int, typer.Option("--patience", help="Stop after this many epochs without a better validation accuracy.")] = 5,
+    precision: Annotated[str, typer.Option("--precision", help="auto (bf16 on GPUs that support it) | 32 | bf16")] = "auto",
+    test_size: Annotated[float, typer.Option("--test-size")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split and of training.")] = 0,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Model directory (default: transfuse-models/<data>-<backbone>-<strategy>-<time>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from <out>/checkpoints/last.ckpt.")] = False,
+    skip_bad: SkipBad = False,
+    workers: Annotated[int, typer.Option("--workers", help="Data loading worker processes.")] = 0,
+    as_json: Json = False,
+) -> None:
+    """Parameter-based transfer: train a new output layer, then fine-tune part or all of the network."""
+    from transfuse.data import load_source
+    from transfuse.evaluate import metrics_table
+    from transfuse.finetune.train import FinetuneConfig, finetune_source
+
+    source = load_source(data, manifest, skip_bad=skip_bad)
+    if resume and out_dir is None:
+        raise typer.BadParameter("--resume needs --out DIR of the run to continue")
+    cfg = FinetuneConfig(backbone=backbone, strategy=strategy, from_scratch=from_scratch, epochs=epochs, lr=lr,
+                         layer_decay=layer_decay, l2sp=l2sp, probe_epochs=probe_epochs, image_size=image_size,
+                         batch_size=batch_size, patience=patience, precision=precision, seed=seed)
+    kind = "scratch" if from_scratch else strategy.replace(":", "")
+    out_path = out_dir or Path("transfuse-models") / f"{source.name}-{backbone}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    metrics = finetune_source(source, cfg, out_path, test_size=test_size, split_seed=seed, resume=resume,
+                              skip_bad=skip_bad, num_workers=workers)
+    if as_json:
+        print(json.dumps({"model_dir": str(out_path), **metrics}))
+        return
+    out.print(metrics_table(metrics, title=f"{backbone} {kind} on {source.name}, test split"))
+    out.print(f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f}s; model saved to {out_path}")
 
 
 @app.command()

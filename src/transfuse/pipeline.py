@@ -144,8 +144,9 @@ def read_config(model_dir: str | Path) -> dict:
     return config
 
 
-def load_model(model_dir: str | Path, **extractor_overrides) -> Pipeline:
-    """Load a model directory saved by :func:`save_model`.
+def load_model(model_dir: str | Path, **extractor_overrides):
+    """Load a model directory saved by :func:`save_model` (a Pipeline), or by ``transfuse finetune``
+    (a :class:`~transfuse.finetune.train.FinetunedModel`, which ignores the overrides).
 
     ``extractor_overrides`` change run-time settings such as ``device``, ``num_workers``,
     ``batch_size`` or ``cache`` (never what the features are).
@@ -156,6 +157,10 @@ def load_model(model_dir: str | Path, **extractor_overrides) -> Pipeline:
     """
     path = Path(model_dir)
     config = read_config(path)
+    if config.get("kind") == "finetuned":  # parameter-based transfer: a whole network, see transfuse.finetune
+        from transfuse.finetune.train import FinetunedModel
+
+        return FinetunedModel.load(path, config)
     broken = f"{path / CONFIG} is incomplete or from another version"
     try:
         head_cfg = config["head"]

@@ -125,32 +125,50 @@ def fit_source(source: Source, *, backbone: str = "efficientnet_lite0", layers: 
 def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, **overrides) -> dict:
     """Metrics of a saved model on every (readable, with ``skip_bad``) item of a labelled ``source``."""
     model = load_model(model_dir, **overrides)
-    head = model.named_steps["head"]
-    classes = [str(c) for c in head.classes_]
+    classes = [str(c) for c in model.classes_] if not isinstance(model, Pipeline) else \
+        [str(c) for c in model.named_steps["head"].classes_]
     unknown = sorted(set(source.labels) - set(classes))
     if unknown:
         raise DataError(f"labels {unknown} are not classes of the model ({', '.join(classes)}); "
                         f"rename the folders or evaluate on matching data")
-    source, X, skipped = drop_unreadable(source, model.named_steps["features"], skip_bad)
-    pred = [str(p) for p in model[1:].predict(X)]
-    metrics = classification_metrics(source.labels, pred, classes=classes)
-    metrics["skipped"] = len(skipped)
+    ok, labels, _ = predict_arrays(model, source.items, on_error="skip" if skip_bad else "raise")
+    truth = [lab for lab, good in zip(source.labels, ok) if good]
+    metrics = classification_metrics(truth, [str(p) for p in labels], classes=classes)
+    metrics["skipped"] = int((~ok).sum())
     return metrics
 
 
-def predict_paths(model: Pipeline, paths: list[str], on_error: str = "raise") -> list[dict]:
-    """One record per input: ``path``, ``label`` and per-class ``probabilities`` (when the head has them)."""
-    extractor, head, rest = model.named_steps["features"], model.named_steps["head"], model[1:]
-    extractor.set_params(on_error=on_error)
-    X = extractor.transform(paths)
-    ok = ~np.isnan(X).any(axis=1)
-    records: list[dict] = [{"path": p, "label": None, "error": "unreadable"} for p in paths]
-    if ok.any():
-        labels = rest.predict(X[ok])
+def predict_arrays(model, paths: list[str], on_error: str = "raise") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(readable mask, labels of the readable items, their probabilities or None)`` for a probe
+    pipeline or a fine-tuned model; unreadable files raise unless ``on_error="skip"``."""
+    if isinstance(model, Pipeline):
+        extractor, head, rest = model.named_steps["features"], model.named_steps["head"], model[1:]
+        extractor.set_params(on_error=on_error)
+        X = extractor.transform(paths)
+        ok = ~np.isnan(X).any(axis=1)
+        if not ok.any():
+            return ok, np.array([]), None
         proba = rest.predict_proba(X[ok]) if hasattr(head, "predict_proba") else None
-        for j, i in enumerate(np.flatnonzero(ok)):
-            rec = {"path": paths[i], "label": str(labels[j])}
-            if proba is not None:
-                rec["probabilities"] = {str(c): float(p) for c, p in zip(head.classes_, proba[j])}
-            records[i] = rec
+        return ok, rest.predict(X[ok]), proba
+    from transfuse.extract import unreadable_error
+    from transfuse.finetune.train import unreadable_images
+
+    bad = set(unreadable_images(paths))
+    if bad and on_error == "raise":
+        raise unreadable_error(sorted(bad), len(paths))
+    ok = np.array([p not in bad for p in paths])
+    proba = model.predict_proba([p for p in paths if p not in bad]) if ok.any() else np.zeros((0, 0))
+    return ok, model.classes_[proba.argmax(1)] if ok.any() else np.array([]), proba
+
+
+def predict_paths(model, paths: list[str], on_error: str = "raise") -> list[dict]:
+    """One record per input: ``path``, ``label`` and per-class ``probabilities`` (when the model has them)."""
+    ok, labels, proba = predict_arrays(model, paths, on_error)
+    classes = model.classes_ if not isinstance(model, Pipeline) else model.named_steps["head"].classes_
+    records: list[dict] = [{"path": p, "label": None, "error": "unreadable"} for p in paths]
+    for j, i in enumerate(np.flatnonzero(ok)):
+        rec = {"path": paths[i], "label": str(labels[j])}
+        if proba is not None:
+            rec["probabilities"] = {str(c): float(p) for c, p in zip(classes, proba[j])}
+        records[i] = rec
     return records

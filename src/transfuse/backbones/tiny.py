@@ -25,6 +25,10 @@ class TinyCNN(nn.Module):
         self.head_conv = nn.Sequential(nn.Conv2d(24, 32, 1), nn.ReLU())
         self.classifier = nn.Linear(32, num_classes)
 
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new output layer (timm's method name), as fine-tuning needs."""
+        self.classifier = nn.Linear(self.classifier.in_features, num_classes)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.head_conv(self.blocks(self.stem(x)))
 

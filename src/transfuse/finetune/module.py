@@ -1,0 +1,78 @@
+"""The LightningModule: cross-entropy on a timm-style model whose trainable groups follow a Strategy."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+
+from transfuse.finetune.strategy import Strategy, apply, freeze_batchnorm
+
+
+class TransferModule(L.LightningModule):
+    """Trains ``model`` under ``strategy``; layer-wise learning-rate decay by group; optional L2-SP.
+
+    ``groups`` runs from input to output (see :func:`~transfuse.finetune.strategy.parameter_groups`).
+    The classifier gets ``lr``; each group below it gets ``lr * layer_decay**k``.
+    """
+
+    def __init__(self, model: nn.Module, groups: list[tuple[str, list[str]]], strategy: Strategy, lr: float = 1e-3,
+                 layer_decay: float = 0.75, weight_decay: float = 1e-4, probe_epochs: int = 3,
+                 unfreeze_every: int = 1, l2sp: float = 0.0, label_smoothing: float = 0.1) -> None:
+        super().__init__()
+        self.model = model
+        self.groups = groups
+        self.strategy = strategy
+        self.lr, self.layer_decay, self.weight_decay = lr, layer_decay, weight_decay
+        self.probe_epochs, self.unfreeze_every = probe_epochs, unfreeze_every
+        self.l2sp = l2sp
+        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        classifier = groups[-1][1]
+        # L2-SP anchors: the starting (pretrained) weights of everything but the new classifier
+        self._anchor = {n: p.detach().clone() for n, p in model.named_parameters()
+                        if l2sp > 0 and not any(n.startswith(c + ".") for c in classifier)}
+        self.frozen: list[str] = []
+        self.n_trainable = 0
+        self._sync(0)
+
+    def _sync(self, epoch: int) -> None:
+        n = self.strategy.trainable_at(epoch, len(self.groups), self.probe_epochs, self.unfreeze_every)
+        if n != self.n_trainable:
+            self.frozen = apply(self.model, self.groups, n)
+            self.n_trainable = n
+
+    def on_train_epoch_start(self) -> None:
+        self._sync(self.current_epoch)
+        self.model.train()  # the backbone arrives in eval mode; Lightning keeps modules' modes as they are
+        self.log("trainable_groups", float(self.n_trainable))
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        freeze_batchnorm(self.model, self.frozen)  # frozen parts keep their BN statistics
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.loss(self.model(x), y)
+        if self._anchor:
+            drift = sum(((p - self._anchor[n].to(p.device)) ** 2).sum()
+                        for n, p in self.model.named_parameters() if p.requires_grad and n in self._anchor)
+            loss = loss + self.l2sp * drift
+        self.log("train_loss", loss, prog_bar=True, on_epoch=True, on_step=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        self.log("val_loss", self.loss(logits, y), on_epoch=True, prog_bar=True)
+        self.log("val_acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True)
+
+    def configure_optimizers(self):
+        params = dict(self.model.named_parameters())
+        param_groups = []
+        for depth, (_, prefixes) in enumerate(reversed(self.groups)):
+            members = [p for n, p in params.items() if any(n == q or n.startswith(q + ".") for q in prefixes)]
+            if members:
+                param_groups.append({"params": members, "lr": self.lr * self.layer_decay**depth})
+        return torch.optim.AdamW(param_groups, lr=self.lr, weight_decay=self.weight_decay)

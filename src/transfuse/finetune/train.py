@@ -1,0 +1,247 @@
+"""Fine-tune a backbone on a labelled source with Lightning, and the saved model that predicts with it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from transfuse.backbones import create_backbone
+from transfuse.backbones.base import InputSpec
+from transfuse.data.images import decode_image
+from transfuse.data.source import Source
+from transfuse.data.split import split_source
+from transfuse.errors import CorruptInputError, DataError, ModelDirError
+from transfuse.finetune.strategy import parameter_groups, parse_strategy
+
+log = logging.getLogger(__name__)
+MODEL_WEIGHTS = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything that decides what is trained (saved in config.json)."""
+
+    backbone: str = "efficientnet_lite0"
+    strategy: str = "lp-ft"
+    from_scratch: bool = False
+    epochs: int = 10
+    lr: float = 1e-3
+    layer_decay: float = 0.75
+    weight_decay: float = 1e-4
+    l2sp: float = 0.0
+    probe_epochs: int = 3
+    unfreeze_every: int = 1
+    image_size: int = 128
+    batch_size: int = 32
+    patience: int = 5
+    val_fraction: float = 0.15
+    augment: bool = True
+    precision: str = "auto"
+    seed: int = 0
+
+
+class _Images(Dataset):
+    def __init__(self, paths: list[str], labels: np.ndarray, transform) -> None:
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return self.transform(decode_image(self.paths[i])), int(self.labels[i])
+
+
+def transforms(spec: InputSpec, image_size: int, augment: bool):
+    """(train, eval) transforms from timm's factory at ``image_size`` with the backbone's mean/std."""
+    from timm.data import create_transform
+
+    common = dict(input_size=(3, image_size, image_size), mean=spec.mean, std=spec.std, interpolation=spec.interpolation)
+    train = create_transform(is_training=augment, hflip=0.5, scale=(0.6, 1.0), **common) if augment else \
+        create_transform(is_training=False, crop_pct=1.0, **common)
+    return train, create_transform(is_training=False, crop_pct=1.0, **common)
+
+
+def unreadable_images(paths: list[str]) -> list[str]:
+    """Paths that cannot be decoded (checked before any training starts)."""
+    bad = []
+    for p in paths:
+        try:
+            decode_image(p)
+        except CorruptInputError:
+            bad.append(p)
+    return bad
+
+
+def _precision(choice: str) -> str:
+    if choice == "32":
+        return "32-true"
+    if choice == "bf16":
+        return "bf16-mixed"
+    if choice != "auto":
+        raise DataError(f"precision must be auto, 32 or bf16, got {choice!r}")
+    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *, test_size: float = 0.2,
+                    split_seed: int = 0, resume: bool = False, skip_bad: bool = False,
+                    num_workers: int = 0, progress: bool | None = None) -> dict:
+    """Fine-tune ``cfg.backbone`` on the train split of ``source``; score on the test split; save to ``out_dir``.
+
+    The train/test split is the same as ``fit``'s for the same seed, so probe and fine-tune numbers
+    compare. Returns the test metrics (also in ``metrics.json``).
+
+    >>> finetune_source(load_source("examples/fashion"), FinetuneConfig(strategy="lp-ft", epochs=5), "m")  # doctest: +SKIP
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from transfuse.evaluate import classification_metrics, plot_confusion
+    from transfuse.finetune.module import TransferModule
+
+    strategy = parse_strategy(cfg.strategy)
+    precision = _precision(cfg.precision)
+    train, test = split_source(source, test_size=test_size, seed=split_seed)  # missing classes fail here
+    bad = unreadable_images(source.items)
+    if bad and not skip_bad:
+        listing = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise CorruptInputError(f"{len(bad)} of {len(source)} files could not be read as images: {listing}; "
+                                f"fix or remove them, or pass --skip-bad to leave them out", bad)
+    if bad:
+        log.warning("skipped %d unreadable files", len(bad))
+        keep = [i for i, p in enumerate(source.items) if p not in set(bad)]
+        source = source.subset(keep)
+        train, test = split_source(source, test_size=test_size, seed=split_seed)
+    classes = source.classes
+    y = np.array([classes.index(lab) for lab in source.labels])
+    fit_idx, val_idx = _validation_split(np.asarray(train), y, cfg.val_fraction, cfg.seed)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    backbone = create_backbone(cfg.backbone, weights="random" if cfg.from_scratch else "pretrained")
+    backbone.model.reset_classifier(len(classes))
+    groups = parameter_groups(backbone)
+    module = TransferModule(backbone.model, groups, strategy, lr=cfg.lr, layer_decay=cfg.layer_decay,
+                            weight_decay=cfg.weight_decay, probe_epochs=cfg.probe_epochs,
+                            unfreeze_every=cfg.unfreeze_every, l2sp=cfg.l2sp)
+    train_tf, eval_tf = transforms(backbone.input_spec, cfg.image_size, cfg.augment)
+
+    def loader(idx, tf, shuffle):
+        data = _Images([source.items[i] for i in idx], y[idx], tf)
+        return DataLoader(data, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=num_workers,
+                          generator=torch.Generator().manual_seed(cfg.seed))
+
+    show = log.getEffectiveLevel() <= logging.INFO if progress is None else progress
+    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_acc", mode="max",
+                                  save_last=True)
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs, accelerator="auto", devices=1, precision=precision, deterministic=True,
+        logger=CSVLogger(out, name="logs", version=""), enable_progress_bar=show, enable_model_summary=False,
+        callbacks=[checkpoints, EarlyStopping(monitor="val_acc", mode="max", patience=cfg.patience)],
+        log_every_n_steps=1,
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    ckpt = None
+    if resume:
+        if not last.is_file():
+            raise ModelDirError(f"nothing to resume: {last} does not exist; start without --resume")
+        _check_checkpoint(last)
+        ckpt = str(last)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, loader(fit_idx, train_tf, True), loader(val_idx, eval_tf, False), ckpt_path=ckpt)
+    seconds = time.perf_counter() - start
+    best = checkpoints.best_model_path or str(last)
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    backbone.model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+
+    model = FinetunedModel(backbone.model.eval(), classes, backbone.input_spec, cfg.image_size)
+    proba = model.predict_proba([source.items[i] for i in test])
+    metrics = classification_metrics([classes[i] for i in y[test]], [classes[i] for i in proba.argmax(1)],
+                                     classes=classes)
+    metrics["split"] = {"train": len(fit_idx), "validation": len(val_idx), "test": len(test), "seed": split_seed}
+    metrics["train_seconds"] = seconds
+    metrics["epochs_run"] = int(trainer.current_epoch)
+    metrics["precision"] = precision
+    model.save(out, cfg, metrics)
+    plot_confusion(metrics, out / "confusion_matrix.png", title=f"{cfg.backbone} {cfg.strategy}"
+                   f"{' (from scratch)' if cfg.from_scratch else ''}, test split")
+    return metrics
+
+
+def _validation_split(train: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified hold-out of the training split for early stopping (one item per class at least,
+    and never the last item of a class)."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(y[train]):
+        idx = train[y[train] == c]
+        if len(idx) >= 2:
+            val.extend(rng.choice(idx, size=min(len(idx) - 1, max(1, round(fraction * len(idx)))), replace=False))
+    val = np.sort(np.asarray(val, dtype=int))
+    return np.setdiff1d(train, val), val
+
+
+def _check_checkpoint(path: Path) -> None:
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by this trainer
+    except Exception as exc:
+        raise ModelDirError(f"checkpoint {path} is corrupt ({type(exc).__name__}); delete it and start "
+                            f"without --resume") from None
+
+
+class FinetunedModel:
+    """A fine-tuned network with its classes and preprocessing: ``predict_proba(paths)``, ``save``, ``load``."""
+
+    def __init__(self, model: torch.nn.Module, classes: list[str], spec: InputSpec, image_size: int) -> None:
+        self.model, self.classes_, self.spec, self.image_size = model, np.asarray(classes), spec, image_size
+
+    @torch.inference_mode()
+    def predict_proba(self, paths: list[str], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities, one row per path (raises for unreadable files)."""
+        _, eval_tf = transforms(self.spec, self.image_size, augment=False)
+        data = DataLoader(_Images(list(paths), np.zeros(len(paths)), eval_tf), batch_size=batch_size)
+        self.model.eval()
+        return np.concatenate([torch.softmax(self.model(x).float(), 1).numpy() for x, _ in data])
+
+    def predict(self, paths: list[str]) -> np.ndarray:
+        return self.classes_[self.predict_proba(paths).argmax(1)]
+
+    def save(self, out: Path, cfg: FinetuneConfig, metrics: dict) -> None:
+        from safetensors.torch import save_file
+
+        from transfuse.atomic import atomic_write_text
+        from transfuse.pipeline import FORMAT_VERSION, _versions
+
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(out / MODEL_WEIGHTS))
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        config = {"format_version": FORMAT_VERSION, "kind": "finetuned", "finetune": cfg.__dict__,
+                  "classes": [str(c) for c in self.classes_], "image_size": self.image_size,
+                  "versions": _versions()}
+        atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path, config: dict) -> "FinetunedModel":
+        from safetensors.torch import load_file
+
+        try:
+            cfg = FinetuneConfig(**config["finetune"])
+            classes = config["classes"]
+            backbone = create_backbone(cfg.backbone, weights="random")
+            backbone.model.reset_classifier(len(classes))
+            backbone.model.load_state_dict(load_file(str(path / MODEL_WEIGHTS)))
+        except (KeyError, TypeError) as exc:
+            raise ModelDirError(f"{path / 'config.json'} is incomplete ({exc!r}); fine-tune again") from None
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ModelDirError(f"cannot load {path / MODEL_WEIGHTS} ({exc}); fine-tune again") from None
+        return cls(backbone.model.eval(), classes, backbone.input_spec, int(config["image_size"]))

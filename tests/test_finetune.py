@@ -1,0 +1,107 @@
+"""Parameter-based transfer: strategies, the BatchNorm policy, resume, errors, saved models."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from transfuse.backbones import create_backbone
+from transfuse.data import load_image_folder
+from transfuse.errors import DataError, ModelDirError
+from transfuse.finetune.strategy import Strategy, apply, parameter_groups, parse_strategy
+from transfuse.finetune.train import FinetuneConfig, finetune_source
+from transfuse.pipeline import load_model
+from transfuse.workflow import evaluate_dir, predict_paths
+
+
+def tiny_cfg(**kw):
+    base = dict(backbone="tiny_cnn", epochs=2, image_size=32, batch_size=8, lr=1e-2, probe_epochs=1, patience=10)
+    return FinetuneConfig(**{**base, **kw})
+
+
+def test_parse_strategy():
+    assert parse_strategy("last:2") == Strategy("last", 2)
+    assert parse_strategy("lp-ft") == Strategy("lp-ft")
+    with pytest.raises(DataError, match="choose one of head, last:N, full, lp-ft, gradual"):
+        parse_strategy("partial")
+    with pytest.raises(DataError, match="whole number"):
+        parse_strategy("last:x")
+
+
+def test_groups_follow_the_efficientnet_blocks():
+    groups = parameter_groups(create_backbone("efficientnet_lite0"))
+    assert [g for g, _ in groups] == ["stem", *[f"blocks.{i}" for i in range(7)], "top", "classifier"]
+    assert dict(groups)["stem"] == ["conv_stem", "bn1"] and dict(groups)["top"] == ["conv_head", "bn2"]
+
+
+def test_schedules():
+    assert [Strategy("lp-ft").trainable_at(e, 6, 2, 1) for e in range(4)] == [1, 1, 6, 6]
+    assert [Strategy("gradual").trainable_at(e, 6, 1, 1) for e in range(7)] == [1, 2, 3, 4, 5, 6, 6]
+    assert Strategy("last", 1).trainable_at(0, 6, 1, 1) == 3
+
+
+def test_frozen_parts_keep_weights_and_batchnorm_statistics(image_folder, tmp_path):
+    before = create_backbone("tiny_cnn").model.state_dict()
+    finetune_source(load_image_folder(image_folder), tiny_cfg(strategy="head"), tmp_path / "head", progress=False)
+    after = load_model(tmp_path / "head").model.state_dict()
+    for key in ("stem.0.weight", "stem.1.running_mean", "stem.1.running_var", "blocks.1.1.running_mean"):
+        assert torch.equal(before[key], after[key]), key  # frozen: weights AND BN statistics unchanged
+    finetune_source(load_image_folder(image_folder), tiny_cfg(strategy="full"), tmp_path / "full", progress=False)
+    full = load_model(tmp_path / "full").model.state_dict()
+    assert not torch.equal(before["stem.1.running_mean"], full["stem.1.running_mean"])
+    assert not torch.equal(before["stem.0.weight"], full["stem.0.weight"])
+
+
+def test_apply_marks_requires_grad():
+    bb = create_backbone("tiny_cnn")
+    groups = parameter_groups(bb)
+    frozen = apply(bb.model, groups, 2)  # classifier + the group below it
+    trainable = {n for n, p in bb.model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("classifier", "head_conv")) for n in trainable)
+    assert "stem" in frozen
+
+
+def test_saved_model_predicts_and_evaluates(image_folder, tmp_path):
+    src = load_image_folder(image_folder)
+    metrics = finetune_source(src, tiny_cfg(strategy="lp-ft", epochs=3), tmp_path / "m", progress=False)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["kind"] == "finetuned" and (tmp_path / "m" / "logs" / "metrics.csv").is_file()
+    assert set(metrics) >= {"accuracy", "balanced_accuracy", "macro_f1", "train_seconds"}
+    model = load_model(tmp_path / "m")
+    records = predict_paths(model, src.items[:3])
+    assert all(r["label"] in src.classes and abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in records)
+    assert evaluate_dir(tmp_path / "m", src)["n"] == 24
+
+
+def test_resume_continues_from_the_last_checkpoint(image_folder, tmp_path):
+    src = load_image_folder(image_folder)
+    finetune_source(src, tiny_cfg(strategy="full", epochs=2), tmp_path / "m", progress=False)
+    resumed = finetune_source(src, tiny_cfg(strategy="full", epochs=4), tmp_path / "m", resume=True, progress=False)
+    assert resumed["epochs_run"] == 4
+    (tmp_path / "m" / "checkpoints" / "last.ckpt").write_bytes(b"garbage")
+    with pytest.raises(ModelDirError, match="corrupt.*without --resume"):
+        finetune_source(src, tiny_cfg(epochs=5), tmp_path / "m", resume=True, progress=False)
+    with pytest.raises(ModelDirError, match="nothing to resume"):
+        finetune_source(src, tiny_cfg(), tmp_path / "other", resume=True, progress=False)
+
+
+def test_missing_class_in_training_split_is_reported_before_training(image_folder, tmp_path):
+    src = load_image_folder(image_folder)
+    src.splits = ["test" if lab == "bag" else "train" for lab in src.labels]
+    with pytest.raises(DataError, match=r"classes \['bag'\] have no train rows"):
+        finetune_source(src, tiny_cfg(), tmp_path / "m", progress=False)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_pretrained_head_beats_scratch_on_real_fashion_images(image_folder, tmp_path):
+    """Real EfficientNet-Lite0 weights: a new output layer on frozen features learns; random init does not."""
+    src = load_image_folder(image_folder)
+    cfg = dict(backbone="efficientnet_lite0", epochs=4, image_size=64, batch_size=8, lr=1e-2, patience=10,
+               augment=False)
+    head = finetune_source(src, FinetuneConfig(strategy="head", **cfg), tmp_path / "h", progress=False)
+    scratch = finetune_source(src, FinetuneConfig(strategy="head", from_scratch=True, **cfg), tmp_path / "s",
+                              progress=False)
+    assert head["accuracy"] >= 0.8 and head["accuracy"] > scratch["accuracy"] + 0.2, (head["accuracy"],
+                                                                                      scratch["accuracy"])
