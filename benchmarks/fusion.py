@@ -7,7 +7,7 @@ Features: efficientnet_lite0 taps blocks.4, blocks.5, blocks.6, features (averag
 and efficientnet_lite1 `features` for the two-backbone row. Every head is standardise +
 logistic regression (C=1) unless the search picked otherwise.
 
-Run: ``python benchmarks/fusion.py`` (about 20 minutes on 2 CPU cores the first time).
+Run: ``python benchmarks/fusion.py`` (about 12 minutes on 2 CPU cores the first time).
 Writes benchmarks/results/fusion.{md,json}.
 """
 
@@ -32,12 +32,15 @@ BUDGETS = [10, 100]
 SEEDS = [0, 1, 2]
 CONFIGS = {
     "last layer only (features)": Recipe(layers=("features",)),
+    "last layer + PCA 0.95": Recipe(layers=("features",), select="pca:0.95"),
     "concat of 4 layers": Recipe(fusion="concat"),
     "concat + PCA 0.95": Recipe(fusion="concat", select="pca:0.95"),
     "concat + group-lasso (2 blocks)": Recipe(fusion="concat", select="group-lasso:2"),
     "weighted fusion": Recipe(fusion="weighted"),
+    "weighted + PCA 0.95": Recipe(fusion="weighted", select="pca:0.95"),
     "weighted + group-lasso (2 blocks)": Recipe(fusion="weighted", select="group-lasso:2"),
     "non-linear (gated) fusion": Recipe(fusion="mlp"),
+    "non-linear + PCA 0.95": Recipe(fusion="mlp", select="pca:0.95"),
     "non-linear + group-lasso (2 blocks)": Recipe(fusion="mlp", select="group-lasso:2"),
 }
 

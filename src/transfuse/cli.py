@@ -202,6 +202,46 @@ def finetune(
 
 
 @app.command()
+def compare(
+    data: Data = None,
+    manifest: Manifest = None,
+    backbone: Annotated[str, typer.Option("--backbone", "-b")] = "efficientnet_lite0",
+    strategies: Annotated[str, typer.Option("--strategies", help="Fine-tuning strategies to run besides scratch and the probe, comma-separated.")] = "head,lp-ft",
+    epochs: Annotated[int, typer.Option("--epochs")] = 10,
+    image_size: Annotated[int, typer.Option("--image-size")] = 128,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    test_size: Annotated[float, typer.Option("--test-size")] = 0.2,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for all runs (default: transfuse-models/<data>-compare-<time>).")] = None,
+    skip_bad: SkipBad = False,
+    as_json: Json = False,
+) -> None:
+    """Does transfer pay? Scratch vs feature probe vs fine-tuning strategies on one split, one table."""
+    from transfuse.data import load_source
+    from transfuse.finetune.strategy import parse_strategy
+    from transfuse.workflow import compare_source
+
+    source = load_source(data, manifest, skip_bad=skip_bad)
+    names = tuple(s.strip() for s in strategies.split(",") if s.strip())
+    for name in names:
+        parse_strategy(name)
+    folder = out_dir or Path("transfuse-models") / f"{source.name}-compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    rows = compare_source(source, folder, backbone=backbone, strategies=names, epochs=epochs, image_size=image_size,
+                          seed=seed, test_size=test_size, skip_bad=skip_bad)
+    (folder / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title=f"{backbone} on {source.name}: same split (seed {seed}), same test set")
+    for col in ("method", "accuracy", "balanced acc.", "macro F1", "seconds"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in rows:
+        table.add_row(r["method"], f"{r['accuracy']:.3f}", f"{r['balanced_accuracy']:.3f}", f"{r['macro_f1']:.3f}",
+                      f"{r['seconds']:.0f}")
+    out.print(table)
+    out.print(f"models and compare.json in {folder}")
+
+
+@app.command()
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="A model directory written by `transfuse fit`.")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],

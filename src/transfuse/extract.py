@@ -114,6 +114,27 @@ def backbone_list(backbone: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def layers_of(backbone: str, layers: str | list[str] | None, backbones: list[str]) -> list[str] | None:
+    """The layers one of several backbones extracts: ``"<backbone>:<layer>"`` entries go to that
+    backbone only, plain names to every backbone.
+
+    >>> layers_of("a", "a:blocks.4,features,b:stem", ["a", "b"])
+    ['blocks.4', 'features']
+    """
+    wanted = parse_layers(layers)
+    if wanted is None or len(backbones) == 1:
+        return wanted
+    mine = []
+    for entry in wanted:
+        owner, sep, tap = entry.rpartition(":")
+        if sep and owner in backbones:
+            if owner == backbone:
+                mine.append(tap)
+        else:
+            mine.append(entry)
+    return mine or None
+
+
 def open_cache(cache: FeatureCache | bool | str | os.PathLike | None) -> FeatureCache | None:
     """``True`` -> the default cache, a path -> a cache there, ``False``/``None`` -> no cache."""
     if isinstance(cache, FeatureCache):
@@ -360,7 +381,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         backbones each block is named ``<backbone>:<layer>``."""
         paths = [str(p) for p in np.asarray(X, dtype=object).ravel()]
         names = backbone_list(self.backbone)
-        parts = [extract_features(paths, backbone=name, layers=self.layers, pooling=self.pooling,
+        parts = [extract_features(paths, backbone=name, layers=layers_of(name, self.layers, names),
+                                  pooling=self.pooling,
                                   weights=self.weights, cache=self.cache, batch_size=self.batch_size,
                                   num_workers=self.num_workers, device=self.device, on_error=self.on_error)
                  for name in names]

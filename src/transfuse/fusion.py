@@ -62,6 +62,12 @@ class _Fusion(Step):
                 "kept_blocks": {n: [s.start, s.stop] for n, s in pairs},
                 **({"group_lasso": self._report} if self._report else {}), **extra}
 
+    def _state_keys(self) -> list[str]:
+        n = len(self.meta_["kept_blocks"])
+        learned = [f"{a}.{i}" for i in range(n) for a in ("proj", "bias")] if self.kind != "concat" else []
+        extra = {"weighted": ["weights"], "gated": ["gate", "gate_bias"]}.get(self.kind, [])
+        return ["mean", "scale", *learned, *extra]
+
     def _kept(self) -> list[slice]:
         return [slice(a, b) for a, b in self.meta_["kept_blocks"].values()]
 

@@ -20,7 +20,10 @@ from transfuse.errors import DataError
 
 
 class Head(ClassifierMixin, BaseEstimator):
-    """Base class: standardisation + a classifier whose parameters live in ``state_``."""
+    """Base class: standardisation + a classifier whose parameters live in ``state_``.
+
+    ``standardize=False`` keeps the columns as they come (after a ConcatFusion, whose per-block
+    scaling is what balances wide and narrow layers)."""
 
     kind = "base"
     has_proba = True
@@ -33,10 +36,14 @@ class Head(ClassifierMixin, BaseEstimator):
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise DataError(f"a head needs at least 2 classes to learn from, got 1 class ({self.classes_[0]!r})")
-        scaler = StandardScaler().fit(X)
-        self.state_ = {"mean": scaler.mean_.astype(np.float64), "scale": scaler.scale_.astype(np.float64)}
+        if getattr(self, "standardize", True):
+            scaler = StandardScaler().fit(X)
+            mean, scale = scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64)
+        else:  # the step before already scaled the columns on purpose (ConcatFusion's block balance)
+            mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
+        self.state_ = {"mean": mean, "scale": scale}
         try:
-            self.state_.update(self._fit_state(scaler.transform(X), y_idx))
+            self.state_.update(self._fit_state((X - mean) / scale, y_idx))
         except InvalidParameterError as exc:
             raise DataError(f"invalid {self.kind} head parameter: {exc}") from None
         # C order: safetensors stores raw buffers, and sklearn often returns Fortran-ordered coefs
@@ -108,9 +115,10 @@ class LogisticHead(LinearHead):
 
     kind = "logreg"
 
-    def __init__(self, C: float = 1.0, max_iter: int = 1000) -> None:
+    def __init__(self, C: float = 1.0, max_iter: int = 1000, standardize: bool = True) -> None:
         self.C = C
         self.max_iter = max_iter
+        self.standardize = standardize
 
     def _fit_state(self, Z, y_idx):
         from sklearn.linear_model import LogisticRegression
@@ -126,9 +134,10 @@ class LinearSVMHead(LinearHead):
     kind = "svm"
     has_proba = False
 
-    def __init__(self, C: float = 1.0, max_iter: int = 5000) -> None:
+    def __init__(self, C: float = 1.0, max_iter: int = 5000, standardize: bool = True) -> None:
         self.C = C
         self.max_iter = max_iter
+        self.standardize = standardize
 
     def _fit_state(self, Z, y_idx):
         from sklearn.svm import LinearSVC
@@ -144,8 +153,9 @@ class RidgeHead(LinearHead):
     kind = "ridge"
     has_proba = False
 
-    def __init__(self, alpha: float = 1.0) -> None:
+    def __init__(self, alpha: float = 1.0, standardize: bool = True) -> None:
         self.alpha = alpha
+        self.standardize = standardize
 
     def _fit_state(self, Z, y_idx):
         from sklearn.linear_model import RidgeClassifier
@@ -160,10 +170,12 @@ class KNNHead(Head):
     kind = "knn"
     state_keys = ("mean", "scale", "train", "train_y")
 
-    def __init__(self, n_neighbors: int = 5, weights: str = "distance", metric: str = "cosine") -> None:
+    def __init__(self, n_neighbors: int = 5, weights: str = "distance", metric: str = "cosine",
+                 standardize: bool = True) -> None:
         self.n_neighbors = n_neighbors
         self.weights = weights
         self.metric = metric
+        self.standardize = standardize
 
     def _fit_state(self, Z, y_idx):
         return {"train": Z, "train_y": y_idx.astype(np.int64)}
@@ -194,11 +206,13 @@ class MLPHead(LinearHead):
     kind = "mlp"
     state_keys = ("mean", "scale", "w0", "b0", "w1", "b1")
 
-    def __init__(self, hidden: int = 256, alpha: float = 1e-3, max_iter: int = 300, random_state: int = 0) -> None:
+    def __init__(self, hidden: int = 256, alpha: float = 1e-3, max_iter: int = 300, random_state: int = 0,
+                 standardize: bool = True) -> None:
         self.hidden = hidden
         self.alpha = alpha
         self.max_iter = max_iter
         self.random_state = random_state
+        self.standardize = standardize
 
     def _fit_state(self, Z, y_idx):
         from sklearn.neural_network import MLPClassifier

@@ -34,7 +34,7 @@ STEPS: dict[str, type[Step]] = {**FUSIONS, **SELECTORS}
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fusion/selection steps and fine-tuned models; 1: extractor + head only
 CONFIG = "config.json"
 WEIGHTS = "head.safetensors"
 METRICS = "metrics.json"
@@ -82,7 +82,7 @@ def save_model(model: Pipeline, out_dir: str | Path, metrics: dict | None = None
         weights = str(Path(weights).resolve())
     extractor_cfg = {k: params[k] for k in _EXTRACTOR_PARAMS} | {"weights": weights}
     config = {
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if steps else 1,  # older readers can still load plain probes
         "kind": "feature-probe",
         "extractor": extractor_cfg,
         "weights_id": _weights_ids(params["backbone"], weights),
@@ -181,9 +181,13 @@ def load_model(model_dir: str | Path, **extractor_overrides):
     if lacking:
         raise ModelDirError(f"{path / WEIGHTS} lacks {', '.join(lacking)}; the save was broken, fit again")
     head.load_state({k: v for k, v in state.items() if "." not in k}, classes)
-    for (name, step), saved in zip(steps, config.get("steps", [])):
-        prefix = f"{name}."
-        step.load_state({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, saved["meta"])
+    try:
+        for (name, step), saved in zip(steps, config.get("steps", [])):
+            prefix = f"{name}."
+            step.load_state({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, saved["meta"])
+            step.check_state()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelDirError(f"{broken}: step {name!r} cannot be restored ({exc!r}); fit again") from None
     _check_weights(config, extractor, path)
     extractor.layers_ = list(layers)
     extractor.slices_ = {k: slice(a, b) for k, (a, b) in slices.items()}

@@ -62,5 +62,8 @@ class Recipe:
         if self.fusion or budget or len(blocks) > 1:
             steps.append(("fusion", make_fusion(self.fusion or "concat", blocks, use=use, select_blocks=budget)))
         steps += [(f"select{i}", s) for i, s in enumerate(selectors)]
-        steps.append(("head", make_head(self.head, **self.head_params)))
+        head = make_head(self.head, **self.head_params)
+        if steps and steps[-1][1].kind == "concat" and "standardize" not in self.head_params:
+            head.set_params(standardize=False)  # re-standardising would undo the block balance
+        steps.append(("head", head))
         return steps

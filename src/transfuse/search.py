@@ -47,8 +47,9 @@ def default_recipes(blocks: Blocks, head: str = "logreg", budget: int | None = N
             recipes += [Recipe(fusion="concat", head=head, head_params=c),
                         Recipe(fusion="concat", select="pca:0.95", head=head, head_params=c),
                         Recipe(fusion="concat", select=f"group-lasso:{k}", head=head, head_params=c)]
-        recipes += [Recipe(fusion="weighted", head=head, head_params=cs[-1]),
-                    Recipe(fusion="mlp", head=head, head_params=cs[-1])]
+        for fusion in ("weighted", "mlp"):
+            recipes += [Recipe(fusion=fusion, head=head, head_params=cs[-1]),
+                        Recipe(fusion=fusion, select=f"group-lasso:{k}", head=head, head_params=cs[-1])]
     return recipes
 
 
@@ -81,14 +82,14 @@ def search(X: np.ndarray, y, blocks: Blocks, recipes: list[Recipe] | None = None
     scores = Parallel(n_jobs=n_jobs)(
         delayed(_score)(recipes[i], blocks, X, y, *splits[f]) for i, f in jobs)
     rows = []
-    for i, recipe in enumerate(recipes):
+    for i, recipe in enumerate(recipes):  # "order" breaks ties: simpler candidates come first
         acc = np.array([scores[j][0] for j, (ri, _) in enumerate(jobs) if ri == i])
         secs = sum(scores[j][1] for j, (ri, _) in enumerate(jobs) if ri == i) / folds
         rows.append({"recipe": recipe, "candidate": recipe.label(), "cv_accuracy": float(acc.mean()),
                      "cv_std": float(acc.std()), "fit_seconds": float(secs),
-                     "single_layer": bool(recipe.layers and len(recipe.layers) == 1)})
-    # best mean first; ties go to the more stable, then the cheaper candidate
-    rows.sort(key=lambda r: (-round(r["cv_accuracy"], 6), r["cv_std"], r["fit_seconds"]))
+                     "single_layer": bool(recipe.layers and len(recipe.layers) == 1), "order": i})
+    # best mean first; ties go to the more stable, then the earlier (simpler) candidate; never to timing
+    rows.sort(key=lambda r: (-round(r["cv_accuracy"], 6), round(r["cv_std"], 6), r["order"]))
     best, runner = rows[0], rows[1] if len(rows) > 1 else None
     last = [r for r in rows if r["single_layer"] and r["recipe"].layers[0] == list(blocks)[-1]]
     reason = f"{best['candidate']} scored {best['cv_accuracy']:.3f} ± {best['cv_std']:.3f} over {folds} folds"

@@ -27,8 +27,12 @@ class _ColumnSelector(Step):
         index = np.sort(np.asarray(index, dtype=np.int64))
         if len(index) == 0:
             raise DataError(f"{type(self).__name__} kept no feature; loosen its setting")
-        self._finish({"index": index}, {"n_features_in": n_in, "n_features_out": int(len(index)), **report})
+        self._finish({"index": index}, {"n_features_in": n_in, "n_features_out": int(len(index)),
+                                        "kept_columns": index.tolist(), **report})
         return self
+
+    def _state_keys(self) -> list[str]:
+        return ["index"]
 
 
 class VarianceSelector(_ColumnSelector):
@@ -54,10 +58,10 @@ class KBestSelector(_ColumnSelector):
         self.score_func = score_func
         self.random_state = random_state
 
-    def fit(self, X, y) -> "KBestSelector":
+    def fit(self, X, y=None) -> "KBestSelector":
         from sklearn.feature_selection import f_classif, mutual_info_classif
 
-        X, y = self._check(X, reset=True, y=y)
+        X, y = self._check(X, reset=True, y=y, needs_y=True)
         if self.score_func == "anova":
             scores = np.nan_to_num(f_classif(X, y)[0], nan=0.0)
         elif self.score_func == "mutual_info":
@@ -73,17 +77,24 @@ class L1Selector(_ColumnSelector):
 
     kind = "l1"
 
-    def __init__(self, C: float = 0.1, max_iter: int = 2000) -> None:
+    def __init__(self, C: float = 0.1, max_iter: int = 2000, random_state: int = 0) -> None:
         self.C = C
         self.max_iter = max_iter
+        self.random_state = random_state
 
-    def fit(self, X, y) -> "L1Selector":
+    def fit(self, X, y=None) -> "L1Selector":
+        import inspect
+
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
-        X, y = self._check(X, reset=True, y=y)
+        X, y = self._check(X, reset=True, y=y, needs_y=True)
         Z = StandardScaler().fit_transform(X)
-        clf = LogisticRegression(penalty="l1", C=self.C, solver="saga", max_iter=self.max_iter, tol=1e-3)
+        # newer scikit-learn spells a pure L1 penalty l1_ratio=1 and deprecates penalty="l1"
+        l1 = {"l1_ratio": 1.0} if inspect.signature(LogisticRegression).parameters["penalty"].default == \
+            "deprecated" else {"penalty": "l1"}
+        clf = LogisticRegression(C=self.C, solver="saga", max_iter=self.max_iter, tol=1e-3,
+                                 random_state=self.random_state, **l1)
         clf.fit(Z, y)
         self.n_iter_ = int(np.max(clf.n_iter_))
         return self._keep(np.flatnonzero(np.abs(clf.coef_).max(axis=0) > 0), X.shape[1], C=self.C)
@@ -115,6 +126,9 @@ class PCAReducer(Step):
         X = self._check(X, reset=False)
         return ((X - self.state_["mean"]) @ self.state_["components"].T).astype(np.float32)
 
+    def _state_keys(self) -> list[str]:
+        return ["mean", "components"]
+
 
 SELECTORS: dict[str, type[Step]] = {c.kind: c for c in (PCAReducer, VarianceSelector, KBestSelector, L1Selector)}
 
@@ -131,15 +145,23 @@ def parse_select(spec: str | None) -> tuple[int | None, list[Step]]:
         try:
             if name == "group-lasso":
                 budget = int(arg or 2)
+                _require(budget >= 1, part, "keeps at least 1 block")
             elif name == "pca":
-                steps.append(PCAReducer(float(arg) if arg else 0.95))
+                n = float(arg) if arg else 0.95
+                _require(0 < n < 1 or (n >= 1 and n == int(n)), part,
+                         "takes a variance fraction in (0, 1) or a whole number of components")
+                steps.append(PCAReducer(n if n < 1 else int(n)))
             elif name == "variance":
                 steps.append(VarianceSelector(float(arg) if arg else 0.0))
             elif name == "kbest":
                 k, _, score = arg.partition(":")
+                _require(int(k or 512) >= 1, part, "keeps at least 1 column")
+                _require(score in ("", "anova", "mutual_info"), part, "scores with anova or mutual_info")
                 steps.append(KBestSelector(int(k or 512), score or "anova"))
             elif name == "l1":
-                steps.append(L1Selector(float(arg) if arg else 0.1))
+                c = float(arg) if arg else 0.1
+                _require(c > 0, part, "needs C > 0")
+                steps.append(L1Selector(c))
             else:
                 raise DataError(f"unknown selection {name!r}; use pca:0.95, variance, kbest:512, l1:0.1 "
                                 f"or group-lasso:2 (comma-separated to combine)")
@@ -148,6 +170,11 @@ def parse_select(spec: str | None) -> tuple[int | None, list[Step]]:
                 raise
             raise DataError(f"bad selection {part!r}: {exc}") from None
     return budget, steps
+
+
+def _require(ok: bool, part: str, what: str) -> None:
+    if not ok:
+        raise DataError(f"bad selection {part!r}: {part.split(':')[0]} {what}")
 
 
 def group_lasso_blocks(Z: np.ndarray, y_idx: np.ndarray, pairs: list[tuple[str, slice]], budget: int,

@@ -19,7 +19,9 @@ class Step(TransformerMixin, BaseEstimator):
 
     kind = "step"
 
-    def _check(self, X, reset: bool, y=None):
+    def _check(self, X, reset: bool, y=None, needs_y: bool = False):
+        if needs_y and y is None:
+            raise DataError(f"{type(self).__name__} is fitted with labels: call fit(X, y)")
         try:
             if reset:
                 out = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=True)
@@ -47,6 +49,16 @@ class Step(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]  # features are float32 throughout
         return tags
+
+    def check_state(self) -> None:
+        """Raise KeyError when a restored state lacks an array that ``transform`` needs."""
+        needed = self._state_keys()
+        missing = sorted(k for k in needed if k not in self.state_)
+        if missing:
+            raise KeyError(f"missing arrays {', '.join(missing)}")
+
+    def _state_keys(self) -> list[str]:
+        return []
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         check_is_fitted(self, "state_")

@@ -56,13 +56,15 @@ def drop_unreadable(source: Source, extractor: FeatureExtractor, skip_bad: bool)
 
 
 def auto_layers(backbone: str, weights: str = "pretrained") -> list[str]:
-    """Layers ``--auto`` tries when none are given: the last three hooked taps and ``features``."""
+    """Layers ``--auto`` tries when none are given: the last three hooked taps and ``features``
+    (named ``<backbone>:<layer>`` when several backbones are fused)."""
     from transfuse.backbones import create_backbone
 
+    backbones = backbone_list(backbone)
     names = []
-    for name in backbone_list(backbone):
+    for name in backbones:
         taps = [t.name for t in create_backbone(name, weights=weights).taps if t.name not in ("features", "logits")]
-        names += [t for t in taps[-3:] + ["features"] if t not in names]
+        names += [t if len(backbones) == 1 else f"{name}:{t}" for t in taps[-3:] + ["features"]]
     return names
 
 
@@ -82,6 +84,9 @@ def fit_source(source: Source, *, backbone: str = "efficientnet_lite0", layers: 
     >>> res = fit_source(load_source("examples/fashion"), layers="blocks.5,features", fusion="concat")  # doctest: +SKIP
     >>> round(res.metrics["accuracy"], 2), res.out_dir  # doctest: +SKIP
     """
+    if auto and (fusion or select or head_params):
+        raise DataError("--auto chooses the fusion, selection and C itself; drop --fusion, --select and "
+                        "--head-param, or drop --auto")
     recipe = Recipe(fusion=fusion, select=select, head=head, head_params=dict(head_params or {}))
     recipe.validate()  # bad names fail before any extraction
     split_source(source, test_size=test_size, seed=seed)  # bad splits fail before extraction too
@@ -172,3 +177,34 @@ def predict_paths(model, paths: list[str], on_error: str = "raise") -> list[dict
             rec["probabilities"] = {str(c): float(p) for c, p in zip(classes, proba[j])}
         records[i] = rec
     return records
+
+
+def compare_source(source: Source, out_dir: str | Path, *, backbone: str = "efficientnet_lite0",
+                   strategies: tuple[str, ...] = ("head", "lp-ft"), epochs: int = 10, image_size: int = 128,
+                   seed: int = 0, test_size: float = 0.2, skip_bad: bool = False, **finetune_params) -> list[dict]:
+    """Same split, same budget: training from scratch, the feature probe, and each fine-tuning strategy.
+
+    Each run is saved under ``out_dir/<method>``; returns one row per method.
+    """
+    from transfuse.finetune.train import FinetuneConfig, finetune_source
+
+    out = Path(out_dir)
+    rows = []
+    start = time.perf_counter()
+    probe = fit_source(source, backbone=backbone, seed=seed, test_size=test_size, skip_bad=skip_bad,
+                       out_dir=out / "probe")
+    rows.append({"method": "feature probe (logreg on features)", **_summary(probe.metrics),
+                 "seconds": time.perf_counter() - start, "model_dir": str(out / "probe")})
+    runs = [("from scratch (full, random init)", "full", True)] + [(f"fine-tune {s}", s, False) for s in strategies]
+    for label, strategy, scratch in runs:
+        cfg = FinetuneConfig(backbone=backbone, strategy=strategy, from_scratch=scratch, epochs=epochs,
+                             image_size=image_size, seed=seed, **finetune_params)
+        name = "scratch" if scratch else strategy.replace(":", "")
+        metrics = finetune_source(source, cfg, out / name, test_size=test_size, split_seed=seed, skip_bad=skip_bad)
+        rows.append({"method": label, **_summary(metrics), "seconds": metrics["train_seconds"],
+                     "model_dir": str(out / name)})
+    return rows
+
+
+def _summary(metrics: dict) -> dict:
+    return {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}

@@ -225,7 +225,7 @@ class FinetunedModel:
 
         save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(out / MODEL_WEIGHTS))
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        config = {"format_version": FORMAT_VERSION, "kind": "finetuned", "finetune": cfg.__dict__,
+        config = {"format_version": FORMAT_VERSION, "kind": "finetuned", "finetune": dict(cfg.__dict__),
                   "classes": [str(c) for c in self.classes_], "image_size": self.image_size,
                   "versions": _versions()}
         atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
