@@ -79,3 +79,17 @@ def test_fusion_selection_flags_and_search(image_folder, tmp_path):
     r = cli("-q", "search", str(image_folder), "--backbone", "tiny_cnn", "--cv", "3", "--out", str(tmp_path / "s"))
     assert r.returncode == 0, r.stderr
     assert "winner:" in r.stdout and (tmp_path / "s" / "search.json").is_file()
+
+
+def test_finetune_command_and_its_errors(image_folder, tmp_path):
+    model = tmp_path / "ft"
+    args = ["-q", "finetune", str(image_folder), "--backbone", "tiny_cnn", "--image-size", "32", "--epochs", "2",
+            "--out", str(model)]
+    r = cli(*args, "--strategy", "last:1", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["epochs_run"] == 2
+    assert cli("-q", "predict", str(model), str(image_folder / "bag")).returncode == 0
+    assert json.loads(cli("-q", "evaluate", str(model), str(image_folder), "--json").stdout)["n"] == 24
+    one_line_error(cli(*args, "--strategy", "some"), "unknown strategy 'some'")
+    (model / "checkpoints" / "last.ckpt").write_bytes(b"broken")
+    one_line_error(cli(*args, "--resume"), "corrupt")
