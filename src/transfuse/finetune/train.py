@@ -194,7 +194,7 @@ def _validation_split(train: np.ndarray, y: np.ndarray, fraction: float, seed: i
 
 def _check_checkpoint(path: Path) -> None:
     try:
-        torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by this trainer
+        torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelDirError(f"checkpoint {path} is corrupt ({type(exc).__name__}); delete it and start "
                             f"without --resume") from None
