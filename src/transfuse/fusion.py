@@ -1,7 +1,8 @@
 """Fusion of several feature blocks (layers, or layers of several backbones) into one representation.
 
-- :class:`ConcatFusion`: standardise every column, then scale each block by 1/sqrt(width) so a
-  1280-wide block does not drown a 40-wide one; concatenate.
+- :class:`ConcatFusion`: standardise every column, then scale each block so that all blocks
+  have the same total variance (the mean block width), so a 1280-wide block does not drown a
+  40-wide one; concatenate. One block alone is just standardised.
 - :class:`WeightedFusion` (linear): project each block to a common width, sum them with learned
   softmax block weights; trained with a linear classifier on top.
 - :class:`GatedFusion` (non-linear): ReLU projection of each block, a per-item softmax gate over
@@ -77,7 +78,8 @@ class _Fusion(Step):
 
 
 class ConcatFusion(_Fusion):
-    """Concatenate blocks after per-column standardisation and a 1/sqrt(width) scale per block.
+    """Concatenate blocks after per-column standardisation and a per-block scale that gives every
+    block the same total variance.
 
     >>> ConcatFusion(blocks={"blocks.4": [0, 112], "features": [112, 1392]}).fit_transform(X)  # doctest: +SKIP
     """
@@ -93,8 +95,9 @@ class ConcatFusion(_Fusion):
     def fit(self, X, y=None) -> "ConcatFusion":
         _, pairs = self._prepare(X, y)
         scale = self._scale.copy()
-        for _, s in pairs:
-            scale[s] *= np.sqrt(s.stop - s.start)
+        mean_width = np.mean([s.stop - s.start for _, s in pairs])
+        for _, s in pairs:  # every block gets the same total variance: the mean block width
+            scale[s] *= np.sqrt((s.stop - s.start) / mean_width)
         self._finish({"mean": self._mean, "scale": scale},
                      self._blocks_meta(pairs, sum(s.stop - s.start for _, s in pairs)))
         return self
