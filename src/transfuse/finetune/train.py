@@ -163,7 +163,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     seconds = time.perf_counter() - start
     best = checkpoints.best_model_path or str(last)
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    backbone.model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    backbone.model.cpu().load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
 
     model = FinetunedModel(backbone.model.eval(), classes, backbone.input_spec, cfg.image_size)
     proba = model.predict_proba([source.items[i] for i in test])
@@ -212,7 +212,8 @@ class FinetunedModel:
         _, eval_tf = transforms(self.spec, self.image_size, augment=False)
         data = DataLoader(_Images(list(paths), np.zeros(len(paths)), eval_tf), batch_size=batch_size)
         self.model.eval()
-        return np.concatenate([torch.softmax(self.model(x).float(), 1).numpy() for x, _ in data])
+        device = next(self.model.parameters()).device
+        return np.concatenate([torch.softmax(self.model(x.to(device)).float(), 1).cpu().numpy() for x, _ in data])
 
     def predict(self, paths: list[str]) -> np.ndarray:
         return self.classes_[self.predict_proba(paths).argmax(1)]
