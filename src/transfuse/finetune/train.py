@@ -141,6 +141,9 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
                           generator=torch.Generator().manual_seed(cfg.seed))
 
     show = log.getEffectiveLevel() <= logging.INFO if progress is None else progress
+    if log.getEffectiveLevel() > logging.DEBUG:  # Lightning's start-up chatter only at debug level
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_acc", mode="max",
                                   save_last=True)
     trainer = L.Trainer(
@@ -159,6 +162,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning's own deprecation notice
         trainer.fit(module, loader(fit_idx, train_tf, True), loader(val_idx, eval_tf, False), ckpt_path=ckpt)
     seconds = time.perf_counter() - start
     best = checkpoints.best_model_path or str(last)
