@@ -35,6 +35,9 @@ Fusion = Annotated[Optional[str], typer.Option("--fusion", help="How to fuse sev
 Select = Annotated[Optional[str], typer.Option("--select", help="Selection/reduction, comma-separated: pca:0.95 | pca:64 | variance | kbest:512[:mutual_info] | l1:0.1 | group-lasso:N (keep N layer blocks).")]
 Auto = Annotated[bool, typer.Option("--auto", help="Try layers x fusion x selection x C by cross-validation on the training split and keep the best.")]
 Cv = Annotated[int, typer.Option("--cv", help="Folds for --auto / search.")]
+HeadKind = Annotated[str, typer.Option("--head", help="logreg | svm | ridge | knn | mlp")]
+TestSize = Annotated[float, typer.Option("--test-size", help="Fraction of each class held out for testing (ignored when the manifest has a split column).")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the train/test split (and of training).")]
 Layers = Annotated[Optional[str], typer.Option("--layers", "-l", help="Comma-separated tap names (see `transfuse layers`); default: features.")]
 Pooling = Annotated[str, typer.Option("--pooling", help="avg | max | gem | cls")]
 Weights = Annotated[str, typer.Option("--weights", help="pretrained | random | PATH to a weights file.")]
@@ -75,14 +78,14 @@ def fit(
     layers: Layers = None,
     pooling: Pooling = "avg",
     weights: Weights = "pretrained",
-    head: Annotated[str, typer.Option("--head", help="logreg | svm | ridge | knn | mlp")] = "logreg",
+    head: HeadKind = "logreg",
     head_param: Annotated[list[str], typer.Option("--head-param", help="Head hyper-parameter KEY=VALUE (repeatable), e.g. C=0.5.")] = [],  # noqa: B006
     fusion: Fusion = None,
     select: Select = None,
     auto: Auto = False,
     cv: Cv = 5,
-    test_size: Annotated[float, typer.Option("--test-size", help="Fraction of each class held out for testing (ignored when the manifest has a split column).")] = 0.2,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the train/test split.")] = 0,
+    test_size: TestSize = 0.2,
+    seed: Seed = 0,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Model directory to write (default: transfuse-models/<data>-<backbone>-<head>-<time>).")] = None,
     skip_bad: SkipBad = False,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per forward pass (default: 4 on CPU, 64 on GPU).")] = None,
@@ -136,10 +139,10 @@ def search_cmd(
     layers: Layers = None,
     pooling: Pooling = "avg",
     weights: Weights = "pretrained",
-    head: Annotated[str, typer.Option("--head", help="logreg | svm | ridge | knn | mlp")] = "logreg",
+    head: HeadKind = "logreg",
     cv: Cv = 5,
-    test_size: Annotated[float, typer.Option("--test-size", help="Held-out fraction (not used by the search).")] = 0.2,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    test_size: TestSize = 0.2,
+    seed: Seed = 0,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Model directory for the winner (default: transfuse-models/...).")] = None,
     skip_bad: SkipBad = False,
     workers: Workers = None,
@@ -171,8 +174,8 @@ def finetune(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     patience: Annotated[int, typer.Option("--patience", help="Stop after this many epochs without a better validation accuracy.")] = 5,
     precision: Annotated[str, typer.Option("--precision", help="auto (bf16 on GPUs that support it) | 32 | bf16")] = "auto",
-    test_size: Annotated[float, typer.Option("--test-size")] = 0.2,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split and of training.")] = 0,
+    test_size: TestSize = 0.2,
+    seed: Seed = 0,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Model directory (default: transfuse-models/<data>-<backbone>-<strategy>-<time>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from <out>/checkpoints/last.ckpt.")] = False,
     skip_bad: SkipBad = False,
@@ -209,8 +212,8 @@ def compare(
     strategies: Annotated[str, typer.Option("--strategies", help="Fine-tuning strategies to run besides scratch and the probe, comma-separated.")] = "head,lp-ft",
     epochs: Annotated[int, typer.Option("--epochs")] = 10,
     image_size: Annotated[int, typer.Option("--image-size")] = 128,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    test_size: Annotated[float, typer.Option("--test-size")] = 0.2,
+    seed: Seed = 0,
+    test_size: TestSize = 0.2,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for all runs (default: transfuse-models/<data>-compare-<time>).")] = None,
     skip_bad: SkipBad = False,
     as_json: Json = False,

@@ -58,7 +58,7 @@ class Features:
         return [f"{tap}:{i}" for tap, s in self.slices.items() for i in range(s.stop - s.start)]
 
 
-class _ImageFiles(Dataset):
+class ImageFiles(Dataset):
     """Decodes and preprocesses images in DataLoader workers; failures come back flagged."""
 
     def __init__(self, paths: list[str], transform, size: int) -> None:
@@ -230,7 +230,6 @@ def extract_features(
     if not good:
         raise CorruptInputError(f"none of the {len(paths)} files could be read as images", paths)
     good_digests = [digests[i] for i in good]
-    X: np.ndarray | None = None
     slices: dict[str, slice] = {}
     widths = {tap: job.width(tap) for tap in taps}
     col = 0
@@ -302,7 +301,7 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
     bb.check_taps(job.taps)
     workers = default_workers(len(paths), device) if num_workers is None else num_workers
     loader = DataLoader(
-        _ImageFiles(paths, bb.input_spec.transform(), bb.input_spec.size),
+        ImageFiles(paths, bb.input_spec.transform(), bb.input_spec.size),
         batch_size=batch_size, num_workers=workers, shuffle=False, pin_memory=device.startswith("cuda"),
     )
     failed: set[str] = set()

@@ -16,6 +16,8 @@ in torch; ``transform`` runs from the saved arrays in numpy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from scipy.special import softmax
@@ -28,10 +30,27 @@ from transfuse.selection import group_lasso_blocks
 from transfuse.steps import Step
 
 
+@dataclass
+class _Prepared:
+    """What every fusion's ``fit`` starts from: standardised features and the blocks to fuse."""
+
+    Z: np.ndarray
+    pairs: list[tuple[str, slice]]
+    mean: np.ndarray
+    scale: np.ndarray
+    y: np.ndarray | None
+    report: dict
+
+    def meta(self, n_out: int, **extra) -> dict:
+        return {"n_features_in": int(self.mean.shape[0]), "n_features_out": int(n_out),
+                "kept_blocks": {n: [s.start, s.stop] for n, s in self.pairs},
+                **({"group_lasso": self.report} if self.report else {}), **extra}
+
+
 class _Fusion(Step):
     """Shared by all fusions: standardisation, block layout and optional group-lasso block choice."""
 
-    def _prepare(self, X, y=None) -> tuple[np.ndarray, list[tuple[str, slice]]]:
+    def _prepare(self, X, y=None) -> _Prepared:
         if y is None:
             X = self._check(X, reset=True)
         else:
@@ -46,7 +65,6 @@ class _Fusion(Step):
         scale = X.std(axis=0)
         scale[scale < 1e-12] = 1.0
         Z = (X - mean) / scale
-        self._mean, self._scale, self._y = mean, scale, y
         report: dict = {}
         if self.select_blocks is not None and int(self.select_blocks) < len(pairs):
             if y is None:
@@ -55,13 +73,7 @@ class _Fusion(Step):
             _, y_idx = np.unique(y, return_inverse=True)
             report = group_lasso_blocks(Z, y_idx, pairs, int(self.select_blocks))
             pairs = [(n, s) for n, s in pairs if n in report["kept"]]
-        self._report = report
-        return Z, pairs
-
-    def _blocks_meta(self, pairs, n_out: int, **extra) -> dict:
-        return {"n_features_in": int(self._mean.shape[0]), "n_features_out": int(n_out),
-                "kept_blocks": {n: [s.start, s.stop] for n, s in pairs},
-                **({"group_lasso": self._report} if self._report else {}), **extra}
+        return _Prepared(Z, pairs, mean, scale, y, report)
 
     def _state_keys(self) -> list[str]:
         n = len(self.meta_["kept_blocks"])
@@ -93,13 +105,13 @@ class ConcatFusion(_Fusion):
         self.select_blocks = select_blocks
 
     def fit(self, X, y=None) -> "ConcatFusion":
-        _, pairs = self._prepare(X, y)
-        scale = self._scale.copy()
+        prep = self._prepare(X, y)
+        pairs = prep.pairs
+        scale = prep.scale.copy()
         mean_width = np.mean([s.stop - s.start for _, s in pairs])
         for _, s in pairs:  # every block gets the same total variance: the mean block width
             scale[s] *= np.sqrt((s.stop - s.start) / mean_width)
-        self._finish({"mean": self._mean, "scale": scale},
-                     self._blocks_meta(pairs, sum(s.stop - s.start for _, s in pairs)))
+        self._finish({"mean": prep.mean, "scale": scale}, prep.meta(sum(s.stop - s.start for _, s in pairs)))
         return self
 
     def transform(self, X) -> np.ndarray:
@@ -152,9 +164,10 @@ class _LearnedFusion(_Fusion):
     def fit(self, X, y) -> "_LearnedFusion":
         if y is None:
             raise DataError(f"{type(self).__name__} is trained with labels: call fit(X, y)")
-        Z, pairs = self._prepare(X, y)
-        check_classification_targets(self._y)
-        classes, y_idx = np.unique(self._y, return_inverse=True)
+        prep = self._prepare(X, y)
+        Z, pairs = prep.Z, prep.pairs
+        check_classification_targets(prep.y)
+        classes, y_idx = np.unique(prep.y, return_inverse=True)
         if len(classes) < 2:
             raise DataError(f"{type(self).__name__} needs at least 2 classes, got 1 class")
         with torch.random.fork_rng(devices=[]):
@@ -162,7 +175,7 @@ class _LearnedFusion(_Fusion):
             net = _FusionNet([s.stop - s.start for _, s in pairs], int(self.width), len(classes),
                              self.gated, float(self.dropout))
             epochs = _train(net, [Z[:, s] for _, s in pairs], y_idx, self)
-        state = {"mean": self._mean, "scale": self._scale}
+        state = {"mean": prep.mean, "scale": prep.scale}
         for i, p in enumerate(net.proj):
             state[f"proj.{i}"] = p.weight.detach().numpy().T.astype(np.float64)
             state[f"bias.{i}"] = p.bias.detach().numpy().astype(np.float64)
@@ -174,7 +187,7 @@ class _LearnedFusion(_Fusion):
             w = softmax(net.alpha.detach().numpy().astype(np.float64))
             state["weights"] = w
             extra["block_weights"] = {n: float(v) for (n, _), v in zip(pairs, w)}
-        self._finish(state, self._blocks_meta(pairs, int(self.width), **extra))
+        self._finish(state, prep.meta(int(self.width), **extra))
         if self.gated:
             gates = self._gates(Z)
             self.meta_["mean_gates"] = {n: float(v) for n, v in zip(self.meta_["kept_blocks"], gates.mean(axis=0))}

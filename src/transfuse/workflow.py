@@ -156,14 +156,11 @@ def predict_arrays(model, paths: list[str], on_error: str = "raise") -> tuple[np
         proba = rest.predict_proba(X[ok]) if hasattr(head, "predict_proba") else None
         return ok, rest.predict(X[ok]), proba
     from transfuse.extract import unreadable_error
-    from transfuse.finetune.train import unreadable_images
 
-    bad = set(unreadable_images(paths))
-    if bad and on_error == "raise":
-        raise unreadable_error(sorted(bad), len(paths))
-    ok = np.array([p not in bad for p in paths])
-    proba = model.predict_proba([p for p in paths if p not in bad]) if ok.any() else np.zeros((0, 0))
-    return ok, model.classes_[proba.argmax(1)] if ok.any() else np.array([]), proba
+    ok, proba = model.scores(paths)
+    if not ok.all() and on_error == "raise":
+        raise unreadable_error([p for p, good in zip(paths, ok) if not good], len(paths))
+    return ok, model.classes_[proba.argmax(1)], proba
 
 
 def predict_paths(model, paths: list[str], on_error: str = "raise") -> list[dict]:

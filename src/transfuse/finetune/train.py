@@ -211,13 +211,29 @@ class FinetunedModel:
         self.model, self.classes_, self.spec, self.image_size = model, np.asarray(classes), spec, image_size
 
     @torch.inference_mode()
-    def predict_proba(self, paths: list[str], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities, one row per path (raises for unreadable files)."""
+    def scores(self, paths: list[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """``(readable mask, probabilities of the readable paths)``, decoding every file once."""
+        from transfuse.extract import ImageFiles
+
         _, eval_tf = transforms(self.spec, self.image_size, augment=False)
-        data = DataLoader(_Images(list(paths), np.zeros(len(paths)), eval_tf), batch_size=batch_size)
+        data = DataLoader(ImageFiles(list(paths), eval_tf, self.image_size), batch_size=batch_size)
         self.model.eval()
         device = next(self.model.parameters()).device
-        return np.concatenate([torch.softmax(self.model(x.to(device)).float(), 1).cpu().numpy() for x, _ in data])
+        ok, rows = np.zeros(len(paths), dtype=bool), []
+        for x, idx, good in data:
+            ok[idx.numpy()] = good.numpy()
+            if good.any():
+                rows.append(torch.softmax(self.model(x[good].to(device)).float(), 1).cpu().numpy())
+        return ok, np.concatenate(rows) if rows else np.zeros((0, len(self.classes_)))
+
+    def predict_proba(self, paths: list[str], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities, one row per path (raises for unreadable files)."""
+        from transfuse.extract import unreadable_error
+
+        ok, proba = self.scores(paths, batch_size)
+        if not ok.all():
+            raise unreadable_error([p for p, good in zip(paths, ok) if not good], len(paths))
+        return proba
 
     def predict(self, paths: list[str]) -> np.ndarray:
         return self.classes_[self.predict_proba(paths).argmax(1)]
