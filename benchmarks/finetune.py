@@ -8,7 +8,7 @@ runs) and the same test images. Methods: scratch (EfficientNet-Lite0 architectur
 init, full training), feature probe (Lite0 `features` + logistic regression), head-only,
 last:2, LP-FT and full fine-tuning.
 
-Run: ``python benchmarks/finetune.py [--seeds 0,1,2] [--epochs 10] [--budgets 10,100]``
+Run: ``python benchmarks/finetune.py [--seeds 0,1,2] [--epochs 10] [--budgets 10,100] [--name finetune]``
 Writes benchmarks/results/finetune.{md,json}.
 """
 
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="10,100")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--name", default="finetune", help="results file name (benchmarks/results/NAME.md)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -83,7 +84,7 @@ def main() -> None:
     table = (f"Fashion-MNIST, efficientnet_lite0 at {args.image_size} px, {args.epochs} epochs max (early stopping "
              f"patience 5), seeds {args.seeds}; 1,000 official test images\n\n"
              + markdown_table(["labels/class", "method", "test accuracy", "train s"], rows))
-    save_results("finetune", table, {"args": vars(args), "results": results})
+    save_results(args.name, table, {"args": vars(args), "results": results})
 
 
 if __name__ == "__main__":

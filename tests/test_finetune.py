@@ -66,6 +66,7 @@ def test_saved_model_predicts_and_evaluates(image_folder, tmp_path):
     metrics = finetune_source(src, tiny_cfg(strategy="lp-ft", epochs=3), tmp_path / "m", progress=False)
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["kind"] == "finetuned" and (tmp_path / "m" / "logs" / "metrics.csv").is_file()
+    assert list((tmp_path / "m" / "logs").glob("events.out.tfevents.*"))  # TensorBoard (installed by the test extra)
     assert set(metrics) >= {"accuracy", "balanced_accuracy", "macro_f1", "train_seconds"}
     model = load_model(tmp_path / "m")
     records = predict_paths(model, src.items[:3])
@@ -104,3 +105,21 @@ def test_pretrained_head_beats_scratch_on_real_fashion_images(image_folder, tmp_
                               progress=False)
     assert head["accuracy"] >= 0.8 and head["accuracy"] > scratch["accuracy"] + 0.2, (head["accuracy"],
                                                                                       scratch["accuracy"])
+
+
+def test_ddp_two_cpu_processes(image_folder, tmp_path):
+    """Real DDP: Lightning re-runs the command as a second process, gloo all-reduces the gradients,
+    only the first process saves; the saved model then predicts like any other."""
+    from conftest import cli
+
+    out = tmp_path / "ddp"
+    run = cli("-q", "finetune", str(image_folder), "--backbone", "tiny_cnn", "--strategy", "full", "--epochs", "2",
+              "--image-size", "32", "--batch-size", "4", "--devices", "2", "--out", str(out), "--json",
+              env={"CUDA_VISIBLE_DEVICES": ""})
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # the worker process prints nothing
+    metrics = json.loads(lines[0])
+    assert metrics["devices"] == 2 and metrics["epochs_run"] == 2
+    model = load_model(out)
+    assert len(model.predict([str(p) for p in sorted(image_folder.rglob("*.png"))[:3]])) == 3

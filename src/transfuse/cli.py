@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -180,6 +181,7 @@ def finetune(
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from <out>/checkpoints/last.ckpt.")] = False,
     skip_bad: SkipBad = False,
     workers: Annotated[int, typer.Option("--workers", help="Data loading worker processes.")] = 0,
+    devices: Annotated[int, typer.Option("--devices", help="Train with DDP on this many GPUs (or CPU processes without a GPU).")] = 1,
     as_json: Json = False,
 ) -> None:
     """Parameter-based transfer: train a new output layer, then fine-tune part or all of the network."""
@@ -194,9 +196,14 @@ def finetune(
                          layer_decay=layer_decay, l2sp=l2sp, probe_epochs=probe_epochs, image_size=image_size,
                          batch_size=batch_size, patience=patience, precision=precision, seed=seed)
     kind = "scratch" if from_scratch else strategy.replace(":", "")
-    out_path = out_dir or Path("transfuse-models") / f"{source.name}-{backbone}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    default_out = Path("transfuse-models") / f"{source.name}-{backbone}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if devices > 1 and out_dir is None:  # DDP re-runs this command per process: all must pick the same folder
+        default_out = Path(os.environ.setdefault("TRANSFUSE_DDP_OUT", str(default_out)))
+    out_path = out_dir or default_out
     metrics = finetune_source(source, cfg, out_path, test_size=test_size, split_seed=seed, resume=resume,
-                              skip_bad=skip_bad, num_workers=workers)
+                              skip_bad=skip_bad, num_workers=workers, devices=devices)
+    if not metrics:  # a DDP worker process: the first process reports
+        return
     if as_json:
         print(json.dumps({"model_dir": str(out_path), **metrics}))
         return

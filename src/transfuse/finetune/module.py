@@ -20,7 +20,7 @@ class TransferModule(L.LightningModule):
                  layer_decay: float = 0.75, weight_decay: float = 1e-4, probe_epochs: int = 3,
                  unfreeze_every: int = 1, l2sp: float = 0.0, label_smoothing: float = 0.1) -> None:
         super().__init__()
-        self.model = model
+        self.model = model.train()  # frozen parts go to eval per batch (on_train_batch_start)
         self.groups = groups
         self.strategy = strategy
         self.lr, self.layer_decay, self.weight_decay = lr, layer_decay, weight_decay
@@ -44,7 +44,7 @@ class TransferModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._sync(self.current_epoch)
         self.model.train()  # the backbone arrives in eval mode; Lightning keeps modules' modes as they are
-        self.log("trainable_groups", float(self.n_trainable))
+        self.log("trainable_groups", float(self.n_trainable), sync_dist=True)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         freeze_batchnorm(self.model, self.frozen)  # frozen parts keep their BN statistics
@@ -59,14 +59,16 @@ class TransferModule(L.LightningModule):
             drift = sum(((p - self._anchor[n].to(p.device)) ** 2).sum()
                         for n, p in self.model.named_parameters() if p.requires_grad and n in self._anchor)
             loss = loss + self.l2sp * drift
-        self.log("train_loss", loss, prog_bar=True, on_epoch=True, on_step=False)
+        self.log("train_loss", loss, prog_bar=True, on_epoch=True, on_step=False, sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self.model(x)
-        self.log("val_loss", self.loss(logits, y), on_epoch=True, prog_bar=True)
-        self.log("val_acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True)
+        # sync_dist: with several processes every rank sees the same value, so early stopping and
+        # checkpointing agree (a no-op with one process)
+        self.log("val_loss", self.loss(logits, y), on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val_acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
         params = dict(self.model.named_parameters())

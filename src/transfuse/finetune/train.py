@@ -92,17 +92,21 @@ def _precision(choice: str) -> str:
 
 def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *, test_size: float = 0.2,
                     split_seed: int = 0, resume: bool = False, skip_bad: bool = False,
-                    num_workers: int = 0, progress: bool | None = None) -> dict:
+                    num_workers: int = 0, devices: int = 1, progress: bool | None = None) -> dict:
     """Fine-tune ``cfg.backbone`` on the train split of ``source``; score on the test split; save to ``out_dir``.
 
     The train/test split is the same as ``fit``'s for the same seed, so probe and fine-tune numbers
     compare. Returns the test metrics (also in ``metrics.json``).
 
+    ``devices > 1`` trains with DDP, one process per device (GPUs, or CPU processes when there is
+    no GPU); Lightning starts the extra processes by re-running the current command, so call it
+    from a script or the CLI, not a notebook. Only the first process scores and saves; the others
+    return an empty dict.
+
     >>> finetune_source(load_source("examples/fashion"), FinetuneConfig(strategy="lp-ft", epochs=5), "m")  # doctest: +SKIP
     """
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     from transfuse.evaluate import classification_metrics, plot_confusion
     from transfuse.finetune.module import TransferModule
@@ -146,9 +150,12 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
             logging.getLogger(name).setLevel(logging.WARNING)
     checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_acc", mode="max",
                                   save_last=True)
+    if devices < 1:
+        raise DataError(f"devices must be at least 1, got {devices}")
     trainer = L.Trainer(
-        max_epochs=cfg.epochs, accelerator="auto", devices=1, precision=precision, deterministic=True,
-        logger=CSVLogger(out, name="logs", version=""), enable_progress_bar=show, enable_model_summary=False,
+        max_epochs=cfg.epochs, accelerator="auto", devices=devices, strategy="ddp" if devices > 1 else "auto",
+        precision=precision, deterministic=True, logger=_loggers(out), enable_progress_bar=show,
+        enable_model_summary=False,
         callbacks=[checkpoints, EarlyStopping(monitor="val_acc", mode="max", patience=cfg.patience)],
         log_every_n_steps=1,
     )
@@ -165,6 +172,8 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
         warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning's own deprecation notice
         trainer.fit(module, loader(fit_idx, train_tf, True), loader(val_idx, eval_tf, False), ckpt_path=ckpt)
     seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}
     best = checkpoints.best_model_path or str(last)
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     backbone.model.cpu().load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
@@ -177,10 +186,23 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     metrics["train_seconds"] = seconds
     metrics["epochs_run"] = int(trainer.current_epoch)
     metrics["precision"] = precision
+    metrics["devices"] = trainer.world_size  # processes that trained
     model.save(out, cfg, metrics)
     plot_confusion(metrics, out / "confusion_matrix.png", title=f"{cfg.backbone} {cfg.strategy}"
                    f"{' (from scratch)' if cfg.from_scratch else ''}, test split")
     return metrics
+
+
+def _loggers(out: Path) -> list:
+    """CSV metrics always (``<out>/logs/metrics.csv``); TensorBoard too when it is installed."""
+    from importlib.util import find_spec
+
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    loggers = [CSVLogger(out, name="logs", version="")]
+    if find_spec("tensorboard") or find_spec("tensorboardX"):
+        loggers.append(TensorBoardLogger(out, name="logs", version="", default_hp_metric=False))
+    return loggers
 
 
 def _validation_split(train: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
