@@ -29,9 +29,12 @@ out = Console()
 err = Console(stderr=True)
 log = logging.getLogger("transfuse")
 
-Data = Annotated[Optional[Path], typer.Argument(help="Folder with one sub-folder of images per class, or a CSV manifest.")]
+Data = Annotated[Optional[Path], typer.Argument(help="Folder with one sub-folder of images (or .txt files) per class, a CSV manifest of images, or a CSV/JSONL table of texts.")]
 Manifest = Annotated[Optional[Path], typer.Option("--manifest", help="CSV with columns path,label[,split].")]
-Backbone = Annotated[str, typer.Option("--backbone", "--backbones", "-b", help="Backbone name (see `transfuse backbones`) or timm:<name>; several comma-separated are fused.")]
+Backbone = Annotated[Optional[str], typer.Option("--backbone", "--backbones", "-b", help="Backbone name (see `transfuse backbones`), timm:<name> or hf:<org/name>; several comma-separated are fused. Default: efficientnet_lite0 for images, minilm_l6 for text.")]
+TextColumn = Annotated[Optional[str], typer.Option("--text-column", help="Column of a CSV/JSONL table that holds the texts (default: text).")]
+LabelColumn = Annotated[Optional[str], typer.Option("--label-column", help="Column of a CSV/JSONL table that holds the labels (default: label).")]
+LongText = Annotated[str, typer.Option("--long-text", help="Texts longer than the encoder's window: truncate | chunk (read in windows, features averaged).")]
 Fusion = Annotated[Optional[str], typer.Option("--fusion", help="How to fuse several layers: concat (per-block standardised) | weighted (learned block weights) | mlp (gated non-linear). Default with several layers: concat.")]
 Select = Annotated[Optional[str], typer.Option("--select", help="Selection/reduction, comma-separated: pca:0.95 | pca:64 | variance | kbest:512[:mutual_info] | l1:0.1 | group-lasso:N (keep N layer blocks).")]
 Auto = Annotated[bool, typer.Option("--auto", help="Try layers x fusion x selection x C by cross-validation on the training split and keep the best.")]
@@ -40,7 +43,7 @@ HeadKind = Annotated[str, typer.Option("--head", help="logreg | svm | ridge | kn
 TestSize = Annotated[float, typer.Option("--test-size", help="Fraction of each class held out for testing (ignored when the manifest has a split column).")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the train/test split (and of training).")]
 Layers = Annotated[Optional[str], typer.Option("--layers", "-l", help="Comma-separated tap names (see `transfuse layers`); default: features.")]
-Pooling = Annotated[str, typer.Option("--pooling", help="avg | max | gem | cls")]
+Pooling = Annotated[str, typer.Option("--pooling", help="avg | max | gem | cls (text: avg | max | cls over the tokens)")]
 Weights = Annotated[str, typer.Option("--weights", help="pretrained | random | PATH to a weights file.")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Leave out unreadable files and empty class folders (with a warning) instead of stopping.")]
@@ -75,7 +78,9 @@ def _head_params(items: list[str]) -> dict:
 def fit(
     data: Data = None,
     manifest: Manifest = None,
-    backbone: Backbone = "efficientnet_lite0",
+    text_column: TextColumn = None,
+    label_column: LabelColumn = None,
+    backbone: Backbone = None,
     layers: Layers = None,
     pooling: Pooling = "avg",
     weights: Weights = "pretrained",
@@ -93,6 +98,7 @@ def fit(
     workers: Workers = None,
     device: Device = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
+    long_text: LongText = "truncate",
     as_json: Json = False,
 ) -> None:
     """Train a probe head on pretrained features, score it on a held-out split, save the model."""
@@ -101,13 +107,13 @@ def fit(
     from transfuse.recipe import Recipe
     from transfuse.workflow import fit_source
 
-    source = load_source(data, manifest, skip_bad=skip_bad)
-    log.info("data %s: %d items, %d classes", source.name, len(source), len(source.classes))
+    source = load_source(data, manifest, skip_bad=skip_bad, text_column=text_column, label_column=label_column)
+    log.info("data %s: %d %s items, %d classes", source.name, len(source), source.kind, len(source.classes))
     t0 = time.perf_counter()
     res = fit_source(source, backbone=backbone, layers=layers, pooling=pooling, weights=weights, head=head,
                      head_params=_head_params(head_param), fusion=fusion, select=select, auto=auto, cv=cv,
                      test_size=test_size, seed=seed, skip_bad=skip_bad, out_dir=out_dir, batch_size=batch_size,
-                     num_workers=workers, device=device, cache=not no_cache)
+                     num_workers=workers, device=device, cache=not no_cache, long_text=long_text)
     if as_json:
         extra = {"search": res.search.table()} if res.search else {}
         print(json.dumps({"model_dir": str(res.out_dir), **res.metrics, **extra}))
@@ -115,6 +121,7 @@ def fit(
     if res.search is not None:
         _print_search(res.search)
     recipe = Recipe.from_dict(res.metrics["recipe"])
+    backbone = res.model.named_steps["features"].backbone
     label = f"{backbone} + {head}" if recipe == Recipe(head=head, head_params=recipe.head_params) else \
         f"{backbone} | {recipe.label()}"
     out.print(metrics_table(res.metrics, title=f"{label} on {source.name}, test split"))
@@ -136,7 +143,9 @@ def _print_search(found) -> None:
 def search_cmd(
     data: Data = None,
     manifest: Manifest = None,
-    backbone: Backbone = "efficientnet_lite0",
+    text_column: TextColumn = None,
+    label_column: LabelColumn = None,
+    backbone: Backbone = None,
     layers: Layers = None,
     pooling: Pooling = "avg",
     weights: Weights = "pretrained",
@@ -148,12 +157,14 @@ def search_cmd(
     skip_bad: SkipBad = False,
     workers: Workers = None,
     device: Device = None,
+    long_text: LongText = "truncate",
     as_json: Json = False,
 ) -> None:
     """Same as `fit --auto`: search layers x fusion x selection by cross-validation, train and save the best."""
-    fit(data=data, manifest=manifest, backbone=backbone, layers=layers, pooling=pooling, weights=weights, head=head,
+    fit(data=data, manifest=manifest, text_column=text_column, label_column=label_column, backbone=backbone, layers=layers, pooling=pooling, weights=weights, head=head,
         head_param=[], fusion=None, select=None, auto=True, cv=cv, test_size=test_size, seed=seed, out_dir=out_dir,
-        skip_bad=skip_bad, batch_size=None, workers=workers, device=device, no_cache=False, as_json=as_json)
+        skip_bad=skip_bad, batch_size=None, workers=workers, device=device, no_cache=False, long_text=long_text,
+        as_json=as_json)
 
 
 Strategy = Annotated[str, typer.Option("--strategy", help="head | last:N | full | lp-ft | gradual")]
@@ -163,6 +174,8 @@ Strategy = Annotated[str, typer.Option("--strategy", help="head | last:N | full 
 def finetune(
     data: Data = None,
     manifest: Manifest = None,
+    text_column: TextColumn = None,
+    label_column: LabelColumn = None,
     backbone: Annotated[str, typer.Option("--backbone", "-b", help="Backbone to fine-tune (timm-style).")] = "efficientnet_lite0",
     strategy: Strategy = "lp-ft",
     from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Same architecture from random weights, same budget.")] = False,
@@ -189,7 +202,7 @@ def finetune(
     from transfuse.evaluate import metrics_table
     from transfuse.finetune.train import FinetuneConfig, finetune_source
 
-    source = load_source(data, manifest, skip_bad=skip_bad)
+    source = load_source(data, manifest, skip_bad=skip_bad, text_column=text_column, label_column=label_column)
     if resume and out_dir is None:
         raise typer.BadParameter("--resume needs --out DIR of the run to continue")
     cfg = FinetuneConfig(backbone=backbone, strategy=strategy, from_scratch=from_scratch, epochs=epochs, lr=lr,
@@ -215,6 +228,8 @@ def finetune(
 def compare(
     data: Data = None,
     manifest: Manifest = None,
+    text_column: TextColumn = None,
+    label_column: LabelColumn = None,
     backbone: Annotated[str, typer.Option("--backbone", "-b")] = "efficientnet_lite0",
     strategies: Annotated[str, typer.Option("--strategies", help="Fine-tuning strategies to run besides scratch and the probe, comma-separated.")] = "head,lp-ft",
     epochs: Annotated[int, typer.Option("--epochs")] = 10,
@@ -230,7 +245,7 @@ def compare(
     from transfuse.finetune.strategy import parse_strategy
     from transfuse.workflow import compare_source
 
-    source = load_source(data, manifest, skip_bad=skip_bad)
+    source = load_source(data, manifest, skip_bad=skip_bad, text_column=text_column, label_column=label_column)
     names = tuple(s.strip() for s in strategies.split(",") if s.strip())
     for name in names:
         parse_strategy(name)
@@ -254,20 +269,24 @@ def compare(
 @app.command()
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="A model directory written by `transfuse fit`.")],
-    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders; for a text model, .txt files (one text per line) or CSV/JSONL tables.")],
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Write predictions to a .csv or .json file.")] = None,
+    text_column: TextColumn = None,
     skip_bad: SkipBad = False,
     workers: Workers = None,
     device: Device = None,
     as_json: Json = False,
 ) -> None:
-    """Predict the class (and probabilities) of new images."""
-    from transfuse.data import find_images
-    from transfuse.pipeline import load_model
+    """Predict the class (and probabilities) of new images or texts."""
+    from transfuse.data import find_images, read_texts
+    from transfuse.pipeline import load_model, model_modality
     from transfuse.workflow import predict_paths
 
     model = load_model(model_dir, num_workers=workers, device=device)
-    paths = find_images(inputs)
+    if model_modality(model) == "text":
+        paths = [text for f in inputs for text in read_texts(f, text_column)]
+    else:
+        paths = find_images(inputs)
     records = predict_paths(model, paths, on_error="skip" if skip_bad else "raise")
     if out_file is not None:
         _write_records(records, out_file)
@@ -275,12 +294,13 @@ def predict(
         print(json.dumps(records))
         return
     table = Table(title=f"predictions of {model_dir}")
-    table.add_column("path")
+    table.add_column("text" if model_modality(model) == "text" else "path", overflow="ellipsis", no_wrap=True,
+                     max_width=60)
     table.add_column("label")
     table.add_column("probability", justify="right")
     for rec in records:
         p = rec.get("probabilities", {}).get(rec["label"]) if rec["label"] else None
-        table.add_row(rec["path"], rec["label"] or f"[{rec.get('error')}]", "" if p is None else f"{p:.3f}")
+        table.add_row(rec.get("path", rec.get("text")), rec["label"] or f"[{rec.get('error')}]", "" if p is None else f"{p:.3f}")
     out.print(table)
     if out_file is not None:
         out.print(f"wrote {len(records)} predictions to {out_file}")
@@ -296,10 +316,11 @@ def _write_records(records: list[dict], path: Path) -> None:
     classes = sorted({c for r in records for c in r.get("probabilities", {})})
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["path", "label", *[f"p_{c}" for c in classes]])
+        key = "text" if records and "text" in records[0] else "path"
+        writer.writerow([key, "label", *[f"p_{c}" for c in classes]])
         for r in records:
             probs = r.get("probabilities", {})
-            writer.writerow([r["path"], r["label"] or "", *[f"{probs[c]:.6f}" if c in probs else "" for c in classes]])
+            writer.writerow([r[key], r["label"] or "", *[f"{probs[c]:.6f}" if c in probs else "" for c in classes]])
 
 
 @app.command()
@@ -307,6 +328,8 @@ def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="A model directory written by `transfuse fit`.")],
     data: Data = None,
     manifest: Manifest = None,
+    text_column: TextColumn = None,
+    label_column: LabelColumn = None,
     skip_bad: SkipBad = False,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the metrics to this JSON file.")] = None,
     workers: Workers = None,
@@ -318,7 +341,7 @@ def evaluate(
     from transfuse.evaluate import metrics_table
     from transfuse.workflow import evaluate_dir
 
-    source = load_source(data, manifest, skip_bad=skip_bad)
+    source = load_source(data, manifest, skip_bad=skip_bad, text_column=text_column, label_column=label_column)
     metrics = evaluate_dir(model_dir, source, skip_bad=skip_bad, num_workers=workers, device=device)
     if out_file is not None:
         out_file.write_text(json.dumps(metrics, indent=2) + "\n")
@@ -345,7 +368,8 @@ def layers(
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table(title=f"tap points of {backbone} (input {bb.input_spec.size}px)")
+    size = f"window {bb.input_spec.max_tokens} tokens" if bb.modality == "text" else f"input {bb.input_spec.size}px"
+    table = Table(title=f"tap points of {backbone} ({size})")
     for col in ("name", "output shape", "depth", "pooled width"):
         table.add_column(col, justify="left" if col == "name" else "right")
     for r in rows:

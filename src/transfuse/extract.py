@@ -13,28 +13,19 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, TransformerMixin
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from transfuse.backbones import Backbone, create_backbone, get_spec
 from transfuse.cache import FeatureCache, make_key
 from transfuse.config import default_device
-from transfuse.data.fingerprint import file_digest
-from transfuse.data.images import decode_image
+from transfuse.data.fingerprint import item_digest
 from transfuse.errors import CorruptInputError, DataError
-from transfuse.taps import check_pooling, parse_layers, pool
+from transfuse.taps import check_pooling, parse_layers
 
 log = logging.getLogger(__name__)
 FORMAT = "v1"  # bump when pooling or layout changes so old cache entries are not reused
 FLUSH_ROWS = 256  # pooled rows buffered per tap before one shard is written to the cache
-
-
-def default_batch_size(device: str) -> int:
-    """Small batches keep CPU activations in cache (EfficientNet-Lite0 on 2 cores: batch 4 runs
-    about twice as fast as 32); GPUs want large ones."""
-    return 64 if device.startswith("cuda") else 4
 
 
 @dataclass
@@ -58,25 +49,6 @@ class Features:
         return [f"{tap}:{i}" for tap, s in self.slices.items() for i in range(s.stop - s.start)]
 
 
-class ImageFiles(Dataset):
-    """Decodes and preprocesses images in DataLoader workers; failures come back flagged."""
-
-    def __init__(self, paths: list[str], transform, size: int) -> None:
-        self.paths, self.transform, self.size = paths, transform, size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            return self.transform(decode_image(self.paths[i])), i, True
-        except CorruptInputError as exc:
-            log.debug("%s", exc)
-        except Exception as exc:  # a transform failing on odd content is a bad input too
-            log.debug("cannot preprocess %s: %s", self.paths[i], exc)
-        return torch.zeros(3, self.size, self.size), i, False
-
-
 _BACKBONES: OrderedDict[tuple[str, str, str], Backbone] = OrderedDict()
 
 
@@ -85,21 +57,12 @@ def get_backbone(name: str, weights: str, weights_id: str, device: str) -> Backb
     the weights identity, so an overwritten weights file is loaded again."""
     key = (name, weights_id, device)
     if key not in _BACKBONES:
-        backbone = create_backbone(name, weights=weights, device=device)
-        if device.startswith("cpu") or device.startswith("cuda"):
-            backbone.model.to(memory_format=torch.channels_last)
+        backbone = create_backbone(name, weights=weights)
+        backbone.prepare(device)
         _BACKBONES[key] = backbone
         while len(_BACKBONES) > 2:
             _BACKBONES.popitem(last=False)
     return _BACKBONES[key]
-
-
-def default_workers(n_items: int, device: str) -> int:
-    """Decode in worker processes unless the job is tiny; on a CPU one worker is enough to keep
-    the model fed and leaves the other cores to the model."""
-    if n_items < 64:
-        return 0
-    return min(8, os.cpu_count() or 1) if device.startswith("cuda") else 1
 
 
 def _show_progress(progress: bool | None) -> bool:
@@ -166,6 +129,7 @@ def extract_features(
     device: str | None = None,
     on_error: str = "raise",
     progress: bool | None = None,
+    long_text: str = "truncate",
 ) -> Features:
     """Features of every image in ``paths`` for each requested tap, concatenated.
 
@@ -174,6 +138,9 @@ def extract_features(
     written to the cache every few hundred items, so a killed run resumes where it stopped.
     ``on_error="skip"`` returns undecodable items as NaN rows listed in ``failed``;
     ``"raise"`` extracts everything else, then raises :class:`CorruptInputError`.
+    Items are image paths, texts or audio paths as the backbone's ``modality`` says; texts
+    longer than a text encoder's window are truncated or (``long_text="chunk"``) read in windows
+    whose features are averaged.
 
     >>> f = extract_features(["a.png", "b.png"], layers="blocks.4,features")  # doctest: +SKIP
     >>> f.X.shape, f.slices["features"]  # doctest: +SKIP
@@ -182,12 +149,13 @@ def extract_features(
     start = time.perf_counter()
     if on_error not in ("raise", "skip"):
         raise DataError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    check_pooling(pooling)
     device = device or default_device()
-    batch_size = default_batch_size(device) if batch_size is None else batch_size
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}")
     spec = get_spec(backbone)
+    check_pooling(pooling, spec.modality)
+    if long_text not in ("truncate", "chunk"):
+        raise DataError(f"long_text must be 'truncate' or 'chunk', got {long_text!r}")
     weights_id = spec.weights_identity(weights)
     taps = parse_layers(layers) or ["features"]
     paths = [str(p) for p in paths]
@@ -199,14 +167,17 @@ def extract_features(
     digests: list[str] = []
     for i, p in enumerate(paths):
         try:
-            digests.append(file_digest(p))
+            digests.append(item_digest(p, spec.modality))
         except DataError as exc:
             if on_error == "raise":
                 raise CorruptInputError(f"{exc}", [p]) from None
             digests.append(f"unreadable:{i}")
             failed_digests.add(digests[-1])
 
-    job = _Job(spec.name, weights, weights_id, taps, pooling, spec.input_spec.identity(), store)
+    preprocess = spec.input_spec.identity()
+    if spec.modality == "text" and long_text != "truncate":
+        preprocess += f"|long_text={long_text}"
+    job = _Job(spec.name, weights, weights_id, taps, pooling, preprocess, store, long_text)
     wanted = [d for d in dict.fromkeys(digests) if d not in failed_digests]
     if store is not None:
         for tap in taps:
@@ -262,6 +233,7 @@ class _Job:
     pooling: str
     preprocess: str
     store: FeatureCache | None
+    long_text: str = "truncate"
     needed: dict[str, set[str]] = field(default_factory=dict)
     memory: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
@@ -299,11 +271,9 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
     """Extract ``paths`` batch by batch, flushing to the cache every FLUSH_ROWS; return failed digests."""
     bb = get_backbone(job.backbone, job.weights, job.weights_id, device)
     bb.check_taps(job.taps)
-    workers = default_workers(len(paths), device) if num_workers is None else num_workers
-    loader = DataLoader(
-        ImageFiles(paths, bb.input_spec.transform(), bb.input_spec.size),
-        batch_size=batch_size, num_workers=workers, shuffle=False, pin_memory=device.startswith("cuda"),
-    )
+    if bb.modality == "text":
+        bb.long_text = job.long_text
+    batches = bb.batches(paths, batch_size or bb.default_batch_size(device), num_workers, device)
     failed: set[str] = set()
     pending: dict[str, list[np.ndarray]] = {tap: [] for tap in job.taps}
     pending_digests: list[str] = []
@@ -315,11 +285,11 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
                 pending[tap].clear()
         pending_digests.clear()
 
-    bar = tqdm(total=len(paths), desc=f"extract {job.backbone}", unit="img", disable=not _show_progress(progress))
+    bar = tqdm(total=len(paths), desc=f"extract {job.backbone}", unit={"text": "text", "audio": "clip"}.get(bb.modality, "img"), disable=not _show_progress(progress))
     with bar:
         try:
-            for images, idx, ok in loader:
-                failed.update(_forward_batch(bb, job, images, [digests[int(i)] for i in idx], ok, device,
+            for inputs, idx, ok in batches:
+                failed.update(_forward_batch(bb, job, inputs, [digests[int(i)] for i in idx], ok, device,
                                              pending, pending_digests))
                 if len(pending_digests) >= FLUSH_ROWS:
                     flush()
@@ -331,16 +301,15 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
     return failed
 
 
-def _forward_batch(bb: Backbone, job: _Job, images: torch.Tensor, batch_digests: list[str], ok: torch.Tensor,
-                   device: str, pending: dict[str, list[np.ndarray]], pending_digests: list[str]) -> list[str]:
-    """One forward pass over the decodable images of a batch; pooled rows go to ``pending``.
-    Returns the digests of the images that could not be decoded."""
+def _forward_batch(bb: Backbone, job: _Job, inputs, batch_digests: list[str], ok, device: str,
+                   pending: dict[str, list[np.ndarray]], pending_digests: list[str]) -> list[str]:
+    """One forward pass over the decodable items of a batch; pooled rows go to ``pending``.
+    Returns the digests of the items that could not be decoded."""
     good = [j for j in range(len(batch_digests)) if bool(ok[j])]
     if good:
-        x = images[good].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        outputs = bb.forward_taps(x, job.taps)
+        pooled = bb.embed(inputs, good, job.taps, job.pooling, device)
         for tap in job.taps:
-            vecs = pool(outputs[tap], job.pooling, bb.num_prefix_tokens).cpu().numpy().astype(np.float32)
+            vecs = pooled[tap].float().cpu().numpy().astype(np.float32)
             if not np.isfinite(vecs).all():
                 raise DataError(f"backbone {job.backbone} produced NaN/inf features at layer {tap}; "
                                 f"check the weights file")
@@ -364,7 +333,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def __init__(self, backbone: str = "efficientnet_lite0", layers: str | list[str] | None = None,
                  pooling: str = "avg", weights: str = "pretrained", batch_size: int | None = None,
                  num_workers: int | None = None, device: str | None = None,
-                 cache: bool | str = True, on_error: str = "raise") -> None:
+                 cache: bool | str = True, on_error: str = "raise", long_text: str = "truncate") -> None:
         self.backbone = backbone
         self.layers = layers
         self.pooling = pooling
@@ -374,6 +343,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.device = device
         self.cache = cache
         self.on_error = on_error
+        self.long_text = long_text
 
     def _extract(self, X) -> Features:
         """Features of every backbone in ``backbone`` (comma-separated), side by side; with several
@@ -383,7 +353,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         parts = [extract_features(paths, backbone=name, layers=layers_of(name, self.layers, names),
                                   pooling=self.pooling,
                                   weights=self.weights, cache=self.cache, batch_size=self.batch_size,
-                                  num_workers=self.num_workers, device=self.device, on_error=self.on_error)
+                                  num_workers=self.num_workers, device=self.device, on_error=self.on_error,
+                                  long_text=self.long_text)
                  for name in names]
         if len(parts) == 1:
             return parts[0]

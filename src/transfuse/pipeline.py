@@ -38,7 +38,7 @@ FORMAT_VERSION = 2  # 2: fusion/selection steps and fine-tuned models; 1: extrac
 CONFIG = "config.json"
 WEIGHTS = "head.safetensors"
 METRICS = "metrics.json"
-_EXTRACTOR_PARAMS = ("backbone", "layers", "pooling", "weights", "batch_size")
+_EXTRACTOR_PARAMS = ("backbone", "layers", "pooling", "weights", "batch_size", "long_text")
 
 
 def make_model(extractor: FeatureExtractor, head: Head, steps: list[tuple[str, Step]] | None = None) -> Pipeline:
@@ -195,6 +195,13 @@ def load_model(model_dir: str | Path, **extractor_overrides):
     extractor.feature_names_out_ = np.asarray(
         [f"{tap}:{i}" for tap, s in extractor.slices_.items() for i in range(s.stop - s.start)], dtype=object)
     return make_model(extractor, head, steps)
+
+
+def model_modality(model) -> str:
+    """What a loaded model reads: "image", "text" or "audio"."""
+    if isinstance(model, Pipeline):
+        return get_spec(backbone_list(model.named_steps["features"].backbone)[0]).modality
+    return "image"  # fine-tuned models are image networks so far
 
 
 def _weights_ids(backbone: str, weights: str) -> str:

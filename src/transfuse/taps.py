@@ -24,10 +24,15 @@ def parse_layers(layers: str | Iterable[str] | None) -> list[str] | None:
     return out or None
 
 
-def check_pooling(pooling: str) -> str:
-    """Validate a pooling name."""
-    if pooling not in POOLINGS:
-        raise DataError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+TEXT_POOLINGS = ("avg", "max", "cls")  # over the tokens under the padding mask
+
+
+def check_pooling(pooling: str, modality: str = "image") -> str:
+    """Validate a pooling name for a backbone of the given modality."""
+    allowed = TEXT_POOLINGS if modality == "text" else POOLINGS
+    if pooling not in allowed:
+        raise DataError(f"pooling {pooling!r} does not apply to {modality} backbones; choose one of "
+                        f"{', '.join(allowed)}")
     return pooling
 
 

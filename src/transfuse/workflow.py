@@ -68,18 +68,19 @@ def auto_layers(backbone: str, weights: str = "pretrained") -> list[str]:
     return names
 
 
-def fit_source(source: Source, *, backbone: str = "efficientnet_lite0", layers: str | list[str] | None = None,
+def fit_source(source: Source, *, backbone: str | None = None, layers: str | list[str] | None = None,
                pooling: str = "avg", weights: str = "pretrained", head: str = "logreg",
                head_params: dict | None = None, fusion: str | None = None, select: str | None = None,
                auto: bool = False, cv: int = 5, test_size: float = 0.2, seed: int = 0,
                skip_bad: bool = False, out_dir: str | Path | None = None, save: bool = True,
                batch_size: int | None = None, num_workers: int | None = None, device: str | None = None,
-               cache: bool | str = True) -> FitResult:
+               cache: bool | str = True, long_text: str = "truncate") -> FitResult:
     """Split ``source``, extract features, train fusion/selection/head, score on the test split, save.
 
     With ``auto``, every combination of :func:`~transfuse.search.default_recipes` is scored by
     cross-validation on the training split and the best one is trained and saved (with the
-    table of what was tried in ``search.json``).
+    table of what was tried in ``search.json``). ``backbone`` defaults to the built-in one for the
+    source's modality (``efficientnet_lite0`` for images, ``minilm_l6`` for text).
 
     >>> res = fit_source(load_source("examples/fashion"), layers="blocks.5,features", fusion="concat")  # doctest: +SKIP
     >>> round(res.metrics["accuracy"], 2), res.out_dir  # doctest: +SKIP
@@ -87,13 +88,18 @@ def fit_source(source: Source, *, backbone: str = "efficientnet_lite0", layers: 
     if auto and (fusion or select or head_params):
         raise DataError("--auto chooses the fusion, selection and C itself; drop --fusion, --select and "
                         "--head-param, or drop --auto")
+    from transfuse.backbones import check_modality, default_backbone
+
+    backbone = backbone or default_backbone(source.kind)
+    check_modality(backbone_list(backbone), source.kind)
     recipe = Recipe(fusion=fusion, select=select, head=head, head_params=dict(head_params or {}))
     recipe.validate()  # bad names fail before any extraction
     split_source(source, test_size=test_size, seed=seed)  # bad splits fail before extraction too
     if auto and layers is None:
         layers = auto_layers(backbone, weights)
     extractor = FeatureExtractor(backbone=backbone, layers=layers, pooling=pooling, weights=weights,
-                                 batch_size=batch_size, num_workers=num_workers, device=device, cache=cache)
+                                 batch_size=batch_size, num_workers=num_workers, device=device, cache=cache,
+                                 long_text=long_text)
     source, X, skipped = drop_unreadable(source, extractor, skip_bad)
     train, test = split_source(source, test_size=test_size, seed=seed)
     y = np.asarray(source.labels)
@@ -122,7 +128,8 @@ def fit_source(source: Source, *, backbone: str = "efficientnet_lite0", layers: 
                 json.dumps({"reason": found.reason, "candidates": found.table()}, indent=2) + "\n")
         saved = save_model(
             model, out_dir or default_out_dir(source, backbone, head), metrics=metrics,
-            extra={"data": {"name": source.name, "n_items": len(source), "skipped": len(skipped)}}, files=files)
+            extra={"data": {"name": source.name, "kind": source.kind, "n_items": len(source),
+                            "skipped": len(skipped)}}, files=files)
     return FitResult(model=model, metrics=metrics, out_dir=saved, n_train=len(train), n_test=len(test),
                      skipped=skipped, search=found)
 
@@ -130,6 +137,10 @@ def fit_source(source: Source, *, backbone: str = "efficientnet_lite0", layers: 
 def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, **overrides) -> dict:
     """Metrics of a saved model on every (readable, with ``skip_bad``) item of a labelled ``source``."""
     model = load_model(model_dir, **overrides)
+    if isinstance(model, Pipeline):
+        from transfuse.backbones import check_modality
+
+        check_modality(backbone_list(model.named_steps["features"].backbone), source.kind)
     classes = [str(c) for c in model.classes_] if not isinstance(model, Pipeline) else \
         [str(c) for c in model.named_steps["head"].classes_]
     unknown = sorted(set(source.labels) - set(classes))
@@ -164,12 +175,16 @@ def predict_arrays(model, paths: list[str], on_error: str = "raise") -> tuple[np
 
 
 def predict_paths(model, paths: list[str], on_error: str = "raise") -> list[dict]:
-    """One record per input: ``path``, ``label`` and per-class ``probabilities`` (when the model has them)."""
+    """One record per input: ``path`` (``text`` for a text model), ``label`` and per-class
+    ``probabilities`` (when the model has them)."""
+    from transfuse.pipeline import model_modality
+
+    key = "text" if model_modality(model) == "text" else "path"
     ok, labels, proba = predict_arrays(model, paths, on_error)
     classes = model.classes_ if not isinstance(model, Pipeline) else model.named_steps["head"].classes_
-    records: list[dict] = [{"path": p, "label": None, "error": "unreadable"} for p in paths]
+    records: list[dict] = [{key: p, "label": None, "error": "unreadable"} for p in paths]
     for j, i in enumerate(np.flatnonzero(ok)):
-        rec = {"path": paths[i], "label": str(labels[j])}
+        rec = {key: paths[i], "label": str(labels[j])}
         if proba is not None:
             rec["probabilities"] = {str(c): float(p) for c, p in zip(classes, proba[j])}
         records[i] = rec
@@ -183,8 +198,9 @@ def compare_source(source: Source, out_dir: str | Path, *, backbone: str = "effi
 
     Each run is saved under ``out_dir/<method>``; returns one row per method.
     """
-    from transfuse.finetune.train import FinetuneConfig, finetune_source
+    from transfuse.finetune.train import FinetuneConfig, finetune_source, require_images
 
+    require_images(source)
     out = Path(out_dir)
     rows = []
     start = time.perf_counter()

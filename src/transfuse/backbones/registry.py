@@ -29,6 +29,7 @@ class BackboneSpec:
     weights_id: str  # identity of the pretrained weights
     description: str = ""
     offline: bool = True  # pretrained weights available without network
+    modality: str = "image"  # what items are: "image" paths, "text" strings, "audio" paths
 
     def weights_identity(self, weights: str) -> str:
         """Identity string of the given weights choice (part of every cache key)."""
@@ -45,6 +46,23 @@ class BackboneSpec:
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
+DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm_l6", "audio": "speech_embedding"}
+
+
+def default_backbone(modality: str) -> str:
+    """The built-in backbone used when none is named, per modality ("image", "text", "audio")."""
+    return DEFAULT_BACKBONES[modality]
+
+
+def check_modality(backbones: list[str], modality: str) -> None:
+    """Raise a clear error when a backbone cannot read this kind of data."""
+    for name in backbones:
+        reads = get_spec(name).modality
+        if reads != modality:
+            what = {"image": "images", "audio": "audio clips"}.get(reads, reads)
+            raise UnknownBackboneError(f"backbone {name!r} reads {what} but the data is {modality}; use "
+                                       f"--backbone {DEFAULT_BACKBONES[modality]} or another {modality} backbone "
+                                       f"(see `transfuse backbones`)")
 
 
 def register_backbone(spec: BackboneSpec) -> BackboneSpec:
@@ -72,9 +90,14 @@ def get_spec(name: str) -> BackboneSpec:
         from transfuse.backbones.timm_adapter import timm_spec
 
         return timm_spec(name[len("timm:"):])
+    if name.startswith("hf:"):
+        from transfuse.backbones.text import hf_text_spec
+
+        return hf_text_spec(name[len("hf:"):])
     known = ", ".join(sorted(_REGISTRY))
     raise UnknownBackboneError(
-        f"unknown backbone {name!r}; built in: {known}; or any timm model as timm:<name> "
+        f"unknown backbone {name!r}; built in: {known}; or any timm model as timm:<name>, any Hugging Face "
+        f"text encoder as hf:<org/name> "
         f"(see `transfuse backbones`)"
     )
 
@@ -108,4 +131,4 @@ def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        from transfuse.backbones import efficientnet_lite, tiny  # noqa: F401  (register on import)
+        from transfuse.backbones import efficientnet_lite, text, tiny  # noqa: F401  (register on import)

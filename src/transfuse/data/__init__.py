@@ -4,6 +4,7 @@ from transfuse.data.fingerprint import file_digest
 from transfuse.data.images import IMAGE_EXTENSIONS, decode_image, find_images
 from transfuse.data.source import Source, load_image_folder, load_manifest, load_source
 from transfuse.data.split import split_source
+from transfuse.data.text import load_text_folder, load_text_table, read_texts
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -14,5 +15,8 @@ __all__ = [
     "load_image_folder",
     "load_manifest",
     "load_source",
+    "load_text_folder",
+    "load_text_table",
+    "read_texts",
     "split_source",
 ]

@@ -21,3 +21,16 @@ def file_digest(path: str | Path) -> str:
         raise DataError(f"file not found: {path}") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}; check its permissions") from None
+
+
+def text_digest(text: str) -> str:
+    """SHA-256 of a text's UTF-8 bytes (prefixed, so a text never collides with a file's bytes)."""
+    return hashlib.sha256(b"text\0" + text.encode("utf-8")).hexdigest()
+
+
+def item_digest(item: str, modality: str) -> str:
+    """The content fingerprint of one item: file bytes for images and audio, the text itself for text.
+
+    >>> item_digest("a short review", "text")[:8]  # doctest: +SKIP
+    """
+    return text_digest(item) if modality == "text" else file_digest(item)

@@ -6,7 +6,9 @@ import logging
 import os
 from pathlib import Path
 
+import torch
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
 
 from transfuse.errors import CorruptInputError, DataError
 
@@ -67,3 +69,22 @@ def find_images(inputs: list[str | Path]) -> list[str]:
         raise DataError(f"no image files found in {', '.join(map(str, inputs))} "
                         f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return found
+
+
+class ImageFiles(Dataset):
+    """Decodes and preprocesses images in DataLoader workers; failures come back flagged."""
+
+    def __init__(self, paths: list[str], transform, size: int) -> None:
+        self.paths, self.transform, self.size = paths, transform, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.transform(decode_image(self.paths[i])), i, True
+        except CorruptInputError as exc:
+            log.debug("%s", exc)
+        except Exception as exc:  # a transform failing on odd content is a bad input too
+            log.debug("cannot preprocess %s: %s", self.paths[i], exc)
+        return torch.zeros(3, self.size, self.size), i, False

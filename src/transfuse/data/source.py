@@ -131,12 +131,41 @@ def load_manifest(path: str | Path) -> Source:
     return Source(items=items, labels=labels, name=path.stem, splits=splits if has_split else None)
 
 
-def load_source(data: str | Path | None = None, manifest: str | Path | None = None, skip_bad: bool = False) -> Source:
-    """One front door: a class-folder tree, or a CSV manifest (positional or ``manifest=``)."""
+def load_source(data: str | Path | None = None, manifest: str | Path | None = None, skip_bad: bool = False,
+                text_column: str | None = None, label_column: str | None = None) -> Source:
+    """One front door for labelled data, images or text.
+
+    - a folder of class sub-folders of images, or of ``.txt`` files (text);
+    - a CSV manifest ``path,label[,split]`` of image files (positional or ``manifest=``);
+    - a CSV or JSONL table of texts (``text_column``/``label_column``, defaults ``text``/``label``).
+
+    >>> load_source("reviews.csv", text_column="review", label_column="department").kind  # doctest: +SKIP
+    'text'
+    """
+    from transfuse.data.text import TEXT_TABLES, has_text_files, load_text_folder, load_text_table
+
     if manifest is not None:
         return load_manifest(manifest)
     if data is None:
-        raise DataError("give a data folder or --manifest FILE")
-    if Path(data).suffix.lower() == ".csv":
-        return load_manifest(data)
+        raise DataError("give a data folder or file, or --manifest FILE")
+    path = Path(data)
+    suffix = path.suffix.lower()
+    if suffix in TEXT_TABLES and path.is_file():
+        if suffix == ".csv" and text_column is None and _csv_has_path_column(path):
+            return load_manifest(path)
+        return load_text_table(path, text_column, label_column, skip_bad=skip_bad)
+    if path.is_dir() and has_text_files(path):
+        return load_text_folder(path, skip_bad=skip_bad)
+    if path.is_file():
+        raise DataError(f"{path} is a file; give a folder of class sub-folders, a CSV manifest of images, "
+                        f"or a CSV/JSONL table of texts")
     return load_image_folder(data, skip_bad=skip_bad)
+
+
+def _csv_has_path_column(path: Path) -> bool:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), [])
+    except (UnicodeDecodeError, OSError):
+        return True  # let load_manifest report it
+    return "path" in {h.strip().lower() for h in header}

@@ -111,6 +111,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     from transfuse.evaluate import classification_metrics, plot_confusion
     from transfuse.finetune.module import TransferModule
 
+    require_images(source)
     strategy = parse_strategy(cfg.strategy)
     precision = _precision(cfg.precision)
     train, test = split_source(source, test_size=test_size, seed=split_seed)  # missing classes fail here
@@ -193,6 +194,13 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     return metrics
 
 
+def require_images(source: Source) -> None:
+    """Fine-tuning covers image backbones so far; say so plainly for other data."""
+    if source.kind != "image":
+        raise DataError(f"fine-tuning is built for image backbones so far and {source.name} is {source.kind} data; "
+                        f"use `transfuse fit` (pretrained features + a trained head) for {source.kind}")
+
+
 def _loggers(out: Path) -> list:
     """CSV metrics always (``<out>/logs/metrics.csv``); TensorBoard too when it is installed."""
     from importlib.util import find_spec
@@ -235,7 +243,7 @@ class FinetunedModel:
     @torch.inference_mode()
     def scores(self, paths: list[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """``(readable mask, probabilities of the readable paths)``, decoding every file once."""
-        from transfuse.extract import ImageFiles
+        from transfuse.data.images import ImageFiles
 
         _, eval_tf = transforms(self.spec, self.image_size, augment=False)
         data = DataLoader(ImageFiles(list(paths), eval_tf, self.image_size), batch_size=batch_size)

