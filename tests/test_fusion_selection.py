@@ -7,13 +7,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import check_estimator
 
 from transfuse.errors import DataError
-from transfuse.fusion import ConcatFusion, GatedFusion, WeightedFusion, make_fusion
+from transfuse.fusion import ConcatFusion, GatedFusion, ScalarMixFusion, WeightedFusion, make_fusion
 from transfuse.heads import LogisticHead
 from transfuse.recipe import Recipe
 from transfuse.search import default_recipes, search
 from transfuse.selection import KBestSelector, L1Selector, PCAReducer, VarianceSelector, group_lasso_blocks, parse_select
 
-STEPS = [ConcatFusion(), WeightedFusion(max_epochs=20), GatedFusion(max_epochs=20), PCAReducer(0.9),
+STEPS = [ConcatFusion(), WeightedFusion(max_epochs=20), GatedFusion(max_epochs=20), ScalarMixFusion(max_epochs=20),
+         PCAReducer(0.9),
          VarianceSelector(), KBestSelector(k=2), L1Selector(C=1.0)]
 
 
@@ -57,6 +58,22 @@ def test_learned_fusions_learn_and_report_block_weights(kind):
     meta = model[0].meta_
     weights = meta["block_weights"] if kind == "weighted" else meta["mean_gates"]
     assert max(weights, key=weights.get) == "pixels"
+
+
+def test_scalar_mix_weights_same_width_layers():
+    """Like a transformer's hidden layers: three 64-wide blocks, one informative."""
+    X, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(0)
+    Xb = np.hstack([rng.normal(size=X.shape), X, rng.normal(size=X.shape)]).astype(np.float32)
+    blocks = {"layer.1": [0, 64], "layer.2": [64, 128], "features": [128, 192]}
+    fusion = make_fusion("scalar-mix", blocks).fit(Xb[:1200], y[:1200])
+    weights = fusion.meta_["block_weights"]
+    assert max(weights, key=weights.get) == "layer.2" and fusion.transform(Xb).shape == (len(X), 64)
+    assert any(r.fusion == "scalar-mix" for r in default_recipes(blocks))
+    X2, y2, mixed = blocky_digits()
+    with pytest.raises(DataError, match="mixes layers of one width"):
+        make_fusion("scalar-mix", mixed).fit(X2, y2)
+    assert not any(r.fusion == "scalar-mix" for r in default_recipes(mixed))
 
 
 def test_use_restricts_blocks_and_unknown_names_fail():

@@ -28,6 +28,7 @@ _EXPORTS = {
     "make_head": "transfuse.heads",
     "ConcatFusion": "transfuse.fusion",
     "WeightedFusion": "transfuse.fusion",
+    "ScalarMixFusion": "transfuse.fusion",
     "GatedFusion": "transfuse.fusion",
     "make_fusion": "transfuse.fusion",
     "PCAReducer": "transfuse.selection",

@@ -29,13 +29,13 @@ out = Console()
 err = Console(stderr=True)
 log = logging.getLogger("transfuse")
 
-Data = Annotated[Optional[Path], typer.Argument(help="Folder with one sub-folder of images (or .txt files) per class, a CSV manifest of images, or a CSV/JSONL table of texts.")]
+Data = Annotated[Optional[Path], typer.Argument(help="Folder with one sub-folder of images (or .txt files, or audio clips) per class, a CSV manifest of files, or a CSV/JSONL table of texts.")]
 Manifest = Annotated[Optional[Path], typer.Option("--manifest", help="CSV with columns path,label[,split].")]
-Backbone = Annotated[Optional[str], typer.Option("--backbone", "--backbones", "-b", help="Backbone name (see `transfuse backbones`), timm:<name> or hf:<org/name>; several comma-separated are fused. Default: efficientnet_lite0 for images, minilm_l6 for text.")]
+Backbone = Annotated[Optional[str], typer.Option("--backbone", "--backbones", "-b", help="Backbone name (see `transfuse backbones`), timm:<name> or hf:<org/name>; several comma-separated are fused. Default: efficientnet_lite0 for images, minilm_l6 for text, speech_embedding for audio.")]
 TextColumn = Annotated[Optional[str], typer.Option("--text-column", help="Column of a CSV/JSONL table that holds the texts (default: text).")]
 LabelColumn = Annotated[Optional[str], typer.Option("--label-column", help="Column of a CSV/JSONL table that holds the labels (default: label).")]
 LongText = Annotated[str, typer.Option("--long-text", help="Texts longer than the encoder's window: truncate | chunk (read in windows, features averaged).")]
-Fusion = Annotated[Optional[str], typer.Option("--fusion", help="How to fuse several layers: concat (per-block standardised) | weighted (learned block weights) | mlp (gated non-linear). Default with several layers: concat.")]
+Fusion = Annotated[Optional[str], typer.Option("--fusion", help="How to fuse several layers: concat (per-block standardised) | weighted (learned block weights) | scalar-mix (learned weighted sum of same-width layers, for transformers) | mlp (gated non-linear). Default with several layers: concat.")]
 Select = Annotated[Optional[str], typer.Option("--select", help="Selection/reduction, comma-separated: pca:0.95 | pca:64 | variance | kbest:512[:mutual_info] | l1:0.1 | group-lasso:N (keep N layer blocks).")]
 Auto = Annotated[bool, typer.Option("--auto", help="Try layers x fusion x selection x C by cross-validation on the training split and keep the best.")]
 Cv = Annotated[int, typer.Option("--cv", help="Folds for --auto / search.")]
@@ -43,7 +43,7 @@ HeadKind = Annotated[str, typer.Option("--head", help="logreg | svm | ridge | kn
 TestSize = Annotated[float, typer.Option("--test-size", help="Fraction of each class held out for testing (ignored when the manifest has a split column).")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the train/test split (and of training).")]
 Layers = Annotated[Optional[str], typer.Option("--layers", "-l", help="Comma-separated tap names (see `transfuse layers`); default: features.")]
-Pooling = Annotated[str, typer.Option("--pooling", help="avg | max | gem | cls (text: avg | max | cls over the tokens)")]
+Pooling = Annotated[Optional[str], typer.Option("--pooling", help="images: avg (default) | max | gem | cls; text: avg (default) | max | cls over the tokens; audio: meanstd (default) | avg | max over time")]
 Weights = Annotated[str, typer.Option("--weights", help="pretrained | random | PATH to a weights file.")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Leave out unreadable files and empty class folders (with a warning) instead of stopping.")]
@@ -82,7 +82,7 @@ def fit(
     label_column: LabelColumn = None,
     backbone: Backbone = None,
     layers: Layers = None,
-    pooling: Pooling = "avg",
+    pooling: Pooling = None,
     weights: Weights = "pretrained",
     head: HeadKind = "logreg",
     head_param: Annotated[list[str], typer.Option("--head-param", help="Head hyper-parameter KEY=VALUE (repeatable), e.g. C=0.5.")] = [],  # noqa: B006
@@ -147,7 +147,7 @@ def search_cmd(
     label_column: LabelColumn = None,
     backbone: Backbone = None,
     layers: Layers = None,
-    pooling: Pooling = "avg",
+    pooling: Pooling = None,
     weights: Weights = "pretrained",
     head: HeadKind = "logreg",
     cv: Cv = 5,
@@ -269,7 +269,7 @@ def compare(
 @app.command()
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="A model directory written by `transfuse fit`.")],
-    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders; for a text model, .txt files (one text per line) or CSV/JSONL tables.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image (or audio) files or folders; for a text model, .txt files (one text per line) or CSV/JSONL tables.")],
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Write predictions to a .csv or .json file.")] = None,
     text_column: TextColumn = None,
     skip_bad: SkipBad = False,
@@ -283,8 +283,13 @@ def predict(
     from transfuse.workflow import predict_paths
 
     model = load_model(model_dir, num_workers=workers, device=device)
-    if model_modality(model) == "text":
+    modality = model_modality(model)
+    if modality == "text":
         paths = [text for f in inputs for text in read_texts(f, text_column)]
+    elif modality == "audio":
+        from transfuse.data.audio import AUDIO_EXTENSIONS
+
+        paths = find_images(inputs, AUDIO_EXTENSIONS, "audio")
     else:
         paths = find_images(inputs)
     records = predict_paths(model, paths, on_error="skip" if skip_bad else "raise")
@@ -294,7 +299,7 @@ def predict(
         print(json.dumps(records))
         return
     table = Table(title=f"predictions of {model_dir}")
-    table.add_column("text" if model_modality(model) == "text" else "path", overflow="ellipsis", no_wrap=True,
+    table.add_column("text" if modality == "text" else "path", overflow="ellipsis", no_wrap=True,
                      max_width=60)
     table.add_column("label")
     table.add_column("probability", justify="right")
@@ -368,7 +373,8 @@ def layers(
     if as_json:
         print(json.dumps(rows))
         return
-    size = f"window {bb.input_spec.max_tokens} tokens" if bb.modality == "text" else f"input {bb.input_spec.size}px"
+    size = {"text": lambda: f"window {bb.input_spec.max_tokens} tokens",
+            "audio": lambda: f"{bb.input_spec.sample_rate / 1000:g} kHz mono"}.get(bb.modality, lambda: f"input {bb.input_spec.size}px")()
     table = Table(title=f"tap points of {backbone} ({size})")
     for col in ("name", "output shape", "depth", "pooled width"):
         table.add_column(col, justify="left" if col == "name" else "right")

@@ -25,6 +25,7 @@ from transfuse.taps import check_pooling, parse_layers
 
 log = logging.getLogger(__name__)
 FORMAT = "v1"  # bump when pooling or layout changes so old cache entries are not reused
+_WHAT = {"image": "images", "audio": "audio"}
 FLUSH_ROWS = 256  # pooled rows buffered per tap before one shard is written to the cache
 
 
@@ -107,11 +108,11 @@ def open_cache(cache: FeatureCache | bool | str | os.PathLike | None) -> Feature
     return FeatureCache() if cache else None
 
 
-def unreadable_error(bad_paths: list[str], total: int) -> CorruptInputError:
+def unreadable_error(bad_paths: list[str], total: int, what: str = "images") -> CorruptInputError:
     """The one message for inputs that could not be decoded."""
     listing = ", ".join(bad_paths[:5]) + (" ..." if len(bad_paths) > 5 else "")
     return CorruptInputError(
-        f"{len(bad_paths)} of {total} files could not be read as images: {listing}; fix or remove them, "
+        f"{len(bad_paths)} of {total} files could not be read as {what}: {listing}; fix or remove them, "
         f"or pass --skip-bad (on_error='skip' in Python) to leave them out; features of the others are cached",
         bad_paths,
     )
@@ -121,7 +122,7 @@ def extract_features(
     paths: list[str],
     backbone: str = "efficientnet_lite0",
     layers: str | list[str] | None = None,
-    pooling: str = "avg",
+    pooling: str | None = None,
     weights: str = "pretrained",
     cache: FeatureCache | bool | str | os.PathLike = True,
     batch_size: int | None = None,
@@ -153,7 +154,7 @@ def extract_features(
     if batch_size is not None and batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}")
     spec = get_spec(backbone)
-    check_pooling(pooling, spec.modality)
+    pooling = check_pooling(pooling, spec.modality)
     if long_text not in ("truncate", "chunk"):
         raise DataError(f"long_text must be 'truncate' or 'chunk', got {long_text!r}")
     weights_id = spec.weights_identity(weights)
@@ -195,11 +196,12 @@ def extract_features(
 
     bad = [i for i, d in enumerate(digests) if d in failed_digests]
     if bad and on_error == "raise":
-        raise unreadable_error([paths[i] for i in bad], len(paths))
+        raise unreadable_error([paths[i] for i in bad], len(paths), _WHAT.get(spec.modality, "images"))
     bad_set = set(bad)
     good = [i for i in range(len(paths)) if i not in bad_set]
     if not good:
-        raise CorruptInputError(f"none of the {len(paths)} files could be read as images", paths)
+        raise CorruptInputError(f"none of the {len(paths)} files could be read as "
+                                f"{_WHAT.get(spec.modality, 'images')}", paths)
     good_digests = [digests[i] for i in good]
     slices: dict[str, slice] = {}
     widths = {tap: job.width(tap) for tap in taps}
@@ -285,7 +287,8 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
                 pending[tap].clear()
         pending_digests.clear()
 
-    bar = tqdm(total=len(paths), desc=f"extract {job.backbone}", unit={"text": "text", "audio": "clip"}.get(bb.modality, "img"), disable=not _show_progress(progress))
+    bar = tqdm(total=len(paths), desc=f"extract {job.backbone}", unit={"text": "text", "audio": "clip"}.get(bb.modality, "img"),
+                 disable=not _show_progress(progress))
     with bar:
         try:
             for inputs, idx, ok in batches:
@@ -331,7 +334,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, backbone: str = "efficientnet_lite0", layers: str | list[str] | None = None,
-                 pooling: str = "avg", weights: str = "pretrained", batch_size: int | None = None,
+                 pooling: str | None = None, weights: str = "pretrained", batch_size: int | None = None,
                  num_workers: int | None = None, device: str | None = None,
                  cache: bool | str = True, on_error: str = "raise", long_text: str = "truncate") -> None:
         self.backbone = backbone

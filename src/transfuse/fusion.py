@@ -120,10 +120,11 @@ class ConcatFusion(_Fusion):
 
 
 class _FusionNet(nn.Module):
-    def __init__(self, widths: list[int], width: int, n_classes: int, gated: bool, dropout: float) -> None:
+    def __init__(self, widths: list[int], width: int, n_classes: int, gated: bool, dropout: float,
+                 project: bool = True) -> None:
         super().__init__()
         self.gated = gated
-        self.proj = nn.ModuleList(nn.Linear(w, width) for w in widths)
+        self.proj = nn.ModuleList(nn.Linear(w, width) if project else nn.Identity() for w in widths)
         self.alpha = nn.Parameter(torch.zeros(len(widths)))
         self.gate = nn.Linear(width, 1, bias=False)
         self.gate_bias = nn.Parameter(torch.zeros(len(widths)))
@@ -145,6 +146,7 @@ class _FusionNet(nn.Module):
 
 class _LearnedFusion(_Fusion):
     gated = False
+    project = True  # False: blocks are mixed as they are (all must have the same width)
 
     def __init__(self, blocks: Blocks | None = None, use: list[str] | None = None,
                  select_blocks: int | None = None, width: int = 256,
@@ -170,13 +172,17 @@ class _LearnedFusion(_Fusion):
         classes, y_idx = np.unique(prep.y, return_inverse=True)
         if len(classes) < 2:
             raise DataError(f"{type(self).__name__} needs at least 2 classes, got 1 class")
+        widths = [s.stop - s.start for _, s in pairs]
+        if not self.project and len(set(widths)) > 1:
+            raise DataError(f"{self.kind} fusion mixes layers of one width (a transformer's hidden layers); got "
+                            f"widths {dict(zip([n for n, _ in pairs], widths))}: use weighted or concat")
+        width = int(self.width) if self.project else widths[0]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
-            net = _FusionNet([s.stop - s.start for _, s in pairs], int(self.width), len(classes),
-                             self.gated, float(self.dropout))
+            net = _FusionNet(widths, width, len(classes), self.gated, float(self.dropout), self.project)
             epochs = _train(net, [Z[:, s] for _, s in pairs], y_idx, self)
         state = {"mean": prep.mean, "scale": prep.scale}
-        for i, p in enumerate(net.proj):
+        for i, p in enumerate(net.proj if self.project else []):
             state[f"proj.{i}"] = p.weight.detach().numpy().T.astype(np.float64)
             state[f"bias.{i}"] = p.bias.detach().numpy().astype(np.float64)
         extra: dict = {"epochs": epochs}
@@ -187,13 +193,15 @@ class _LearnedFusion(_Fusion):
             w = softmax(net.alpha.detach().numpy().astype(np.float64))
             state["weights"] = w
             extra["block_weights"] = {n: float(v) for (n, _), v in zip(pairs, w)}
-        self._finish(state, prep.meta(int(self.width), **extra))
+        self._finish(state, prep.meta(width, **extra))
         if self.gated:
             gates = self._gates(Z)
             self.meta_["mean_gates"] = {n: float(v) for n, v in zip(self.meta_["kept_blocks"], gates.mean(axis=0))}
         return self
 
     def _projections(self, Z: np.ndarray) -> np.ndarray:
+        if not self.project:
+            return np.stack([Z[:, s] for s in self._kept()], axis=1)
         H = np.stack([Z[:, s] @ self.state_[f"proj.{i}"] + self.state_[f"bias.{i}"]
                       for i, s in enumerate(self._kept())], axis=1)
         return np.maximum(H, 0.0) if self.gated else H
@@ -212,6 +220,14 @@ class WeightedFusion(_LearnedFusion):
     """Linear fusion: per-block projections summed with learned softmax block weights."""
 
     kind = "weighted"
+
+
+class ScalarMixFusion(_LearnedFusion):
+    """A learned softmax-weighted sum of same-width layers as they are (no projection): the
+    classic way to use every hidden layer of a transformer encoder."""
+
+    kind = "scalar-mix"
+    project = False
 
 
 class GatedFusion(_LearnedFusion):
@@ -259,17 +275,17 @@ def _train(net: _FusionNet, blocks: list[np.ndarray], y_idx: np.ndarray, cfg: _L
     return int(cfg.max_epochs)
 
 
-FUSIONS: dict[str, type[_Fusion]] = {c.kind: c for c in (ConcatFusion, WeightedFusion, GatedFusion)}
+FUSIONS: dict[str, type[_Fusion]] = {c.kind: c for c in (ConcatFusion, WeightedFusion, ScalarMixFusion, GatedFusion)}
 
 
 def make_fusion(kind: str, blocks: Blocks | None, use: list[str] | None = None,
                 select_blocks: int | None = None, **params) -> _Fusion:
-    """``concat`` | ``weighted`` | ``gated`` (``mlp`` is accepted as another name for ``gated``).
+    """``concat`` | ``weighted`` | ``scalar-mix`` | ``gated`` (``mlp`` is another name for ``gated``).
 
     >>> make_fusion("weighted", {"blocks.4": [0, 112], "features": [112, 1392]}).kind
     'weighted'
     """
     kind = "gated" if kind == "mlp" else kind
     if kind not in FUSIONS:
-        raise DataError(f"unknown fusion {kind!r}; choose concat, weighted or mlp")
+        raise DataError(f"unknown fusion {kind!r}; choose concat, weighted, scalar-mix or mlp")
     return FUSIONS[kind](blocks=blocks, use=use, select_blocks=select_blocks, **params)

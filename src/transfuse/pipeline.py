@@ -198,7 +198,7 @@ def load_model(model_dir: str | Path, **extractor_overrides):
 
 
 def model_modality(model) -> str:
-    """What a loaded model reads: "image", "text" or "audio"."""
+    """What a loaded model reads: "image", "text" or "audio" (its first backbone's modality)."""
     if isinstance(model, Pipeline):
         return get_spec(backbone_list(model.named_steps["features"].backbone)[0]).modality
     return "image"  # fine-tuned models are image networks so far

@@ -17,7 +17,7 @@ from transfuse.selection import parse_select
 
 @dataclass(frozen=True)
 class Recipe:
-    """``layers`` (block names to use, None = all), ``fusion`` (None, concat, weighted, mlp),
+    """``layers`` (block names to use, None = all), ``fusion`` (None, concat, weighted, scalar-mix, mlp),
     ``select`` (e.g. ``"group-lasso:2,pca:0.95"``), ``head`` and its parameters."""
 
     layers: tuple[str, ...] | None = None

@@ -47,7 +47,8 @@ def default_recipes(blocks: Blocks, head: str = "logreg", budget: int | None = N
             recipes += [Recipe(fusion="concat", head=head, head_params=c),
                         Recipe(fusion="concat", select="pca:0.95", head=head, head_params=c),
                         Recipe(fusion="concat", select=f"group-lasso:{k}", head=head, head_params=c)]
-        for fusion in ("weighted", "mlp"):
+        same_width = len({b - a for a, b in blocks.values()}) == 1  # a transformer's hidden layers
+        for fusion in ("weighted", "scalar-mix", "mlp") if same_width else ("weighted", "mlp"):
             recipes += [Recipe(fusion=fusion, head=head, head_params=cs[-1]),
                         Recipe(fusion=fusion, select=f"group-lasso:{k}", head=head, head_params=cs[-1])]
     return recipes

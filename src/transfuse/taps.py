@@ -25,11 +25,15 @@ def parse_layers(layers: str | Iterable[str] | None) -> list[str] | None:
 
 
 TEXT_POOLINGS = ("avg", "max", "cls")  # over the tokens under the padding mask
+AUDIO_POOLINGS = ("meanstd", "avg", "max")  # over the frames that cover real audio
+DEFAULT_POOLING = {"image": "avg", "text": "avg", "audio": "meanstd"}
 
 
-def check_pooling(pooling: str, modality: str = "image") -> str:
-    """Validate a pooling name for a backbone of the given modality."""
-    allowed = TEXT_POOLINGS if modality == "text" else POOLINGS
+def check_pooling(pooling: str | None, modality: str = "image") -> str:
+    """Validate a pooling name for a backbone of the given modality (None: the modality's default)."""
+    if pooling is None:
+        return DEFAULT_POOLING[modality]
+    allowed = {"text": TEXT_POOLINGS, "audio": AUDIO_POOLINGS}.get(modality, POOLINGS)
     if pooling not in allowed:
         raise DataError(f"pooling {pooling!r} does not apply to {modality} backbones; choose one of "
                         f"{', '.join(allowed)}")

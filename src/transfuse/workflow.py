@@ -69,7 +69,7 @@ def auto_layers(backbone: str, weights: str = "pretrained") -> list[str]:
 
 
 def fit_source(source: Source, *, backbone: str | None = None, layers: str | list[str] | None = None,
-               pooling: str = "avg", weights: str = "pretrained", head: str = "logreg",
+               pooling: str | None = None, weights: str = "pretrained", head: str = "logreg",
                head_params: dict | None = None, fusion: str | None = None, select: str | None = None,
                auto: bool = False, cv: int = 5, test_size: float = 0.2, seed: int = 0,
                skip_bad: bool = False, out_dir: str | Path | None = None, save: bool = True,

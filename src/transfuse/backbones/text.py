@@ -112,8 +112,8 @@ class TextBackbone(Backbone):
             else:
                 vec, weight = (h * mask[..., None]).sum(1) / tokens, tokens
             if pooling == "max":
-                out[tap] = torch.full((n_items, vec.shape[1]), float("-inf"), device=vec.device).index_reduce_(
-                    0, owner, vec, "amax")
+                out[tap] = torch.full((n_items, vec.shape[1]), float("-inf"), device=vec.device).scatter_reduce_(
+                    0, owner[:, None].expand_as(vec), vec, reduce="amax")
             else:
                 total = torch.zeros(n_items, vec.shape[1], device=vec.device).index_add_(0, owner, vec * weight)
                 out[tap] = total / torch.zeros(n_items, 1, device=vec.device).index_add_(0, owner, weight)
@@ -146,8 +146,11 @@ def text_taps(n_layers: int) -> list[TapPoint]:
 def build_text_backbone(name: str, model_dir: str, weights: str, spec: TextSpec) -> TextBackbone:
     """Load tokenizer and encoder from a local (or, online, hub) directory; ``weights`` as in
     :func:`~transfuse.backbones.create_backbone`; windows of at most ``spec.max_tokens``."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    try:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        raise WeightsUnavailableError("text encoders need transformers: pip install 'transfuse[text]'") from None
 
     if log.getEffectiveLevel() > logging.DEBUG:
         hf_logging.disable_progress_bar()  # its per-tensor "Loading weights" bar is noise here
@@ -186,7 +189,7 @@ _TINY = TextSpec(tokenizer="minilm_l6", max_tokens=64)
 
 
 def _build_tiny_text(weights: str) -> TextBackbone:
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: I001  (after _minilm_dir's check)
 
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)

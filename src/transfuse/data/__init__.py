@@ -2,7 +2,7 @@
 
 from transfuse.data.fingerprint import file_digest
 from transfuse.data.images import IMAGE_EXTENSIONS, decode_image, find_images
-from transfuse.data.source import Source, load_image_folder, load_manifest, load_source
+from transfuse.data.source import Source, load_audio_folder, load_image_folder, load_manifest, load_source
 from transfuse.data.split import split_source
 from transfuse.data.text import load_text_folder, load_text_table, read_texts
 
@@ -12,6 +12,7 @@ __all__ = [
     "decode_image",
     "file_digest",
     "find_images",
+    "load_audio_folder",
     "load_image_folder",
     "load_manifest",
     "load_source",

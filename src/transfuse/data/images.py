@@ -40,15 +40,16 @@ def decode_image(path: str | Path) -> Image.Image:
         raise CorruptInputError(f"cannot decode image {path}: {exc}", [str(path)]) from None
 
 
-def images_under(folder: str | Path) -> tuple[list[str], int]:
-    """Sorted image paths below ``folder`` (recursively) and how many other files were passed over."""
+def images_under(folder: str | Path, extensions: frozenset[str] = IMAGE_EXTENSIONS) -> tuple[list[str], int]:
+    """Sorted paths below ``folder`` (recursively) with one of ``extensions`` (images by default),
+    and how many other files were passed over."""
     files = sorted(str(Path(root) / f) for root, _, names in os.walk(folder) for f in names)
-    images = [f for f in files if is_image_file(f)]
+    images = [f for f in files if Path(f).suffix.lower() in extensions and not Path(f).name.startswith(".")]
     return images, len(files) - len(images)
 
 
-def find_images(inputs: list[str | Path]) -> list[str]:
-    """Expand files and folders (recursively) into a sorted list of image paths.
+def find_images(inputs: list[str | Path], extensions: frozenset[str] = IMAGE_EXTENSIONS, what: str = "image") -> list[str]:
+    """Expand files and folders (recursively) into a sorted list of image (or ``extensions``) paths.
 
     >>> find_images(["examples/fashion/bag"])[:1]  # doctest: +SKIP
     ['examples/fashion/bag/00000.png']
@@ -57,17 +58,17 @@ def find_images(inputs: list[str | Path]) -> list[str]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            images, ignored = images_under(p)
+            images, ignored = images_under(p, extensions)
             if ignored:
-                log.info("ignored %d non-image files under %s", ignored, p)
+                log.info("ignored %d non-%s files under %s", ignored, what, p)
             found.extend(images)
         elif p.is_file():
             found.append(str(p))
         else:
             raise DataError(f"no such file or folder: {p}")
     if not found:
-        raise DataError(f"no image files found in {', '.join(map(str, inputs))} "
-                        f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        raise DataError(f"no {what} files found in {', '.join(map(str, inputs))} "
+                        f"(looked for {', '.join(sorted(extensions))})")
     return found
 
 

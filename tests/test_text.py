@@ -1,0 +1,187 @@
+"""Text through the same pipeline: sources, the text encoders, pooling, long texts, CLI, real weights."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import cli
+from transfuse.backbones import create_backbone
+from transfuse.data import load_source, load_text_folder, load_text_table, read_texts
+from transfuse.errors import DataError, UnknownBackboneError
+from transfuse.extract import extract_features
+from transfuse.pipeline import load_model
+from transfuse.workflow import fit_source, predict_paths
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "reviews.csv"
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    return path
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+def test_table_sources_csv_and_jsonl(tmp_path):
+    src = load_source(EXAMPLE, text_column="review", label_column="department")
+    assert src.kind == "text" and len(src) == 240 and len(src.classes) == 6
+    assert src.items[0].startswith("Absolutely wonderful")
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text('{"text": "soft fabric", "label": "good"}\n\n{"text": "tore at once", "label": "bad"}\n')
+    src = load_source(jsonl)  # text/label are the default column names
+    assert src.items == ["soft fabric", "tore at once"] and src.labels == ["good", "bad"]
+
+
+def test_table_errors_name_the_fix(tmp_path):
+    with pytest.raises(DataError, match="pass --label-column"):
+        load_source(EXAMPLE, text_column="review")
+    with pytest.raises(DataError, match="no column 'body'"):
+        load_text_table(EXAMPLE, text_column="body", label_column="department")
+    blank = write_csv(tmp_path / "b.csv", [["text", "label"], ["fine", "a"], ["   ", "b"], ["ok", ""], ["x", "b"]])
+    with pytest.raises(DataError, match=r"2 rows .* empty text or label \(lines 3, 4\).*--skip-bad"):
+        load_text_table(blank)
+    assert load_text_table(blank, skip_bad=True).items == ["fine", "x"]
+    latin = tmp_path / "l.csv"
+    latin.write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        load_text_table(latin)
+    bad_json = tmp_path / "j.jsonl"
+    bad_json.write_text('{"text": "a", "label": "x"}\n{broken\n')
+    with pytest.raises(DataError, match=r"j.jsonl:2: not a JSON object"):
+        load_text_table(bad_json)
+
+
+def test_csv_with_path_column_is_still_an_image_manifest(tmp_path, image_folder):
+    first = sorted(image_folder.rglob("*.png"))[0]
+    manifest = write_csv(tmp_path / "m.csv", [["path", "label"], [str(first), "bag"]])
+    assert load_source(manifest).kind == "image"
+
+
+def test_text_folder(tmp_path):
+    for cls, texts in {"pos": ["great", "lovely"], "neg": ["awful"]}.items():
+        (tmp_path / cls).mkdir()
+        for i, t in enumerate(texts):
+            (tmp_path / cls / f"{i}.txt").write_text(t)
+    (tmp_path / "neg" / "broken.txt").write_bytes(b"\xff\xfe\xfa not utf8 \x80")
+    with pytest.raises(DataError, match="1 text files are empty or not UTF-8: .*broken.txt"):
+        load_source(tmp_path)
+    src = load_text_folder(tmp_path, skip_bad=True)
+    assert src.kind == "text" and sorted(src.items) == ["awful", "great", "lovely"]
+
+
+def test_read_texts_for_predict(tmp_path):
+    plain = tmp_path / "new.txt"
+    plain.write_text("first text\n\nsecond text\n")
+    assert read_texts(plain) == ["first text", "second text"]
+    assert read_texts(EXAMPLE, text_column="review")[0].startswith("Absolutely wonderful")
+
+
+# --- encoders ------------------------------------------------------------------------------------
+
+def test_text_taps_and_pooling():
+    bb = create_backbone("tiny_text")
+    assert bb.modality == "text" and bb.tap_names == ["embeddings", "layer.1", "features"]
+    texts = ["a soft and warm sweater", "it tore", "runs small, order a size up"]
+    for pooling in ("avg", "max", "cls"):
+        f = extract_features(texts, backbone="tiny_text", layers="embeddings,features", pooling=pooling,
+                             cache=False, progress=False)
+        assert f.X.shape == (3, 64) and np.isfinite(f.X).all()
+    with pytest.raises(DataError, match="pooling 'gem' does not apply to text backbones"):
+        extract_features(texts, backbone="tiny_text", pooling="gem", cache=False)
+
+
+def test_padding_does_not_change_features():
+    """Pooling respects the padding mask: a text's features are the same alone or batched with a
+    much longer text."""
+    short = "nice colour"
+    alone = extract_features([short], backbone="tiny_text", cache=False, progress=False).X[0]
+    together = extract_features([short, "word " * 50], backbone="tiny_text", cache=False, progress=False).X[0]
+    np.testing.assert_allclose(alone, together, atol=1e-5)
+
+
+def test_long_texts_truncated_or_chunked(tmp_path, caplog):
+    long = "the fabric is lovely " * 40  # ~160 tokens, tiny_text's window is 64
+    texts = [long, "short one"]
+    with caplog.at_level("INFO"):
+        trunc = extract_features(texts, backbone="tiny_text", cache=str(tmp_path / "c"), progress=False)
+    assert "1 of 2 texts are longer than tiny_text's 64-token window: truncated" in caplog.text
+    chunk = extract_features(texts, backbone="tiny_text", cache=str(tmp_path / "c"), long_text="chunk",
+                             progress=False)
+    assert chunk.n_extracted == 2  # a different cache key: truncated and chunked features never mix
+    assert not np.allclose(trunc.X[0], chunk.X[0])
+    np.testing.assert_allclose(trunc.X[1], chunk.X[1], atol=1e-5)  # short texts are the same either way
+    again = extract_features(texts, backbone="tiny_text", cache=str(tmp_path / "c"), long_text="chunk",
+                             progress=False)
+    assert again.n_cached == 2 and np.array_equal(again.X, chunk.X)
+    with pytest.raises(DataError, match="long_text must be"):
+        extract_features(texts, backbone="tiny_text", long_text="split", cache=False)
+
+
+def test_modalities_do_not_mix(image_folder):
+    reviews = load_source(EXAMPLE, text_column="review", label_column="department")
+    with pytest.raises(UnknownBackboneError, match="reads images but the data is text; use --backbone minilm_l6"):
+        fit_source(reviews, backbone="tiny_cnn", save=False)
+    with pytest.raises(UnknownBackboneError, match="reads text but the data is image"):
+        fit_source(load_source(image_folder), backbone="tiny_text", save=False)
+
+
+# --- end to end ----------------------------------------------------------------------------------
+
+def test_cli_fit_predict_evaluate_text(tmp_path):
+    model = tmp_path / "m"
+    run = cli("fit", str(EXAMPLE), "--text-column", "review", "--label-column", "department", "--backbone",
+              "tiny_text", "--layers", "layer.1,features", "--out", str(model), "--json")
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads(run.stdout)
+    assert metrics["split"]["test"] == 48 and 0 <= metrics["accuracy"] <= 1
+    new = tmp_path / "new.txt"
+    new.write_text("These jeans are too long\nA beautiful dress\n")
+    run = cli("predict", str(model), str(new), "--json")
+    assert run.returncode == 0, run.stderr
+    records = json.loads(run.stdout)
+    assert [r["text"] for r in records] == ["These jeans are too long", "A beautiful dress"]
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in records)
+    run = cli("evaluate", str(model), str(EXAMPLE), "--text-column", "review", "--label-column", "department",
+              "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["accuracy"] > 0
+    run = cli("finetune", str(EXAMPLE), "--text-column", "review", "--label-column", "department")
+    assert run.returncode == 2 and "use `transfuse fit`" in run.stderr
+
+
+def test_saved_text_model_round_trip(tmp_path):
+    src = load_source(EXAMPLE, text_column="review", label_column="department")
+    res = fit_source(src, backbone="tiny_text", long_text="chunk", out_dir=tmp_path / "m", cache=False)
+    loaded = load_model(tmp_path / "m", cache=False)
+    assert loaded.named_steps["features"].long_text == "chunk"
+    texts = src.items[:5]
+    np.testing.assert_array_equal(loaded.predict_proba(texts), res.model.predict_proba(texts))
+    assert predict_paths(loaded, texts)[0]["text"] == texts[0]
+
+
+# --- real weights ----------------------------------------------------------------------------------
+
+def test_minilm_matches_sentence_transformers():
+    """Our masked mean over the last layer is all-MiniLM-L6-v2's sentence embedding (up to its final
+    L2 normalisation), checked against the sentence-transformers library on real reviews."""
+    st = pytest.importorskip("sentence_transformers")
+    from transfuse.backbones.text import _minilm_dir
+
+    texts = load_source(EXAMPLE, text_column="review", label_column="department").items[:16]
+    ours = extract_features(texts, backbone="minilm_l6", cache=False, progress=False).X
+    ref = st.SentenceTransformer(_minilm_dir(), device="cpu").encode(texts, normalize_embeddings=True)
+    cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1)
+    assert cos.min() > 0.9999
+
+
+def test_minilm_probe_on_real_reviews(tmp_path):
+    """Pretrained MiniLM features beat the same encoder with random weights on the department task."""
+    src = load_source(EXAMPLE, text_column="review", label_column="department")
+    cache = str(tmp_path / "c")
+    pre = fit_source(src, backbone="minilm_l6", save=False, cache=cache).metrics["accuracy"]
+    rnd = fit_source(src, backbone="minilm_l6", weights="random", save=False, cache=cache).metrics["accuracy"]
+    assert pre > rnd + 0.1 and pre > 0.6
