@@ -8,8 +8,9 @@ drawn from the training kits (fewer where a class has fewer), and all training h
 
 Methods (all with the standardised logistic-regression head): log-mel statistics (mean and std
 of 64 log-mel bands: the no-transfer baseline), MFCC statistics, speech_embedding (Google's
-speech-embedding model, frames pooled by mean and std), and speech_embedding + log-mel fused
-(two backbones, concat).
+speech-embedding model, frames pooled by mean and std), sound_effects (the aisfx sound-effects
+CNN; last block, its random-weight twin, and a concat of blocks 2, 3 and the last), and
+speech_embedding + log-mel fused (two backbones, concat).
 
 Run: ``python benchmarks/audio.py [--seeds 0,1,2]``. Writes benchmarks/results/audio.{md,json}.
 """
@@ -33,6 +34,9 @@ METHODS = {  # label -> (backbone(s), layers, recipe)
     "log-mel statistics + logreg (no transfer)": ("logmel", "features", Recipe()),
     "MFCC statistics + logreg (no transfer)": ("logmel", "mfcc", Recipe()),
     "speech_embedding + logreg": ("speech_embedding", None, Recipe()),
+    "sound_effects (last block) + logreg": ("sound_effects", None, Recipe()),
+    "sound_effects random weights + logreg": ("sound_effects", None, Recipe()),
+    "sound_effects, concat of blocks 2, 3, last": ("sound_effects", "block2,block3,features", Recipe(fusion="concat")),
     "speech_embedding + log-mel, concat": ("speech_embedding,logmel", "speech_embedding:features,logmel:features",
                                            Recipe(fusion="concat")),
 }
@@ -69,7 +73,8 @@ def main() -> None:
     cache = str(WORK / "cache-audio")
     features, speed = {}, {}
     for label, (backbone, layers, recipe) in METHODS.items():
-        ext = FeatureExtractor(backbone=backbone, layers=layers, cache=cache)
+        weights = "random" if "random weights" in label else "pretrained"
+        ext = FeatureExtractor(backbone=backbone, layers=layers, cache=cache, weights=weights)
         t = time.perf_counter()
         X = ext.fit_transform(paths)
         speed[label] = time.perf_counter() - t

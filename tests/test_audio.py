@@ -119,7 +119,7 @@ def test_cli_fit_predict_real_drums(drum_folder, tmp_path):
     assert run.returncode == 0, run.stderr
     assert len(json.loads(run.stdout)) == 8
     run = cli("finetune", str(drum_folder))
-    assert run.returncode == 2 and "frozen ONNX" in run.stderr
+    assert run.returncode == 2 and "audio encoders are frozen" in run.stderr
 
 
 @needs_drums

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import cli
 from transfuse.backbones import create_backbone
+from transfuse.finetune.task import make_task
 from transfuse.data import load_source, load_text_folder, load_text_table, read_texts
 from transfuse.errors import DataError, UnknownBackboneError
 from transfuse.extract import extract_features
@@ -121,6 +122,15 @@ def test_long_texts_truncated_or_chunked(tmp_path, caplog):
         extract_features(texts, backbone="tiny_text", long_text="split", cache=False)
 
 
+def test_text_parameter_groups_follow_the_layers():
+    task = make_task(create_backbone("minilm_l6"))
+    task.network(3)
+    groups = task.groups()
+    assert [g for g, _ in groups] == ["embeddings", *[f"layer.{i}" for i in range(1, 6)], "features", "top",
+                                      "classifier"]
+    assert dict(groups)["layer.1"] == ["body.encoder.layer.0"]
+
+
 def test_modalities_do_not_mix(image_folder):
     reviews = load_source(EXAMPLE, text_column="review", label_column="department")
     with pytest.raises(UnknownBackboneError, match="reads images but the data is text; use --backbone minilm_l6"):
@@ -149,8 +159,22 @@ def test_cli_fit_predict_evaluate_text(tmp_path):
               "--json")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["accuracy"] > 0
-    run = cli("finetune", str(EXAMPLE), "--text-column", "review", "--label-column", "department")
-    assert run.returncode == 2 and "use `transfuse fit`" in run.stderr
+
+
+def test_cli_finetune_text_encoder(tmp_path):
+    """Parameter-based transfer for text: the encoder's layers are the groups, the fine-tuned model
+    predicts texts like a probe does."""
+    model = tmp_path / "ft"
+    run = cli("finetune", str(EXAMPLE), "--text-column", "review", "--label-column", "department", "--backbone",
+              "tiny_text", "--strategy", "lp-ft", "--epochs", "2", "--probe-epochs", "1", "--out", str(model), "--json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout)["epochs_run"] == 2
+    assert json.loads((model / "config.json").read_text())["modality"] == "text"
+    new = tmp_path / "new.txt"
+    new.write_text("These jeans are too long\n")
+    run = cli("predict", str(model), str(new), "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)[0]["text"] == "These jeans are too long"
 
 
 def test_saved_text_model_round_trip(tmp_path):

@@ -176,12 +176,13 @@ def finetune(
     manifest: Manifest = None,
     text_column: TextColumn = None,
     label_column: LabelColumn = None,
-    backbone: Annotated[str, typer.Option("--backbone", "-b", help="Backbone to fine-tune (timm-style).")] = "efficientnet_lite0",
+    backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help="Backbone to fine-tune (default: efficientnet_lite0 for images, minilm_l6 for text).")] = None,
     strategy: Strategy = "lp-ft",
     from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Same architecture from random weights, same budget.")] = False,
     epochs: Annotated[int, typer.Option("--epochs")] = 10,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate of the new output layer.")] = 1e-3,
-    layer_decay: Annotated[float, typer.Option("--layer-decay", help="Each group below the output layer gets lr x this, compounded.")] = 0.75,
+    backbone_lr: Annotated[Optional[float], typer.Option("--backbone-lr", help="Learning rate of the top pretrained block (default: lr x layer-decay for images, 5e-5 for text encoders).")] = None,
+    layer_decay: Annotated[float, typer.Option("--layer-decay", help="Each group further down gets this times less, compounded.")] = 0.75,
     l2sp: Annotated[float, typer.Option("--l2sp", help="L2-SP strength pulling weights toward the pretrained ones (0 = off).")] = 0.0,
     probe_epochs: Annotated[int, typer.Option("--probe-epochs", help="Head-only epochs before lp-ft/gradual unfreeze.")] = 3,
     image_size: Annotated[int, typer.Option("--image-size", help="Training and prediction size in pixels.")] = 128,
@@ -198,15 +199,17 @@ def finetune(
     as_json: Json = False,
 ) -> None:
     """Parameter-based transfer: train a new output layer, then fine-tune part or all of the network."""
+    from transfuse.backbones import default_backbone
     from transfuse.data import load_source
     from transfuse.evaluate import metrics_table
     from transfuse.finetune.train import FinetuneConfig, finetune_source
 
     source = load_source(data, manifest, skip_bad=skip_bad, text_column=text_column, label_column=label_column)
+    backbone = backbone or default_backbone(source.kind)
     if resume and out_dir is None:
         raise typer.BadParameter("--resume needs --out DIR of the run to continue")
     cfg = FinetuneConfig(backbone=backbone, strategy=strategy, from_scratch=from_scratch, epochs=epochs, lr=lr,
-                         layer_decay=layer_decay, l2sp=l2sp, probe_epochs=probe_epochs, image_size=image_size,
+                         backbone_lr=backbone_lr, layer_decay=layer_decay, l2sp=l2sp, probe_epochs=probe_epochs, image_size=image_size,
                          batch_size=batch_size, patience=patience, precision=precision, seed=seed)
     kind = "scratch" if from_scratch else strategy.replace(":", "")
     default_out = Path("transfuse-models") / f"{source.name}-{backbone}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -214,7 +217,8 @@ def finetune(
         default_out = Path(os.environ.setdefault("TRANSFUSE_DDP_OUT", str(default_out)))
     out_path = out_dir or default_out
     metrics = finetune_source(source, cfg, out_path, test_size=test_size, split_seed=seed, resume=resume,
-                              skip_bad=skip_bad, num_workers=workers, devices=devices)
+                              skip_bad=skip_bad, num_workers=workers, devices=devices,
+                              progress=False if as_json else None)  # Lightning's bar writes to stdout
     if not metrics:  # a DDP worker process: the first process reports
         return
     if as_json:
@@ -230,7 +234,7 @@ def compare(
     manifest: Manifest = None,
     text_column: TextColumn = None,
     label_column: LabelColumn = None,
-    backbone: Annotated[str, typer.Option("--backbone", "-b")] = "efficientnet_lite0",
+    backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help="Default: efficientnet_lite0 for images, minilm_l6 for text.")] = None,
     strategies: Annotated[str, typer.Option("--strategies", help="Fine-tuning strategies to run besides scratch and the probe, comma-separated.")] = "head,lp-ft",
     epochs: Annotated[int, typer.Option("--epochs")] = 10,
     image_size: Annotated[int, typer.Option("--image-size")] = 128,
@@ -241,11 +245,13 @@ def compare(
     as_json: Json = False,
 ) -> None:
     """Does transfer pay? Scratch vs feature probe vs fine-tuning strategies on one split, one table."""
+    from transfuse.backbones import default_backbone
     from transfuse.data import load_source
     from transfuse.finetune.strategy import parse_strategy
     from transfuse.workflow import compare_source
 
     source = load_source(data, manifest, skip_bad=skip_bad, text_column=text_column, label_column=label_column)
+    backbone = backbone or default_backbone(source.kind)
     names = tuple(s.strip() for s in strategies.split(",") if s.strip())
     for name in names:
         parse_strategy(name)

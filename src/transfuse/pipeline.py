@@ -201,7 +201,7 @@ def model_modality(model) -> str:
     """What a loaded model reads: "image", "text" or "audio" (its first backbone's modality)."""
     if isinstance(model, Pipeline):
         return get_spec(backbone_list(model.named_steps["features"].backbone)[0]).modality
-    return "image"  # fine-tuned models are image networks so far
+    return model.modality  # a fine-tuned model
 
 
 def _weights_ids(backbone: str, weights: str) -> str:

@@ -137,10 +137,11 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
 def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, **overrides) -> dict:
     """Metrics of a saved model on every (readable, with ``skip_bad``) item of a labelled ``source``."""
     model = load_model(model_dir, **overrides)
-    if isinstance(model, Pipeline):
-        from transfuse.backbones import check_modality
+    from transfuse.pipeline import model_modality
 
-        check_modality(backbone_list(model.named_steps["features"].backbone), source.kind)
+    if model_modality(model) != source.kind:
+        raise DataError(f"{model_dir} reads {model_modality(model)} but the data is {source.kind}; evaluate it "
+                        f"on {model_modality(model)} data")
     classes = [str(c) for c in model.classes_] if not isinstance(model, Pipeline) else \
         [str(c) for c in model.named_steps["head"].classes_]
     unknown = sorted(set(source.labels) - set(classes))
@@ -191,16 +192,17 @@ def predict_paths(model, paths: list[str], on_error: str = "raise") -> list[dict
     return records
 
 
-def compare_source(source: Source, out_dir: str | Path, *, backbone: str = "efficientnet_lite0",
+def compare_source(source: Source, out_dir: str | Path, *, backbone: str | None = None,
                    strategies: tuple[str, ...] = ("head", "lp-ft"), epochs: int = 10, image_size: int = 128,
                    seed: int = 0, test_size: float = 0.2, skip_bad: bool = False, **finetune_params) -> list[dict]:
     """Same split, same budget: training from scratch, the feature probe, and each fine-tuning strategy.
 
     Each run is saved under ``out_dir/<method>``; returns one row per method.
     """
-    from transfuse.finetune.train import FinetuneConfig, finetune_source, require_images
+    from transfuse.backbones import default_backbone
+    from transfuse.finetune.train import FinetuneConfig, finetune_source
 
-    require_images(source)
+    backbone = backbone or default_backbone(source.kind)
     out = Path(out_dir)
     rows = []
     start = time.perf_counter()

