@@ -98,6 +98,17 @@ def test_encoders_pad_short_clips_and_read_long_ones(tmp_path):
         extract_features(clips, backbone="logmel", pooling="gem", cache=False)
 
 
+def test_sound_effects_weights_load_strictly(tmp_path):
+    """The aisfx checkpoint (a pickle with numpy scalars) is read with weights_only and loads
+    strictly into our network; its taps give frames of 64 ... 512 channels."""
+    bb = create_backbone("sound_effects")
+    assert bb.tap_shapes() == {"block1": (64,), "block2": (128,), "block3": (256,), "features": (512,)}
+    clip = tone(tmp_path / "a.wav", 440, seconds=0.3)  # shorter than 8 spectrogram frames: padded
+    pre = extract_features([clip], backbone="sound_effects", cache=False, progress=False).X
+    rnd = extract_features([clip], backbone="sound_effects", weights="random", cache=False, progress=False).X
+    assert pre.shape == (1, 1024) and np.isfinite(pre).all() and not np.allclose(pre, rnd)
+
+
 def test_frozen_onnx_encoder_says_so():
     with pytest.raises(WeightsUnavailableError, match="frozen ONNX model.*--backbone logmel"):
         create_backbone("speech_embedding", weights="random")
@@ -127,6 +138,32 @@ def test_transfer_and_baseline_on_real_drums(drum_folder):
     """Both the pretrained speech encoder and the log-mel baseline tell kick, snare and hi-hat
     apart far above chance on real hits (the benchmark compares them properly)."""
     src = load_source(drum_folder)
-    for backbone in ("speech_embedding", "logmel"):
+    for backbone in ("speech_embedding", "sound_effects", "logmel"):
         acc = fit_source(src, backbone=backbone, save=False, cache=False, test_size=0.5).metrics["accuracy"]
         assert acc > 0.6, backbone
+
+
+def test_hf_speech_encoder_from_a_local_directory(tmp_path):
+    """hf:/dir resolves a wav2vec2-type config to an audio backbone with a tap per hidden layer
+    (a tiny randomly initialised model saved locally stands in for a hub download)."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16,
+                            num_conv_pos_embedding_groups=2)
+    model_dir = tmp_path / "tiny-w2v"
+    Wav2Vec2Model(config).save_pretrained(model_dir)
+    Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(model_dir)
+    name = f"hf:{model_dir}"
+    bb = create_backbone(name)
+    assert bb.modality == "audio" and bb.tap_names == ["embeddings", "layer.1", "features"]
+    clips = [tone(tmp_path / "a.wav", 440, seconds=0.01), tone(tmp_path / "b.wav", 880, seconds=1.0)]
+    f = extract_features(clips, backbone=name, layers="layer.1,features", cache=str(tmp_path / "c"),
+                         progress=False)
+    assert f.X.shape == (2, 128) and np.isfinite(f.X).all()
+    alone = extract_features(clips[1:], backbone=name, layers="layer.1,features", cache=False, progress=False)
+    np.testing.assert_allclose(alone.X[0], f.X[1], atol=1e-4)
+    with pytest.raises(WeightsUnavailableError, match="HF_HUB_OFFLINE is set.*hf:/path/to/model"):
+        create_backbone("hf:nobody/no-such-model")

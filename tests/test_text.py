@@ -209,3 +209,19 @@ def test_minilm_probe_on_real_reviews(tmp_path):
     pre = fit_source(src, backbone="minilm_l6", save=False, cache=cache).metrics["accuracy"]
     rnd = fit_source(src, backbone="minilm_l6", weights="random", save=False, cache=cache).metrics["accuracy"]
     assert pre > rnd + 0.1 and pre > 0.6
+
+
+def test_hf_text_encoder_from_a_local_directory(tmp_path):
+    """hf:/dir: a BERT-type directory (tiny, saved locally) is a text backbone like minilm_l6."""
+    import shutil as sh
+
+    from transfuse.backbones.text import _minilm_dir
+
+    model_dir = tmp_path / "tiny-bert"
+    create_backbone("tiny_text").model.save_pretrained(model_dir)
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        sh.copy(Path(_minilm_dir()) / f, model_dir / f)
+    f = extract_features(["soft fabric", "it tore"], backbone=f"hf:{model_dir}", cache=False, progress=False)
+    ref = extract_features(["soft fabric", "it tore"], backbone="tiny_text", cache=False, progress=False)
+    assert f.X.shape == (2, 32)
+    np.testing.assert_allclose(f.X, ref.X, atol=1e-5)  # the same weights give the same features

