@@ -175,6 +175,12 @@ def test_cli_finetune_text_encoder(tmp_path):
     run = cli("predict", str(model), str(new), "--json")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)[0]["text"] == "These jeans are too long"
+    # texts are batched by length for speed; every row must still belong to its own input
+    loaded = load_model(model)
+    texts = ["a", "a much longer review of a dress that fits well and looks lovely", "mid length text"]
+    forward, backward = loaded.predict_proba(texts), loaded.predict_proba(texts[::-1])
+    np.testing.assert_allclose(forward, backward[::-1], atol=1e-5)
+    assert np.abs(forward[0] - forward[1]).max() > 1e-6
 
 
 def test_saved_text_model_round_trip(tmp_path):
@@ -225,3 +231,26 @@ def test_hf_text_encoder_from_a_local_directory(tmp_path):
     ref = extract_features(["soft fabric", "it tore"], backbone="tiny_text", cache=False, progress=False)
     assert f.X.shape == (2, 32)
     np.testing.assert_allclose(f.X, ref.X, atol=1e-5)  # the same weights give the same features
+
+
+def test_cli_compare_text(tmp_path):
+    """Does transfer pay, for text: scratch vs probe vs fine-tuning on one split, one table."""
+    run = cli("compare", str(EXAMPLE), "--text-column", "review", "--label-column", "department", "--backbone",
+              "tiny_text", "--strategies", "head", "--epochs", "1", "--out", str(tmp_path / "cmp"), "--json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    methods = [r["method"] for r in json.loads(run.stdout)]
+    assert methods == ["feature probe (logreg on features)", "from scratch (full, random init)", "fine-tune head"]
+
+
+def test_use_multilingual_aligns_languages_and_is_frozen():
+    """The numpy Universal Sentence Encoder: one 512-d vector per text; an English review and its
+    German translation land together, an unrelated review does not; it cannot be fine-tuned."""
+    texts = ["I love this dress, it fits perfectly", "Ich liebe dieses Kleid, es passt perfekt",
+             "The zipper broke after one wash"]
+    X = extract_features(texts, backbone="use_multilingual", cache=False, progress=False).X
+    X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    assert X.shape == (3, 512) and X[0] @ X[1] > 0.8 > X[0] @ X[2]
+    with pytest.raises(DataError, match="frozen encoder"):
+        make_task(create_backbone("use_multilingual"))
+    with pytest.raises(DataError, match="returns one vector per text"):
+        extract_features(texts, backbone="use_multilingual", pooling="max", cache=False)

