@@ -24,6 +24,19 @@ def fashion_pngs(split: str, per_class: int, seed: int = 0) -> tuple[list[str], 
     return paths, labels[idx], images[idx]
 
 
+def finetune_data() -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """The fine-tuning benchmarks' data as PNGs: a fixed pool of 200 per class from the official
+    training set (for seeded draws) and a fixed 1,000-image subset of the test set (100 per class).
+    Returns pool paths, pool labels, test paths, test labels."""
+    tr_x, tr_y = fashion_mnist("train")
+    te_x, te_y = fashion_mnist("test")
+    pool, test = per_class_indices(tr_y, 200, seed=0), per_class_indices(te_y, 100, seed=0)
+    root = WORK / "finetune"
+    p_pool = np.array(write_pngs(tr_x[pool], tr_y[pool], root / "pool", FASHION_CLASSES, ids=pool))
+    p_test = write_pngs(te_x[test], te_y[test], root / "test", FASHION_CLASSES, ids=test)
+    return p_pool, tr_y[pool], p_test, te_y[test]
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     """A GitHub-flavoured markdown table."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from common import WORK, markdown_table, save_results
-from transfuse.data.packaged import FASHION_CLASSES, fashion_mnist, per_class_indices, write_pngs
+from common import WORK, finetune_data, markdown_table, save_results
+from transfuse.data.packaged import FASHION_CLASSES, per_class_indices
 from transfuse.data.source import Source
 from transfuse.extract import FeatureExtractor
 from transfuse.finetune.train import FinetuneConfig, finetune_source
@@ -43,13 +43,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     seeds = [int(s) for s in args.seeds.split(",")]
     budgets = [int(b) for b in args.budgets.split(",")]
-    tr_x, tr_y = fashion_mnist("train")
-    te_x, te_y = fashion_mnist("test")
-    pool, test = per_class_indices(tr_y, 200, seed=0), per_class_indices(te_y, 100, seed=0)
-    root = WORK / "finetune"
-    p_pool = np.array(write_pngs(tr_x[pool], tr_y[pool], root / "pool", FASHION_CLASSES, ids=pool))
-    p_test = write_pngs(te_x[test], te_y[test], root / "test", FASHION_CLASSES, ids=test)
-    y_pool = tr_y[pool]
+    p_pool, y_pool, p_test, y_test = finetune_data()
     cache = str(WORK / "cache-finetune")
     results: dict = {}
     rows = []
@@ -59,7 +53,7 @@ def main() -> None:
         for seed in seeds:
             idx = per_class_indices(y_pool, per_class, seed)
             items = list(p_pool[idx]) + p_test
-            labels = [FASHION_CLASSES[c] for c in y_pool[idx]] + [FASHION_CLASSES[c] for c in te_y[test]]
+            labels = [FASHION_CLASSES[c] for c in y_pool[idx]] + [FASHION_CLASSES[c] for c in y_test]
             splits = ["train"] * len(idx) + ["test"] * len(p_test)
             source = Source(items=items, labels=labels, name="fashion", splits=splits)
             t = time.perf_counter()

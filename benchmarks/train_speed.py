@@ -22,30 +22,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from common import WORK, markdown_table, save_results
-from transfuse.data.packaged import FASHION_CLASSES, fashion_mnist, per_class_indices, write_pngs
+from common import WORK, finetune_data, markdown_table, save_results
+from transfuse.data.packaged import FASHION_CLASSES, per_class_indices
 from transfuse.data.source import Source
 from transfuse.finetune.train import FinetuneConfig, finetune_source
 
 
 def manifest(per_class: int) -> Path:
     """A CSV manifest (path,label,split) of the training draw and the fixed test subset."""
-    tr_x, tr_y = fashion_mnist("train")
-    te_x, te_y = fashion_mnist("test")
-    pool, test = per_class_indices(tr_y, 200, seed=0), per_class_indices(te_y, 100, seed=0)
-    root = WORK / "finetune"
-    p_pool = np.array(write_pngs(tr_x[pool], tr_y[pool], root / "pool", FASHION_CLASSES, ids=pool))
-    p_test = write_pngs(te_x[test], te_y[test], root / "test", FASHION_CLASSES, ids=test)
-    idx = per_class_indices(tr_y[pool], per_class, 0)
+    p_pool, y_pool, p_test, y_test = finetune_data()
+    idx = per_class_indices(y_pool, per_class, 0)
     path = WORK / f"train_speed-{per_class}.csv"
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "label", "split"])
-        w.writerows([p, FASHION_CLASSES[c], "train"] for p, c in zip(p_pool[idx], tr_y[pool][idx]))
-        w.writerows([p, FASHION_CLASSES[c], "test"] for p, c in zip(p_test, te_y[test]))
+        w.writerows([p, FASHION_CLASSES[c], "train"] for p, c in zip(p_pool[idx], y_pool[idx]))
+        w.writerows([p, FASHION_CLASSES[c], "test"] for p, c in zip(p_test, y_test))
     return path
 
 

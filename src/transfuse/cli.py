@@ -257,7 +257,8 @@ def compare(
         parse_strategy(name)
     folder = out_dir or Path("transfuse-models") / f"{source.name}-compare-{time.strftime('%Y%m%d-%H%M%S')}"
     rows = compare_source(source, folder, backbone=backbone, strategies=names, epochs=epochs, image_size=image_size,
-                          seed=seed, test_size=test_size, skip_bad=skip_bad)
+                          seed=seed, test_size=test_size, skip_bad=skip_bad,
+                          progress=False if as_json else None)  # Lightning's bar writes to stdout
     (folder / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
     if as_json:
         print(json.dumps(rows))

@@ -194,7 +194,8 @@ def predict_paths(model, paths: list[str], on_error: str = "raise") -> list[dict
 
 def compare_source(source: Source, out_dir: str | Path, *, backbone: str | None = None,
                    strategies: tuple[str, ...] = ("head", "lp-ft"), epochs: int = 10, image_size: int = 128,
-                   seed: int = 0, test_size: float = 0.2, skip_bad: bool = False, **finetune_params) -> list[dict]:
+                   seed: int = 0, test_size: float = 0.2, skip_bad: bool = False, progress: bool | None = None,
+                   **finetune_params) -> list[dict]:
     """Same split, same budget: training from scratch, the feature probe, and each fine-tuning strategy.
 
     Each run is saved under ``out_dir/<method>``; returns one row per method.
@@ -215,7 +216,8 @@ def compare_source(source: Source, out_dir: str | Path, *, backbone: str | None 
         cfg = FinetuneConfig(backbone=backbone, strategy=strategy, from_scratch=scratch, epochs=epochs,
                              image_size=image_size, seed=seed, **finetune_params)
         name = "scratch" if scratch else strategy.replace(":", "")
-        metrics = finetune_source(source, cfg, out / name, test_size=test_size, split_seed=seed, skip_bad=skip_bad)
+        metrics = finetune_source(source, cfg, out / name, test_size=test_size, split_seed=seed, skip_bad=skip_bad,
+                                  progress=progress)
         rows.append({"method": label, **_summary(metrics), "seconds": metrics["train_seconds"],
                      "model_dir": str(out / name)})
     return rows

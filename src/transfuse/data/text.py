@@ -56,6 +56,17 @@ def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], wha
     raise DataError(f"which column of {path} holds the {what}? pass {flag} (columns: {', '.join(columns)})")
 
 
+def _listing(things: list) -> str:
+    return ", ".join(map(str, things[:5])) + (" ..." if len(things) > 5 else "")
+
+
+def _reject_or_skip(problem: str, skip_bad: bool) -> None:
+    """Bad rows or files stop loading with a message saying how to go on, or are skipped with a warning."""
+    if not skip_bad:
+        raise DataError(f"{problem}; fix or delete them, or pass --skip-bad to leave them out")
+    log.warning("%s: skipped", problem)
+
+
 def load_text_table(path: str | Path, text_column: str | None = None, label_column: str | None = None,
                     skip_bad: bool = False) -> Source:
     """Read labelled texts from a CSV or JSONL file.
@@ -91,11 +102,7 @@ def load_text_table(path: str | Path, text_column: str | None = None, label_colu
         labels.append(label)
         splits.append(split)
     if bad:
-        where = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
-        msg = f"{len(bad)} rows of {path} have an empty text or label (lines {where})"
-        if not skip_bad:
-            raise DataError(f"{msg}; fill or delete them, or pass --skip-bad to leave them out")
-        log.warning("%s: skipped", msg)
+        _reject_or_skip(f"{len(bad)} rows of {path} have an empty text or label (lines {_listing(bad)})", skip_bad)
     if not items:
         raise DataError(f"{path} has no rows with both a text and a label")
     has_split = any(splits)
@@ -124,11 +131,7 @@ def load_text_folder(root: str | Path, skip_bad: bool = False) -> Source:
             items.append(text)
             labels.append(d.name)
     if bad:
-        listing = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
-        msg = f"{len(bad)} text files are empty or not UTF-8: {listing}"
-        if not skip_bad:
-            raise DataError(f"{msg}; fix or delete them, or pass --skip-bad to leave them out")
-        log.warning("%s: skipped", msg)
+        _reject_or_skip(f"{len(bad)} text files are empty or not UTF-8: {_listing(bad)}", skip_bad)
     if not items:
         raise DataError(f"no readable .txt files under {root}/<class>/")
     return Source(items=items, labels=labels, name=root.resolve().name, kind="text")
