@@ -109,11 +109,13 @@ def test_pretrained_head_beats_scratch_on_real_fashion_images(image_folder, tmp_
 
 def test_ddp_two_cpu_processes(image_folder, tmp_path):
     """Real DDP: Lightning re-runs the command as a second process, gloo all-reduces the gradients,
-    only the first process saves; the saved model then predicts like any other."""
+    only the first process saves; the saved model then predicts like any other. LP-FT, so groups
+    frozen when DDP wraps the model are unfrozen later (DDP must sync them too)."""
     from conftest import cli
 
     out = tmp_path / "ddp"
-    run = cli("-q", "finetune", str(image_folder), "--backbone", "tiny_cnn", "--strategy", "full", "--epochs", "2",
+    run = cli("-q", "finetune", str(image_folder), "--backbone", "tiny_cnn", "--strategy", "lp-ft", "--epochs", "2",
+              "--probe-epochs", "1",
               "--image-size", "32", "--batch-size", "4", "--devices", "2", "--out", str(out), "--json",
               env={"CUDA_VISIBLE_DEVICES": ""})
     assert run.returncode == 0, run.stderr[-3000:]

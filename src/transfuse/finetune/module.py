@@ -44,6 +44,15 @@ class TransferModule(L.LightningModule):
             self.frozen = apply(self.model, self.groups, n)
             self.n_trainable = n
 
+    def setup(self, stage: str) -> None:
+        """Runs before Lightning wraps the model in DDP, which only syncs parameters that are
+        trainable at that moment: make all of them trainable here, and let the first epoch
+        freeze again what the strategy says (``find_unused_parameters`` covers frozen ones)."""
+        if self.trainer is not None and self.trainer.world_size > 1:
+            for p in self.model.parameters():
+                p.requires_grad = True
+            self.n_trainable, self.frozen = -1, []
+
     def on_train_epoch_start(self) -> None:
         self._sync(self.current_epoch)
         self.model.train()  # the backbone arrives in eval mode; Lightning keeps modules' modes as they are

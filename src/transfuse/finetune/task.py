@@ -84,6 +84,8 @@ class TextClassifier(nn.Module):
 
     def __init__(self, body: nn.Module, n_classes: int) -> None:
         super().__init__()
+        if getattr(body, "pooler", None) is not None:
+            body.pooler = None  # BERT-style poolers are not used here: no unused parameters under DDP
         self.body = body
         self.classifier = nn.Linear(body.config.hidden_size, n_classes)
 
@@ -128,7 +130,8 @@ class TextTask:
     def loader(self, items: list[str], labels: np.ndarray, train: bool, batch_size: int, seed: int,
                num_workers: int = 0) -> DataLoader:
         return DataLoader(_Labelled(items, labels, lambda t: t), batch_size=batch_size, shuffle=train,
-                          collate_fn=self._collate, generator=torch.Generator().manual_seed(seed))
+                          collate_fn=self._collate, num_workers=num_workers,
+                          generator=torch.Generator().manual_seed(seed))
 
     def predict_batches(self, items: list[str], batch_size: int):
         """Texts of similar length batched together (by character count), so little goes to padding."""

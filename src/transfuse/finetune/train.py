@@ -78,6 +78,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     """
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.strategies import DDPStrategy
 
     from transfuse.evaluate import classification_metrics, plot_confusion
     from transfuse.finetune.module import TransferModule
@@ -107,6 +108,8 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     out.mkdir(parents=True, exist_ok=True)
     network = task.network(len(classes))
     head_lr, top_lr = DEFAULT_LRS[task.modality]
+    if cfg.from_scratch:
+        top_lr = None  # a random encoder learns at the head's rate (decayed), not at a fine-tuning rate
     module = TransferModule(network, task.groups(), strategy, lr=head_lr if cfg.lr is None else cfg.lr,
                             layer_decay=cfg.layer_decay,
                             weight_decay=cfg.weight_decay, probe_epochs=cfg.probe_epochs,
@@ -125,7 +128,8 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     if devices < 1:
         raise DataError(f"devices must be at least 1, got {devices}")
     trainer = L.Trainer(
-        max_epochs=cfg.epochs, accelerator="auto", devices=devices, strategy="ddp" if devices > 1 else "auto",
+        max_epochs=cfg.epochs, accelerator="auto", devices=devices,
+        strategy=DDPStrategy(find_unused_parameters=True) if devices > 1 else "auto",  # frozen groups get no grads
         precision=precision, deterministic=True, logger=_loggers(out), enable_progress_bar=show,
         enable_model_summary=False,
         callbacks=[checkpoints, EarlyStopping(monitor="val_acc", mode="max", patience=cfg.patience)],
