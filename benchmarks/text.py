@@ -59,10 +59,15 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--finetune", action="store_true", help="fine-tune MiniLM at the small budget instead")
+    parser.add_argument("--encoders", action="store_true",
+                        help="compare the text encoders (minilm_l6, mpnet_base, use_multilingual) at the small "
+                             "budget on a fixed 1,000-text test subset instead")
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
     if args.finetune:
         return finetune(args)
+    if args.encoders:
+        return encoders(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     seeds = [int(s) for s in args.seeds.split(",")]
     cache = str(WORK / "cache-text")
@@ -125,6 +130,50 @@ def main() -> None:
              "256-token window\n\n"
              + markdown_table(["task", "train texts", "method", "test accuracy", "fit s"], rows))
     save_results("text", table, results)
+
+
+ENCODERS = ("minilm_l6", "mpnet_base", "use_multilingual")
+
+
+def encoders(args) -> None:
+    """Which source model? Each encoder's sentence vector + logreg at ``--per-class`` labels per class,
+    on a fixed 1,000-text subset of each task's test split (mpnet extracts ~10 texts/s here)."""
+    cache = str(WORK / "cache-text")
+    rows, results = [], {}
+    for name in args.tasks.split(","):
+        texts, y = task(name)
+        pool, test = fixed_split(y)
+        test = np.sort(np.random.default_rng(0).permutation(test)[:1000])
+        draws = {seed: pool[per_class_indices(y[pool], args.per_class, seed)] for seed in
+                 [int(s) for s in args.seeds.split(",")]}
+        needed = np.unique(np.concatenate([test, *draws.values()]))
+        where = {int(i): j for j, i in enumerate(needed)}
+        subset = [texts[i] for i in needed]
+        acc: dict[str, list[float]] = {}
+        arr = np.asarray(texts, dtype=object)
+        for seed, idx in draws.items():
+            tfidf = make_pipeline(TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2),
+                                  LogisticRegression(max_iter=2000))
+            acc.setdefault("TF-IDF + logreg (no transfer)", []).append(
+                float(tfidf.fit(arr[idx], y[idx]).score(arr[test], y[test])))
+        speed = {}
+        for encoder in ENCODERS:
+            t = time.perf_counter()
+            feats = extract_features(subset, backbone=encoder, cache=cache, progress=False)
+            speed[encoder] = feats.n_extracted / (time.perf_counter() - t) if feats.n_extracted else None
+            X = feats.X
+            for seed, idx in draws.items():
+                rows_tr, rows_te = [where[int(i)] for i in idx], [where[int(i)] for i in test]
+                model = Pipeline(Recipe().build(from_slices(feats.slices))).fit(X[rows_tr], y[idx])
+                acc.setdefault(f"{encoder} + logreg", []).append(float(model.score(X[rows_te], y[test])))
+            print(f"{name} {encoder}: {np.mean(acc[f'{encoder} + logreg']):.3f}", flush=True)
+        results[name] = {"accuracy": acc, "texts_per_second": speed}
+        for label, values in acc.items():
+            rows.append([name, label, f"{np.mean(values):.3f} ± {np.std(values):.3f}"])
+    table = (f"Source encoders at {args.per_class} labels per class (seeds {args.seeds}), sentence vector (mean over "
+             f"the last layer's tokens, or USE's own) + logreg; fixed 1,000-text subset of each test split\n\n"
+             + markdown_table(["task", "features", "test accuracy"], rows))
+    save_results("text_encoders", table, {"args": vars(args), "results": results})
 
 
 def finetune(args) -> None:
