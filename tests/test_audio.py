@@ -98,6 +98,15 @@ def test_encoders_pad_short_clips_and_read_long_ones(tmp_path):
         extract_features(clips, backbone="logmel", pooling="gem", cache=False)
 
 
+def test_clips_are_batched_by_duration(tmp_path):
+    """Short clips go together and a long recording is padded only with its peers."""
+    clips = [tone(tmp_path / f"{i}.wav", 440, seconds=s) for i, s in enumerate([30.0, 0.2, 0.3, 25.0, 0.1])]
+    batches = list(create_backbone("logmel").batches([str(c) for c in clips], 2, 0, "cpu"))
+    assert [sorted(idx.tolist()) for _, idx, _ in batches] == [[1, 4], [2], [3], [0]]
+    (waves, lengths), _, _ = batches[0]
+    assert waves.shape[1] == int(lengths.max()) == 3200  # 0.2 s at 16 kHz, not 30 s
+
+
 def test_sound_effects_weights_load_strictly(tmp_path):
     """The aisfx checkpoint (a pickle with numpy scalars) is read with weights_only and loads
     strictly into our network; its taps give frames of 64 ... 512 channels."""

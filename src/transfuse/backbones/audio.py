@@ -55,17 +55,28 @@ class AudioBackbone(Backbone):
         return {t: (d,) for t, d in self.dims.items()}
 
     def batches(self, items: list[str], batch_size: int, num_workers: int | None, device: str):
-        """Decode + resample in one worker process (more on GPU), zero-pad to the longest clip."""
+        """Decode + resample in one worker process (more on GPU). Clips of similar duration are
+        batched together and a batch holds at most ``batch_size`` x 10 s of padded audio, so one
+        long recording never inflates a whole batch of short ones."""
         import os
 
         from torch.utils.data import DataLoader
 
-        from transfuse.data.audio import AudioFiles, pad_batch
+        from transfuse.data.audio import AudioFiles, durations, pad_batch
 
         if num_workers is None:
             num_workers = 0 if len(items) < 64 else min(8, os.cpu_count() or 1) if device.startswith("cuda") else 1
-        yield from DataLoader(AudioFiles(items, self.input_spec.sample_rate), batch_size=batch_size,
-                              num_workers=num_workers, shuffle=False,
+        if not items:
+            return
+        seconds = durations(items)
+        groups: list[list[int]] = [[]]
+        for i in sorted(range(len(items)), key=lambda i: seconds[i]):
+            group = groups[-1]  # sorted ascending: clip i is the longest so far, padding is len x its length
+            if group and (len(group) >= batch_size or (len(group) + 1) * seconds[i] > batch_size * 10.0):
+                groups.append(group := [])
+            group.append(i)
+        yield from DataLoader(AudioFiles(items, self.input_spec.sample_rate), batch_sampler=groups,
+                              num_workers=num_workers,
                               collate_fn=partial(pad_batch, min_samples=self.input_spec.min_samples))
 
     @torch.inference_mode()

@@ -52,6 +52,21 @@ def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
+def durations(paths: list[str]) -> list[float]:
+    """Seconds of each file from its header (no decoding); 0 for files that cannot be read (they are
+    decoded, and reported, later)."""
+    import soundfile as sf
+
+    out = []
+    for p in paths:
+        try:
+            info = sf.info(str(p))
+            out.append(info.frames / max(info.samplerate, 1))
+        except Exception:  # noqa: BLE001  (any unreadable header: the decoder reports it properly)
+            out.append(0.0)
+    return out
+
+
 class AudioFiles(Dataset):
     """Decodes and resamples audio in DataLoader workers; failures come back flagged."""
 
