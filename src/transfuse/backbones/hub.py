@@ -29,6 +29,7 @@ def _identity(model_name: str) -> str:
     return "hf-dir:" + ",".join(f"{p.name}={file_sha256(str(p))[:16]}" for p in files)
 
 
+@lru_cache(maxsize=16)  # every command resolves its backbone several times; read the config once
 def hf_spec(model_name: str) -> BackboneSpec:
     """The spec of a Hugging Face encoder; its modality comes from the config (no weights loaded)."""
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -48,6 +49,11 @@ class TextBackbone(Backbone):
     def default_batch_size(self, device: str) -> int:
         return 128 if device.startswith("cuda") else 32
 
+    @cached_property
+    def specials(self) -> tuple[list[int], list[int]]:
+        """The ids the tokenizer puts around one sequence, worked out once."""
+        return _special_tokens(self.tokenizer)
+
     def prepare(self, device: str) -> None:
         self.model.to(device)
 
@@ -60,8 +66,8 @@ class TextBackbone(Backbone):
         ``long_text="chunk"`` all windows of a text travel together."""
         tok = self.tokenizer
         ids = tok(list(items), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-        self._specials = _special_tokens(tok)
-        room = self.input_spec.max_tokens - len(self._specials[0]) - len(self._specials[1])
+        before, after = self.specials
+        room = self.input_spec.max_tokens - len(before) - len(after)
         windows = [_windows(seq, room, self.long_text) for seq in ids]
         n_long = sum(len(seq) > room for seq in ids)
         if n_long:
@@ -84,7 +90,7 @@ class TextBackbone(Backbone):
         rows, owner = [], []
         for j, i in enumerate(batch):
             for w in windows[i]:
-                rows.append(self._specials[0] + w + self._specials[1])
+                rows.append(self.specials[0] + w + self.specials[1])
                 owner.append(j)
         padded = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt")
         return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"],

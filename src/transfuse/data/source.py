@@ -157,7 +157,7 @@ def load_source(data: str | Path | None = None, manifest: str | Path | None = No
     >>> load_source("reviews.csv", text_column="review", label_column="department").kind  # doctest: +SKIP
     'text'
     """
-    from transfuse.data.text import TEXT_TABLES, has_text_files, load_text_folder, load_text_table
+    from transfuse.data.text import TEXT_TABLES, load_text_folder, load_text_table
 
     if manifest is not None:
         return load_manifest(manifest)
@@ -169,9 +169,10 @@ def load_source(data: str | Path | None = None, manifest: str | Path | None = No
         if suffix == ".csv" and text_column is None and _csv_has_path_column(path):
             return load_manifest(path)
         return load_text_table(path, text_column, label_column, skip_bad=skip_bad)
-    if path.is_dir() and has_text_files(path):
+    kind = _folder_kind(path) if path.is_dir() else None
+    if kind == "text":
         return load_text_folder(path, skip_bad=skip_bad)
-    if path.is_dir() and _has_audio_files(path):
+    if kind == "audio":
         return load_audio_folder(path, skip_bad=skip_bad)
     if path.is_file():
         raise DataError(f"{path} is a file; give a folder of class sub-folders, a CSV manifest of images, "
@@ -179,12 +180,19 @@ def load_source(data: str | Path | None = None, manifest: str | Path | None = No
     return load_image_folder(data, skip_bad=skip_bad)
 
 
-def _has_audio_files(root: Path) -> bool:
+def _folder_kind(root: Path) -> str:
+    """What a class-folder tree holds, from one listing: images win over anything else (a stray
+    README.txt or sound does not change an image data set), then audio, then ``.txt`` text."""
     from transfuse.data.audio import is_audio_file
     from transfuse.data.images import is_image_file
+    from transfuse.data.text import TEXT_FILES
 
     files = [p for d in root.iterdir() if d.is_dir() for p in d.iterdir()]
-    return any(is_audio_file(p) for p in files) and not any(is_image_file(p) for p in files)
+    if any(is_image_file(p) for p in files):
+        return "image"
+    if any(is_audio_file(p) for p in files):
+        return "audio"
+    return "text" if any(p.suffix.lower() in TEXT_FILES for p in files) else "image"
 
 
 def _csv_has_path_column(path: Path) -> bool:

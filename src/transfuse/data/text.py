@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 TEXT_TABLES = (".csv", ".jsonl", ".ndjson")
 TEXT_FILES = (".txt",)
+TEXT_COLUMNS = ("text", "review", "sentence", "content", "body")  # tried in order when none is named
 
 
 def _rows(path: Path) -> list[dict]:
@@ -44,7 +45,9 @@ def _rows(path: Path) -> list[dict]:
         raise DataError(f"{path} is not valid CSV: {exc}") from None
 
 
-def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], what: str, flag: str, path: Path) -> str:
+def _pick(rows: list[dict], wanted: str | None, defaults: tuple[str, ...], what: str, flag: str, path: Path) -> str:
+    """The column holding ``what``: the one named, else the first of ``defaults`` present."""
+    columns = list(dict.fromkeys(k for row in rows[:100] for k in row))
     if wanted is not None:
         if wanted not in columns:
             raise DataError(f"{path} has no column {wanted!r}; columns: {', '.join(columns)}")
@@ -81,11 +84,8 @@ def load_text_table(path: str | Path, text_column: str | None = None, label_colu
     rows = _rows(path)
     if not rows:
         raise DataError(f"{path} has no rows")
-    columns = list(dict.fromkeys(k for row in rows[:100] for k in row))
-    text_col = _pick(columns, text_column, ("text", "review", "sentence", "content", "body"), "texts",
-                     "--text-column", path)
-    label_col = _pick(columns, label_column, ("label", "class", "category", "target"), "labels",
-                      "--label-column", path)
+    text_col = _pick(rows, text_column, TEXT_COLUMNS, "texts", "--text-column", path)
+    label_col = _pick(rows, label_column, ("label", "class", "category", "target"), "labels", "--label-column", path)
     first_line = 2 if path.suffix.lower() == ".csv" else 1
     items, labels, splits, bad = [], [], [], []
     for n, row in enumerate(rows, start=first_line):
@@ -140,17 +140,6 @@ def load_text_folder(root: str | Path, skip_bad: bool = False) -> Source:
     return Source(items=items, labels=labels, name=root.resolve().name, kind="text")
 
 
-def has_text_files(root: Path) -> bool:
-    """True when ``root``'s class folders hold ``.txt`` files and no images or audio (a stray
-    README.txt in an image folder does not make it a text data set)."""
-    from transfuse.data.audio import is_audio_file
-    from transfuse.data.images import is_image_file
-
-    files = [p for d in root.iterdir() if d.is_dir() for p in d.iterdir()]
-    return any(p.suffix.lower() in TEXT_FILES for p in files) and not any(
-        is_image_file(p) or is_audio_file(p) for p in files)
-
-
 def read_texts(path: str | Path, text_column: str | None = None) -> list[str]:
     """Texts to predict: a CSV/JSONL table (its text column) or a plain file with one text per line."""
     path = Path(path)
@@ -159,9 +148,7 @@ def read_texts(path: str | Path, text_column: str | None = None) -> list[str]:
                         f".csv or .jsonl")
     if path.suffix.lower() in TEXT_TABLES:
         rows = _rows(path)
-        columns = list(dict.fromkeys(k for row in rows[:100] for k in row))
-        col = _pick(columns, text_column, ("text", "review", "sentence", "content", "body"), "texts",
-                    "--text-column", path)
+        col = _pick(rows, text_column, TEXT_COLUMNS, "texts", "--text-column", path)
         return [str(row.get(col) or "") for row in rows]
     try:
         return [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]

@@ -97,7 +97,8 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
                                 f"fix or remove them, or pass --skip-bad to leave them out", bad)
     if bad:
         log.warning("skipped %d unreadable files", len(bad))
-        keep = [i for i, p in enumerate(source.items) if p not in set(bad)]
+        bad_set = set(bad)
+        keep = [i for i, p in enumerate(source.items) if p not in bad_set]
         source = source.subset(keep)
         train, test = split_source(source, test_size=test_size, seed=split_seed)
     classes = source.classes
