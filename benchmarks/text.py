@@ -7,7 +7,8 @@ Split: a fixed stratified 20% test set (seed 0) per task; the rest is the traini
 20 labelled texts per class (seeds 0, 1, 2) and the whole pool (one run: every method is
 deterministic there). Long texts are truncated to MiniLM's 256-token window (the default).
 
-Methods: TF-IDF (1-2 grams, sublinear tf, min_df 2) + logistic regression; MiniLM with random
+Methods: ``--backbone tfidf`` (1-2 grams, sublinear tf, min_df 2, fitted on the training texts) +
+logistic regression; MiniLM with random
 weights + logreg (the architecture without transfer); MiniLM last layer (the sentence embedding)
 + logreg; MiniLM concat of layers 3, 4, 5 and the last (per-block standardised) + logreg;
 ``--auto`` (cross-validated search over layers, fusion, selection and C) at 20 per class.
@@ -24,18 +25,23 @@ import logging
 import time
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import Pipeline
 
 from common import WORK, markdown_table, save_results
+from transfuse.backbones.tfidf import TfidfFeatures
 from transfuse.blocks import from_slices
 from transfuse.data.packaged import clothing_reviews, per_class_indices, spam_assassin
 from transfuse.extract import extract_features
+from transfuse.heads import LogisticHead
 from transfuse.recipe import Recipe
 from transfuse.search import default_recipes, search
 
 TAPS = ["layer.3", "layer.4", "layer.5", "features"]
+
+
+def tfidf_model() -> Pipeline:
+    """What `transfuse fit DATA --backbone tfidf` trains: TF-IDF fitted on the training texts + logreg."""
+    return Pipeline([("features", TfidfFeatures()), ("head", LogisticHead())])
 
 
 def task(name: str) -> tuple[list[str], np.ndarray]:
@@ -95,10 +101,8 @@ def main() -> None:
 
             for seed in budget_seeds:
                 idx = pool if budget == "all" else pool[per_class_indices(y[pool], args.per_class, seed)]
-                tfidf = make_pipeline(TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2),
-                                      LogisticRegression(max_iter=2000))
                 run("TF-IDF + logreg (no transfer)",
-                    lambda: tfidf.fit(texts_arr[idx], y[idx]).score(texts_arr[test], y[test]))
+                    lambda: tfidf_model().fit(texts_arr[idx], y[idx]).score(texts_arr[test], y[test]))
                 run("MiniLM random weights, last layer + logreg",
                     lambda: Pipeline(Recipe().build(rand_blocks)).fit(X_rand[idx], y[idx]).score(X_rand[test], y[test]))
                 run("MiniLM last layer + logreg (probe)",
@@ -152,10 +156,8 @@ def encoders(args) -> None:
         acc: dict[str, list[float]] = {}
         arr = np.asarray(texts, dtype=object)
         for seed, idx in draws.items():
-            tfidf = make_pipeline(TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2),
-                                  LogisticRegression(max_iter=2000))
             acc.setdefault("TF-IDF + logreg (no transfer)", []).append(
-                float(tfidf.fit(arr[idx], y[idx]).score(arr[test], y[test])))
+                float(tfidf_model().fit(arr[idx], y[idx]).score(arr[test], y[test])))
         speed = {}
         for encoder in ENCODERS:
             t = time.perf_counter()

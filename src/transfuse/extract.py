@@ -154,6 +154,8 @@ def extract_features(
     if batch_size is not None and batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}")
     spec = get_spec(backbone)
+    if spec.fitted:
+        spec.build(weights)  # raises: learned from training data, it has no per-item features to cache
     pooling = check_pooling(pooling, spec.modality)
     if long_text not in ("truncate", "chunk"):
         raise DataError(f"long_text must be 'truncate' or 'chunk', got {long_text!r}")

@@ -8,6 +8,7 @@ to safetensors and loaded back predicts exactly as before, with no pickle involv
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import StandardScaler
@@ -27,23 +28,26 @@ class Head(ClassifierMixin, BaseEstimator):
 
     kind = "base"
     has_proba = True
+    sparse_ok: str | bool = "csr"  # reads sparse rows (TF-IDF) unscaled; False where the state would be sparse
     state_keys: tuple[str, ...] = ("mean", "scale", "coef", "intercept")
 
     def fit(self, X, y) -> "Head":
         """Standardise ``X`` and fit the classifier."""
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        if sp.issparse(X) and not self.sparse_ok:
+            raise DataError(f"the {self.kind} head cannot read sparse (tfidf) features; use logreg, svm, ridge or mlp")
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], accept_sparse=self.sparse_ok)
         check_classification_targets(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise DataError(f"a head needs at least 2 classes to learn from, got 1 class ({self.classes_[0]!r})")
-        if getattr(self, "standardize", True):
+        if getattr(self, "standardize", True) and not sp.issparse(X):
             scaler = StandardScaler().fit(X)
             mean, scale = scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64)
-        else:  # the step before already scaled the columns on purpose (ConcatFusion's block balance)
+        else:  # the step before scaled the columns on purpose (ConcatFusion's block balance, TF-IDF's norm)
             mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
         self.state_ = {"mean": mean, "scale": scale}
         try:
-            self.state_.update(self._fit_state((X - mean) / scale, y_idx))
+            self.state_.update(self._fit_state(X if sp.issparse(X) else (X - mean) / scale, y_idx))
         except InvalidParameterError as exc:
             raise DataError(f"invalid {self.kind} head parameter: {exc}") from None
         # C order: safetensors stores raw buffers, and sklearn often returns Fortran-ordered coefs
@@ -56,11 +60,13 @@ class Head(ClassifierMixin, BaseEstimator):
     def _standardise(self, X) -> np.ndarray:
         check_is_fitted(self, "state_")
         try:
-            X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        except ValueError as exc:
+            X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False, accept_sparse=self.sparse_ok)
+        except (ValueError, TypeError) as exc:
             hint = "use the same backbone, layers and pooling as in training" if "features" in str(exc) else \
                 "rows with NaN come from unreadable inputs: drop them before predicting"
             raise DataError(f"{exc}; {hint}") from None
+        if sp.issparse(X):  # sparse rows are fitted unscaled (mean 0, scale 1)
+            return X
         return (X - self.state_["mean"]) / self.state_["scale"]
 
     # -- saving -------------------------------------------------------------------------
@@ -74,6 +80,7 @@ class Head(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.poor_score = True
+        tags.input_tags.sparse = bool(self.sparse_ok)
         return tags
 
 
@@ -168,6 +175,7 @@ class KNNHead(Head):
     """k nearest neighbours on standardised features (stores the training set)."""
 
     kind = "knn"
+    sparse_ok = False  # it would store the sparse training rows
     state_keys = ("mean", "scale", "train", "train_y")
 
     def __init__(self, n_neighbors: int = 5, weights: str = "distance", metric: str = "cosine",

@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 
 from transfuse.atomic import atomic_write_text
 from transfuse.backbones import get_spec
+from transfuse.backbones.tfidf import TfidfFeatures
 from transfuse.errors import ModelDirError, TransfuseError
 from transfuse.extract import FeatureExtractor, backbone_list
 from transfuse.fusion import FUSIONS
@@ -38,6 +39,7 @@ FORMAT_VERSION = 2  # 2: fusion/selection steps and fine-tuned models; 1: extrac
 CONFIG = "config.json"
 WEIGHTS = "head.safetensors"
 METRICS = "metrics.json"
+VOCABULARY = "vocabulary.json"  # the terms of a tfidf model, in column order
 _EXTRACTOR_PARAMS = ("backbone", "layers", "pooling", "weights", "batch_size", "long_text")
 
 
@@ -73,19 +75,26 @@ def save_model(model: Pipeline, out_dir: str | Path, metrics: dict | None = None
     PosixPath('models/fashion')
     """
     extractor, steps, head = _parts(model)
-    if not hasattr(head, "state_") or any(not hasattr(st, "state_") for _, st in steps):
+    fitted_first = isinstance(extractor, TfidfFeatures)
+    if not hasattr(head, "state_") or any(not hasattr(st, "state_") for _, st in steps) or \
+            (fitted_first and not hasattr(extractor, "state_")):
         raise ModelDirError("the model is not fitted yet; call fit before saving")
     out = Path(out_dir)
     params = extractor.get_params()
-    weights = params["weights"]
-    if weights not in ("pretrained", "random"):
-        weights = str(Path(weights).resolve())
-    extractor_cfg = {k: params[k] for k in _EXTRACTOR_PARAMS} | {"weights": weights}
+    if fitted_first:  # learned from the training texts: its parameters, and its state saved below
+        extractor_cfg = {"backbone": extractor.backbone, **params}
+        weights_id = extractor.backbone
+    else:
+        weights = params["weights"]
+        if weights not in ("pretrained", "random"):
+            weights = str(Path(weights).resolve())
+        extractor_cfg = {k: params[k] for k in _EXTRACTOR_PARAMS} | {"weights": weights}
+        weights_id = _weights_ids(params["backbone"], weights)
     config = {
-        "format_version": FORMAT_VERSION if steps else 1,  # older readers can still load plain probes
+        "format_version": FORMAT_VERSION if steps or fitted_first else 1,  # older readers can load plain probes
         "kind": "feature-probe",
         "extractor": extractor_cfg,
-        "weights_id": _weights_ids(params["backbone"], weights),
+        "weights_id": weights_id,
         "layers": list(getattr(extractor, "layers_", []) or []),
         "slices": {k: [s.start, s.stop] for k, s in getattr(extractor, "slices_", {}).items()},
         "steps": [{"name": name, "kind": st.kind, "params": st.get_params(), "meta": st.meta_} for name, st in steps],
@@ -99,6 +108,9 @@ def save_model(model: Pipeline, out_dir: str | Path, metrics: dict | None = None
     try:
         arrays = dict(head.state_)
         arrays.update({f"{name}.{k}": v for name, st in steps for k, v in st.state_.items()})
+        if fitted_first:
+            arrays.update({f"features.{k}": v for k, v in extractor.state_.items()})
+            atomic_write_text(tmp / VOCABULARY, json.dumps(extractor.meta_["vocabulary"], ensure_ascii=False) + "\n")
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / WEIGHTS))
         if metrics is not None:
             atomic_write_text(tmp / METRICS, json.dumps(metrics, indent=2) + "\n")
@@ -166,7 +178,11 @@ def load_model(model_dir: str | Path, **extractor_overrides):
         head_cfg = config["head"]
         head_cls = HEADS[head_cfg["kind"]]
         head = head_cls(**head_cfg["params"])
-        extractor = FeatureExtractor(**{**config["extractor"], **extractor_overrides})
+        fitted_first = config["extractor"]["backbone"] == TfidfFeatures.backbone
+        if fitted_first:  # nothing to override: no device, cache or batches
+            extractor = TfidfFeatures(**{k: v for k, v in config["extractor"].items() if k != "backbone"})
+        else:
+            extractor = FeatureExtractor(**{**config["extractor"], **extractor_overrides})
         classes, layers, slices = config["classes"], config["layers"], config["slices"]
         steps = [(st["name"], STEPS[st["kind"]](**st["params"])) for st in config.get("steps", [])]
     except (KeyError, TypeError) as exc:
@@ -188,6 +204,9 @@ def load_model(model_dir: str | Path, **extractor_overrides):
             step.check_state()
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelDirError(f"{broken}: step {name!r} cannot be restored ({exc!r}); fit again") from None
+    if fitted_first:
+        _load_vocabulary(extractor, state, path)
+        return make_model(extractor, head, steps)
     _check_weights(config, extractor, path)
     extractor.layers_ = list(layers)
     extractor.slices_ = {k: slice(a, b) for k, (a, b) in slices.items()}
@@ -195,6 +214,18 @@ def load_model(model_dir: str | Path, **extractor_overrides):
     extractor.feature_names_out_ = np.asarray(
         [f"{tap}:{i}" for tap, s in extractor.slices_.items() for i in range(s.stop - s.start)], dtype=object)
     return make_model(extractor, head, steps)
+
+
+def _load_vocabulary(extractor: TfidfFeatures, state: dict[str, np.ndarray], path: Path) -> None:
+    try:
+        vocabulary = json.loads((path / VOCABULARY).read_text(encoding="utf-8"))
+        extractor.load_state({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")},
+                             {"vocabulary": vocabulary})
+    except FileNotFoundError:
+        raise ModelDirError(f"{path} has no {VOCABULARY}; the save was incomplete, fit again") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ModelDirError(f"{path / VOCABULARY} does not match {WEIGHTS} ({exc}); the save was broken, "
+                            f"fit again") from None
 
 
 def model_modality(model) -> str:
@@ -227,13 +258,13 @@ def _check_weights(config: dict, extractor: FeatureExtractor, path: Path) -> Non
 
 
 def _parts(model: Pipeline) -> tuple[FeatureExtractor, list[tuple[str, Step]], Head]:
-    usage = ("save_model expects Pipeline([('features', FeatureExtractor), (name, fusion or selection "
+    usage = ("save_model expects Pipeline([('features', FeatureExtractor or TfidfFeatures), (name, fusion or selection "
              "step)..., ('head', Head)]) built from transfuse classes")
     if not isinstance(model, Pipeline) or len(model.steps) < 2:
         raise ModelDirError(usage)
     extractor, head = model.steps[0][1], model.steps[-1][1]
     middle = list(model.steps[1:-1])
-    if (not isinstance(extractor, FeatureExtractor) or not isinstance(head, Head)
+    if (not isinstance(extractor, (FeatureExtractor, TfidfFeatures)) or not isinstance(head, Head)
             or not all(isinstance(st, Step) and "." not in name for name, st in middle)):
         raise ModelDirError(usage)
     return extractor, middle, head

@@ -27,8 +27,11 @@ class Recipe:
     head_params: dict = field(default_factory=dict)
 
     def label(self) -> str:
-        """Short human-readable name, e.g. ``blocks.4+features | concat | pca:0.95 | logreg C=1``."""
+        """Short human-readable name, e.g. ``blocks.4+features | concat | pca:0.95 | logreg C=1``, or
+        ``logreg head`` for a plain probe."""
         hp = " ".join(f"{k}={v}" for k, v in sorted(self.head_params.items()))
+        if not (self.layers or self.fusion or self.select):  # a plain probe on every extracted column
+            return f"{self.head} head {hp}".strip()
         parts = ["+".join(self.layers) if self.layers else "all layers", self.fusion or "-",
                  self.select or "-", f"{self.head} {hp}".strip()]
         return " | ".join(parts)

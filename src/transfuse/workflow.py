@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 
 from transfuse.blocks import from_slices
@@ -95,21 +96,29 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
     recipe = Recipe(fusion=fusion, select=select, head=head, head_params=dict(head_params or {}))
     recipe.validate()  # bad names fail before any extraction
     split_source(source, test_size=test_size, seed=seed)  # bad splits fail before extraction too
-    if auto and layers is None:
-        layers = auto_layers(backbone, weights)
-    extractor = FeatureExtractor(backbone=backbone, layers=layers, pooling=pooling, weights=weights,
-                                 batch_size=batch_size, num_workers=num_workers, device=device, cache=cache,
-                                 long_text=long_text)
-    source, X, skipped = drop_unreadable(source, extractor, skip_bad)
-    train, test = split_source(source, test_size=test_size, seed=seed)
-    y = np.asarray(source.labels)
-    blocks = from_slices(extractor.slices_)
+    fitted_first = _fitted_featurizer(backbone, layers=layers, pooling=pooling, weights=weights, auto=auto,
+                                      recipe=recipe)
     found = None
-    if auto:
-        found = search(X[train], y[train], blocks, default_recipes(blocks, head), cv=cv, seed=seed)
-        recipe = found.best
-        log.info("search picked: %s", found.reason)
-    steps = recipe.build(blocks)
+    if fitted_first is not None:  # tfidf: learned from the training split inside the pipeline, no cache
+        X, skipped = np.asarray(source.items, dtype=object), []
+        train, test = split_source(source, test_size=test_size, seed=seed)
+        y = np.asarray(source.labels)
+        steps = [("features", fitted_first), *recipe.build({})]
+    else:
+        if auto and layers is None:
+            layers = auto_layers(backbone, weights)
+        extractor = FeatureExtractor(backbone=backbone, layers=layers, pooling=pooling, weights=weights,
+                                     batch_size=batch_size, num_workers=num_workers, device=device, cache=cache,
+                                     long_text=long_text)
+        source, X, skipped = drop_unreadable(source, extractor, skip_bad)
+        train, test = split_source(source, test_size=test_size, seed=seed)
+        y = np.asarray(source.labels)
+        blocks = from_slices(extractor.slices_)
+        if auto:
+            found = search(X[train], y[train], blocks, default_recipes(blocks, head), cv=cv, seed=seed)
+            recipe = found.best
+            log.info("search picked: %s", found.reason)
+        steps = recipe.build(blocks)
     log.info("training %s on %d items, testing on %d", recipe.label(), len(train), len(test))
     fitted = Pipeline(steps).fit(X[train], y[train])
     head_est = fitted.steps[-1][1]
@@ -117,8 +126,11 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
     metrics["split"] = {"train": len(train), "test": len(test), "seed": seed,
                         "test_size": test_size if source.splits is None else "manifest"}
     metrics["recipe"] = recipe.to_dict()
-    extractor.set_params(on_error="raise")
-    model = make_model(extractor, head_est, fitted.steps[:-1])
+    if fitted_first is not None:
+        model = fitted
+    else:
+        extractor.set_params(on_error="raise")
+        model = make_model(extractor, head_est, fitted.steps[:-1])
     saved = None
     if save:
         title = f"{backbone} | {recipe.label()}"
@@ -132,6 +144,32 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
                             "skipped": len(skipped)}}, files=files)
     return FitResult(model=model, metrics=metrics, out_dir=saved, n_train=len(train), n_test=len(test),
                      skipped=skipped, search=found)
+
+
+def _fitted_featurizer(backbone: str, *, layers, pooling, weights: str, auto: bool, recipe: Recipe):
+    """A fresh first pipeline step for a backbone learned from the training split (``tfidf``), or
+    None for a network; options that only make sense for networks are rejected clearly."""
+    from transfuse.backbones import get_spec
+
+    names = backbone_list(backbone)
+    fitted = [n for n in names if get_spec(n).fitted]
+    if not fitted:
+        return None
+    name = fitted[0]
+    if len(names) > 1:
+        raise DataError(f"{name} is fitted on the training texts and cannot be fused with other backbones; "
+                        f"fit it on its own with --backbone {name}")
+    given = [flag for flag, value in (("--layers", layers), ("--pooling", pooling), ("--fusion", recipe.fusion),
+                                      ("--select", recipe.select), ("--auto", auto or None))
+             if value is not None]
+    if weights != "pretrained":
+        given.append("--weights")
+    if given:
+        raise DataError(f"{name} has no layers, pooling or weights to choose: drop {', '.join(given)} "
+                        f"(set the head's C with --head-param C=...)")
+    from transfuse.backbones.tfidf import TfidfFeatures
+
+    return TfidfFeatures()
 
 
 def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, **overrides) -> dict:
@@ -160,9 +198,10 @@ def predict_arrays(model, paths: list[str], on_error: str = "raise") -> tuple[np
     pipeline or a fine-tuned model; unreadable files raise unless ``on_error="skip"``."""
     if isinstance(model, Pipeline):
         extractor, head, rest = model.named_steps["features"], model.named_steps["head"], model[1:]
-        extractor.set_params(on_error=on_error)
+        if "on_error" in extractor.get_params():
+            extractor.set_params(on_error=on_error)
         X = extractor.transform(paths)
-        ok = ~np.isnan(X).any(axis=1)
+        ok = np.ones(X.shape[0], bool) if sp.issparse(X) else ~np.isnan(X).any(axis=1)  # tfidf reads any text
         if not ok.any():
             return ok, np.array([]), None
         proba = rest.predict_proba(X[ok]) if hasattr(head, "predict_proba") else None
@@ -229,8 +268,9 @@ def _check_trainable(backbone: str) -> None:
 
     spec = get_spec(backbone)
     if spec.modality == "audio" or not spec.trainable:
-        raise DataError(f"{backbone} cannot be fine-tuned (a frozen encoder), so there is nothing to compare with "
-                        f"the probe; use `transfuse fit`, or --backbone logmel / another backbone to compare sources")
+        what = "fitted on the training texts, not a network" if spec.fitted else "a frozen encoder"
+        raise DataError(f"{backbone} cannot be fine-tuned ({what}), so there is nothing to compare with "
+                        f"the probe; use `transfuse fit`, or another backbone to compare sources")
 
 
 def _summary(metrics: dict) -> dict:

@@ -31,6 +31,7 @@ class BackboneSpec:
     offline: bool = True  # pretrained weights available without network
     modality: str = "image"  # what items are: "image" paths, "text" strings, "audio" paths
     trainable: bool = True  # False: frozen (ONNX, numpy), no fine-tuning and no random-weights twin
+    fitted: bool = False  # True: learned from the training split (tfidf), the pipeline's first step, no cache
 
     def weights_identity(self, weights: str) -> str:
         """Identity string of the given weights choice (part of every cache key)."""
@@ -132,4 +133,4 @@ def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        from transfuse.backbones import audio, efficientnet_lite, text, tiny  # noqa: F401  (register on import)
+        from transfuse.backbones import audio, efficientnet_lite, text, tfidf, tiny  # noqa: F401  (register on import)
