@@ -4,8 +4,12 @@ The naive way: decode one image at a time and run one full forward pass per requ
 layer (a hook on that layer). transfuse: batched, decoding in worker processes, all taps
 from ONE forward pass, channels_last, streamed into the feature cache.
 
-Run: ``python benchmarks/extract_speed.py [--n 512] [--memory 1000,10000]``
-Writes benchmarks/results/extract_speed.{md,json}.
+Then, per backbone (efficientnet_lite0, minilm_l6, sound_effects), every runtime and precision
+side by side: pure-model speed, end-to-end speed from disk, agreement with eager fp32 and the
+accuracy of a linear probe on the features.
+
+Run: ``python benchmarks/extract_speed.py [--n 512] [--memory 1000,10000] [--only-runtimes]``
+Writes benchmarks/results/extract_speed.{md,json} and extract_runtimes.{md,json}.
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 from common import WORK, fashion_pngs, markdown_table, save_results
-from transfuse.backbones import create_backbone
+from transfuse.backbones import create_backbone, get_spec
+from transfuse.data.packaged import clothing_reviews, drum_hits, per_class_indices
+from transfuse.runtime import worst_cosine
+from transfuse.taps import check_pooling
 from transfuse.data.images import decode_image
 from transfuse.extract import extract_features
 from transfuse.taps import pool
@@ -80,11 +88,125 @@ def peak_memory(n: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# --- runtimes and precisions ---------------------------------------------------------------------
+
+ENGINES = [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("auto", "auto")]
+RUNTIME_TAPS = {"efficientnet_lite0": TAPS, "minilm_l6": ["layer.3", "layer.5", "features"],
+                "sound_effects": ["block2", "block3", "features"]}
+
+
+def runtime_data(backbone: str, n: int) -> tuple[list[str], np.ndarray]:
+    """Items and labels: Fashion-MNIST PNGs, clothing reviews (department), drum hits from disk."""
+    if backbone == "efficientnet_lite0":
+        paths, labels, _ = fashion_pngs("train", -(-n // 10), seed=0)
+        return paths[:n], np.asarray(labels[:n])
+    if backbone == "minilm_l6":
+        data = clothing_reviews()
+        idx = per_class_indices(np.asarray(data["department"]), -(-n // 6), seed=0)[:n]
+        return [data["text"][i] for i in idx], np.asarray(data["department"])[idx]
+    data = drum_hits()
+    return data["path"][:n], np.asarray(data["label"][:n])
+
+
+def pure_model(backbone: str, items: list[str], taps: list[str], engines: list[tuple[str, str]]) -> dict:
+    """Items per second of the forward pass alone (inputs decoded beforehand, in memory), per engine."""
+    from transfuse.extract import _calibrate, _onnx_runner, autocast, get_backbone
+    from transfuse.runtime import capabilities
+
+    spec = get_spec(backbone)
+    bb = get_backbone(backbone, "pretrained", spec.weights_id, "cpu")
+    batches = [(inputs, [j for j in range(len(ok)) if ok[j]]) for inputs, _, ok in
+               bb.batches(items, bb.default_batch_size("cpu"), 0, "cpu")]
+    out = {}
+    for rt, pr in engines:
+        if rt == "onnx" and "onnx" not in capabilities(spec)[0]:
+            continue
+        runner = None
+        if rt == "onnx":
+            found = _calibrate(backbone, "pretrained", spec.weights_id, taps, check_pooling(None, spec.modality),
+                               spec.input_spec.identity(), "truncate", "cpu", None, items, [("onnx", "fp32")])
+            runner = _onnx_runner(found[("onnx", "fp32")][1], taps)
+        kwargs = {"runner": runner} if runner else {}
+        with autocast("cpu", pr):
+            bb.embed(batches[0][0], batches[0][1], taps, check_pooling(None, spec.modality), "cpu", **kwargs)
+            t = time.perf_counter()
+            for inputs, good in batches:
+                bb.embed(inputs, good, taps, check_pooling(None, spec.modality), "cpu", **kwargs)
+        out[f"{rt} {pr}"] = len(items) / (time.perf_counter() - t)
+    return out
+
+
+def probe_accuracy(X: np.ndarray, y: np.ndarray) -> float:
+    """Logistic regression on all taps (concat fusion), trained on a fixed stratified half."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import Pipeline
+
+    from transfuse.recipe import Recipe
+
+    train, test = train_test_split(np.arange(len(y)), test_size=0.5, stratify=y, random_state=0)
+    blocks = {"all": [0, X.shape[1]]}
+    return float(Pipeline(Recipe().build(blocks)).fit(X[train], y[train]).score(X[test], y[test]))
+
+
+def runtimes(backbones: list[str], n: int) -> tuple[str, dict]:
+    """Per backbone: the pure-model speed of each engine, then end-to-end extraction from disk
+    (no cache) with each engine, its agreement with eager fp32 and its probe accuracy."""
+    from transfuse.runtime import capabilities
+
+    rows, raw = [], {}
+    for backbone in backbones:
+        taps = RUNTIME_TAPS[backbone]
+        items, y = runtime_data(backbone, n)
+        spec = get_spec(backbone)
+        engines = [e for e in ENGINES if e[0] in ("auto", *capabilities(spec)[0])]
+        extract_features(items[:8], backbone=backbone, layers=taps, cache=False, progress=False)  # load, warm up
+        pure = pure_model(backbone, items, taps, engines)
+        best = max(pure.values())
+        ref = None
+        for rt, pr in engines:
+            extract_features(items[:8], backbone=backbone, layers=taps, cache=False, progress=False, runtime=rt,
+                             precision=pr)  # calibration and export happen once, outside the timing
+            t = time.perf_counter()
+            feats = extract_features(items, backbone=backbone, layers=taps, cache=False, progress=False,
+                                     runtime=rt, precision=pr)
+            speed = len(items) / (time.perf_counter() - t)
+            if ref is None:
+                ref = feats
+            cos = min(worst_cosine({k: torch.from_numpy(ref.X[:, s]) for k, s in ref.slices.items()},
+                                   {k: torch.from_numpy(feats.X[:, s]) for k, s in feats.slices.items()})
+                      for _ in [0])
+            acc = probe_accuracy(feats.X, y)
+            ref_acc = raw.get(backbone, {}).get("torch fp32", {}).get("probe", acc)
+            engine = feats.engine
+            name = f"{rt} {pr}" if rt != "auto" else f"auto -> {engine.runtime} {engine.precision}"
+            raw.setdefault(backbone, {})[f"{rt} {pr}"] = {
+                "end_to_end": speed, "pure_model": pure.get(f"{engine.runtime} {engine.precision}"),
+                "cosine": cos, "probe": acc, "resolved": [engine.runtime, engine.precision]}
+            pure_same = pure.get(f"{engine.runtime} {engine.precision}")
+            rows.append([backbone, name, f"{pure_same:.1f}" if pure_same else "-", f"{speed:.1f}",
+                         f"{speed / best:.2f}", f"{cos:.5f}", f"{acc:.3f}", f"{100 * (acc - ref_acc):+.1f}"])
+            print(rows[-1], flush=True)
+        raw[backbone]["best_pure_model"] = best
+        raw[backbone]["items"] = len(items)
+    table = markdown_table(["backbone", "runtime precision", "pure model items/s", "end-to-end items/s (from disk)",
+                            "end-to-end / best pure model", "worst cosine to eager fp32", "probe accuracy",
+                            "probe vs fp32 (points)"], rows)
+    return table, raw
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=512)
     parser.add_argument("--memory", default="1000,10000", help="sizes for the peak-memory runs ('' to skip)")
+    parser.add_argument("--runtimes", default="efficientnet_lite0,minilm_l6,sound_effects",
+                        help="backbones for the runtime/precision table ('' to skip)")
+    parser.add_argument("--runtime-items", type=int, default=1000, help="items per backbone in that table")
+    parser.add_argument("--only-runtimes", action="store_true", help="skip the naive and memory parts")
     args = parser.parse_args()
+    if args.only_runtimes:
+        table, raw = runtimes([b for b in args.runtimes.split(",") if b], args.runtime_items)
+        save_results("extract_runtimes", RUNTIMES_INTRO.format(threads=torch.get_num_threads()) + table, raw)
+        return
     paths, _, _ = fashion_pngs("train", -(-args.n // 10), seed=0)
     paths = paths[: args.n]
     create_backbone(BACKBONE)  # warm the file cache for weights
@@ -117,6 +239,16 @@ def main() -> None:
             ["images", "peak RSS (MB)", "feature matrix (MB)", "images/s"], mem_rows)
     save_results("extract_speed", table, {"n": n, "taps": TAPS, "naive_s": t_naive, "cold_s": t_cold,
                                           "hit_s": t_hit, "nocache_s": t_nocache, "memory": mem})
+    if args.runtimes:
+        table, raw = runtimes([b for b in args.runtimes.split(",") if b], args.runtime_items)
+        save_results("extract_runtimes", RUNTIMES_INTRO.format(threads=torch.get_num_threads()) + table, raw)
+
+
+RUNTIMES_INTRO = (
+    "Each engine side by side in one process, {threads} threads, three taps per backbone, default batch sizes. "
+    "Pure model: the forward pass and pooling on inputs decoded beforehand. End-to-end: extract_features from "
+    "the files (texts) with no cache, decoding in a worker. Cosine: the worst item and tap against eager fp32. "
+    "Probe: logistic regression on the three taps (concat), fixed stratified half/half split.\n\n")
 
 
 if __name__ == "__main__":

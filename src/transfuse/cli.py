@@ -50,6 +50,8 @@ Weights = Annotated[str, typer.Option("--weights", help="pretrained | random | P
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Leave out unreadable files and empty class folders (with a warning) instead of stopping.")]
 Device = Annotated[Optional[str], typer.Option("--device", help="torch device (default: cuda if available, else cpu).")]
+Runtime = Annotated[str, typer.Option("--runtime", help="Engine for feature extraction: auto (fastest that agrees with eager fp32), torch, onnx.")]
+Precision = Annotated[str, typer.Option("--precision", help="Extraction precision: auto (bf16 where the hardware has it and features agree), fp32, bf16.")]
 Workers = Annotated[Optional[int], typer.Option("--workers", help="Image decoding worker processes (default: auto).")]
 
 
@@ -101,6 +103,8 @@ def fit(
     device: Device = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     long_text: LongText = "truncate",
+    runtime: Runtime = "auto",
+    precision: Precision = "auto",
     as_json: Json = False,
 ) -> None:
     """Train a probe head on pretrained features, score it on a held-out split, save the model."""
@@ -115,7 +119,8 @@ def fit(
     res = fit_source(source, backbone=backbone, layers=layers, pooling=pooling, weights=weights, head=head,
                      head_params=_head_params(head_param), fusion=fusion, select=select, auto=auto, cv=cv,
                      test_size=test_size, seed=seed, skip_bad=skip_bad, out_dir=out_dir, batch_size=batch_size,
-                     num_workers=workers, device=device, cache=not no_cache, long_text=long_text)
+                     num_workers=workers, device=device, cache=not no_cache, long_text=long_text,
+                     runtime=runtime, precision=precision)
     if as_json:
         extra = {"search": res.search.table()} if res.search else {}
         print(json.dumps({"model_dir": str(res.out_dir), **res.metrics, **extra}))
@@ -160,13 +165,15 @@ def search_cmd(
     workers: Workers = None,
     device: Device = None,
     long_text: LongText = "truncate",
+    runtime: Runtime = "auto",
+    precision: Precision = "auto",
     as_json: Json = False,
 ) -> None:
     """Same as `fit --auto`: search layers x fusion x selection by cross-validation, train and save the best."""
     fit(data=data, manifest=manifest, text_column=text_column, label_column=label_column, backbone=backbone, layers=layers, pooling=pooling, weights=weights, head=head,
         head_param=[], fusion=None, select=None, auto=True, cv=cv, test_size=test_size, seed=seed, out_dir=out_dir,
         skip_bad=skip_bad, batch_size=None, workers=workers, device=device, no_cache=False, long_text=long_text,
-        as_json=as_json)
+        runtime=runtime, precision=precision, as_json=as_json)
 
 
 Strategy = Annotated[str, typer.Option("--strategy", help="head | last:N | full | lp-ft | gradual")]

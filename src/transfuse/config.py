@@ -46,3 +46,16 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_workers(n_items: int, device: str) -> int:
+    """Decoding processes for extraction. On a GPU the model waits for data: up to 8. On a CPU
+    the model already uses every core, and a worker competing for them costs more than it saves
+    on small machines (EfficientNet-Lite0 from PNGs on 2 cores: 127 images/s decoding inline vs
+    102-121 with one worker), so: none up to 4 cores, then one per 4 cores, at most 4."""
+    cores = os.cpu_count() or 1
+    if n_items < 64:
+        return 0
+    if device.startswith("cuda"):
+        return min(8, cores)
+    return 0 if cores <= 4 else min(4, cores // 4)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections import OrderedDict
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from tqdm.auto import tqdm
 
@@ -21,6 +24,10 @@ from transfuse.cache import FeatureCache, make_key
 from transfuse.config import default_device
 from transfuse.data.fingerprint import item_digest
 from transfuse.errors import CorruptInputError, DataError
+from transfuse.runtime import (CALIBRATION_ITEMS, OnnxRunner, Plan, export_onnx, load_checks, save_check,
+                               worst_cosine)
+from transfuse.runtime import check_key as runtime_check_key
+from transfuse.runtime import plan as runtime_plan
 from transfuse.taps import check_pooling, parse_layers
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,7 @@ class Features:
     n_extracted: int = 0
     n_cached: int = 0
     seconds: float = 0.0
+    engine: Plan | None = None  # the runtime and precision that computed (or would compute) them
 
     @property
     def feature_names(self) -> list[str]:
@@ -131,6 +139,8 @@ def extract_features(
     on_error: str = "raise",
     progress: bool | None = None,
     long_text: str = "truncate",
+    runtime: str = "auto",
+    precision: str = "auto",
 ) -> Features:
     """Features of every image in ``paths`` for each requested tap, concatenated.
 
@@ -141,7 +151,8 @@ def extract_features(
     ``"raise"`` extracts everything else, then raises :class:`CorruptInputError`.
     Items are image paths, texts or audio paths as the backbone's ``modality`` says; texts
     longer than a text encoder's window are truncated or (``long_text="chunk"``) read in windows
-    whose features are averaged.
+    whose features are averaged. ``runtime`` (auto, torch, onnx) and ``precision`` (auto, fp32,
+    bf16) pick the engine (see :mod:`transfuse.runtime`); the resolved pair is part of the cache key.
 
     >>> f = extract_features(["a.png", "b.png"], layers="blocks.4,features")  # doctest: +SKIP
     >>> f.X.shape, f.slices["features"]  # doctest: +SKIP
@@ -180,7 +191,10 @@ def extract_features(
     preprocess = spec.input_spec.identity()
     if spec.modality == "text" and long_text != "truncate":
         preprocess += f"|long_text={long_text}"
-    job = _Job(spec.name, weights, weights_id, taps, pooling, preprocess, store, long_text)
+    good_paths = [p for p, d in zip(paths, digests) if d not in failed_digests]
+    engine = runtime_plan(spec, runtime, precision, device, lambda candidates: _calibrate(
+        spec.name, weights, weights_id, taps, pooling, preprocess, long_text, device, store, good_paths, candidates))
+    job = _Job(spec.name, weights, weights_id, taps, pooling, preprocess, store, long_text, engine)
     wanted = [d for d in dict.fromkeys(digests) if d not in failed_digests]
     if store is not None:
         for tap in taps:
@@ -220,9 +234,10 @@ def extract_features(
         X[good if bad else slice(None), slices[tap]] = part
         del part
     feats = Features(X=X, slices=slices, items=paths, failed=bad, n_extracted=len(missing),
-                     n_cached=n_cached, seconds=time.perf_counter() - start)
-    log.info("features: %d items, %d extracted, %d from cache, %d failed, %d columns (%.1fs)",
-             len(paths), len(missing), n_cached, len(bad), X.shape[1], feats.seconds)
+                     n_cached=n_cached, seconds=time.perf_counter() - start, engine=engine)
+    speed = f" at {len(missing) / job.forward_seconds:.1f}/s" if missing and job.forward_seconds else ""
+    log.info("features: %d items, %d extracted (%s), %d from cache, %d failed, %d columns (%.1fs)",
+             len(paths), len(missing), engine.label(speed), n_cached, len(bad), X.shape[1], feats.seconds)
     return feats
 
 
@@ -238,12 +253,16 @@ class _Job:
     preprocess: str
     store: FeatureCache | None
     long_text: str = "truncate"
+    engine: Plan = field(default_factory=lambda: Plan("torch", "fp32"))
     needed: dict[str, set[str]] = field(default_factory=dict)
     memory: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    forward_seconds: float = 0.0  # time from the first batch to the last one written
 
     def __post_init__(self) -> None:
         self.keys = {tap: make_key(format=FORMAT, backbone=self.backbone, weights=self.weights_id,
-                                   preprocess=self.preprocess, tap=tap, pooling=self.pooling) for tap in self.taps}
+                                   preprocess=self.preprocess, tap=tap, pooling=self.pooling,
+                                   runtime=self.engine.runtime, precision=self.engine.precision)
+                     for tap in self.taps}
         self.memory = {tap: {} for tap in self.taps}
 
     def save(self, tap: str, digests: list[str], vecs: np.ndarray) -> None:
@@ -257,7 +276,8 @@ class _Job:
             return
         self.store.put(self.keys[tap], kept, rows, {
             "backbone": self.backbone, "weights": self.weights_id, "tap": tap, "pooling": self.pooling,
-            "meta": {"preprocess": self.preprocess, "format": FORMAT}})
+            "meta": {"preprocess": self.preprocess, "format": FORMAT, "runtime": self.engine.runtime,
+                     "precision": self.engine.precision}})
 
     def width(self, tap: str) -> int:
         if self.store is None:
@@ -273,10 +293,8 @@ class _Job:
 def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size: int,
                     num_workers: int | None, device: str, progress: bool | None) -> set[str]:
     """Extract ``paths`` batch by batch, flushing to the cache every FLUSH_ROWS; return failed digests."""
-    bb = get_backbone(job.backbone, job.weights, job.weights_id, device)
-    bb.check_taps(job.taps)
-    if bb.modality == "text":
-        bb.long_text = job.long_text
+    bb = _ready_backbone(job.backbone, job.weights, job.weights_id, device, job.taps, job.long_text)
+    runner = _onnx_runner(job.engine.onnx_file, job.taps) if job.engine.runtime == "onnx" else None
     batches = bb.batches(paths, batch_size or bb.default_batch_size(device), num_workers, device)
     failed: set[str] = set()
     pending: dict[str, list[np.ndarray]] = {tap: [] for tap in job.taps}
@@ -291,11 +309,12 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
 
     bar = tqdm(total=len(paths), desc=f"extract {job.backbone}", unit={"text": "text", "audio": "clip"}.get(bb.modality, "img"),
                  disable=not _show_progress(progress))
+    start = time.perf_counter()
     with bar:
         try:
             for inputs, idx, ok in batches:
                 failed.update(_forward_batch(bb, job, inputs, [digests[int(i)] for i in idx], ok, device,
-                                             pending, pending_digests))
+                                             pending, pending_digests, runner))
                 if len(pending_digests) >= FLUSH_ROWS:
                     flush()
                 bar.update(len(idx))
@@ -303,16 +322,92 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
             flush()  # keep what was computed: the next run resumes after it
             raise
         flush()
+    job.forward_seconds = time.perf_counter() - start
     return failed
 
 
+def _ready_backbone(name: str, weights: str, weights_id: str, device: str, taps: list[str], long_text: str) -> Backbone:
+    bb = get_backbone(name, weights, weights_id, device)
+    bb.check_taps(taps)
+    if bb.modality == "text":
+        bb.long_text = long_text
+    return bb
+
+
+_RUNNERS: OrderedDict[str, OnnxRunner] = OrderedDict()  # exported graphs in use, by calibration key
+
+
+def _onnx_runner(path: str | None, taps: list[str]) -> OnnxRunner:
+    """A session on an exported graph (kept for reuse: building one costs about a second)."""
+    if path not in _RUNNERS:
+        if not path or not os.path.isfile(path):
+            raise DataError(f"the exported ONNX graph is missing ({path or 'not exported'}); run again (it is "
+                            f"exported anew), or use --runtime torch")
+        _RUNNERS[path] = OnnxRunner(path, taps)
+        while len(_RUNNERS) > 2:
+            _RUNNERS.popitem(last=False)
+    return _RUNNERS[path]
+
+
+def _calibrate(backbone: str, weights: str, weights_id: str, taps: list[str], pooling: str, preprocess: str,
+               long_text: str, device: str, store: FeatureCache | None, paths: list[str],
+               candidates: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[float | None, str | None]]:
+    """Agreement with eager fp32 of each candidate engine on the first few items (remembered in
+    the cache folder, so it runs once per backbone, taps, pooling and kind of device)."""
+    root = store.root if store is not None else None
+    key = runtime_check_key(backbone, weights_id, taps, pooling, preprocess, device)
+    record = load_checks(root).get(key, {})
+    name = {c: f"{c[0]}-{c[1]}" for c in candidates}
+    todo = [c for c in candidates if name[c] not in record or (c[0] == "onnx" and not _loads(record[name[c]], taps))]
+    if todo and paths:
+        bb = _ready_backbone(backbone, weights, weights_id, device, taps, long_text)
+        sample = paths[:CALIBRATION_ITEMS]
+        inputs, _, ok = next(iter(bb.batches(sample, len(sample), 0, device)))
+        good = [j for j in range(len(ok)) if bool(ok[j])]
+        if good:
+            reference = bb.embed(inputs, good, taps, pooling, device)
+            for rt, pr in todo:
+                if rt == "onnx":
+                    folder = (root or Path(tempfile.gettempdir()) / "transfuse-onnx") / "onnx"
+                    path = export_onnx(bb, taps, bb.network_inputs(inputs, good, "cpu"), folder / f"{key}.onnx")
+                    _RUNNERS.pop(path, None)
+                    out = bb.embed(inputs, good, taps, pooling, device, runner=_onnx_runner(path, taps))
+                    record[name[(rt, pr)]] = {"cosine": worst_cosine(reference, out), "file": path}
+                else:
+                    with autocast(device, pr):
+                        out = bb.embed(inputs, good, taps, pooling, device)
+                    record[name[(rt, pr)]] = {"cosine": worst_cosine(reference, out)}
+            record["items"] = len(good)
+            save_check(root, key, record)
+            log.info("runtime check for %s on %d items: %s", backbone, len(good), ", ".join(
+                f"{n} cos {v['cosine']:.5f}" for n, v in record.items() if isinstance(v, dict)))
+    return {c: (record[name[c]]["cosine"], record[name[c]].get("file")) for c in candidates if name[c] in record}
+
+
+def _loads(entry: dict, taps: list[str]) -> bool:
+    """Whether a remembered exported graph is still there and opens (else it is exported again)."""
+    try:
+        _onnx_runner(entry.get("file"), taps)
+        return True
+    except Exception as exc:  # missing, truncated or from an incompatible exporter
+        log.info("exporting again: %s", exc)
+        return False
+
+
+def autocast(device: str, precision: str):
+    """bf16 autocast on ``device`` when ``precision`` says so (a no-op context otherwise)."""
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def _forward_batch(bb: Backbone, job: _Job, inputs, batch_digests: list[str], ok, device: str,
-                   pending: dict[str, list[np.ndarray]], pending_digests: list[str]) -> list[str]:
+                   pending: dict[str, list[np.ndarray]], pending_digests: list[str], runner=None) -> list[str]:
     """One forward pass over the decodable items of a batch; pooled rows go to ``pending``.
     Returns the digests of the items that could not be decoded."""
     good = [j for j in range(len(batch_digests)) if bool(ok[j])]
     if good:
-        pooled = bb.embed(inputs, good, job.taps, job.pooling, device)
+        with autocast(device, job.engine.precision):
+            pooled = bb.embed(inputs, good, job.taps, job.pooling, device, **({"runner": runner} if runner else {}))
         for tap in job.taps:
             vecs = pooled[tap].float().cpu().numpy().astype(np.float32)
             if not np.isfinite(vecs).all():
@@ -338,7 +433,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def __init__(self, backbone: str = "efficientnet_lite0", layers: str | list[str] | None = None,
                  pooling: str | None = None, weights: str = "pretrained", batch_size: int | None = None,
                  num_workers: int | None = None, device: str | None = None,
-                 cache: bool | str = True, on_error: str = "raise", long_text: str = "truncate") -> None:
+                 cache: bool | str = True, on_error: str = "raise", long_text: str = "truncate",
+                 runtime: str = "auto", precision: str = "auto") -> None:
         self.backbone = backbone
         self.layers = layers
         self.pooling = pooling
@@ -349,6 +445,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.cache = cache
         self.on_error = on_error
         self.long_text = long_text
+        self.runtime = runtime
+        self.precision = precision
 
     def _extract(self, X) -> Features:
         """Features of every backbone in ``backbone`` (comma-separated), side by side; with several
@@ -359,8 +457,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                                   pooling=self.pooling,
                                   weights=self.weights, cache=self.cache, batch_size=self.batch_size,
                                   num_workers=self.num_workers, device=self.device, on_error=self.on_error,
-                                  long_text=self.long_text)
+                                  long_text=self.long_text, runtime=self.runtime, precision=self.precision)
                  for name in names]
+        self.engines_ = {name: part.engine.label() for name, part in zip(names, parts) if part.engine}
         if len(parts) == 1:
             return parts[0]
         slices, col = {}, 0

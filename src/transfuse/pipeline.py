@@ -40,7 +40,8 @@ CONFIG = "config.json"
 WEIGHTS = "head.safetensors"
 METRICS = "metrics.json"
 VOCABULARY = "vocabulary.json"  # the terms of a tfidf model, in column order
-_EXTRACTOR_PARAMS = ("backbone", "layers", "pooling", "weights", "batch_size", "long_text")
+_EXTRACTOR_PARAMS = ("backbone", "layers", "pooling", "weights", "batch_size", "long_text", "runtime", "precision")
+_BEFORE_RUNTIMES = {"runtime": "torch", "precision": "fp32"}  # what models saved without these were trained on
 
 
 def make_model(extractor: FeatureExtractor, head: Head, steps: list[tuple[str, Step]] | None = None) -> Pipeline:
@@ -182,7 +183,7 @@ def load_model(model_dir: str | Path, **extractor_overrides):
         if fitted_first:  # nothing to override: no device, cache or batches
             extractor = TfidfFeatures(**{k: v for k, v in config["extractor"].items() if k != "backbone"})
         else:
-            extractor = FeatureExtractor(**{**config["extractor"], **extractor_overrides})
+            extractor = FeatureExtractor(**{**_BEFORE_RUNTIMES, **config["extractor"], **extractor_overrides})
         classes, layers, slices = config["classes"], config["layers"], config["slices"]
         steps = [(st["name"], STEPS[st["kind"]](**st["params"])) for st in config.get("steps", [])]
     except (KeyError, TypeError) as exc:

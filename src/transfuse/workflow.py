@@ -75,7 +75,8 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
                auto: bool = False, cv: int = 5, test_size: float = 0.2, seed: int = 0,
                skip_bad: bool = False, out_dir: str | Path | None = None, save: bool = True,
                batch_size: int | None = None, num_workers: int | None = None, device: str | None = None,
-               cache: bool | str = True, long_text: str = "truncate") -> FitResult:
+               cache: bool | str = True, long_text: str = "truncate", runtime: str = "auto",
+               precision: str = "auto") -> FitResult:
     """Split ``source``, extract features, train fusion/selection/head, score on the test split, save.
 
     With ``auto``, every combination of :func:`~transfuse.search.default_recipes` is scored by
@@ -96,6 +97,9 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
     recipe = Recipe(fusion=fusion, select=select, head=head, head_params=dict(head_params or {}))
     recipe.validate()  # bad names fail before any extraction
     split_source(source, test_size=test_size, seed=seed)  # bad splits fail before extraction too
+    from transfuse.runtime import check_request
+
+    check_request(runtime, precision)
     fitted_first = _fitted_featurizer(backbone, layers=layers, pooling=pooling, weights=weights, auto=auto,
                                       recipe=recipe)
     found = None
@@ -109,7 +113,7 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
             layers = auto_layers(backbone, weights)
         extractor = FeatureExtractor(backbone=backbone, layers=layers, pooling=pooling, weights=weights,
                                      batch_size=batch_size, num_workers=num_workers, device=device, cache=cache,
-                                     long_text=long_text)
+                                     long_text=long_text, runtime=runtime, precision=precision)
         source, X, skipped = drop_unreadable(source, extractor, skip_bad)
         train, test = split_source(source, test_size=test_size, seed=seed)
         y = np.asarray(source.labels)
@@ -126,6 +130,8 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
     metrics["split"] = {"train": len(train), "test": len(test), "seed": seed,
                         "test_size": test_size if source.splits is None else "manifest"}
     metrics["recipe"] = recipe.to_dict()
+    if fitted_first is None:
+        metrics["extraction"] = dict(extractor.engines_)  # e.g. {"efficientnet_lite0": "torch bf16; cosine ..."}
     if fitted_first is not None:
         model = fitted
     else:

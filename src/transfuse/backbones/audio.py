@@ -22,6 +22,7 @@ from torch import nn
 
 from transfuse.backbones.base import Backbone, TapPoint
 from transfuse.backbones.registry import BackboneSpec, register_backbone
+from transfuse.config import default_workers
 from transfuse.errors import WeightsUnavailableError
 from transfuse.taps import check_pooling
 
@@ -55,17 +56,15 @@ class AudioBackbone(Backbone):
         return {t: (d,) for t, d in self.dims.items()}
 
     def batches(self, items: list[str], batch_size: int, num_workers: int | None, device: str):
-        """Decode + resample in one worker process (more on GPU). Clips of similar duration are
+        """Decode + resample (in workers per transfuse.config.default_workers). Clips of similar duration are
         batched together and a batch holds at most ``batch_size`` x 10 s of padded audio, so one
         long recording never inflates a whole batch of short ones."""
-        import os
-
         from torch.utils.data import DataLoader
 
         from transfuse.data.audio import AudioFiles, durations, pad_batch
 
         if num_workers is None:
-            num_workers = 0 if len(items) < 64 else min(8, os.cpu_count() or 1) if device.startswith("cuda") else 1
+            num_workers = default_workers(len(items), device)
         if not items:
             return
         seconds = durations(items)

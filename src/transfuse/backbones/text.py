@@ -96,22 +96,33 @@ class TextBackbone(Backbone):
         return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"],
                 "owner": torch.tensor(owner)}
 
-    @torch.inference_mode()
-    def embed(self, inputs, good: list[int], taps: list[str], pooling: str, device: str) -> dict[str, torch.Tensor]:
-        """One forward pass; each tap's token states pooled under the padding mask, then the
-        windows of one text combined (token-weighted mean, or max)."""
+    input_names = ("input_ids", "attention_mask")
+    dynamic_axes = {0: "batch", 1: "tokens"}
+
+    def network_inputs(self, inputs, good: list[int], device: str) -> tuple[torch.Tensor, ...]:
+        return inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
+
+    def forward_raw(self, tensors: tuple[torch.Tensor, ...], names: list[str],
+                    stop_early: bool = True) -> dict[str, torch.Tensor]:
+        """Token states ``(windows, tokens, D)`` of each tap, from one forward pass."""
+        self.check_taps(names)
+        input_ids, mask = tensors
+        hidden = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        by_name = {t.name: t.depth for t in self.taps}
+        return {tap: hidden[by_name[tap]] for tap in names}
+
+    def pool_raw(self, raw: dict[str, torch.Tensor], tensors: tuple[torch.Tensor, ...], inputs, good: list[int],
+                 taps: list[str], pooling: str) -> dict[str, torch.Tensor]:
+        """Each tap's token states pooled under the padding mask, then the windows of one text
+        combined (token-weighted mean, or max)."""
         check_pooling(pooling, "text")
-        self.check_taps(taps)
-        mask = inputs["attention_mask"].to(device)
-        hidden = self.model(input_ids=inputs["input_ids"].to(device), attention_mask=mask,
-                            output_hidden_states=True).hidden_states
-        owner = inputs["owner"].to(device)
+        mask = tensors[1]
+        owner = inputs["owner"].to(mask.device)
         n_items = int(owner.max()) + 1
         tokens = mask.sum(1, keepdim=True).float()
-        by_name = {t.name: t.depth for t in self.taps}
         out = {}
         for tap in taps:
-            h = hidden[by_name[tap]].float()
+            h = raw[tap].to(mask.device).float()
             if pooling == "cls":
                 vec, weight = h[:, 0], torch.ones_like(tokens)
             elif pooling == "max":

@@ -1,0 +1,238 @@
+"""Which engine runs a backbone's forward pass: eager torch (fp32 or bf16 autocast) or ONNX Runtime.
+
+``--runtime auto|torch|onnx`` and ``--precision auto|fp32|bf16`` name the request; :func:`plan`
+turns it into a :class:`Plan` for one backbone, tap set and device. ``auto`` is decided by a
+*calibration* on the user's first items, run once and remembered in the cache folder:
+
+- bf16 autocast is used when the device computes bf16 natively (AVX512-BF16/AMX CPUs, recent
+  GPUs) and every tap's features of the calibration items keep a cosine similarity of at least
+  0.99 with eager fp32 (measured fastest there: 2.4x for EfficientNet-Lite0, 1.6x for MiniLM);
+- otherwise fp32, on ONNX Runtime when the backbone prefers it on this device and the exported
+  graph agrees with eager fp32 to a cosine of at least 0.999 (Lite0 on CPU: 2x), else eager.
+
+Explicit choices are honoured (an unsupported one is a clear error). The resolved runtime and
+precision are part of every cache key, so features from different paths never mix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transfuse.atomic import atomic_write_text
+from transfuse.cache import make_key
+from transfuse.errors import DataError
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "torch", "onnx")
+PRECISIONS = ("auto", "fp32", "bf16")
+BF16_MIN_COSINE = 0.99
+ONNX_MIN_COSINE = 0.999
+CALIBRATION_ITEMS = 8
+CHECKS_FILE = "runtime_checks.json"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one extraction runs, and the agreement with eager fp32 that justified it."""
+
+    runtime: str  # "torch", "onnx", or a frozen encoder's own ("native")
+    precision: str  # "fp32" or "bf16"
+    cosine: float | None = None  # worst per-item cosine to eager fp32 over the taps (None: not measured)
+    onnx_file: str | None = None
+
+    def label(self, speed: str = "") -> str:
+        """``torch bf16 at 120/s; cosine >= 0.9969 to eager fp32`` (the parts that are known)."""
+        agree = f"; cosine >= {self.cosine:.4f} to eager fp32" if self.cosine is not None and self.cosine < 1.0 else ""
+        return f"{self.runtime} {self.precision}{speed}{agree}"
+
+
+def check_request(runtime: str, precision: str) -> None:
+    """Reject unknown runtime or precision names before any work."""
+    if runtime not in RUNTIMES:
+        raise DataError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise DataError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+
+def capabilities(spec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(runtimes, precisions) a backbone supports: frozen non-torch encoders run their own way in
+    fp32; torch image and text networks can be exported to ONNX; every torch network takes bf16."""
+    if not spec.trainable or spec.fitted:
+        return ("native",), ("fp32",)
+    if spec.modality in ("image", "text"):
+        return ("torch", "onnx"), ("fp32", "bf16")
+    return ("torch",), ("fp32", "bf16")
+
+
+def native_bf16(device: str) -> bool:
+    """True when ``device`` computes bf16 in hardware (not emulated, which would be slower than fp32)."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.startswith("cpu"):
+        cpu = getattr(torch, "cpu", None)
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(cpu, name, lambda: False)()) for name in probes)
+    return False
+
+
+def onnx_available() -> bool:
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def prefers_onnx(modality: str, device: str) -> bool:
+    """Measured on a 2-core AVX512 CPU in fp32 (benchmarks/extract_speed.py): ONNX Runtime runs
+    EfficientNet-Lite0 about 2x faster than eager torch, but MiniLM no faster; on GPUs torch."""
+    return modality == "image" and device.startswith("cpu")
+
+
+def plan(spec, runtime: str, precision: str, device: str, calibrate) -> Plan:
+    """Resolve the request for one backbone. ``calibrate(candidates)`` measures, on real items,
+    the agreement of each candidate ``(runtime, precision)`` with eager fp32 (returning
+    ``{candidate: (cosine, onnx_file)}``); it is only called when a choice depends on it."""
+    check_request(runtime, precision)
+    runtimes, precisions = capabilities(spec)
+    if runtime not in ("auto", *runtimes):
+        raise DataError(f"backbone {spec.name} cannot run on {runtime}; it runs on {', '.join(runtimes)} "
+                        f"(use --runtime auto)")
+    if precision not in ("auto", *precisions):
+        raise DataError(f"backbone {spec.name} cannot run in {precision}; it runs in {', '.join(precisions)} "
+                        f"(use --precision auto)")
+    if runtimes == ("native",):
+        return Plan("native", "fp32")
+    if runtime == "onnx" and precision == "bf16":
+        raise DataError("ONNX Runtime runs the exported graph in fp32 here; use --runtime torch for bf16")
+    if runtime == "onnx" and not device.startswith("cpu"):
+        raise DataError("ONNX Runtime runs on the CPU here (the onnxruntime package); use --runtime torch on "
+                        f"{device}")
+    if runtime == "onnx" and not onnx_available():
+        raise DataError("--runtime onnx needs onnx and onnxruntime: pip install 'transfuse[onnx]'")
+
+    candidates = []
+    if precision in ("auto", "bf16") and runtime in ("auto", "torch") and \
+            (precision == "bf16" or native_bf16(device)):
+        candidates.append(("torch", "bf16"))
+    if runtime == "onnx" or (runtime == "auto" and precision != "bf16" and "onnx" in runtimes
+                             and prefers_onnx(spec.modality, device) and onnx_available()):
+        candidates.append(("onnx", "fp32"))
+    measured = calibrate(candidates) if candidates else {}
+
+    def chosen(rt: str, pr: str) -> Plan:
+        cos, onnx_file = measured.get((rt, pr), (None, None))
+        return Plan(rt, pr, cos, onnx_file)
+
+    if precision == "bf16" or runtime == "onnx":  # explicit: honoured, with a warning when it disagrees
+        rt, pr = ("onnx", "fp32") if runtime == "onnx" else ("torch", "bf16")
+        result = chosen(rt, pr)
+        floor = ONNX_MIN_COSINE if rt == "onnx" else BF16_MIN_COSINE
+        if result.cosine is not None and result.cosine < floor:
+            log.warning("%s %s features agree with eager fp32 only to cosine %.4f (< %s); consider --precision "
+                        "fp32 --runtime torch", rt, pr, result.cosine, floor)
+        return result
+    bf16 = measured.get(("torch", "bf16"))
+    if precision == "auto" and bf16 and bf16[0] is not None and bf16[0] >= BF16_MIN_COSINE:
+        return chosen("torch", "bf16")
+    onnx = measured.get(("onnx", "fp32"))
+    if onnx and onnx[0] is not None and onnx[0] >= ONNX_MIN_COSINE:
+        return chosen("onnx", "fp32")
+    return Plan("torch", "fp32", 1.0)
+
+
+# --- remembered calibrations -----------------------------------------------------------------------
+
+def check_key(backbone: str, weights_id: str, taps: list[str], pooling: str, preprocess: str, device: str) -> str:
+    """Identity of one calibration: the same backbone, taps and pooling on the same kind of device."""
+    kind = torch.cuda.get_device_name(device) if device.startswith("cuda") and torch.cuda.is_available() else \
+        f"cpu-bf16={native_bf16('cpu')}"
+    return make_key(backbone=backbone, weights=weights_id, taps=",".join(sorted(taps)), pooling=pooling,
+                    preprocess=preprocess, device=kind, torch=torch.__version__)
+
+
+_UNSAVED: dict[str, dict] = {}  # checks made without a cache folder, for the rest of the process
+
+
+def load_checks(root: Path | None) -> dict:
+    """Remembered calibrations: ``runtime_checks.json`` in the cache folder."""
+    if root is None:
+        return _UNSAVED
+    try:
+        return json.loads((root / CHECKS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_check(root: Path | None, key: str, record: dict) -> None:
+    if root is None:
+        _UNSAVED[key] = record
+        return
+    checks = load_checks(root)
+    checks[key] = record
+    try:
+        atomic_write_text(root / CHECKS_FILE, json.dumps(checks, indent=1) + "\n")
+    except OSError as exc:  # a read-only cache still extracts; it calibrates again next time
+        log.debug("cannot remember the runtime check: %s", exc)
+
+
+def worst_cosine(ref: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> float:
+    """The smallest per-item cosine similarity between two sets of pooled tap features."""
+    worst = 1.0
+    for tap, a in ref.items():
+        a, b = a.double(), other[tap].double()
+        cos = torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)
+        both_zero = (a.norm(dim=1) == 0) & (b.norm(dim=1) == 0)
+        worst = min(worst, float(torch.where(both_zero, torch.ones_like(cos), cos).min()))
+    return worst
+
+
+# --- ONNX export and execution ---------------------------------------------------------------------
+
+class OnnxRunner:
+    """Runs an exported tap network: input tensors in, a dict of raw tap outputs (torch) out."""
+
+    def __init__(self, model: str | bytes, taps: list[str]) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.taps = taps
+
+    def __call__(self, tensors: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        feeds = {name: t.detach().cpu().contiguous().numpy() for name, t in zip(self.inputs, tensors)}
+        outputs = self.session.run(self.taps, feeds)
+        return {tap: torch.from_numpy(np.asarray(o)) for tap, o in zip(self.taps, outputs)}
+
+
+def export_onnx(backbone, taps: list[str], sample: tuple[torch.Tensor, ...], path: Path) -> str:
+    """Export ``backbone.tap_network(taps)`` to ``path`` with all ``taps`` as outputs, the batch (and
+    sequence) axes dynamic; written beside and renamed, so a killed export leaves no half file."""
+    network = backbone.tap_network(taps).eval()
+    names = backbone.input_names
+    axes = {name: dict(backbone.dynamic_axes) for name in names}
+    axes.update({tap: dict(backbone.dynamic_axes) for tap in taps})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer warnings about Python control flow: the taps are fixed
+            torch.onnx.export(network, tuple(t.cpu() for t in sample), str(partial), input_names=list(names),
+                              output_names=taps, dynamic_axes=axes, opset_version=17, dynamo=False)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return str(path)
