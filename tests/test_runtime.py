@@ -11,6 +11,7 @@ import torch
 from conftest import EXAMPLES
 from transfuse.backbones import get_spec
 from transfuse.data.images import decode_image
+from transfuse import extract
 from transfuse.errors import DataError
 from transfuse.extract import FeatureExtractor, extract_features
 from transfuse.pipeline import load_model, read_config
@@ -85,12 +86,15 @@ def test_onnx_agrees_with_eager_and_is_exported_once(cache_dir):
     stamp = exported[0].stat().st_mtime_ns
     checks = json.loads(Path(cache_dir, CHECKS_FILE).read_text())
     assert any("onnx-fp32" in record for record in checks.values())
-    again = extract_features(paths(20), layers=TAPS, cache=cache_dir, runtime="onnx", progress=False)
+    again = extract_features(files + paths(20)[-2:], layers=TAPS, cache=cache_dir, runtime="onnx", progress=False)
     assert again.n_extracted > 0 and again.engine.onnx_file == str(exported[0])
     assert exported[0].stat().st_mtime_ns == stamp  # remembered, not exported again
+    extract._RUNNERS.clear()  # as in a new process
     exported[0].write_bytes(b"not a graph")  # a broken export is exported again, not an error
-    fresh = extract_features(files[:4], layers=TAPS, cache=cache_dir, runtime="onnx", progress=False)
-    np.testing.assert_allclose(fresh.X, onnx.X[:4], rtol=1e-4, atol=1e-4)
+    more = list(dict.fromkeys(files + paths(24)))
+    fresh = extract_features(more, layers=TAPS, cache=cache_dir, runtime="onnx", progress=False)
+    assert fresh.n_extracted > 0 and exported[0].stat().st_size > 1_000_000
+    np.testing.assert_allclose(fresh.X[: len(files)], onnx.X, rtol=1e-4, atol=1e-4)
 
 
 def test_bf16_agrees_and_never_shares_the_fp32_cache(cache_dir):
@@ -105,26 +109,57 @@ def test_bf16_agrees_and_never_shares_the_fp32_cache(cache_dir):
 
 def test_text_encoder_through_onnx_and_bf16(cache_dir):
     texts = ["A soft knit sweater, true to size.", "The zipper broke after one wash and the seams are loose " * 30,
-             "Lovely dress"]
-    kw = dict(backbone="minilm_l6", layers="layer.3,features", cache=cache_dir, progress=False, long_text="chunk")
+             "Lovely dress", "Runs small; order a size up if you are between sizes", "ok"]
+    kw = dict(backbone="minilm_l6", layers="layer.3,features", cache=cache_dir, progress=False, long_text="chunk",
+              batch_size=2)  # batches of other sizes and lengths than the one the graph was traced on
     eager = extract_features(texts, runtime="torch", precision="fp32", **kw)
     assert cosine(eager, extract_features(texts, runtime="onnx", **kw)) >= 0.999
     assert cosine(eager, extract_features(texts, runtime="torch", precision="bf16", **kw)) >= 0.99
 
 
-def test_saved_model_keeps_its_engine_and_old_models_load_as_eager_fp32(tmp_path, image_folder, cache_dir):
+def test_saved_model_keeps_its_engine_and_old_models_load_as_eager_fp32(tmp_path, image_folder, cache_dir,
+                                                                       monkeypatch, caplog):
     from transfuse.data import load_source
 
-    res = fit_source(load_source(image_folder), out_dir=tmp_path / "m", cache=cache_dir, runtime="onnx")
+    source = load_source(image_folder)
+    res = fit_source(source, out_dir=tmp_path / "m", cache=cache_dir, runtime="onnx")
     config = read_config(tmp_path / "m")
-    assert config["extractor"]["runtime"] == "onnx"
+    assert config["extractor"]["engines"] == {"efficientnet_lite0": "onnx fp32"}
     assert res.metrics["extraction"]["efficientnet_lite0"].startswith("onnx fp32")
-    assert load_model(tmp_path / "m").named_steps["features"].runtime == "onnx"
-    for key in ("runtime", "precision"):
+    model = load_model(tmp_path / "m", cache=cache_dir)
+    expected = model.predict(source.items)
+    assert model.named_steps["features"].engines_ == {"efficientnet_lite0": "onnx fp32"}
+    monkeypatch.setattr("transfuse.runtime.onnx_available", lambda: False)  # a machine without onnxruntime
+    model = load_model(tmp_path / "m", cache=cache_dir)
+    assert (model.predict(source.items) == expected).mean() >= 0.9
+    assert "cannot run here" in caplog.text and model.named_steps["features"].engines_["efficientnet_lite0"] != \
+        "onnx fp32"
+    auto = fit_source(source, out_dir=tmp_path / "a", cache=cache_dir)  # the engine auto chose is pinned, not "auto"
+    pinned = read_config(tmp_path / "a")["extractor"]["engines"]["efficientnet_lite0"]
+    assert pinned in ("torch bf16", "torch fp32", "onnx fp32") and auto.metrics["extraction"]
+    for key in ("runtime", "precision", "engines"):
         del config["extractor"][key]
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     old = load_model(tmp_path / "m").named_steps["features"]
-    assert (old.runtime, old.precision) == ("torch", "fp32")
+    assert (old.runtime, old.precision, old.engines) == ("torch", "fp32", None)
+
+
+def test_eager_fp32_keeps_the_cache_keys_it_had_before_engines():
+    from transfuse.cache import make_key
+    from transfuse.extract import FORMAT, _Job
+    from transfuse.runtime import Plan
+
+    job = _Job("b", "pretrained", "w", ["t"], "avg", "p", None, engine=Plan("torch", "fp32"))
+    assert job.keys["t"] == make_key(format=FORMAT, backbone="b", weights="w", preprocess="p", tap="t", pooling="avg")
+    bf16 = _Job("b", "pretrained", "w", ["t"], "avg", "p", None, engine=Plan("torch", "bf16"))
+    gpu = _Job("b", "pretrained", "w", ["t"], "avg", "p", None, engine=Plan("torch", "bf16"), device="cuda")
+    assert len({job.keys["t"], bf16.keys["t"], gpu.keys["t"]}) == 3
+
+
+def test_non_finite_features_never_agree():
+    ref = {"t": torch.ones(2, 3)}
+    assert worst_cosine(ref, {"t": torch.tensor([[1.0, 1, 1], [float("nan"), 1, 1]])}) == -1.0
+    assert worst_cosine(ref, {"t": torch.ones(2, 3)}) == pytest.approx(1.0)
 
 
 def test_extractor_rejects_unknown_engine_names():

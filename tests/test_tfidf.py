@@ -29,6 +29,8 @@ def test_rows_equal_sklearns_vectoriser(reviews):
     ref = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit(texts[:200])
     assert ours.meta_["vocabulary"] == ref.get_feature_names_out().tolist()
     np.testing.assert_allclose(ours.transform(texts[200:]).toarray(), ref.transform(texts[200:]).toarray(), atol=1e-6)
+    few = TfidfFeatures().fit(texts[:12])  # tiny data: every term is kept, not only those in 2+ texts
+    assert len(few.meta_["vocabulary"]) == len(TfidfVectorizer(ngram_range=(1, 2)).fit(texts[:12]).vocabulary_)
     unseen = ours.transform(["zyzzyva qwxj"])  # no known term: an all-zero row, not an error
     assert unseen.shape == (1, ours.n_features_out_) and unseen.nnz == 0
 
@@ -56,7 +58,8 @@ def test_vectoriser_is_fitted_on_the_training_split_only(tmp_path, reviews):
 
 def test_options_it_cannot_take_are_clear_errors(tmp_path, reviews):
     for kwargs, flag in (({"layers": "features"}, "--layers"), ({"fusion": "concat"}, "--fusion"),
-                         ({"auto": True}, "--auto"), ({"weights": "random"}, "--weights")):
+                         ({"auto": True}, "--auto"), ({"weights": "random"}, "--weights"),
+                         ({"select": "pca:8"}, "--select"), ({"runtime": "onnx"}, "--runtime")):
         with pytest.raises(DataError, match=f"drop {flag}"):
             fit_source(reviews, backbone="tfidf", save=False, **kwargs)
     with pytest.raises(DataError, match="cannot be fused"):

@@ -63,6 +63,7 @@ class KeyInfo:
     items: int
     bytes: int
     last_used: float
+    engine: str = ""  # "torch bf16", "onnx fp32"... (empty for entries written before engines existed)
 
 
 def make_key(**parts: str) -> str:
@@ -73,6 +74,14 @@ def make_key(**parts: str) -> str:
     """
     blob = json.dumps(parts, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def _engine(meta_json: str | None) -> str:
+    try:
+        meta = json.loads(meta_json or "{}")
+    except ValueError:
+        return ""
+    return " ".join(str(meta[k]) for k in ("runtime", "precision") if k in meta)
 
 
 class FeatureCache:
@@ -245,15 +254,15 @@ class FeatureCache:
         rows = self._run(lambda db: db.execute(
             """SELECT k.key, k.backbone, k.weights, k.tap, k.pooling, COALESCE(k.dim, 0),
                       (SELECT COUNT(*) FROM features f WHERE f.key = k.key),
-                      (SELECT COALESCE(SUM(bytes), 0) FROM shards s WHERE s.key = k.key), k.last_used
+                      (SELECT COALESCE(SUM(bytes), 0) FROM shards s WHERE s.key = k.key), k.last_used, k.meta
                FROM keys k ORDER BY k.last_used DESC""").fetchall())
-        return [KeyInfo(*r) for r in rows]
+        return [KeyInfo(*r[:-1], engine=_engine(r[-1])) for r in rows]
 
     def prune(self, older_than_days: float | None = None, backbone: str | None = None,
               everything: bool = False) -> dict[str, int]:
         """Delete keys and their files, then orphan files left by killed runs.
 
-        With ``everything`` all keys go; otherwise keys matching ALL given conditions
+        With ``everything`` all keys go, and the exported ONNX graphs and engine checks; otherwise keys matching ALL given conditions
         (unused for ``older_than_days``, of ``backbone``); with no condition only orphans
         go. Returns counts of keys, files and bytes removed.
         """
@@ -301,5 +310,13 @@ class FeatureCache:
                     folder.rmdir()
             except OSError:
                 continue
+        if everything:  # exported ONNX graphs and remembered engine checks go with everything else
+            for path in [*(self.root / "onnx").glob("*.onnx"), self.root / "runtime_checks.json"]:
+                try:
+                    removed["bytes"] += path.stat().st_size
+                    path.unlink()
+                    removed["shards"] += 1
+                except OSError:
+                    continue
         self._run(lambda db: db.execute("VACUUM"))
         return removed

@@ -52,6 +52,8 @@ SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Leave out unreadable 
 Device = Annotated[Optional[str], typer.Option("--device", help="torch device (default: cuda if available, else cpu).")]
 Runtime = Annotated[str, typer.Option("--runtime", help="Engine for feature extraction: auto (fastest that agrees with eager fp32), torch, onnx.")]
 Precision = Annotated[str, typer.Option("--precision", help="Extraction precision: auto (bf16 where the hardware has it and features agree), fp32, bf16.")]
+EngineOverride = Annotated[Optional[str], typer.Option("--runtime", help="Extraction engine other than the one the model was trained with: auto, torch, onnx.")]
+PrecisionOverride = Annotated[Optional[str], typer.Option("--precision", help="Extraction precision other than the model's: auto, fp32, bf16.")]
 Workers = Annotated[Optional[int], typer.Option("--workers", help="Image decoding worker processes (default: auto).")]
 
 
@@ -134,6 +136,12 @@ def fit(
     out.print(metrics_table(res.metrics, title=f"{label} on {source.name}, test split"))
     out.print(f"trained on {res.n_train}, tested on {res.n_test} in {time.perf_counter() - t0:.1f}s; "
               f"model saved to {res.out_dir}")
+
+
+def _engine_overrides(runtime: str | None, precision: str | None) -> dict:
+    """Only what the user asked for: unset, a model uses the engine it was trained with."""
+    asked = {"runtime": runtime, "precision": precision}
+    return {k: v for k, v in asked.items() if v is not None}
 
 
 def _print_search(found) -> None:
@@ -291,6 +299,8 @@ def predict(
     skip_bad: SkipBad = False,
     workers: Workers = None,
     device: Device = None,
+    runtime: EngineOverride = None,
+    precision: PrecisionOverride = None,
     as_json: Json = False,
 ) -> None:
     """Predict the class (and probabilities) of new images or texts."""
@@ -298,7 +308,7 @@ def predict(
     from transfuse.pipeline import load_model, model_modality
     from transfuse.workflow import predict_paths
 
-    model = load_model(model_dir, num_workers=workers, device=device)
+    model = load_model(model_dir, num_workers=workers, device=device, **_engine_overrides(runtime, precision))
     modality = model_modality(model)
     if modality == "text":
         paths = [text for f in inputs for text in read_texts(f, text_column)]
@@ -355,6 +365,8 @@ def evaluate(
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the metrics to this JSON file.")] = None,
     workers: Workers = None,
     device: Device = None,
+    runtime: EngineOverride = None,
+    precision: PrecisionOverride = None,
     as_json: Json = False,
 ) -> None:
     """Score a saved model on labelled data (every item is used for testing)."""
@@ -363,7 +375,8 @@ def evaluate(
     from transfuse.workflow import evaluate_dir
 
     source = load_source(data, manifest, skip_bad=skip_bad, text_column=text_column, label_column=label_column)
-    metrics = evaluate_dir(model_dir, source, skip_bad=skip_bad, num_workers=workers, device=device)
+    metrics = evaluate_dir(model_dir, source, skip_bad=skip_bad, num_workers=workers, device=device,
+                           **_engine_overrides(runtime, precision))
     if out_file is not None:
         out_file.write_text(json.dumps(metrics, indent=2) + "\n")
     if as_json:
@@ -441,11 +454,11 @@ def cache_ls(as_json: Json = False) -> None:
         print(json.dumps([e.__dict__ for e in entries]))
         return
     table = Table(title=f"feature cache at {cache.root}", box=box.SIMPLE_HEAD)
-    for col in ("backbone", "layer", "pooling", "dim", "items", "MB", "last used"):
+    for col in ("backbone", "layer", "pooling", "engine", "dim", "items", "MB", "last used"):
         table.add_column(col, no_wrap=True, justify="right" if col in ("dim", "items", "MB") else "left")
     for e in entries:
         weights = " (random)" if ":random" in e.weights else " (file)" if e.weights.startswith("file:") else ""
-        table.add_row(e.backbone + weights, e.tap, e.pooling, str(e.dim), str(e.items),
+        table.add_row(e.backbone + weights, e.tap, e.pooling, e.engine or "-", str(e.dim), str(e.items),
                       f"{e.bytes / 1e6:.1f}", time.strftime("%m-%d %H:%M", time.localtime(e.last_used)))
     out.print(table)
     out.print(f"{len(entries)} feature sets, {sum(e.bytes for e in entries) / 1e6:.1f} MB")

@@ -6,6 +6,7 @@ transformer (paths in, 2-D float32 features out) so it composes with heads in a 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -28,6 +29,7 @@ from transfuse.runtime import (CALIBRATION_ITEMS, OnnxRunner, Plan, export_onnx,
                                worst_cosine)
 from transfuse.runtime import check_key as runtime_check_key
 from transfuse.runtime import plan as runtime_plan
+from transfuse.runtime import validate as validate_engine
 from transfuse.taps import check_pooling, parse_layers
 
 log = logging.getLogger(__name__)
@@ -194,7 +196,7 @@ def extract_features(
     good_paths = [p for p, d in zip(paths, digests) if d not in failed_digests]
     engine = runtime_plan(spec, runtime, precision, device, lambda candidates: _calibrate(
         spec.name, weights, weights_id, taps, pooling, preprocess, long_text, device, store, good_paths, candidates))
-    job = _Job(spec.name, weights, weights_id, taps, pooling, preprocess, store, long_text, engine)
+    job = _Job(spec.name, weights, weights_id, taps, pooling, preprocess, store, long_text, engine, device=device)
     wanted = [d for d in dict.fromkeys(digests) if d not in failed_digests]
     if store is not None:
         for tap in taps:
@@ -258,10 +260,16 @@ class _Job:
     memory: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     forward_seconds: float = 0.0  # time from the first batch to the last one written
 
+    device: str = "cpu"
+
     def __post_init__(self) -> None:
+        engine = {}  # eager fp32 (and a frozen encoder's own way) keep the keys they had before engines existed
+        if (self.engine.runtime, self.engine.precision) not in (("torch", "fp32"), ("native", "fp32")):
+            engine = {"runtime": self.engine.runtime, "precision": self.engine.precision}
+            if self.engine.precision == "bf16":  # CPU and GPU bf16 kernels round differently
+                engine["device"] = "cuda" if self.device.startswith("cuda") else "cpu"
         self.keys = {tap: make_key(format=FORMAT, backbone=self.backbone, weights=self.weights_id,
-                                   preprocess=self.preprocess, tap=tap, pooling=self.pooling,
-                                   runtime=self.engine.runtime, precision=self.engine.precision)
+                                   preprocess=self.preprocess, tap=tap, pooling=self.pooling, **engine)
                      for tap in self.taps}
         self.memory = {tap: {} for tap in self.taps}
 
@@ -351,37 +359,65 @@ def _onnx_runner(path: str | None, taps: list[str]) -> OnnxRunner:
 
 def _calibrate(backbone: str, weights: str, weights_id: str, taps: list[str], pooling: str, preprocess: str,
                long_text: str, device: str, store: FeatureCache | None, paths: list[str],
-               candidates: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[float | None, str | None]]:
-    """Agreement with eager fp32 of each candidate engine on the first few items (remembered in
-    the cache folder, so it runs once per backbone, taps, pooling and kind of device)."""
+               candidates: list[tuple[str, str]]) -> dict[tuple[str, str], tuple]:
+    """Agreement with eager fp32 of each candidate engine on the first readable items, as
+    ``{candidate: (cosine or None, onnx file or None, error or None)}``; remembered in the cache
+    folder, so it runs once per backbone, taps, pooling, kind of device and library versions."""
     root = store.root if store is not None else None
-    key = runtime_check_key(backbone, weights_id, taps, pooling, preprocess, device)
-    record = load_checks(root).get(key, {})
+    key = runtime_check_key(backbone, weights_id, taps, pooling, f"{preprocess}|{FORMAT}", device)
+    record = dict(load_checks(root).get(key, {}))
     name = {c: f"{c[0]}-{c[1]}" for c in candidates}
-    todo = [c for c in candidates if name[c] not in record or (c[0] == "onnx" and not _loads(record[name[c]], taps))]
+    too_few = record.get("items", 0) < min(CALIBRATION_ITEMS, len(paths))
+    todo = [c for c in candidates if too_few or name[c] not in record or
+            (c[0] == "onnx" and record[name[c]].get("file") and not _loads(record[name[c]], taps))]
     if todo and paths:
         bb = _ready_backbone(backbone, weights, weights_id, device, taps, long_text)
-        sample = paths[:CALIBRATION_ITEMS]
-        inputs, _, ok = next(iter(bb.batches(sample, len(sample), 0, device)))
-        good = [j for j in range(len(ok)) if bool(ok[j])]
+        inputs, good = None, []
+        for inputs, _, ok in bb.batches(paths[:4 * CALIBRATION_ITEMS], CALIBRATION_ITEMS, 0, device):
+            good = [j for j in range(len(ok)) if bool(ok[j])]
+            if good:
+                break
         if good:
             reference = bb.embed(inputs, good, taps, pooling, device)
-            for rt, pr in todo:
-                if rt == "onnx":
-                    folder = (root or Path(tempfile.gettempdir()) / "transfuse-onnx") / "onnx"
-                    path = export_onnx(bb, taps, bb.network_inputs(inputs, good, "cpu"), folder / f"{key}.onnx")
-                    _RUNNERS.pop(path, None)
-                    out = bb.embed(inputs, good, taps, pooling, device, runner=_onnx_runner(path, taps))
-                    record[name[(rt, pr)]] = {"cosine": worst_cosine(reference, out), "file": path}
-                else:
-                    with autocast(device, pr):
-                        out = bb.embed(inputs, good, taps, pooling, device)
-                    record[name[(rt, pr)]] = {"cosine": worst_cosine(reference, out)}
+            for candidate in todo:
+                record[name[candidate]] = _measure(bb, candidate, inputs, good, reference, taps, pooling, device,
+                                                   root, key)
             record["items"] = len(good)
             save_check(root, key, record)
             log.info("runtime check for %s on %d items: %s", backbone, len(good), ", ".join(
-                f"{n} cos {v['cosine']:.5f}" for n, v in record.items() if isinstance(v, dict)))
-    return {c: (record[name[c]]["cosine"], record[name[c]].get("file")) for c in candidates if name[c] in record}
+                f"{n} cos {v['cosine']:.5f}" if v.get("cosine") is not None else f"{n} failed ({v.get('error')})"
+                for n, v in record.items() if isinstance(v, dict)))
+    return {c: (record[name[c]].get("cosine"), record[name[c]].get("file"), record[name[c]].get("error"))
+            for c in candidates if name[c] in record}
+
+
+def _measure(bb: Backbone, candidate: tuple[str, str], inputs, good: list[int], reference: dict, taps: list[str],
+             pooling: str, device: str, root: Path | None, key: str) -> dict:
+    """Run one candidate engine on the calibration batch; an ONNX graph is exported first and also
+    checked on a smaller batch (its batch axis must really be dynamic)."""
+    rt, pr = candidate
+    if rt != "onnx":
+        with autocast(device, pr):
+            return {"cosine": worst_cosine(reference, bb.embed(inputs, good, taps, pooling, device))}
+    folder = root / "onnx" if root is not None else Path(_scratch_dir())
+    try:
+        path = export_onnx(bb, taps, bb.network_inputs(inputs, good, "cpu"), folder / f"{key}.onnx")
+        _RUNNERS.pop(path, None)
+        runner = _onnx_runner(path, taps)
+        cos = worst_cosine(reference, bb.embed(inputs, good, taps, pooling, device, runner=runner))
+        half = good[: max(1, len(good) // 2)]
+        sub = bb.embed(inputs, half, taps, pooling, device, runner=runner)
+        cos = min(cos, worst_cosine({t: v[: len(half)] for t, v in reference.items()}, sub))
+    except Exception as exc:  # the exporter meets all sorts of models: auto falls back to torch
+        log.info("ONNX export of %s failed: %s", bb.name, exc)
+        return {"cosine": None, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return {"cosine": cos, "file": path}
+
+
+@functools.lru_cache(maxsize=1)
+def _scratch_dir() -> str:
+    """Where exported graphs go when there is no cache folder: private to this process."""
+    return tempfile.mkdtemp(prefix="transfuse-onnx-")
 
 
 def _loads(entry: dict, taps: list[str]) -> bool:
@@ -411,8 +447,10 @@ def _forward_batch(bb: Backbone, job: _Job, inputs, batch_digests: list[str], ok
         for tap in job.taps:
             vecs = pooled[tap].float().cpu().numpy().astype(np.float32)
             if not np.isfinite(vecs).all():
-                raise DataError(f"backbone {job.backbone} produced NaN/inf features at layer {tap}; "
-                                f"check the weights file")
+                hint = "check the weights file" if (job.engine.runtime, job.engine.precision) == ("torch", "fp32") else \
+                    "try --runtime torch --precision fp32, and check the weights file"
+                raise DataError(f"backbone {job.backbone} produced NaN/inf features at layer {tap} with "
+                                f"{job.engine.runtime} {job.engine.precision}; {hint}")
             pending[tap].append(vecs)
         pending_digests.extend(batch_digests[j] for j in good)
     return [d for j, d in enumerate(batch_digests) if not bool(ok[j])]
@@ -434,7 +472,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                  pooling: str | None = None, weights: str = "pretrained", batch_size: int | None = None,
                  num_workers: int | None = None, device: str | None = None,
                  cache: bool | str = True, on_error: str = "raise", long_text: str = "truncate",
-                 runtime: str = "auto", precision: str = "auto") -> None:
+                 runtime: str = "auto", precision: str = "auto", engines: dict[str, str] | None = None) -> None:
         self.backbone = backbone
         self.layers = layers
         self.pooling = pooling
@@ -447,19 +485,41 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.long_text = long_text
         self.runtime = runtime
         self.precision = precision
+        self.engines = engines
+
+    def _engine_for(self, name: str, device: str) -> tuple[str, str]:
+        """The engine of one backbone: pinned in ``engines`` (a saved model keeps the one it was
+        trained with) when it can run here (else ``auto``), or the ``runtime``/``precision`` request."""
+        pinned = (self.engines or {}).get(name)
+        if pinned:
+            rt, pr = pinned.split()
+            try:
+                validate_engine(get_spec(name), rt, pr, device)
+                return rt, pr
+            except DataError as exc:
+                log.warning("%s features were computed with %s when this model was trained, which cannot run "
+                            "here (%s); choosing another engine (its features agree to a cosine of 0.99 or more)",
+                            name, pinned, exc)
+                return "auto", "auto"
+        return self.runtime, self.precision
 
     def _extract(self, X) -> Features:
         """Features of every backbone in ``backbone`` (comma-separated), side by side; with several
         backbones each block is named ``<backbone>:<layer>``."""
         paths = [str(p) for p in np.asarray(X, dtype=object).ravel()]
         names = backbone_list(self.backbone)
+        device = self.device or default_device()
+        engines = {name: self._engine_for(name, device) for name in names}
+        for name in names:  # every backbone can run as asked, before the first one spends its time
+            validate_engine(get_spec(name), *engines[name], device)
         parts = [extract_features(paths, backbone=name, layers=layers_of(name, self.layers, names),
                                   pooling=self.pooling,
                                   weights=self.weights, cache=self.cache, batch_size=self.batch_size,
                                   num_workers=self.num_workers, device=self.device, on_error=self.on_error,
-                                  long_text=self.long_text, runtime=self.runtime, precision=self.precision)
+                                  long_text=self.long_text, runtime=engines[name][0], precision=engines[name][1])
                  for name in names]
-        self.engines_ = {name: part.engine.label() for name, part in zip(names, parts) if part.engine}
+        self.engines_ = {name: f"{part.engine.runtime} {part.engine.precision}" for name, part in zip(names, parts)}
+        self.engine_notes_ = {name: part.engine.label() for name, part in zip(names, parts)}
         if len(parts) == 1:
             return parts[0]
         slices, col = {}, 0

@@ -34,7 +34,7 @@ class Head(ClassifierMixin, BaseEstimator):
     def fit(self, X, y) -> "Head":
         """Standardise ``X`` and fit the classifier."""
         if sp.issparse(X) and not self.sparse_ok:
-            raise DataError(f"the {self.kind} head cannot read sparse (tfidf) features; use logreg, svm, ridge or mlp")
+            raise DataError(f"the {self.kind} head cannot read sparse (tfidf) features; use logreg, svm or ridge")
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], accept_sparse=self.sparse_ok)
         check_classification_targets(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)

@@ -35,7 +35,7 @@ STEPS: dict[str, type[Step]] = {**FUSIONS, **SELECTORS}
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: fusion/selection steps and fine-tuned models; 1: extractor + head only
+FORMAT_VERSION = 3  # 3: extraction engines, tfidf; 2: fusion/selection steps, fine-tuned models; 1: probes
 CONFIG = "config.json"
 WEIGHTS = "head.safetensors"
 METRICS = "metrics.json"
@@ -90,9 +90,11 @@ def save_model(model: Pipeline, out_dir: str | Path, metrics: dict | None = None
         if weights not in ("pretrained", "random"):
             weights = str(Path(weights).resolve())
         extractor_cfg = {k: params[k] for k in _EXTRACTOR_PARAMS} | {"weights": weights}
+        # the engines the features were computed with, kept for predict (not the "auto" request)
+        extractor_cfg["engines"] = dict(getattr(extractor, "engines_", None) or params.get("engines") or {}) or None
         weights_id = _weights_ids(params["backbone"], weights)
     config = {
-        "format_version": FORMAT_VERSION if steps or fitted_first else 1,  # older readers can load plain probes
+        "format_version": FORMAT_VERSION,
         "kind": "feature-probe",
         "extractor": extractor_cfg,
         "weights_id": weights_id,
@@ -162,7 +164,9 @@ def load_model(model_dir: str | Path, **extractor_overrides):
     (a :class:`~transfuse.finetune.train.FinetunedModel`, which ignores the overrides).
 
     ``extractor_overrides`` change run-time settings such as ``device``, ``num_workers``,
-    ``batch_size`` or ``cache`` (never what the features are).
+    ``batch_size`` or ``cache`` (never what the features are). Features are computed with the
+    engine the model was trained with when it can run here; ``runtime``/``precision`` pick
+    another (its features agree with fp32 to a cosine of at least 0.99).
 
     >>> model = load_model("models/fashion")  # doctest: +SKIP
     >>> model.predict(["shoe.png"])  # doctest: +SKIP
@@ -183,6 +187,8 @@ def load_model(model_dir: str | Path, **extractor_overrides):
         if fitted_first:  # nothing to override: no device, cache or batches
             extractor = TfidfFeatures(**{k: v for k, v in config["extractor"].items() if k != "backbone"})
         else:
+            if {"runtime", "precision"} & set(extractor_overrides):  # another engine asked for: unpin
+                extractor_overrides = {"engines": None, **extractor_overrides}
             extractor = FeatureExtractor(**{**_BEFORE_RUNTIMES, **config["extractor"], **extractor_overrides})
         classes, layers, slices = config["classes"], config["layers"], config["slices"]
         steps = [(st["name"], STEPS[st["kind"]](**st["params"])) for st in config.get("steps", [])]

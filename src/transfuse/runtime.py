@@ -6,9 +6,10 @@ turns it into a :class:`Plan` for one backbone, tap set and device. ``auto`` is 
 
 - bf16 autocast is used when the device computes bf16 natively (AVX512-BF16/AMX CPUs, recent
   GPUs) and every tap's features of the calibration items keep a cosine similarity of at least
-  0.99 with eager fp32 (measured fastest there: 2.4x for EfficientNet-Lite0, 1.6x for MiniLM);
+  0.99 with eager fp32 (the fastest engine measured there: about 2x for EfficientNet-Lite0,
+  1.6x for MiniLM and the sound-effects CNN on an AVX512-BF16 CPU);
 - otherwise fp32, on ONNX Runtime when the backbone prefers it on this device and the exported
-  graph agrees with eager fp32 to a cosine of at least 0.999 (Lite0 on CPU: 2x), else eager.
+  graph agrees with eager fp32 to a cosine of at least 0.999 (Lite0 on CPU: 1.2-1.3x), else eager.
 
 Explicit choices are honoured (an unsupported one is a clear error). The resolved runtime and
 precision are part of every cache key, so features from different paths never mix.
@@ -16,6 +17,7 @@ precision are part of every cache key, so features from different paths never mi
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -73,10 +75,12 @@ def capabilities(spec) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return ("torch",), ("fp32", "bf16")
 
 
+@functools.lru_cache(maxsize=8)
 def native_bf16(device: str) -> bool:
-    """True when ``device`` computes bf16 in hardware (not emulated, which would be slower than fp32)."""
+    """True when ``device`` computes bf16 in hardware (not emulated, which would be slower than fp32):
+    CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX."""
     if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(torch.device(device))[0] >= 8
     if device.startswith("cpu"):
         cpu = getattr(torch, "cpu", None)
         probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -84,6 +88,7 @@ def native_bf16(device: str) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=1)
 def onnx_available() -> bool:
     try:
         import onnx  # noqa: F401  (the exporter needs it)
@@ -95,14 +100,12 @@ def onnx_available() -> bool:
 
 def prefers_onnx(modality: str, device: str) -> bool:
     """Measured on a 2-core AVX512 CPU in fp32 (benchmarks/extract_speed.py): ONNX Runtime runs
-    EfficientNet-Lite0 about 2x faster than eager torch, but MiniLM no faster; on GPUs torch."""
+    EfficientNet-Lite0 1.2-1.3x faster than eager torch, MiniLM no faster; on GPUs torch."""
     return modality == "image" and device.startswith("cpu")
 
 
-def plan(spec, runtime: str, precision: str, device: str, calibrate) -> Plan:
-    """Resolve the request for one backbone. ``calibrate(candidates)`` measures, on real items,
-    the agreement of each candidate ``(runtime, precision)`` with eager fp32 (returning
-    ``{candidate: (cosine, onnx_file)}``); it is only called when a choice depends on it."""
+def validate(spec, runtime: str, precision: str, device: str) -> None:
+    """Raise a clear error when this backbone cannot run as requested on ``device`` (before any work)."""
     check_request(runtime, precision)
     runtimes, precisions = capabilities(spec)
     if runtime not in ("auto", *runtimes):
@@ -112,14 +115,29 @@ def plan(spec, runtime: str, precision: str, device: str, calibrate) -> Plan:
         raise DataError(f"backbone {spec.name} cannot run in {precision}; it runs in {', '.join(precisions)} "
                         f"(use --precision auto)")
     if runtimes == ("native",):
-        return Plan("native", "fp32")
+        return
     if runtime == "onnx" and precision == "bf16":
         raise DataError("ONNX Runtime runs the exported graph in fp32 here; use --runtime torch for bf16")
     if runtime == "onnx" and not device.startswith("cpu"):
-        raise DataError("ONNX Runtime runs on the CPU here (the onnxruntime package); use --runtime torch on "
-                        f"{device}")
+        raise DataError(f"ONNX Runtime runs on the CPU here (the onnxruntime package); use --runtime torch on "
+                        f"{device}, or --device cpu")
     if runtime == "onnx" and not onnx_available():
         raise DataError("--runtime onnx needs onnx and onnxruntime: pip install 'transfuse[onnx]'")
+    if precision == "bf16" and not device.startswith(("cpu", "cuda")):
+        raise DataError(f"bf16 autocast runs on cpu and cuda devices; use --precision fp32 on {device}")
+
+
+def plan(spec, runtime: str, precision: str, device: str, calibrate) -> Plan:
+    """Resolve the request for one backbone. ``calibrate(candidates)`` measures, on real items,
+    the agreement of each candidate ``(runtime, precision)`` with eager fp32 (returning
+    ``{candidate: (cosine, onnx_file)}``, cosine None when the candidate failed to run); it is
+    only called when a choice depends on it."""
+    validate(spec, runtime, precision, device)
+    runtimes, _ = capabilities(spec)
+    if runtimes == ("native",):
+        return Plan("native", "fp32")
+    if precision == "auto" and not device.startswith(("cpu", "cuda")):
+        precision = "fp32"
 
     candidates = []
     if precision in ("auto", "bf16") and runtime in ("auto", "torch") and \
@@ -131,12 +149,16 @@ def plan(spec, runtime: str, precision: str, device: str, calibrate) -> Plan:
     measured = calibrate(candidates) if candidates else {}
 
     def chosen(rt: str, pr: str) -> Plan:
-        cos, onnx_file = measured.get((rt, pr), (None, None))
+        cos, onnx_file = measured.get((rt, pr), (None, None))[:2]
         return Plan(rt, pr, cos, onnx_file)
 
     if precision == "bf16" or runtime == "onnx":  # explicit: honoured, with a warning when it disagrees
         rt, pr = ("onnx", "fp32") if runtime == "onnx" else ("torch", "bf16")
         result = chosen(rt, pr)
+        if rt == "onnx" and result.onnx_file is None:
+            raise DataError(f"{spec.name} could not be exported to ONNX or run there "
+                            f"({measured.get((rt, pr), (None, None, 'no item could be read'))[-1]}); "
+                            f"use --runtime torch")
         floor = ONNX_MIN_COSINE if rt == "onnx" else BF16_MIN_COSINE
         if result.cosine is not None and result.cosine < floor:
             log.warning("%s %s features agree with eager fp32 only to cosine %.4f (< %s); consider --precision "
@@ -153,12 +175,33 @@ def plan(spec, runtime: str, precision: str, device: str, calibrate) -> Plan:
 
 # --- remembered calibrations -----------------------------------------------------------------------
 
+def device_kind(device: str) -> str:
+    """What decides how a device computes: the GPU model, or the CPU's bf16/AMX support."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    cpu = getattr(torch, "cpu", None)
+    flags = [name for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+             if bool(getattr(cpu, name, lambda: False)())]
+    return "cpu:" + ",".join(f[4:-10] for f in flags)
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for pkg in ("torch", "timm", "transformers", "onnx", "onnxruntime"):
+        try:
+            found.append(f"{pkg}={version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    return ",".join(found)
+
+
 def check_key(backbone: str, weights_id: str, taps: list[str], pooling: str, preprocess: str, device: str) -> str:
-    """Identity of one calibration: the same backbone, taps and pooling on the same kind of device."""
-    kind = torch.cuda.get_device_name(device) if device.startswith("cuda") and torch.cuda.is_available() else \
-        f"cpu-bf16={native_bf16('cpu')}"
+    """Identity of one calibration: the same backbone, taps and pooling on the same kind of device,
+    with the same library versions (an upgrade may change a network or its exported graph)."""
     return make_key(backbone=backbone, weights=weights_id, taps=",".join(sorted(taps)), pooling=pooling,
-                    preprocess=preprocess, device=kind, torch=torch.__version__)
+                    preprocess=preprocess, device=device_kind(device), versions=_versions())
 
 
 _UNSAVED: dict[str, dict] = {}  # checks made without a cache folder, for the rest of the process
@@ -175,13 +218,19 @@ def load_checks(root: Path | None) -> dict:
 
 
 def save_check(root: Path | None, key: str, record: dict) -> None:
+    """Add one calibration to ``runtime_checks.json`` (read, merge and replace under a lock, so
+    processes calibrating at once keep each other's records)."""
     if root is None:
         _UNSAVED[key] = record
         return
-    checks = load_checks(root)
-    checks[key] = record
+    import fcntl
+
     try:
-        atomic_write_text(root / CHECKS_FILE, json.dumps(checks, indent=1) + "\n")
+        with open(root / f"{CHECKS_FILE}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            checks = load_checks(root)
+            checks[key] = record
+            atomic_write_text(root / CHECKS_FILE, json.dumps(checks, indent=1) + "\n")
     except OSError as exc:  # a read-only cache still extracts; it calibrates again next time
         log.debug("cannot remember the runtime check: %s", exc)
 
@@ -191,6 +240,8 @@ def worst_cosine(ref: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -
     worst = 1.0
     for tap, a in ref.items():
         a, b = a.double(), other[tap].double()
+        if not torch.isfinite(b).all():
+            return -1.0  # NaN or inf: no agreement at all (min() would skip a NaN)
         cos = torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)
         both_zero = (a.norm(dim=1) == 0) & (b.norm(dim=1) == 0)
         worst = min(worst, float(torch.where(both_zero, torch.ones_like(cos), cos).min()))
@@ -199,16 +250,21 @@ def worst_cosine(ref: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -
 
 # --- ONNX export and execution ---------------------------------------------------------------------
 
+def onnx_session(path: str):
+    """An ONNX Runtime CPU session using as many threads as torch does, quiet unless it fails."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRunner:
     """Runs an exported tap network: input tensors in, a dict of raw tap outputs (torch) out."""
 
-    def __init__(self, model: str | bytes, taps: list[str]) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    def __init__(self, model: str, taps: list[str]) -> None:
+        self.session = onnx_session(model)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.taps = taps
 

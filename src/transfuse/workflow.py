@@ -101,7 +101,7 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
 
     check_request(runtime, precision)
     fitted_first = _fitted_featurizer(backbone, layers=layers, pooling=pooling, weights=weights, auto=auto,
-                                      recipe=recipe)
+                                      recipe=recipe, runtime=runtime, precision=precision)
     found = None
     if fitted_first is not None:  # tfidf: learned from the training split inside the pipeline, no cache
         X, skipped = np.asarray(source.items, dtype=object), []
@@ -131,7 +131,7 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
                         "test_size": test_size if source.splits is None else "manifest"}
     metrics["recipe"] = recipe.to_dict()
     if fitted_first is None:
-        metrics["extraction"] = dict(extractor.engines_)  # e.g. {"efficientnet_lite0": "torch bf16; cosine ..."}
+        metrics["extraction"] = dict(extractor.engine_notes_)  # {"efficientnet_lite0": "torch bf16; cosine >= ..."}
     if fitted_first is not None:
         model = fitted
     else:
@@ -152,7 +152,8 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
                      skipped=skipped, search=found)
 
 
-def _fitted_featurizer(backbone: str, *, layers, pooling, weights: str, auto: bool, recipe: Recipe):
+def _fitted_featurizer(backbone: str, *, layers, pooling, weights: str, auto: bool, recipe: Recipe,
+                       runtime: str = "auto", precision: str = "auto"):
     """A fresh first pipeline step for a backbone learned from the training split (``tfidf``), or
     None for a network; options that only make sense for networks are rejected clearly."""
     from transfuse.backbones import get_spec
@@ -166,12 +167,14 @@ def _fitted_featurizer(backbone: str, *, layers, pooling, weights: str, auto: bo
         raise DataError(f"{name} is fitted on the training texts and cannot be fused with other backbones; "
                         f"fit it on its own with --backbone {name}")
     given = [flag for flag, value in (("--layers", layers), ("--pooling", pooling), ("--fusion", recipe.fusion),
-                                      ("--select", recipe.select), ("--auto", auto or None))
+                                      ("--select", recipe.select), ("--auto", auto or None),
+                                      ("--runtime", None if runtime == "auto" else runtime),
+                                      ("--precision", None if precision == "auto" else precision))
              if value is not None]
     if weights != "pretrained":
         given.append("--weights")
     if given:
-        raise DataError(f"{name} has no layers, pooling or weights to choose: drop {', '.join(given)} "
+        raise DataError(f"{name} has no layers, pooling, weights or engine to choose: drop {', '.join(given)} "
                         f"(set the head's C with --head-param C=...)")
     from transfuse.backbones.tfidf import TfidfFeatures
 

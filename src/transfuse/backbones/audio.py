@@ -114,11 +114,9 @@ class OnnxSpeechEmbedding(nn.Module):
 
     def __init__(self, path: str) -> None:
         super().__init__()
-        import onnxruntime as ort
+        from transfuse.runtime import onnx_session
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path)
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> dict:
         frames = self.session.run(None, {"samples:0": waves.float().cpu().numpy()})[0][:, :, 0, :]
