@@ -111,7 +111,8 @@ def runtime_data(backbone: str, n: int) -> tuple[list[str], np.ndarray]:
 def pure_model(backbone: str, items: list[str], taps: list[str], engines: list[tuple[str, str]],
                rounds: int = 3, max_batches: int = 40) -> dict:
     """Items per second of the forward pass alone (inputs decoded beforehand, in memory), per engine."""
-    from transfuse.extract import _calibrate, _onnx_runner, autocast, get_backbone
+    from transfuse.extract import _calibrate, get_backbone
+    from transfuse.runtime import autocast, onnx_runner
 
     spec = get_spec(backbone)
     bb = get_backbone(backbone, "pretrained", spec.weights_id, "cpu")
@@ -127,7 +128,7 @@ def pure_model(backbone: str, items: list[str], taps: list[str], engines: list[t
         if rt == "onnx":
             found = _calibrate(backbone, "pretrained", spec.weights_id, taps, pooling, spec.input_spec.identity(),
                                "truncate", "cpu", None, items, [("onnx", "fp32")])
-            runners[(rt, pr)] = {"runner": _onnx_runner(found[("onnx", "fp32")][1], taps)}
+            runners[(rt, pr)] = {"runner": onnx_runner(found[("onnx", "fp32")][1], taps)}
         elif rt != "auto":
             runners[(rt, pr)] = {}
     speeds: dict[str, list[float]] = {}

@@ -11,7 +11,7 @@ import torch
 from conftest import EXAMPLES
 from transfuse.backbones import get_spec
 from transfuse.data.images import decode_image
-from transfuse import extract
+from transfuse import runtime
 from transfuse.errors import DataError
 from transfuse.extract import FeatureExtractor, extract_features
 from transfuse.pipeline import load_model, read_config
@@ -89,7 +89,7 @@ def test_onnx_agrees_with_eager_and_is_exported_once(cache_dir):
     again = extract_features(files + paths(20)[-2:], layers=TAPS, cache=cache_dir, runtime="onnx", progress=False)
     assert again.n_extracted > 0 and again.engine.onnx_file == str(exported[0])
     assert exported[0].stat().st_mtime_ns == stamp  # remembered, not exported again
-    extract._RUNNERS.clear()  # as in a new process
+    runtime._RUNNERS.clear()  # as in a new process
     exported[0].write_bytes(b"not a graph")  # a broken export is exported again, not an error
     more = list(dict.fromkeys(files + paths(24)))
     fresh = extract_features(more, layers=TAPS, cache=cache_dir, runtime="onnx", progress=False)

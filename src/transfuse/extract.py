@@ -6,17 +6,13 @@ transformer (paths in, 2-D float32 features out) so it composes with heads in a 
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import tempfile
 import time
 from collections import OrderedDict
-from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from tqdm.auto import tqdm
 
@@ -25,8 +21,8 @@ from transfuse.cache import FeatureCache, make_key
 from transfuse.config import default_device
 from transfuse.data.fingerprint import item_digest
 from transfuse.errors import CorruptInputError, DataError
-from transfuse.runtime import (CALIBRATION_ITEMS, OnnxRunner, Plan, export_onnx, load_checks, save_check,
-                               worst_cosine)
+from transfuse.runtime import (CALIBRATION_ITEMS, Plan, autocast, graph_opens, load_checks, measure_engine,
+                               onnx_runner, save_check)
 from transfuse.runtime import check_key as runtime_check_key
 from transfuse.runtime import plan as runtime_plan
 from transfuse.runtime import validate as validate_engine
@@ -302,7 +298,7 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
                     num_workers: int | None, device: str, progress: bool | None) -> set[str]:
     """Extract ``paths`` batch by batch, flushing to the cache every FLUSH_ROWS; return failed digests."""
     bb = _ready_backbone(job.backbone, job.weights, job.weights_id, device, job.taps, job.long_text)
-    runner = _onnx_runner(job.engine.onnx_file, job.taps) if job.engine.runtime == "onnx" else None
+    runner = onnx_runner(job.engine.onnx_file, job.taps) if job.engine.runtime == "onnx" else None
     batches = bb.batches(paths, batch_size or bb.default_batch_size(device), num_workers, device)
     failed: set[str] = set()
     pending: dict[str, list[np.ndarray]] = {tap: [] for tap in job.taps}
@@ -342,21 +338,6 @@ def _ready_backbone(name: str, weights: str, weights_id: str, device: str, taps:
     return bb
 
 
-_RUNNERS: OrderedDict[str, OnnxRunner] = OrderedDict()  # exported graphs in use, by calibration key
-
-
-def _onnx_runner(path: str | None, taps: list[str]) -> OnnxRunner:
-    """A session on an exported graph (kept for reuse: building one costs about a second)."""
-    if path not in _RUNNERS:
-        if not path or not os.path.isfile(path):
-            raise DataError(f"the exported ONNX graph is missing ({path or 'not exported'}); run again (it is "
-                            f"exported anew), or use --runtime torch")
-        _RUNNERS[path] = OnnxRunner(path, taps)
-        while len(_RUNNERS) > 2:
-            _RUNNERS.popitem(last=False)
-    return _RUNNERS[path]
-
-
 def _calibrate(backbone: str, weights: str, weights_id: str, taps: list[str], pooling: str, preprocess: str,
                long_text: str, device: str, store: FeatureCache | None, paths: list[str],
                candidates: list[tuple[str, str]]) -> dict[tuple[str, str], tuple]:
@@ -369,7 +350,7 @@ def _calibrate(backbone: str, weights: str, weights_id: str, taps: list[str], po
     name = {c: f"{c[0]}-{c[1]}" for c in candidates}
     too_few = record.get("items", 0) < min(CALIBRATION_ITEMS, len(paths))
     todo = [c for c in candidates if too_few or name[c] not in record or
-            (c[0] == "onnx" and record[name[c]].get("file") and not _loads(record[name[c]], taps))]
+            (c[0] == "onnx" and record[name[c]].get("file") and not graph_opens(record[name[c]], taps))]
     if todo and paths:
         bb = _ready_backbone(backbone, weights, weights_id, device, taps, long_text)
         inputs, good = None, []
@@ -380,7 +361,7 @@ def _calibrate(backbone: str, weights: str, weights_id: str, taps: list[str], po
         if good:
             reference = bb.embed(inputs, good, taps, pooling, device)
             for candidate in todo:
-                record[name[candidate]] = _measure(bb, candidate, inputs, good, reference, taps, pooling, device,
+                record[name[candidate]] = measure_engine(bb, candidate, inputs, good, reference, taps, pooling, device,
                                                    root, key)
             record["items"] = len(good)
             save_check(root, key, record)
@@ -389,51 +370,6 @@ def _calibrate(backbone: str, weights: str, weights_id: str, taps: list[str], po
                 for n, v in record.items() if isinstance(v, dict)))
     return {c: (record[name[c]].get("cosine"), record[name[c]].get("file"), record[name[c]].get("error"))
             for c in candidates if name[c] in record}
-
-
-def _measure(bb: Backbone, candidate: tuple[str, str], inputs, good: list[int], reference: dict, taps: list[str],
-             pooling: str, device: str, root: Path | None, key: str) -> dict:
-    """Run one candidate engine on the calibration batch; an ONNX graph is exported first and also
-    checked on a smaller batch (its batch axis must really be dynamic)."""
-    rt, pr = candidate
-    if rt != "onnx":
-        with autocast(device, pr):
-            return {"cosine": worst_cosine(reference, bb.embed(inputs, good, taps, pooling, device))}
-    folder = root / "onnx" if root is not None else Path(_scratch_dir())
-    try:
-        path = export_onnx(bb, taps, bb.network_inputs(inputs, good, "cpu"), folder / f"{key}.onnx")
-        _RUNNERS.pop(path, None)
-        runner = _onnx_runner(path, taps)
-        cos = worst_cosine(reference, bb.embed(inputs, good, taps, pooling, device, runner=runner))
-        half = good[: max(1, len(good) // 2)]
-        sub = bb.embed(inputs, half, taps, pooling, device, runner=runner)
-        cos = min(cos, worst_cosine({t: v[: len(half)] for t, v in reference.items()}, sub))
-    except Exception as exc:  # the exporter meets all sorts of models: auto falls back to torch
-        log.info("ONNX export of %s failed: %s", bb.name, exc)
-        return {"cosine": None, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-    return {"cosine": cos, "file": path}
-
-
-@functools.lru_cache(maxsize=1)
-def _scratch_dir() -> str:
-    """Where exported graphs go when there is no cache folder: private to this process."""
-    return tempfile.mkdtemp(prefix="transfuse-onnx-")
-
-
-def _loads(entry: dict, taps: list[str]) -> bool:
-    """Whether a remembered exported graph is still there and opens (else it is exported again)."""
-    try:
-        _onnx_runner(entry.get("file"), taps)
-        return True
-    except Exception as exc:  # missing, truncated or from an incompatible exporter
-        log.info("exporting again: %s", exc)
-        return False
-
-
-def autocast(device: str, precision: str):
-    """bf16 autocast on ``device`` when ``precision`` says so (a no-op context otherwise)."""
-    kind = "cuda" if device.startswith("cuda") else "cpu"
-    return torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _forward_batch(bb: Backbone, job: _Job, inputs, batch_digests: list[str], ok, device: str,

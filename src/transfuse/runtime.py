@@ -21,7 +21,9 @@ import functools
 import json
 import logging
 import os
+import tempfile
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -292,3 +294,66 @@ def export_onnx(backbone, taps: list[str], sample: tuple[torch.Tensor, ...], pat
     finally:
         partial.unlink(missing_ok=True)
     return str(path)
+
+
+# --- running candidates --------------------------------------------------------------------------
+
+def autocast(device: str, precision: str):
+    """bf16 autocast on ``device`` when ``precision`` says so (a no-op context otherwise)."""
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+_RUNNERS: OrderedDict[str, OnnxRunner] = OrderedDict()  # sessions on exported graphs, by file
+
+
+def onnx_runner(path: str | None, taps: list[str]) -> OnnxRunner:
+    """A session on an exported graph (kept for reuse: building one costs about a second)."""
+    if path not in _RUNNERS:
+        if not path or not os.path.isfile(path):
+            raise DataError(f"the exported ONNX graph is missing ({path or 'not exported'}); run again (it is "
+                            f"exported anew), or use --runtime torch")
+        _RUNNERS[path] = OnnxRunner(path, taps)
+        while len(_RUNNERS) > 2:
+            _RUNNERS.popitem(last=False)
+    return _RUNNERS[path]
+
+
+def graph_opens(entry: dict, taps: list[str]) -> bool:
+    """Whether a remembered exported graph is still there and opens (else it is exported again)."""
+    try:
+        onnx_runner(entry.get("file"), taps)
+        return True
+    except Exception as exc:  # missing, truncated or from an incompatible exporter
+        log.info("exporting again: %s", exc)
+        return False
+
+
+def measure_engine(bb, candidate: tuple[str, str], inputs, good: list[int], reference: dict, taps: list[str],
+                   pooling: str, device: str, root: Path | None, key: str) -> dict:
+    """Run one candidate engine on the calibration batch and compare with ``reference`` (eager
+    fp32). An ONNX graph is exported first and also checked on a smaller batch (its batch axis
+    must really be dynamic); a failed export is recorded, not raised."""
+    rt, pr = candidate
+    if rt != "onnx":
+        with autocast(device, pr):
+            return {"cosine": worst_cosine(reference, bb.embed(inputs, good, taps, pooling, device))}
+    folder = root / "onnx" if root is not None else Path(_scratch_dir())
+    try:
+        path = export_onnx(bb, taps, bb.network_inputs(inputs, good, "cpu"), folder / f"{key}.onnx")
+        _RUNNERS.pop(path, None)
+        runner = onnx_runner(path, taps)
+        cos = worst_cosine(reference, bb.embed(inputs, good, taps, pooling, device, runner=runner))
+        half = good[: max(1, len(good) // 2)]
+        sub = bb.embed(inputs, half, taps, pooling, device, runner=runner)
+        cos = min(cos, worst_cosine({t: v[: len(half)] for t, v in reference.items()}, sub))
+    except Exception as exc:  # the exporter meets all sorts of models: auto falls back to torch
+        log.info("ONNX export of %s failed: %s", bb.name, exc)
+        return {"cosine": None, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return {"cosine": cos, "file": path}
+
+
+@functools.lru_cache(maxsize=1)
+def _scratch_dir() -> str:
+    """Where exported graphs go when there is no cache folder: private to this process."""
+    return tempfile.mkdtemp(prefix="transfuse-onnx-")
