@@ -35,7 +35,7 @@ def engine(p) -> tuple[str, str]:
 
 
 def measured(**found):
-    return lambda candidates: {c: found[f"{c[0]}_{c[1]}"] for c in candidates if f"{c[0]}_{c[1]}" in found}
+    return lambda candidates: {c: (*found[f"{c[0]}_{c[1]}"], None) for c in candidates if f"{c[0]}_{c[1]}" in found}
 
 
 def test_plan_auto_prefers_bf16_that_agrees_then_onnx_then_eager(monkeypatch):

@@ -132,8 +132,8 @@ def validate(spec, runtime: str, precision: str, device: str) -> None:
 def plan(spec, runtime: str, precision: str, device: str, calibrate) -> Plan:
     """Resolve the request for one backbone. ``calibrate(candidates)`` measures, on real items,
     the agreement of each candidate ``(runtime, precision)`` with eager fp32 (returning
-    ``{candidate: (cosine, onnx_file)}``, cosine None when the candidate failed to run); it is
-    only called when a choice depends on it."""
+    ``{candidate: (cosine, onnx_file, error)}``, cosine None when the candidate failed to run);
+    it is only called when a choice depends on it."""
     validate(spec, runtime, precision, device)
     runtimes, _ = capabilities(spec)
     if runtimes == ("native",):
@@ -141,37 +141,25 @@ def plan(spec, runtime: str, precision: str, device: str, calibrate) -> Plan:
     if precision == "auto" and not device.startswith(("cpu", "cuda")):
         precision = "fp32"
 
-    candidates = []
-    if precision in ("auto", "bf16") and runtime in ("auto", "torch") and \
-            (precision == "bf16" or native_bf16(device)):
-        candidates.append(("torch", "bf16"))
-    if runtime == "onnx" or (runtime == "auto" and precision != "bf16" and "onnx" in runtimes
-                             and prefers_onnx(spec.modality, device) and onnx_available()):
-        candidates.append(("onnx", "fp32"))
-    measured = calibrate(candidates) if candidates else {}
-
-    def chosen(rt: str, pr: str) -> Plan:
-        cos, onnx_file = measured.get((rt, pr), (None, None))[:2]
-        return Plan(rt, pr, cos, onnx_file)
-
     if precision == "bf16" or runtime == "onnx":  # explicit: honoured, with a warning when it disagrees
         rt, pr = ("onnx", "fp32") if runtime == "onnx" else ("torch", "bf16")
-        result = chosen(rt, pr)
-        if rt == "onnx" and result.onnx_file is None:
-            raise DataError(f"{spec.name} could not be exported to ONNX or run there "
-                            f"({measured.get((rt, pr), (None, None, 'no item could be read'))[-1]}); "
-                            f"use --runtime torch")
+        cos, onnx_file, error = calibrate([(rt, pr)]).get((rt, pr), (None, None, "no item could be read"))
+        if rt == "onnx" and onnx_file is None:
+            raise DataError(f"{spec.name} could not be exported to ONNX or run there ({error}); use --runtime torch")
         floor = ONNX_MIN_COSINE if rt == "onnx" else BF16_MIN_COSINE
-        if result.cosine is not None and result.cosine < floor:
+        if cos is not None and cos < floor:
             log.warning("%s %s features agree with eager fp32 only to cosine %.4f (< %s); consider --precision "
-                        "fp32 --runtime torch", rt, pr, result.cosine, floor)
-        return result
-    bf16 = measured.get(("torch", "bf16"))
-    if precision == "auto" and bf16 and bf16[0] is not None and bf16[0] >= BF16_MIN_COSINE:
-        return chosen("torch", "bf16")
-    onnx = measured.get(("onnx", "fp32"))
-    if onnx and onnx[0] is not None and onnx[0] >= ONNX_MIN_COSINE:
-        return chosen("onnx", "fp32")
+                        "fp32 --runtime torch", rt, pr, cos, floor)
+        return Plan(rt, pr, cos, onnx_file)
+    # auto, cheapest check first: an ONNX export is only tried when bf16 is not taken
+    if precision == "auto" and runtime in ("auto", "torch") and native_bf16(device):
+        cos = calibrate([("torch", "bf16")]).get(("torch", "bf16"), (None,))[0]
+        if cos is not None and cos >= BF16_MIN_COSINE:
+            return Plan("torch", "bf16", cos)
+    if runtime == "auto" and "onnx" in runtimes and prefers_onnx(spec.modality, device) and onnx_available():
+        cos, onnx_file, _ = calibrate([("onnx", "fp32")]).get(("onnx", "fp32"), (None, None, None))
+        if cos is not None and cos >= ONNX_MIN_COSINE:
+            return Plan("onnx", "fp32", cos, onnx_file)
     return Plan("torch", "fp32", 1.0)
 
 
