@@ -55,7 +55,7 @@ class Plan:
 
     def label(self, speed: str = "") -> str:
         """``torch bf16 at 120/s; cosine >= 0.9969 to eager fp32`` (the parts that are known)."""
-        agree = f"; cosine >= {self.cosine:.4f} to eager fp32" if self.cosine is not None and self.cosine < 1.0 else ""
+        agree = f"; cosine >= {self.cosine:.5f} to eager fp32" if self.cosine is not None and self.cosine < 1.0 else ""
         return f"{self.runtime} {self.precision}{speed}{agree}"
 
 
