@@ -252,11 +252,10 @@ class _Job:
     store: FeatureCache | None
     long_text: str = "truncate"
     engine: Plan = field(default_factory=lambda: Plan("torch", "fp32"))
+    device: str = "cpu"
     needed: dict[str, set[str]] = field(default_factory=dict)
     memory: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     forward_seconds: float = 0.0  # time from the first batch to the last one written
-
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
         engine = {}  # eager fp32 (and a frozen encoder's own way) keep the keys they had before engines existed
@@ -379,7 +378,7 @@ def _forward_batch(bb: Backbone, job: _Job, inputs, batch_digests: list[str], ok
     good = [j for j in range(len(batch_digests)) if bool(ok[j])]
     if good:
         with autocast(device, job.engine.precision):
-            pooled = bb.embed(inputs, good, job.taps, job.pooling, device, **({"runner": runner} if runner else {}))
+            pooled = bb.embed(inputs, good, job.taps, job.pooling, device, runner=runner)
         for tap in job.taps:
             vecs = pooled[tap].float().cpu().numpy().astype(np.float32)
             if not np.isfinite(vecs).all():

@@ -91,7 +91,7 @@ def save_model(model: Pipeline, out_dir: str | Path, metrics: dict | None = None
             weights = str(Path(weights).resolve())
         extractor_cfg = {k: params[k] for k in _EXTRACTOR_PARAMS} | {"weights": weights}
         # the engines the features were computed with, kept for predict (not the "auto" request)
-        extractor_cfg["engines"] = dict(getattr(extractor, "engines_", None) or params.get("engines") or {}) or None
+        extractor_cfg["engines"] = getattr(extractor, "engines_", None) or params["engines"]
         weights_id = _weights_ids(params["backbone"], weights)
     config = {
         "format_version": FORMAT_VERSION,

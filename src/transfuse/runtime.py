@@ -84,10 +84,16 @@ def native_bf16(device: str) -> bool:
     if device.startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.get_device_capability(torch.device(device))[0] >= 8
     if device.startswith("cpu"):
-        cpu = getattr(torch, "cpu", None)
-        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(bool(getattr(cpu, name, lambda: False)()) for name in probes)
+        return bool(_cpu_bf16_features())
     return False
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_bf16_features() -> tuple[str, ...]:
+    """The CPU's native bf16 instruction sets that torch reports (``avx512_bf16``, ``amx_tile``)."""
+    cpu = getattr(torch, "cpu", None)
+    return tuple(name for name in ("avx512_bf16", "amx_tile")
+                 if bool(getattr(cpu, f"_is_{name}_supported", lambda: False)()))
 
 
 @functools.lru_cache(maxsize=1)
@@ -165,16 +171,15 @@ def plan(spec, runtime: str, precision: str, device: str, calibrate) -> Plan:
 
 # --- remembered calibrations -----------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=8)
 def device_kind(device: str) -> str:
     """What decides how a device computes: the GPU model, or the CPU's bf16/AMX support."""
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    cpu = getattr(torch, "cpu", None)
-    flags = [name for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-             if bool(getattr(cpu, name, lambda: False)())]
-    return "cpu:" + ",".join(f[4:-10] for f in flags)
+    return "cpu:" + ",".join(_cpu_bf16_features())
 
 
+@functools.lru_cache(maxsize=1)
 def _versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -130,11 +130,10 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
     metrics["split"] = {"train": len(train), "test": len(test), "seed": seed,
                         "test_size": test_size if source.splits is None else "manifest"}
     metrics["recipe"] = recipe.to_dict()
-    if fitted_first is None:
-        metrics["extraction"] = dict(extractor.engine_notes_)  # {"efficientnet_lite0": "torch bf16; cosine >= ..."}
     if fitted_first is not None:
         model = fitted
     else:
+        metrics["extraction"] = dict(extractor.engine_notes_)  # {"efficientnet_lite0": "torch bf16; cosine >= ..."}
         extractor.set_params(on_error="raise")
         model = make_model(extractor, head_est, fitted.steps[:-1])
     saved = None

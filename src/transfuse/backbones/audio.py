@@ -79,7 +79,8 @@ class AudioBackbone(Backbone):
                               collate_fn=partial(pad_batch, min_samples=self.input_spec.min_samples))
 
     @torch.inference_mode()
-    def embed(self, inputs, good: list[int], taps: list[str], pooling: str, device: str) -> dict[str, torch.Tensor]:
+    def embed(self, inputs, good: list[int], taps: list[str], pooling: str, device: str,
+              runner=None) -> dict[str, torch.Tensor]:
         """Frames of every tap pooled over time: ``meanstd`` (mean and standard deviation, the
         default), ``avg`` or ``max``, counting only frames that cover real audio."""
         check_pooling(pooling, "audio")

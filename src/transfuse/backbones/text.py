@@ -287,7 +287,8 @@ class SentenceEncoderBackbone(Backbone):
             chunk = list(items[start:start + batch_size])
             yield chunk, torch.arange(start, start + len(chunk)), torch.ones(len(chunk), dtype=torch.bool)
 
-    def embed(self, inputs, good: list[int], taps: list[str], pooling: str, device: str) -> dict[str, torch.Tensor]:
+    def embed(self, inputs, good: list[int], taps: list[str], pooling: str, device: str,
+              runner=None) -> dict[str, torch.Tensor]:
         if pooling != "avg":
             raise DataError(f"{self.name} returns one vector per text; --pooling {pooling} does not apply "
                             f"(leave the default)")
