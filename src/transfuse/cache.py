@@ -310,8 +310,9 @@ class FeatureCache:
                     folder.rmdir()
             except OSError:
                 continue
-        if everything:  # exported ONNX graphs and remembered engine checks go with everything else
-            for path in [*(self.root / "onnx").glob("*.onnx"), self.root / "runtime_checks.json"]:
+        if everything:  # exported ONNX graphs, compiled packages and engine checks go with everything else
+            for path in [*(self.root / "onnx").glob("*.onnx"), *(self.root / "compiled").glob("*.pt2"),
+                         self.root / "runtime_checks.json"]:
                 try:
                     removed["bytes"] += path.stat().st_size
                     path.unlink()

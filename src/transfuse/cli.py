@@ -50,9 +50,9 @@ Weights = Annotated[str, typer.Option("--weights", help="pretrained | random | P
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Leave out unreadable files and empty class folders (with a warning) instead of stopping.")]
 Device = Annotated[Optional[str], typer.Option("--device", help="torch device (default: cuda if available, else cpu).")]
-Runtime = Annotated[str, typer.Option("--runtime", help="Engine for feature extraction: auto (fastest that agrees with eager fp32), torch, onnx.")]
+Runtime = Annotated[str, typer.Option("--runtime", help="Engine for feature extraction: auto (fastest that agrees with eager fp32), torch, compile (torch.compile ahead of time, built once per machine), onnx.")]
 Precision = Annotated[str, typer.Option("--precision", help="Extraction precision: auto (bf16 where the hardware has it and features agree), fp32, bf16.")]
-EngineOverride = Annotated[Optional[str], typer.Option("--runtime", help="Extraction engine other than the one the model was trained with: auto, torch, onnx.")]
+EngineOverride = Annotated[Optional[str], typer.Option("--runtime", help="Extraction engine other than the one the model was trained with: auto, torch, compile, onnx.")]
 PrecisionOverride = Annotated[Optional[str], typer.Option("--precision", help="Extraction precision other than the model's: auto, fp32, bf16.")]
 Workers = Annotated[Optional[int], typer.Option("--workers", help="Image decoding worker processes (default: auto).")]
 

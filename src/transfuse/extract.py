@@ -6,6 +6,7 @@ transformer (paths in, 2-D float32 features out) so it composes with heads in a 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -21,8 +22,8 @@ from transfuse.cache import FeatureCache, make_key
 from transfuse.config import default_device
 from transfuse.data.fingerprint import item_digest
 from transfuse.errors import CorruptInputError, DataError
-from transfuse.runtime import (CALIBRATION_ITEMS, Plan, autocast, graph_opens, load_checks, measure_engine,
-                               onnx_runner, save_check)
+from transfuse.runtime import (CALIBRATION_ITEMS, Plan, artifact_opens, artifact_path, autocast, compile_id,
+                               compile_pays, engine_runner, load_checks, measure_engine, save_check)
 from transfuse.runtime import check_key as runtime_check_key
 from transfuse.runtime import plan as runtime_plan
 from transfuse.runtime import validate as validate_engine
@@ -190,8 +191,11 @@ def extract_features(
     if spec.modality == "text" and long_text != "truncate":
         preprocess += f"|long_text={long_text}"
     good_paths = [p for p, d in zip(paths, digests) if d not in failed_digests]
+    root = store.root if store is not None else None
+    package = compile_id(spec.name, weights_id, device) if runtime in ("auto", "compile") else ""
     engine = runtime_plan(spec, runtime, precision, device, lambda candidates: _calibrate(
-        spec.name, weights, weights_id, taps, pooling, preprocess, long_text, device, store, good_paths, candidates))
+        spec.name, weights, weights_id, taps, pooling, preprocess, long_text, device, store, good_paths, candidates),
+        compile_worth=lambda pr: compile_pays(len(good_paths), artifact_path(root, ("compile", pr), "", package).is_file()))
     job = _Job(spec.name, weights, weights_id, taps, pooling, preprocess, store, long_text, engine, device=device)
     wanted = [d for d in dict.fromkeys(digests) if d not in failed_digests]
     if store is not None:
@@ -297,7 +301,7 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
                     num_workers: int | None, device: str, progress: bool | None) -> set[str]:
     """Extract ``paths`` batch by batch, flushing to the cache every FLUSH_ROWS; return failed digests."""
     bb = _ready_backbone(job.backbone, job.weights, job.weights_id, device, job.taps, job.long_text)
-    runner = onnx_runner(job.engine.onnx_file, job.taps) if job.engine.runtime == "onnx" else None
+    runner = engine_runner(job.engine.runtime, job.engine.file, job.taps, bb.tap_names)
     batches = bb.batches(paths, batch_size or bb.default_batch_size(device), num_workers, device)
     failed: set[str] = set()
     pending: dict[str, list[np.ndarray]] = {tap: [] for tap in job.taps}
@@ -341,17 +345,19 @@ def _calibrate(backbone: str, weights: str, weights_id: str, taps: list[str], po
                long_text: str, device: str, store: FeatureCache | None, paths: list[str],
                candidates: list[tuple[str, str]]) -> dict[tuple[str, str], tuple]:
     """Agreement with eager fp32 of each candidate engine on the first readable items, as
-    ``{candidate: (cosine or None, onnx file or None, error or None)}``; remembered in the cache
+    ``{candidate: (cosine or None, graph or package file or None, error or None)}``; remembered in the cache
     folder, so it runs once per backbone, taps, pooling, kind of device and library versions."""
     root = store.root if store is not None else None
     key = runtime_check_key(backbone, weights_id, taps, pooling, f"{preprocess}|{FORMAT}", device)
     record = dict(load_checks(root).get(key, {}))
     name = {c: f"{c[0]}-{c[1]}" for c in candidates}
     too_few = record.get("items", 0) < min(CALIBRATION_ITEMS, len(paths))
+    ready = functools.partial(_ready_backbone, backbone, weights, weights_id, device, taps, long_text)
     todo = [c for c in candidates if too_few or name[c] not in record or
-            (c[0] == "onnx" and record[name[c]].get("file") and not graph_opens(record[name[c]], taps))]
+            (record[name[c]].get("file") and not artifact_opens(c[0], record[name[c]], taps, ready().tap_names))]
     if todo and paths:
-        bb = _ready_backbone(backbone, weights, weights_id, device, taps, long_text)
+        bb = ready()
+        package = compile_id(backbone, weights_id, device)
         inputs, good = None, []
         for inputs, _, ok in bb.batches(paths[:4 * CALIBRATION_ITEMS], CALIBRATION_ITEMS, 0, device):
             good = [j for j in range(len(ok)) if bool(ok[j])]
@@ -361,7 +367,7 @@ def _calibrate(backbone: str, weights: str, weights_id: str, taps: list[str], po
             reference = bb.embed(inputs, good, taps, pooling, device)
             for candidate in todo:
                 record[name[candidate]] = measure_engine(bb, candidate, inputs, good, reference, taps, pooling, device,
-                                                   root, key)
+                                                         artifact_path(root, candidate, key, package))
             record["items"] = len(good)
             save_check(root, key, record)
             log.info("runtime check for %s on %d items: %s", backbone, len(good), ", ".join(

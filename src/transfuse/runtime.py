@@ -1,22 +1,29 @@
-"""Which engine runs a backbone's forward pass: eager torch (fp32 or bf16 autocast) or ONNX Runtime.
+"""Which engine runs a backbone's forward pass: eager torch, torch.compile ahead of time, or ONNX Runtime.
 
-``--runtime auto|torch|onnx`` and ``--precision auto|fp32|bf16`` name the request; :func:`plan`
-turns it into a :class:`Plan` for one backbone, tap set and device. ``auto`` is decided by a
-*calibration* on the user's first items, run once and remembered in the cache folder:
+``--runtime auto|torch|compile|onnx`` and ``--precision auto|fp32|bf16`` name the request;
+:func:`plan` turns it into a :class:`Plan` for one backbone, tap set and device. Candidates are
+tried fastest first, each accepted only when a *calibration* on the user's first items (run once,
+remembered in the cache folder) shows every tap agreeing with eager fp32 to a cosine of at least
+0.99 (bf16) or 0.999 (other fp32 engines):
 
-- bf16 autocast is used when the device computes bf16 natively (AVX512-BF16/AMX CPUs, recent
-  GPUs) and every tap's features of the calibration items keep a cosine similarity of at least
-  0.99 with eager fp32 (the fastest engine measured there: about 2x for EfficientNet-Lite0,
-  1.6x for MiniLM and the sound-effects CNN on an AVX512-BF16 CPU);
-- otherwise fp32, on ONNX Runtime when the backbone prefers it on this device and the exported
-  graph agrees with eager fp32 to a cosine of at least 0.999 (Lite0 on CPU: 1.2-1.3x), else eager.
+1. ``compile``: the network with every tap as an output, compiled by torch.compile's ahead-of-time
+   mode (AOTInductor, frozen weights) into a ``.pt2`` package kept in the cache folder and loaded in
+   a fraction of a second afterwards. Measured on a 2-core AVX512-BF16 CPU: 2.2-2.7x eager bf16 for
+   EfficientNet-Lite0, 1.4x for MiniLM, after a one-off compile of 20-30 s. ``auto`` takes it on a
+   CPU once the package exists, or when the job has at least ``COMPILE_MIN_ITEMS`` items (smaller
+   jobs would not earn the compile back);
+2. eager bf16 autocast, when the device computes bf16 natively (AVX512-BF16/AMX CPUs, recent GPUs);
+3. fp32 on ONNX Runtime when the backbone prefers it on this device (Lite0 on CPU: 1.2-1.3x eager);
+4. eager fp32, the reference.
 
-Explicit choices are honoured (an unsupported one is a clear error). The resolved runtime and
-precision are part of every cache key, so features from different paths never mix.
+Explicit choices are honoured (with a warning when they agree less); unsupported ones are clear
+errors. The resolved runtime and precision are part of every cache key, so features from
+different paths never mix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -29,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from transfuse.atomic import atomic_write_text
 from transfuse.cache import make_key
@@ -36,22 +44,23 @@ from transfuse.errors import DataError
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = ("auto", "torch", "compile", "onnx")
 PRECISIONS = ("auto", "fp32", "bf16")
 BF16_MIN_COSINE = 0.99
 ONNX_MIN_COSINE = 0.999
 CALIBRATION_ITEMS = 8
 CHECKS_FILE = "runtime_checks.json"
+COMPILE_MIN_ITEMS = 4000  # below this, auto compiles only when the package already exists (see plan)
 
 
 @dataclass(frozen=True)
 class Plan:
     """How one extraction runs, and the agreement with eager fp32 that justified it."""
 
-    runtime: str  # "torch", "onnx", or a frozen encoder's own ("native")
+    runtime: str  # "torch", "compile", "onnx", or a frozen encoder's own ("native")
     precision: str  # "fp32" or "bf16"
     cosine: float | None = None  # worst per-item cosine to eager fp32 over the taps (None: not measured)
-    onnx_file: str | None = None
+    file: str | None = None  # the exported graph (onnx) or compiled package (compile) it runs
 
     def label(self, speed: str = "") -> str:
         """``torch bf16 at 120/s; cosine >= 0.9969 to eager fp32`` (the parts that are known)."""
@@ -69,11 +78,12 @@ def check_request(runtime: str, precision: str) -> None:
 
 def capabilities(spec) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(runtimes, precisions) a backbone supports: frozen non-torch encoders run their own way in
-    fp32; torch image and text networks can be exported to ONNX; every torch network takes bf16."""
+    fp32; torch image and text networks (fixed layout, batch and token axes dynamic) can be
+    compiled and exported to ONNX; every torch network takes bf16."""
     if not spec.trainable or spec.fitted:
         return ("native",), ("fp32",)
     if spec.modality in ("image", "text"):
-        return ("torch", "onnx"), ("fp32", "bf16")
+        return ("torch", "compile", "onnx"), ("fp32", "bf16")
     return ("torch",), ("fp32", "bf16")
 
 
@@ -106,6 +116,37 @@ def onnx_available() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4)
+def compiler_missing(device: str) -> str | None:
+    """Why torch.compile cannot build here (None when it can): it needs a C++ compiler, and Triton
+    on a GPU."""
+    import shutil
+
+    if not device.startswith(("cpu", "cuda")):
+        return f"torch.compile runs on cpu and cuda devices here, not {device}"
+    try:
+        with _quiet_inductor():
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            compiler = get_cpp_compiler()
+    except Exception as exc:  # no compiler found, or an inductor without the builder
+        return f"no C++ compiler found ({exc}); install g++ (Debian: apt install g++)"
+    if not shutil.which(compiler.split()[0]):
+        return f"the C++ compiler {compiler!r} is not installed (Debian: apt install g++)"
+    if device.startswith("cuda"):
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "torch.compile on a GPU needs Triton (pip install triton)"
+    return None
+
+
+def compile_pays(n_items: int, package_exists: bool) -> bool:
+    """Whether ``auto`` should compile: free once the package exists; otherwise the one-off compile
+    (20-30 s on 2 cores) is earned back only on large jobs (Lite0: about 4 ms saved per image)."""
+    return package_exists or n_items >= COMPILE_MIN_ITEMS
+
+
 def prefers_onnx(modality: str, device: str) -> bool:
     """Measured on a 2-core AVX512 CPU in fp32 (benchmarks/extract_speed.py): ONNX Runtime runs
     EfficientNet-Lite0 1.2-1.3x faster than eager torch, MiniLM no faster; on GPUs torch."""
@@ -131,42 +172,67 @@ def validate(spec, runtime: str, precision: str, device: str) -> None:
                         f"{device}, or --device cpu")
     if runtime == "onnx" and not onnx_available():
         raise DataError("--runtime onnx needs onnx and onnxruntime: pip install 'transfuse[onnx]'")
+    if runtime == "compile" and compiler_missing(device):
+        raise DataError(f"--runtime compile: {compiler_missing(device)}; or use --runtime torch")
     if precision == "bf16" and not device.startswith(("cpu", "cuda")):
         raise DataError(f"bf16 autocast runs on cpu and cuda devices; use --precision fp32 on {device}")
 
 
-def plan(spec, runtime: str, precision: str, device: str, calibrate) -> Plan:
+def plan(spec, runtime: str, precision: str, device: str, calibrate,
+         compile_worth=lambda precision: False) -> Plan:
     """Resolve the request for one backbone. ``calibrate(candidates)`` measures, on real items,
     the agreement of each candidate ``(runtime, precision)`` with eager fp32 (returning
-    ``{candidate: (cosine, onnx_file, error)}``, cosine None when the candidate failed to run);
-    it is only called when a choice depends on it."""
+    ``{candidate: (cosine, file, error)}``, cosine None when the candidate failed to run); it is
+    called one candidate at a time, fastest first, and only when a choice depends on it.
+    ``compile_worth(precision)`` says whether ``auto`` may compile (see :func:`compile_pays`)."""
     validate(spec, runtime, precision, device)
     runtimes, _ = capabilities(spec)
     if runtimes == ("native",):
         return Plan("native", "fp32")
     if precision == "auto" and not device.startswith(("cpu", "cuda")):
         precision = "fp32"
+    kept, error = None, "no item could be read"
+    for rt, pr in candidates(spec, runtime, precision, device, compile_worth):
+        if (rt, pr) == ("torch", "fp32"):
+            return Plan("torch", "fp32", 1.0)
+        cos, file, error = calibrate([(rt, pr)]).get((rt, pr), (None, None, error))
+        if cos is not None and cos >= min_cosine(pr):
+            return Plan(rt, pr, cos, file)
+        if cos is not None or rt == "torch":  # ran, or eager (which runs without a check)
+            kept = Plan(rt, pr, cos, file)
+    if kept is None:  # only an explicit request gets here: its engine could not be built
+        what = {"onnx": "exported to ONNX or run there", "compile": "compiled"}.get(runtime, "run")
+        raise DataError(f"{spec.name} could not be {what} ({error}); use --runtime torch")
+    if kept.cosine is not None:
+        log.warning("%s %s features agree with eager fp32 only to cosine %.4f (< %s); consider --precision "
+                    "fp32 --runtime torch", kept.runtime, kept.precision, kept.cosine, min_cosine(kept.precision))
+    return kept
 
-    if precision == "bf16" or runtime == "onnx":  # explicit: honoured, with a warning when it disagrees
-        rt, pr = ("onnx", "fp32") if runtime == "onnx" else ("torch", "bf16")
-        cos, onnx_file, error = calibrate([(rt, pr)]).get((rt, pr), (None, None, "no item could be read"))
-        if rt == "onnx" and onnx_file is None:
-            raise DataError(f"{spec.name} could not be exported to ONNX or run there ({error}); use --runtime torch")
-        floor = ONNX_MIN_COSINE if rt == "onnx" else BF16_MIN_COSINE
-        if cos is not None and cos < floor:
-            log.warning("%s %s features agree with eager fp32 only to cosine %.4f (< %s); consider --precision "
-                        "fp32 --runtime torch", rt, pr, cos, floor)
-        return Plan(rt, pr, cos, onnx_file)
-    # auto, cheapest check first: an ONNX export is only tried when bf16 is not taken
-    if precision == "auto" and runtime in ("auto", "torch") and native_bf16(device):
-        cos = calibrate([("torch", "bf16")]).get(("torch", "bf16"), (None,))[0]
-        if cos is not None and cos >= BF16_MIN_COSINE:
-            return Plan("torch", "bf16", cos)
-    if runtime == "auto" and "onnx" in runtimes and prefers_onnx(spec.modality, device) and onnx_available():
-        cos, onnx_file, _ = calibrate([("onnx", "fp32")]).get(("onnx", "fp32"), (None, None, None))
-        if cos is not None and cos >= ONNX_MIN_COSINE:
-            return Plan("onnx", "fp32", cos, onnx_file)
-    return Plan("torch", "fp32", 1.0)
+
+def min_cosine(precision: str) -> float:
+    """The agreement with eager fp32 an engine must show: 0.99 in bf16, 0.999 in fp32."""
+    return BF16_MIN_COSINE if precision == "bf16" else ONNX_MIN_COSINE
+
+
+def candidates(spec, runtime: str, precision: str, device: str, compile_worth) -> list[tuple[str, str]]:
+    """The ``(runtime, precision)`` pairs a request allows, fastest first. ``auto`` offers only what
+    was measured to pay here: bf16 where the device computes it natively, compile on a CPU when
+    :func:`compile_pays`, ONNX where :func:`prefers_onnx`."""
+    runtimes, _ = capabilities(spec)
+    rts = [runtime] if runtime != "auto" else [r for r in ("compile", "onnx", "torch") if r in runtimes]
+    prs = [precision] if precision != "auto" else ["bf16"] * native_bf16(device) + ["fp32"]
+    out = []
+    for pr in prs:
+        for rt in rts:
+            if rt == "onnx" and pr != "fp32":
+                continue
+            if runtime == "auto" and rt == "onnx" and not (prefers_onnx(spec.modality, device) and onnx_available()):
+                continue
+            if runtime == "auto" and rt == "compile" and not (
+                    device.startswith("cpu") and not compiler_missing(device) and compile_worth(pr)):
+                continue
+            out.append((rt, pr))
+    return out
 
 
 # --- remembered calibrations -----------------------------------------------------------------------
@@ -297,56 +363,173 @@ def autocast(device: str, precision: str):
     return torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-_RUNNERS: OrderedDict[str, OnnxRunner] = OrderedDict()  # sessions on exported graphs, by file
+_RUNNERS: OrderedDict[str, object] = OrderedDict()  # loaded graphs and packages, by file
 
 
-def onnx_runner(path: str | None, taps: list[str]) -> OnnxRunner:
-    """A session on an exported graph (kept for reuse: building one costs about a second)."""
+def engine_runner(runtime: str, path: str | None, taps: list[str], all_taps: list[str]):
+    """What replaces the eager forward pass: a session on an exported ONNX graph (``taps`` as its
+    outputs) or a loaded compiled package (``all_taps``), kept for reuse; None for eager torch."""
+    if runtime not in ("onnx", "compile"):
+        return None
     if path not in _RUNNERS:
         if not path or not os.path.isfile(path):
-            raise DataError(f"the exported ONNX graph is missing ({path or 'not exported'}); run again (it is "
-                            f"exported anew), or use --runtime torch")
-        _RUNNERS[path] = OnnxRunner(path, taps)
+            raise DataError(f"the {'exported ONNX graph' if runtime == 'onnx' else 'compiled package'} is missing "
+                            f"({path or 'not built'}); run again (it is built anew), or use --runtime torch")
+        _RUNNERS[path] = OnnxRunner(path, taps) if runtime == "onnx" else CompiledRunner(path, all_taps)
         while len(_RUNNERS) > 2:
             _RUNNERS.popitem(last=False)
     return _RUNNERS[path]
 
 
-def graph_opens(entry: dict, taps: list[str]) -> bool:
-    """Whether a remembered exported graph is still there and opens (else it is exported again)."""
+def artifact_opens(runtime: str, entry: dict, taps: list[str], all_taps: list[str]) -> bool:
+    """Whether a remembered graph or package is still there and loads (else it is built again)."""
     try:
-        onnx_runner(entry.get("file"), taps)
+        engine_runner(runtime, entry.get("file"), taps, all_taps)
         return True
-    except Exception as exc:  # missing, truncated or from an incompatible exporter
-        log.info("exporting again: %s", exc)
+    except Exception as exc:  # missing, truncated, or from an incompatible exporter or compiler
+        log.info("building again: %s", exc)
         return False
 
 
-def measure_engine(bb, candidate: tuple[str, str], inputs, good: list[int], reference: dict, taps: list[str],
-                   pooling: str, device: str, root: Path | None, key: str) -> dict:
-    """Run one candidate engine on the calibration batch and compare with ``reference`` (eager
-    fp32). An ONNX graph is exported first and also checked on a smaller batch (its batch axis
-    must really be dynamic); a failed export is recorded, not raised."""
+def artifact_path(root: Path | None, candidate: tuple[str, str], check: str, compile_id: str) -> Path | None:
+    """Where a candidate's built engine lives: ONNX graphs per tap set (``<cache>/onnx/<check>.onnx``),
+    compiled packages per backbone and precision with every tap (``<cache>/compiled/<id>-<precision>.pt2``),
+    in a folder private to this process without a cache."""
     rt, pr = candidate
-    if rt != "onnx":
+    if rt not in ("onnx", "compile"):
+        return None
+    folder = Path(_scratch_dir()) if root is None else root / ("onnx" if rt == "onnx" else "compiled")
+    return folder / (f"{check}.onnx" if rt == "onnx" else f"{compile_id}-{pr}.pt2")
+
+
+def compile_id(backbone: str, weights_id: str, device: str) -> str:
+    """Identity of a compiled package: the network, the kind of device and the instruction set its
+    kernels were generated for (a package built for AVX512 would crash an AVX2 CPU), library versions."""
+    isa = _vec_isa() if device.startswith("cpu") else ""
+    return make_key(kind="aoti", backbone=backbone, weights=weights_id, device=device_kind(device), isa=isa,
+                    versions=_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _vec_isa() -> str:
+    try:
+        with _quiet_inductor():
+            from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+            return type(pick_vec_isa()).__name__
+    except Exception:  # an inductor without it: the CPU flags still tell machines apart
+        import platform
+
+        return platform.machine()
+
+
+@contextlib.contextmanager
+def _quiet_inductor():
+    """Importing inductor on a machine without CUDA logs a warning about CUDA_HOME; not ours to show."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class _Autocast(nn.Module):
+    """A network run under bf16 autocast (or not), so the precision is compiled into the package."""
+
+    def __init__(self, network: nn.Module, device: str, precision: str) -> None:
+        super().__init__()
+        self.network, self.device, self.precision = network, device, precision
+
+    def forward(self, *tensors: torch.Tensor):
+        with autocast(self.device, self.precision):
+            return self.network(*tensors)
+
+
+def compile_network(backbone, sample: tuple[torch.Tensor, ...], precision: str, device: str, path: Path) -> str:
+    """Compile ``backbone.tap_network`` with every tap as an output ahead of time (torch.export, then
+    AOTInductor with frozen weights) into a ``.pt2`` package at ``path``; the batch (and token) axes
+    stay dynamic. Built beside and renamed, so a killed compile leaves no half file."""
+    from torch.export import Dim
+
+    network = _Autocast(backbone.tap_network(backbone.tap_names).eval(), device, precision)
+    shapes = tuple({axis: Dim.DYNAMIC for axis in backbone.dynamic_axes} for _ in backbone.input_names)  # ranges inferred
+    sample = tuple(_two_or_more(t) for t in sample)  # a batch of one would be compiled as a constant
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.pt2")
+    log.info("compiling %s (%s) with torch.compile ahead of time: once per machine, about half a minute on 2 cores; "
+             "kept in %s", backbone.name, precision, path.parent)
+    try:
+        with _quiet_inductor(), warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            import torch._inductor as inductor
+
+            program = torch.export.export(network, sample, dynamic_shapes=(shapes,))
+            with inductor.config.patch(freezing=True):  # weights as constants: prepacked kernels
+                inductor.aoti_compile_and_package(program, package_path=str(partial))
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return str(path)
+
+
+def _two_or_more(t: torch.Tensor) -> torch.Tensor:
+    if t.shape[0] >= 2:
+        return t
+    doubled = torch.cat([t, t])
+    return doubled.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else doubled
+
+
+class CompiledRunner:
+    """Runs a compiled package: input tensors in, a dict of the raw outputs of every tap out."""
+
+    def __init__(self, path: str, all_taps: list[str]) -> None:
+        with _quiet_inductor():
+            import torch._inductor as inductor
+
+            self.model = inductor.aoti_load_package(path)
+        self.taps = list(all_taps)
+
+    def __call__(self, tensors: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        outputs = self.model(*tensors)
+        if len(outputs) != len(self.taps):
+            raise DataError(f"the compiled package has {len(outputs)} outputs for {len(self.taps)} layers; "
+                            f"run `transfuse cache prune --all` to build it again")
+        return dict(zip(self.taps, outputs))
+
+
+def measure_engine(bb, candidate: tuple[str, str], inputs, good: list[int], reference: dict, taps: list[str],
+                   pooling: str, device: str, artifact: Path | None) -> dict:
+    """Run one candidate engine on the calibration batch and compare with ``reference`` (eager
+    fp32). An ONNX graph is exported, or a package compiled (unless a working one is there), first,
+    and then also checked on a batch of one (its batch axis must really be dynamic); a failed
+    build is recorded, not raised."""
+    rt, pr = candidate
+    if rt == "torch":
         with autocast(device, pr):
             return {"cosine": worst_cosine(reference, bb.embed(inputs, good, taps, pooling, device))}
-    folder = root / "onnx" if root is not None else Path(_scratch_dir())
     try:
-        path = export_onnx(bb, taps, bb.network_inputs(inputs, good, "cpu"), folder / f"{key}.onnx")
+        sample = bb.network_inputs(inputs, good, "cpu" if rt == "onnx" else device)
+        if rt == "onnx":
+            path = export_onnx(bb, taps, sample, artifact)
+        elif not (artifact.is_file() and artifact_opens(rt, {"file": str(artifact)}, taps, bb.tap_names)):
+            path = compile_network(bb, sample, pr, device, artifact)
+        else:
+            path = str(artifact)
         _RUNNERS.pop(path, None)
-        runner = onnx_runner(path, taps)
+        runner = engine_runner(rt, path, taps, bb.tap_names)
         cos = worst_cosine(reference, bb.embed(inputs, good, taps, pooling, device, runner=runner))
-        half = good[: max(1, len(good) // 2)]
-        sub = bb.embed(inputs, half, taps, pooling, device, runner=runner)
-        cos = min(cos, worst_cosine({t: v[: len(half)] for t, v in reference.items()}, sub))
-    except Exception as exc:  # the exporter meets all sorts of models: auto falls back to torch
-        log.info("ONNX export of %s failed: %s", bb.name, exc)
+        one = good[:1]  # a batch of one: the batch axis must really be dynamic
+        sub = bb.embed(inputs, one, taps, pooling, device, runner=runner)
+        cos = min(cos, worst_cosine({t: v[:1] for t, v in reference.items()}, sub))
+    except Exception as exc:  # exporters and compilers meet all sorts of models: auto falls back to torch
+        log.info("%s of %s failed: %s", "ONNX export" if rt == "onnx" else "compiling", bb.name, exc)
         return {"cosine": None, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
     return {"cosine": cos, "file": path}
 
 
 @functools.lru_cache(maxsize=1)
 def _scratch_dir() -> str:
-    """Where exported graphs go when there is no cache folder: private to this process."""
-    return tempfile.mkdtemp(prefix="transfuse-onnx-")
+    """Where exported graphs and compiled packages go without a cache folder: private to this process."""
+    return tempfile.mkdtemp(prefix="transfuse-engines-")

@@ -133,4 +133,4 @@ def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        from transfuse.backbones import audio, efficientnet_lite, text, tfidf, tiny  # noqa: F401  (register on import)
+        from transfuse.backbones import audio, dinov2, efficientnet_lite, text, tfidf, tiny  # noqa: F401  (register on import)

