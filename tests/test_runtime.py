@@ -37,7 +37,8 @@ def engine(p) -> tuple[str, str]:
 
 
 def measured(**found):
-    return lambda candidates: {c: (*found[f"{c[0]}_{c[1]}"], None) for c in candidates if f"{c[0]}_{c[1]}" in found}
+    return lambda candidates, retry=False: {c: (*found[f"{c[0]}_{c[1]}"], None) for c in candidates
+                                            if f"{c[0]}_{c[1]}" in found}
 
 
 def test_plan_auto_prefers_bf16_that_agrees_then_onnx_then_eager(monkeypatch):
@@ -69,13 +70,18 @@ def test_plan_compiles_only_where_it_pays(monkeypatch):
     assert engine(plan(LITE0, "compile", "auto", "cpu", worse)) == ("compile", "fp32")
     with pytest.raises(DataError, match="could not be compiled"):
         plan(LITE0, "compile", "auto", "cpu", measured(compile_bf16=(None, None), compile_fp32=(None, None)))
-    assert compile_pays(10, True) and compile_pays(COMPILE_MIN_ITEMS, False) and not compile_pays(10, False)
+    assert compile_pays(10, 10, True) and compile_pays(COMPILE_MIN_ITEMS, COMPILE_MIN_ITEMS, False)
+    assert not compile_pays(10, 10, False)  # a small job does not earn the build back
+    assert not compile_pays(COMPILE_MIN_ITEMS, 0, True)  # never throw a warm cache away
     monkeypatch.setattr("transfuse.runtime.compiler_missing", lambda device: "no C++ compiler found")
     with pytest.raises(DataError, match="no C\\+\\+ compiler found; or use --runtime torch"):
         plan(LITE0, "compile", "auto", "cpu", found)
     assert engine(plan(LITE0, "auto", "auto", "cpu", found, compile_worth=always)) == ("torch", "bf16")
     with pytest.raises(DataError, match="cannot run on compile"):
         plan(get_spec("sound_effects"), "compile", "auto", "cpu", found)
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="runs on cpu and cuda devices here, not mps"):
+        plan(LITE0, "compile", "fp32", "mps", found)
 
 
 def test_plan_rejects_what_cannot_run():
@@ -139,26 +145,75 @@ def test_compiled_package_agrees_and_is_built_once_for_every_tap(cache_dir):
     other = extract_features(files, layers="blocks.1,logits", cache=cache_dir, precision="fp32", progress=False)
     assert engine(other.engine) == ("compile", "fp32") and other.engine.file == str(package)
     assert package.stat().st_mtime_ns == stamp
+    from transfuse.cache import FeatureCache
+
+    store = FeatureCache(cache_dir)
+    assert package in store.engine_files()
+    store.prune(everything=True)
+    assert not package.exists() and store.engine_files() == []
 
 
 @needs_compiler
-def test_broken_compiled_package_is_built_again(cache_dir):
-    files = paths(10)
-    kw = dict(backbone="tiny_cnn", cache=cache_dir, runtime="compile", precision="fp32", progress=False)
-    first = extract_features(files, layers="blocks.0", **kw)
-    package = Path(first.engine.file)
+def test_compiled_engine_is_retried_kept_to_this_machine_rebuilt_when_broken_and_never_wastes_the_cache(
+        cache_dir, monkeypatch):
+    files = paths(20)
+    kw = dict(backbone="tiny_cnn", cache=cache_dir, precision="fp32", progress=False)
+    seeded = extract_features(files[10:16], **kw)  # auto without a package: cached under another engine's keys
+    with monkeypatch.context() as patched:
+        patched.setattr("transfuse.runtime.compile_network", lambda *a: (_ for _ in ()).throw(RuntimeError("no cc")))
+        with pytest.raises(DataError, match="could not be compiled .*no cc.*use --runtime torch"):
+            extract_features(files[:10], runtime="compile", **kw)
+    built = extract_features(files[:10], runtime="compile", **kw)  # an explicit request retries the failed build
+    package = Path(built.engine.file)
+    stamp = package.stat().st_mtime_ns
+    # auto: what the eager engine has cached stays eager; new items go to the package that exists
+    warm = extract_features(files[10:16], **kw)
+    assert engine(warm.engine) == engine(seeded.engine) and warm.n_extracted == 0
+    assert np.array_equal(warm.X, seeded.X)
+    new = extract_features(files[16:], **kw)
+    assert engine(new.engine) == ("compile", "fp32") and new.engine.file == str(package)
+    # a remembered package of another machine (a shared cache folder) is not used
+    checks_file = Path(cache_dir, CHECKS_FILE)
+    checks = json.loads(checks_file.read_text())
+    for record in checks.values():
+        if "compile-fp32" in record:
+            record["compile-fp32"]["file"] = str(package.with_name("other-machine-fp32.pt2"))
+    checks_file.write_text(json.dumps(checks))
+    runtime._RUNNERS.clear()
+    again = extract_features(files[:10], runtime="compile", **kw)
+    assert again.engine.file == str(package) and package.stat().st_mtime_ns == stamp  # checked, not rebuilt
+    # a broken package is built again
     runtime._RUNNERS.clear()
     package.write_bytes(b"not a package")
-    again = extract_features(files, layers="blocks.1", **kw)
-    assert again.engine.file == str(package) and package.stat().st_size > 10_000
-    eager = extract_features(files, layers="blocks.1", **{**kw, "runtime": "torch"})
-    assert cosine(eager, again) >= 0.999
+    fixed = extract_features(files[:10], layers="blocks.1", runtime="compile", **kw)
+    assert fixed.engine.file == str(package) and package.stat().st_size > 10_000
+    assert cosine(extract_features(files[:10], layers="blocks.1", runtime="torch", **kw), fixed) >= 0.999
+
+
+def test_saved_model_pinned_to_compile_predicts_eagerly_until_a_package_exists(cache_dir, monkeypatch, caplog):
+    from transfuse.extract import compiled_package_exists, open_cache
+    from transfuse.runtime import artifact_path, compile_id
+
+    monkeypatch.setattr("transfuse.runtime.compiler_missing", lambda device: None)
+    extractor = FeatureExtractor(backbone="tiny_cnn", engines={"tiny_cnn": "compile fp32"}, cache=cache_dir,
+                                 precision="fp32")
+    assert extractor._engine_for("tiny_cnn", "cpu") == ("torch", "fp32")  # no package here: no compile for this
+    weights_id = get_spec("tiny_cnn").weights_id
+    path = artifact_path(Path(cache_dir), ("compile", "fp32"), "", compile_id("tiny_cnn", weights_id, "cpu"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"a broken package")
+    assert compiled_package_exists("tiny_cnn", weights_id, "fp32", "cpu", open_cache(cache_dir))
+    assert extractor._engine_for("tiny_cnn", "cpu") == ("compile", "fp32")
+    monkeypatch.setattr("transfuse.runtime.compile_network", lambda *a: (_ for _ in ()).throw(RuntimeError("no cc")))
+    X = extractor.fit_transform(paths(6))  # the pinned engine cannot be rebuilt: another one, with a warning
+    assert X.shape[0] == 6 and "could not be built here" in caplog.text
+    assert extractor.engines_["tiny_cnn"] != "compile fp32"
 
 
 def test_saved_model_pinned_to_compile_falls_back_without_a_compiler(monkeypatch, caplog):
-    extractor = FeatureExtractor(engines={"efficientnet_lite0": "compile bf16"})
+    extractor = FeatureExtractor(engines={"efficientnet_lite0": "compile bf16"}, cache=False)
     monkeypatch.setattr("transfuse.runtime.compiler_missing", lambda device: None)
-    assert extractor._engine_for("efficientnet_lite0", "cpu") == ("compile", "bf16")
+    assert extractor._engine_for("efficientnet_lite0", "cpu") == ("torch", "bf16")  # no package built here
     monkeypatch.setattr("transfuse.runtime.compiler_missing", lambda device: "no C++ compiler found")
     assert extractor._engine_for("efficientnet_lite0", "cpu") == ("auto", "auto")
     assert "cannot run here" in caplog.text
@@ -174,7 +229,6 @@ def test_bf16_agrees_and_never_shares_the_fp32_cache(cache_dir):
     assert hit.n_extracted == 0 and np.array_equal(hit.X, eager.X)
 
 
-@needs_compiler
 def test_text_encoder_through_onnx_compile_and_bf16(cache_dir):
     texts = ["A soft knit sweater, true to size.", "The zipper broke after one wash and the seams are loose " * 30,
              "Lovely dress", "Runs small; order a size up if you are between sizes", "ok"]
@@ -183,8 +237,9 @@ def test_text_encoder_through_onnx_compile_and_bf16(cache_dir):
     eager = extract_features(texts, runtime="torch", precision="fp32", **kw)
     assert cosine(eager, extract_features(texts, runtime="onnx", **kw)) >= 0.999
     assert cosine(eager, extract_features(texts, runtime="torch", precision="bf16", **kw)) >= 0.99
-    compiled = extract_features(texts, runtime="compile", precision="fp32", **kw)
-    assert compiled.engine.runtime == "compile" and cosine(eager, compiled) >= 0.999
+    if runtime.compiler_missing("cpu") is None:
+        compiled = extract_features(texts, runtime="compile", precision="fp32", **kw)
+        assert compiled.engine.runtime == "compile" and cosine(eager, compiled) >= 0.999
 
 
 def test_saved_model_keeps_its_engine_and_old_models_load_as_eager_fp32(tmp_path, image_folder, cache_dir,

@@ -258,11 +258,17 @@ class FeatureCache:
                FROM keys k ORDER BY k.last_used DESC""").fetchall())
         return [KeyInfo(*r[:-1], engine=_engine(r[-1])) for r in rows]
 
+    def engine_files(self) -> list[Path]:
+        """Exported ONNX graphs and compiled packages kept beside the features (not those being built)."""
+        packages = [p for p in (self.root / "compiled").glob("*.pt2") if ".partial." not in p.name]
+        return sorted([*(self.root / "onnx").glob("*.onnx"), *packages])
+
     def prune(self, older_than_days: float | None = None, backbone: str | None = None,
               everything: bool = False) -> dict[str, int]:
         """Delete keys and their files, then orphan files left by killed runs.
 
-        With ``everything`` all keys go, and the exported ONNX graphs and engine checks; otherwise keys matching ALL given conditions
+        With ``everything`` all keys go, and the exported ONNX graphs, compiled packages and engine
+        checks (not a package being built right now); otherwise keys matching ALL given conditions
         (unused for ``older_than_days``, of ``backbone``); with no condition only orphans
         go. Returns counts of keys, files and bytes removed.
         """
@@ -311,8 +317,7 @@ class FeatureCache:
             except OSError:
                 continue
         if everything:  # exported ONNX graphs, compiled packages and engine checks go with everything else
-            for path in [*(self.root / "onnx").glob("*.onnx"), *(self.root / "compiled").glob("*.pt2"),
-                         self.root / "runtime_checks.json"]:
+            for path in [*self.engine_files(), self.root / "runtime_checks.json"]:
                 try:
                     removed["bytes"] += path.stat().st_size
                     path.unlink()

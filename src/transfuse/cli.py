@@ -462,13 +462,19 @@ def cache_ls(as_json: Json = False) -> None:
                       f"{e.bytes / 1e6:.1f}", time.strftime("%m-%d %H:%M", time.localtime(e.last_used)))
     out.print(table)
     out.print(f"{len(entries)} feature sets, {sum(e.bytes for e in entries) / 1e6:.1f} MB")
+    engines = cache.engine_files()
+    if engines:
+        size = sum(p.stat().st_size for p in engines if p.exists()) / 1e6
+        out.print(f"{sum(p.suffix == '.onnx' for p in engines)} exported ONNX graphs and "
+                  f"{sum(p.suffix == '.pt2' for p in engines)} compiled packages, {size:.1f} MB "
+                  f"(`transfuse cache prune --all` removes them with everything else)")
 
 
 @cache_app.command("prune")
 def cache_prune(
     older_than: Annotated[Optional[float], typer.Option("--older-than", help="Delete feature sets unused for this many days.")] = None,
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="Delete all feature sets of this backbone.")] = None,
-    everything: Annotated[bool, typer.Option("--all", help="Delete every feature set.")] = False,
+    everything: Annotated[bool, typer.Option("--all", help="Delete every feature set, exported ONNX graph, compiled package and engine check.")] = False,
 ) -> None:
     """Delete cached features (always also removes orphan files left by killed runs)."""
     from transfuse.cache import FeatureCache

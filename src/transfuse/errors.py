@@ -48,3 +48,7 @@ class ModelDirError(TransfuseError, OSError):
 
 class CacheError(TransfuseError, OSError):
     """The feature cache cannot be used (unwritable, corrupt catalogue, ...)."""
+
+
+class EngineError(DataError):
+    """An extraction engine asked for (ONNX export, compiled package) could not be built or run."""

@@ -21,9 +21,9 @@ from transfuse.backbones import Backbone, create_backbone, get_spec
 from transfuse.cache import FeatureCache, make_key
 from transfuse.config import default_device
 from transfuse.data.fingerprint import item_digest
-from transfuse.errors import CorruptInputError, DataError
-from transfuse.runtime import (CALIBRATION_ITEMS, Plan, artifact_opens, artifact_path, autocast, compile_id,
-                               compile_pays, engine_runner, load_checks, measure_engine, save_check)
+from transfuse.errors import CorruptInputError, DataError, EngineError
+from transfuse.runtime import (CALIBRATION_ITEMS, COMPILE_MIN_ITEMS, Plan, artifact_opens, artifact_path, autocast,
+                               compile_id, compile_pays, engine_runner, load_checks, measure_engine, save_check)
 from transfuse.runtime import check_key as runtime_check_key
 from transfuse.runtime import plan as runtime_plan
 from transfuse.runtime import validate as validate_engine
@@ -115,6 +115,14 @@ def open_cache(cache: FeatureCache | bool | str | os.PathLike | None) -> Feature
     return FeatureCache() if cache else None
 
 
+def compiled_package_exists(backbone: str, weights_id: str, precision: str, device: str,
+                            store: FeatureCache | None) -> bool:
+    """Whether this machine already has the compiled package of a backbone in a precision."""
+    root = store.root if store is not None else None
+    path = artifact_path(root, ("compile", precision), "", compile_id(backbone, weights_id, device), create=False)
+    return path is not None and path.is_file()
+
+
 def unreadable_error(bad_paths: list[str], total: int, what: str = "images") -> CorruptInputError:
     """The one message for inputs that could not be decoded."""
     listing = ", ".join(bad_paths[:5]) + (" ..." if len(bad_paths) > 5 else "")
@@ -150,8 +158,8 @@ def extract_features(
     ``"raise"`` extracts everything else, then raises :class:`CorruptInputError`.
     Items are image paths, texts or audio paths as the backbone's ``modality`` says; texts
     longer than a text encoder's window are truncated or (``long_text="chunk"``) read in windows
-    whose features are averaged. ``runtime`` (auto, torch, onnx) and ``precision`` (auto, fp32,
-    bf16) pick the engine (see :mod:`transfuse.runtime`); the resolved pair is part of the cache key.
+    whose features are averaged. ``runtime`` (auto, torch, compile, onnx) and ``precision`` (auto,
+    fp32, bf16) pick the engine (see :mod:`transfuse.runtime`); the resolved pair is part of the cache key.
 
     >>> f = extract_features(["a.png", "b.png"], layers="blocks.4,features")  # doctest: +SKIP
     >>> f.X.shape, f.slices["features"]  # doctest: +SKIP
@@ -191,13 +199,23 @@ def extract_features(
     if spec.modality == "text" and long_text != "truncate":
         preprocess += f"|long_text={long_text}"
     good_paths = [p for p, d in zip(paths, digests) if d not in failed_digests]
-    root = store.root if store is not None else None
-    package = compile_id(spec.name, weights_id, device) if runtime in ("auto", "compile") else ""
-    engine = runtime_plan(spec, runtime, precision, device, lambda candidates: _calibrate(
-        spec.name, weights, weights_id, taps, pooling, preprocess, long_text, device, store, good_paths, candidates),
-        compile_worth=lambda pr: compile_pays(len(good_paths), artifact_path(root, ("compile", pr), "", package).is_file()))
-    job = _Job(spec.name, weights, weights_id, taps, pooling, preprocess, store, long_text, engine, device=device)
     wanted = [d for d in dict.fromkeys(digests) if d not in failed_digests]
+
+    def job_for(plan: Plan) -> _Job:
+        return _Job(spec.name, weights, weights_id, taps, pooling, preprocess, store, long_text, plan, device=device)
+
+    def compile_worth(pr: str) -> bool:  # see runtime.compile_pays; cheap answers first
+        exists = compiled_package_exists(spec.name, weights_id, pr, device, store)
+        if not exists and len(wanted) < COMPILE_MIN_ITEMS:
+            return False
+        others = [Plan("torch", pr)] + [Plan("onnx", pr)] * (pr == "fp32")  # what auto would run instead
+        return compile_pays(job_for(Plan("compile", pr)).pending(wanted),
+                            min(job_for(other).pending(wanted) for other in others), exists)
+
+    engine = runtime_plan(spec, runtime, precision, device, lambda candidates, retry=False: _calibrate(
+        spec.name, weights, weights_id, taps, pooling, preprocess, long_text, device, store, good_paths, candidates,
+        retry), compile_worth=compile_worth)
+    job = job_for(engine)
     if store is not None:
         for tap in taps:
             store.verify(job.keys[tap])
@@ -265,7 +283,7 @@ class _Job:
         engine = {}  # eager fp32 (and a frozen encoder's own way) keep the keys they had before engines existed
         if (self.engine.runtime, self.engine.precision) not in (("torch", "fp32"), ("native", "fp32")):
             engine = {"runtime": self.engine.runtime, "precision": self.engine.precision}
-            if self.engine.precision == "bf16":  # CPU and GPU bf16 kernels round differently
+            if self.engine.precision == "bf16" or self.engine.runtime == "compile":  # CPU and GPU kernels differ
                 engine["device"] = "cuda" if self.device.startswith("cuda") else "cpu"
         self.keys = {tap: make_key(format=FORMAT, backbone=self.backbone, weights=self.weights_id,
                                    preprocess=self.preprocess, tap=tap, pooling=self.pooling, **engine)
@@ -286,6 +304,15 @@ class _Job:
             "meta": {"preprocess": self.preprocess, "format": FORMAT, "runtime": self.engine.runtime,
                      "precision": self.engine.precision}})
 
+    def pending(self, digests: list[str]) -> int:
+        """How many of ``digests`` this job would extract (missing from the cache under its keys)."""
+        if self.store is None:
+            return len(digests)
+        missing: set[str] = set()
+        for tap in self.taps:
+            missing.update(self.store.missing(self.keys[tap], digests))
+        return len(missing)
+
     def width(self, tap: str) -> int:
         if self.store is None:
             return len(next(iter(self.memory[tap].values())))
@@ -301,7 +328,7 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
                     num_workers: int | None, device: str, progress: bool | None) -> set[str]:
     """Extract ``paths`` batch by batch, flushing to the cache every FLUSH_ROWS; return failed digests."""
     bb = _ready_backbone(job.backbone, job.weights, job.weights_id, device, job.taps, job.long_text)
-    runner = engine_runner(job.engine.runtime, job.engine.file, job.taps, bb.tap_names)
+    runner = engine_runner(job.engine.runtime, job.engine.file, job.taps, bb.tap_names, device)
     batches = bb.batches(paths, batch_size or bb.default_batch_size(device), num_workers, device)
     failed: set[str] = set()
     pending: dict[str, list[np.ndarray]] = {tap: [] for tap in job.taps}
@@ -343,21 +370,31 @@ def _ready_backbone(name: str, weights: str, weights_id: str, device: str, taps:
 
 def _calibrate(backbone: str, weights: str, weights_id: str, taps: list[str], pooling: str, preprocess: str,
                long_text: str, device: str, store: FeatureCache | None, paths: list[str],
-               candidates: list[tuple[str, str]]) -> dict[tuple[str, str], tuple]:
+               candidates: list[tuple[str, str]], retry: bool = False) -> dict[tuple[str, str], tuple]:
     """Agreement with eager fp32 of each candidate engine on the first readable items, as
-    ``{candidate: (cosine or None, graph or package file or None, error or None)}``; remembered in the cache
-    folder, so it runs once per backbone, taps, pooling, kind of device and library versions."""
+    ``{candidate: (cosine or None, graph or package file or None, error or None)}``; remembered in
+    the cache folder, so it runs once per backbone, taps, pooling, kind of device and library
+    versions. A remembered failed build is tried again only with ``retry`` (an explicit request)."""
     root = store.root if store is not None else None
     key = runtime_check_key(backbone, weights_id, taps, pooling, f"{preprocess}|{FORMAT}", device)
     record = dict(load_checks(root).get(key, {}))
     name = {c: f"{c[0]}-{c[1]}" for c in candidates}
     too_few = record.get("items", 0) < min(CALIBRATION_ITEMS, len(paths))
-    ready = functools.partial(_ready_backbone, backbone, weights, weights_id, device, taps, long_text)
-    todo = [c for c in candidates if too_few or name[c] not in record or
-            (record[name[c]].get("file") and not artifact_opens(c[0], record[name[c]], taps, ready().tap_names))]
+    package = functools.cache(lambda: compile_id(backbone, weights_id, device))
+
+    def stale(c: tuple[str, str]) -> bool:  # a failure to retry, or a built engine that is gone or not ours
+        entry = record[name[c]]
+        if entry.get("cosine") is None:
+            return retry
+        if not entry.get("file"):
+            return False
+        if c[0] == "compile" and entry["file"] != str(artifact_path(root, c, key, package())):
+            return True  # a package of another machine or version, found through a shared cache folder
+        return not artifact_opens(c[0], entry["file"], taps, entry.get("outputs"), device)
+
+    todo = [c for c in candidates if too_few or name[c] not in record or stale(c)]
     if todo and paths:
-        bb = ready()
-        package = compile_id(backbone, weights_id, device)
+        bb = _ready_backbone(backbone, weights, weights_id, device, taps, long_text)
         inputs, good = None, []
         for inputs, _, ok in bb.batches(paths[:4 * CALIBRATION_ITEMS], CALIBRATION_ITEMS, 0, device):
             good = [j for j in range(len(ok)) if bool(ok[j])]
@@ -367,7 +404,7 @@ def _calibrate(backbone: str, weights: str, weights_id: str, taps: list[str], po
             reference = bb.embed(inputs, good, taps, pooling, device)
             for candidate in todo:
                 record[name[candidate]] = measure_engine(bb, candidate, inputs, good, reference, taps, pooling, device,
-                                                         artifact_path(root, candidate, key, package))
+                                                         artifact_path(root, candidate, key, package()))
             record["items"] = len(good)
             save_check(root, key, record)
             log.info("runtime check for %s on %d items: %s", backbone, len(good), ", ".join(
@@ -430,12 +467,19 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _engine_for(self, name: str, device: str) -> tuple[str, str]:
         """The engine of one backbone: pinned in ``engines`` (a saved model keeps the one it was
-        trained with) when it can run here (else ``auto``), or the ``runtime``/``precision`` request."""
+        trained with) when it can run here (else ``auto``), or the ``runtime``/``precision`` request.
+        A pinned compiled engine is used where its package is already built; elsewhere the same
+        precision runs eagerly rather than compiling for a few predictions."""
         pinned = (self.engines or {}).get(name)
         if pinned:
             rt, pr = pinned.split()
             try:
                 validate_engine(get_spec(name), rt, pr, device)
+                if rt == "compile" and not compiled_package_exists(
+                        name, get_spec(name).weights_identity(self.weights), pr, device, open_cache(self.cache)):
+                    log.info("%s was trained on compiled features; this machine has no compiled package yet, so "
+                             "they are computed eagerly in %s (checked to agree with it)", name, pr)
+                    return "torch", pr
                 return rt, pr
             except DataError as exc:
                 log.warning("%s features were computed with %s when this model was trained, which cannot run "
@@ -453,12 +497,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         engines = {name: self._engine_for(name, device) for name in names}
         for name in names:  # every backbone can run as asked, before the first one spends its time
             validate_engine(get_spec(name), *engines[name], device)
-        parts = [extract_features(paths, backbone=name, layers=layers_of(name, self.layers, names),
-                                  pooling=self.pooling,
-                                  weights=self.weights, cache=self.cache, batch_size=self.batch_size,
-                                  num_workers=self.num_workers, device=self.device, on_error=self.on_error,
-                                  long_text=self.long_text, runtime=engines[name][0], precision=engines[name][1])
-                 for name in names]
+        parts = [self._extract_one(paths, name, names, *engines[name]) for name in names]
         self.engines_ = {name: f"{part.engine.runtime} {part.engine.precision}" for name, part in zip(names, parts)}
         self.engine_notes_ = {name: part.engine.label() for name, part in zip(names, parts)}
         if len(parts) == 1:
@@ -473,6 +512,21 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         return Features(X=X_all, slices=slices, items=paths, failed=failed,
                         n_extracted=sum(p.n_extracted for p in parts), n_cached=sum(p.n_cached for p in parts),
                         seconds=sum(p.seconds for p in parts))
+
+    def _extract_one(self, paths: list[str], name: str, names: list[str], runtime: str, precision: str) -> Features:
+        def run(rt: str, pr: str) -> Features:
+            return extract_features(paths, backbone=name, layers=layers_of(name, self.layers, names),
+                                    pooling=self.pooling, weights=self.weights, cache=self.cache,
+                                    batch_size=self.batch_size, num_workers=self.num_workers, device=self.device,
+                                    on_error=self.on_error, long_text=self.long_text, runtime=rt, precision=pr)
+        try:
+            return run(runtime, precision)
+        except EngineError as exc:
+            if not (self.engines or {}).get(name):
+                raise
+            log.warning("%s: the engine this model was trained with could not be built here (%s); choosing another "
+                        "(its features agree to a cosine of 0.99 or more)", name, exc)
+            return run("auto", "auto")
 
     def _remember(self, feats: Features) -> None:
         self.layers_ = list(feats.slices)

@@ -8,10 +8,10 @@ remembered in the cache folder) shows every tap agreeing with eager fp32 to a co
 
 1. ``compile``: the network with every tap as an output, compiled by torch.compile's ahead-of-time
    mode (AOTInductor, frozen weights) into a ``.pt2`` package kept in the cache folder and loaded in
-   a fraction of a second afterwards. Measured on a 2-core AVX512-BF16 CPU: 2.2-2.7x eager bf16 for
-   EfficientNet-Lite0, 1.4x for MiniLM, after a one-off compile of 20-30 s. ``auto`` takes it on a
-   CPU once the package exists, or when the job has at least ``COMPILE_MIN_ITEMS`` items (smaller
-   jobs would not earn the compile back);
+   a fraction of a second afterwards (docs/benchmarks.md: 1.2-1.3x eager bf16 for MiniLM and
+   DINOv2 after a one-off compile of 20-30 s on 2 cores; for BatchNorm CNNs its bf16 build folds the
+   norms into bf16 weights and misses the 0.99 agreement, while its fp32 build is exact and about as
+   fast as eager bf16). ``auto`` considers it on a CPU with a C++ compiler (see :func:`compile_pays`);
 2. eager bf16 autocast, when the device computes bf16 natively (AVX512-BF16/AMX CPUs, recent GPUs);
 3. fp32 on ONNX Runtime when the backbone prefers it on this device (Lite0 on CPU: 1.2-1.3x eager);
 4. eager fp32, the reference.
@@ -40,17 +40,18 @@ from torch import nn
 
 from transfuse.atomic import atomic_write_text
 from transfuse.cache import make_key
-from transfuse.errors import DataError
+from transfuse.errors import DataError, EngineError
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "compile", "onnx")
 PRECISIONS = ("auto", "fp32", "bf16")
 BF16_MIN_COSINE = 0.99
-ONNX_MIN_COSINE = 0.999
+FP32_MIN_COSINE = 0.999
 CALIBRATION_ITEMS = 8
 CHECKS_FILE = "runtime_checks.json"
-COMPILE_MIN_ITEMS = 4000  # below this, auto compiles only when the package already exists (see plan)
+COMPILE_MIN_ITEMS = 4000  # new items it takes for auto to build a package (see compile_pays)
+COMPILE_FORMAT = 1  # bump when the compiled network changes (its inputs, outputs or wrapper)
 
 
 @dataclass(frozen=True)
@@ -141,10 +142,13 @@ def compiler_missing(device: str) -> str | None:
     return None
 
 
-def compile_pays(n_items: int, package_exists: bool) -> bool:
-    """Whether ``auto`` should compile: free once the package exists; otherwise the one-off compile
-    (20-30 s on 2 cores) is earned back only on large jobs (Lite0: about 4 ms saved per image)."""
-    return package_exists or n_items >= COMPILE_MIN_ITEMS
+def compile_pays(missing_compiled: int, missing_eager: int, package_exists: bool) -> bool:
+    """Whether ``auto`` should try the compiled engine, given how many items it would extract and how
+    many the other engines would (the fewest; each engine's features are cached under its own keys). Never when that means
+    extracting more than staying eager would (a switch must not throw a warm cache away); then once
+    the package exists, or when there are enough new items to earn the one-off build (20-30 s on
+    2 cores; the compiled engines measured 1.2-1.3x eager, so a few thousand items)."""
+    return missing_compiled <= missing_eager and (package_exists or missing_eager >= COMPILE_MIN_ITEMS)
 
 
 def prefers_onnx(modality: str, device: str) -> bool:
@@ -183,7 +187,8 @@ def plan(spec, runtime: str, precision: str, device: str, calibrate,
     """Resolve the request for one backbone. ``calibrate(candidates)`` measures, on real items,
     the agreement of each candidate ``(runtime, precision)`` with eager fp32 (returning
     ``{candidate: (cosine, file, error)}``, cosine None when the candidate failed to run); it is
-    called one candidate at a time, fastest first, and only when a choice depends on it.
+    called one candidate at a time, fastest first, and only when a choice depends on it, with
+    ``retry=True`` for an explicit runtime (a remembered failed build is tried again).
     ``compile_worth(precision)`` says whether ``auto`` may compile (see :func:`compile_pays`)."""
     validate(spec, runtime, precision, device)
     runtimes, _ = capabilities(spec)
@@ -195,14 +200,15 @@ def plan(spec, runtime: str, precision: str, device: str, calibrate,
     for rt, pr in candidates(spec, runtime, precision, device, compile_worth):
         if (rt, pr) == ("torch", "fp32"):
             return Plan("torch", "fp32", 1.0)
-        cos, file, error = calibrate([(rt, pr)]).get((rt, pr), (None, None, error))
+        cos, file, error = calibrate([(rt, pr)], runtime != "auto").get((rt, pr), (None, None, error))
         if cos is not None and cos >= min_cosine(pr):
             return Plan(rt, pr, cos, file)
-        if cos is not None or rt == "torch":  # ran, or eager (which runs without a check)
+        ran = cos is not None or rt == "torch"  # eager runs even when no item could be checked
+        if ran and (kept is None or (cos or -1.0) > (kept.cosine or -1.0)):
             kept = Plan(rt, pr, cos, file)
     if kept is None:  # only an explicit request gets here: its engine could not be built
         what = {"onnx": "exported to ONNX or run there", "compile": "compiled"}.get(runtime, "run")
-        raise DataError(f"{spec.name} could not be {what} ({error}); use --runtime torch")
+        raise EngineError(f"{spec.name} could not be {what} ({error}); use --runtime torch")
     if kept.cosine is not None:
         log.warning("%s %s features agree with eager fp32 only to cosine %.4f (< %s); consider --precision "
                     "fp32 --runtime torch", kept.runtime, kept.precision, kept.cosine, min_cosine(kept.precision))
@@ -211,7 +217,7 @@ def plan(spec, runtime: str, precision: str, device: str, calibrate,
 
 def min_cosine(precision: str) -> float:
     """The agreement with eager fp32 an engine must show: 0.99 in bf16, 0.999 in fp32."""
-    return BF16_MIN_COSINE if precision == "bf16" else ONNX_MIN_COSINE
+    return BF16_MIN_COSINE if precision == "bf16" else FP32_MIN_COSINE
 
 
 def candidates(spec, runtime: str, precision: str, device: str, compile_worth) -> list[tuple[str, str]]:
@@ -229,7 +235,7 @@ def candidates(spec, runtime: str, precision: str, device: str, compile_worth) -
             if runtime == "auto" and rt == "onnx" and not (prefers_onnx(spec.modality, device) and onnx_available()):
                 continue
             if runtime == "auto" and rt == "compile" and not (
-                    device.startswith("cpu") and not compiler_missing(device) and compile_worth(pr)):
+                    device.startswith("cpu") and compile_worth(pr) and not compiler_missing(device)):
                 continue
             out.append((rt, pr))
     return out
@@ -239,10 +245,27 @@ def candidates(spec, runtime: str, precision: str, device: str, compile_worth) -
 
 @functools.lru_cache(maxsize=8)
 def device_kind(device: str) -> str:
-    """What decides how a device computes: the GPU model, or the CPU's bf16/AMX support."""
+    """What decides how a device computes: the GPU model; or the CPU's bf16/AMX support and a
+    fingerprint of its model and instruction sets (compiled kernels use every instruction the CPU
+    has, so a package built on one CPU may crash another)."""
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    return "cpu:" + ",".join(_cpu_bf16_features())
+    return "cpu:" + ",".join(_cpu_bf16_features()) + ":" + _cpu_fingerprint()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_fingerprint() -> str:
+    import hashlib
+    import platform
+
+    described = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as info:
+            lines = [line for line in info if line.startswith(("model name", "flags", "Features", "CPU part"))]
+        described += "".join(sorted(set(lines)))
+    except OSError:  # not Linux: the platform strings are what there is
+        pass
+    return hashlib.sha256(described.encode()).hexdigest()[:12]
 
 
 @functools.lru_cache(maxsize=1)
@@ -366,61 +389,59 @@ def autocast(device: str, precision: str):
 _RUNNERS: OrderedDict[str, object] = OrderedDict()  # loaded graphs and packages, by file
 
 
-def engine_runner(runtime: str, path: str | None, taps: list[str], all_taps: list[str]):
+def engine_runner(runtime: str, path: str | None, taps: list[str], outputs: list[str] | None = None,
+                  device: str = "cpu"):
     """What replaces the eager forward pass: a session on an exported ONNX graph (``taps`` as its
-    outputs) or a loaded compiled package (``all_taps``), kept for reuse; None for eager torch."""
+    outputs) or a loaded compiled package (whose outputs are the layers ``outputs``), kept for
+    reuse; None for eager torch."""
     if runtime not in ("onnx", "compile"):
         return None
     if path not in _RUNNERS:
         if not path or not os.path.isfile(path):
             raise DataError(f"the {'exported ONNX graph' if runtime == 'onnx' else 'compiled package'} is missing "
                             f"({path or 'not built'}); run again (it is built anew), or use --runtime torch")
-        _RUNNERS[path] = OnnxRunner(path, taps) if runtime == "onnx" else CompiledRunner(path, all_taps)
+        _RUNNERS[path] = OnnxRunner(path, taps) if runtime == "onnx" else CompiledRunner(path, outputs, device)
         while len(_RUNNERS) > 2:
             _RUNNERS.popitem(last=False)
     return _RUNNERS[path]
 
 
-def artifact_opens(runtime: str, entry: dict, taps: list[str], all_taps: list[str]) -> bool:
+def artifact_opens(runtime: str, path: str | None, taps: list[str], outputs: list[str] | None = None,
+                   device: str = "cpu") -> bool:
     """Whether a remembered graph or package is still there and loads (else it is built again)."""
     try:
-        engine_runner(runtime, entry.get("file"), taps, all_taps)
+        engine_runner(runtime, path, taps, outputs, device)
         return True
     except Exception as exc:  # missing, truncated, or from an incompatible exporter or compiler
         log.info("building again: %s", exc)
         return False
 
 
-def artifact_path(root: Path | None, candidate: tuple[str, str], check: str, compile_id: str) -> Path | None:
+def artifact_path(root: Path | None, candidate: tuple[str, str], check: str, package: str,
+                  create: bool = True) -> Path | None:
     """Where a candidate's built engine lives: ONNX graphs per tap set (``<cache>/onnx/<check>.onnx``),
-    compiled packages per backbone and precision with every tap (``<cache>/compiled/<id>-<precision>.pt2``),
-    in a folder private to this process without a cache."""
+    compiled packages per backbone and precision with every tap (``<cache>/compiled/<package>-<precision>.pt2``),
+    in a folder private to this process without a cache (``create=False``: None if there is none yet)."""
     rt, pr = candidate
     if rt not in ("onnx", "compile"):
         return None
-    folder = Path(_scratch_dir()) if root is None else root / ("onnx" if rt == "onnx" else "compiled")
-    return folder / (f"{check}.onnx" if rt == "onnx" else f"{compile_id}-{pr}.pt2")
+    if root is None:
+        folder = _scratch_dir() if create or _scratch_dir.cache_info().currsize else None
+        if folder is None:
+            return None
+        folder = Path(folder)
+    else:
+        folder = root / ("onnx" if rt == "onnx" else "compiled")
+    return folder / (f"{check}.onnx" if rt == "onnx" else f"{package}-{pr}.pt2")
 
 
 def compile_id(backbone: str, weights_id: str, device: str) -> str:
-    """Identity of a compiled package: the network, the kind of device and the instruction set its
-    kernels were generated for (a package built for AVX512 would crash an AVX2 CPU), library versions."""
-    isa = _vec_isa() if device.startswith("cpu") else ""
-    return make_key(kind="aoti", backbone=backbone, weights=weights_id, device=device_kind(device), isa=isa,
-                    versions=_versions())
+    """Identity of a compiled package: the network, the device it was built for (a CPU's model and
+    instruction sets: its kernels use all of them), library and transfuse versions."""
+    from transfuse import __version__
 
-
-@functools.lru_cache(maxsize=1)
-def _vec_isa() -> str:
-    try:
-        with _quiet_inductor():
-            from torch._inductor.cpu_vec_isa import pick_vec_isa
-
-            return type(pick_vec_isa()).__name__
-    except Exception:  # an inductor without it: the CPU flags still tell machines apart
-        import platform
-
-        return platform.machine()
+    return make_key(kind="aoti", format=COMPILE_FORMAT, backbone=backbone, weights=weights_id,
+                    device=device_kind(device), versions=_versions(), transfuse=__version__)
 
 
 @contextlib.contextmanager
@@ -457,20 +478,28 @@ def compile_network(backbone, sample: tuple[torch.Tensor, ...], precision: str, 
     shapes = tuple({axis: Dim.DYNAMIC for axis in backbone.dynamic_axes} for _ in backbone.input_names)  # ranges inferred
     sample = tuple(_two_or_more(t) for t in sample)  # a batch of one would be compiled as a constant
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.pt2")
-    log.info("compiling %s (%s) with torch.compile ahead of time: once per machine, about half a minute on 2 cores; "
-             "kept in %s", backbone.name, precision, path.parent)
-    try:
-        with _quiet_inductor(), warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            import torch._inductor as inductor
+    import fcntl
+    import socket
 
-            program = torch.export.export(network, sample, dynamic_shapes=(shapes,))
-            with inductor.config.patch(freezing=True):  # weights as constants: prepacked kernels
-                inductor.aoti_compile_and_package(program, package_path=str(partial))
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with open(path.with_suffix(".lock"), "a") as lock:  # one build at a time; the others then load it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file() and artifact_opens("compile", str(path), [], backbone.tap_names, device):
+            return str(path)
+        _RUNNERS.pop(str(path), None)
+        partial = path.with_name(f"{path.stem}.{socket.gethostname()}.{os.getpid()}.partial.pt2")
+        log.info("compiling %s (%s) with torch.compile ahead of time: once per machine, about half a minute on "
+                 "2 cores; kept in %s", backbone.name, precision, path.parent)
+        try:
+            with _quiet_inductor(), warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                import torch._inductor as inductor
+
+                program = torch.export.export(network, sample, dynamic_shapes=(shapes,))
+                with inductor.config.patch(freezing=True):  # weights as constants: prepacked kernels
+                    inductor.aoti_compile_and_package(program, package_path=str(partial))
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
     return str(path)
 
 
@@ -484,52 +513,67 @@ def _two_or_more(t: torch.Tensor) -> torch.Tensor:
 class CompiledRunner:
     """Runs a compiled package: input tensors in, a dict of the raw outputs of every tap out."""
 
-    def __init__(self, path: str, all_taps: list[str]) -> None:
+    def __init__(self, path: str, outputs: list[str], device: str = "cpu") -> None:
         with _quiet_inductor():
             import torch._inductor as inductor
 
-            self.model = inductor.aoti_load_package(path)
-        self.taps = list(all_taps)
+            index = torch.device(device).index
+            self.model = inductor.aoti_load_package(path, device_index=-1 if index is None else index)
+        self.path, self.taps = path, list(outputs)
 
     def __call__(self, tensors: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         outputs = self.model(*tensors)
         if len(outputs) != len(self.taps):
-            raise DataError(f"the compiled package has {len(outputs)} outputs for {len(self.taps)} layers; "
-                            f"run `transfuse cache prune --all` to build it again")
+            raise DataError(f"the compiled package {self.path} has {len(outputs)} outputs for {len(self.taps)} "
+                            f"layers; delete that file and run again (it is built anew)")
         return dict(zip(self.taps, outputs))
 
 
 def measure_engine(bb, candidate: tuple[str, str], inputs, good: list[int], reference: dict, taps: list[str],
                    pooling: str, device: str, artifact: Path | None) -> dict:
     """Run one candidate engine on the calibration batch and compare with ``reference`` (eager
-    fp32). An ONNX graph is exported, or a package compiled (unless a working one is there), first,
-    and then also checked on a batch of one (its batch axis must really be dynamic); a failed
-    build is recorded, not raised."""
+    fp32), then on a batch of one (the batch axis must really be dynamic). An ONNX graph is
+    exported first; a compiled package is built unless a working one is there (one that fails
+    here is built again). A failed build is recorded, not raised."""
     rt, pr = candidate
     if rt == "torch":
         with autocast(device, pr):
             return {"cosine": worst_cosine(reference, bb.embed(inputs, good, taps, pooling, device))}
-    try:
-        sample = bb.network_inputs(inputs, good, "cpu" if rt == "onnx" else device)
-        if rt == "onnx":
-            path = export_onnx(bb, taps, sample, artifact)
-        elif not (artifact.is_file() and artifact_opens(rt, {"file": str(artifact)}, taps, bb.tap_names)):
-            path = compile_network(bb, sample, pr, device, artifact)
-        else:
-            path = str(artifact)
-        _RUNNERS.pop(path, None)
-        runner = engine_runner(rt, path, taps, bb.tap_names)
+
+    def agreement(path: str) -> float:
+        runner = engine_runner(rt, path, taps, bb.tap_names, device)
         cos = worst_cosine(reference, bb.embed(inputs, good, taps, pooling, device, runner=runner))
-        one = good[:1]  # a batch of one: the batch axis must really be dynamic
-        sub = bb.embed(inputs, one, taps, pooling, device, runner=runner)
-        cos = min(cos, worst_cosine({t: v[:1] for t, v in reference.items()}, sub))
+        one = bb.embed(inputs, good[:1], taps, pooling, device, runner=runner)
+        return min(cos, worst_cosine({t: v[:1] for t, v in reference.items()}, one))
+
+    sample = lambda: bb.network_inputs(inputs, good, "cpu" if rt == "onnx" else device)  # noqa: E731
+    try:
+        if rt == "compile" and artifact.is_file():
+            try:
+                return {"cosine": agreement(str(artifact)), "file": str(artifact), "outputs": bb.tap_names}
+            except Exception as exc:  # from another version, truncated, or wrong outputs: built again
+                log.info("building %s again: %s", artifact.name, exc)
+                _RUNNERS.pop(str(artifact), None)
+                artifact.unlink(missing_ok=True)
+        if rt == "onnx":
+            path = export_onnx(bb, taps, sample(), artifact)
+        else:
+            path = compile_network(bb, sample(), pr, device, artifact)
+        _RUNNERS.pop(path, None)
+        record = {"cosine": agreement(path), "file": path}
     except Exception as exc:  # exporters and compilers meet all sorts of models: auto falls back to torch
         log.info("%s of %s failed: %s", "ONNX export" if rt == "onnx" else "compiling", bb.name, exc)
         return {"cosine": None, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-    return {"cosine": cos, "file": path}
+    return record | ({"outputs": bb.tap_names} if rt == "compile" else {})
 
 
 @functools.lru_cache(maxsize=1)
 def _scratch_dir() -> str:
-    """Where exported graphs and compiled packages go without a cache folder: private to this process."""
-    return tempfile.mkdtemp(prefix="transfuse-engines-")
+    """Where exported graphs and compiled packages go without a cache folder: private to this
+    process, removed when it ends."""
+    import atexit
+    import shutil
+
+    folder = tempfile.mkdtemp(prefix="transfuse-engines-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder

