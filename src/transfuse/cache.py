@@ -269,8 +269,9 @@ class FeatureCache:
 
         With ``everything`` all keys go, and the exported ONNX graphs, compiled packages and engine
         checks (not a package being built right now); otherwise keys matching ALL given conditions
-        (unused for ``older_than_days``, of ``backbone``); with no condition only orphans
-        go. Returns counts of keys, files and bytes removed.
+        (unused for ``older_than_days``, of ``backbone``), and with ``older_than_days`` alone also
+        graphs and packages unused that long (old library versions leave theirs behind); with no
+        condition only orphans go. Returns counts of keys, files and bytes removed.
         """
         now = time.time()
         keys = self._run(lambda db: db.execute("SELECT key, backbone, last_used FROM keys").fetchall())
@@ -316,13 +317,25 @@ class FeatureCache:
                     folder.rmdir()
             except OSError:
                 continue
+        # half-written graphs and packages of killed exports and builds (recent ones may be in progress)
+        def age(path: Path) -> float:
+            try:
+                return now - path.stat().st_mtime
+            except OSError:  # gone meanwhile
+                return 0.0
+
+        engine_files = [p for p in [*(self.root / "compiled").glob("*.partial.pt2"), *(self.root / "onnx").glob("*.tmp")]
+                        if age(p) > ORPHAN_GRACE_S]
         if everything:  # exported ONNX graphs, compiled packages and engine checks go with everything else
-            for path in [*self.engine_files(), self.root / "runtime_checks.json"]:
-                try:
-                    removed["bytes"] += path.stat().st_size
-                    path.unlink()
-                    removed["shards"] += 1
-                except OSError:
-                    continue
+            engine_files += [*self.engine_files(), self.root / "runtime_checks.json"]
+        elif older_than_days is not None and backbone is None:  # loading one marks it used (transfuse.runtime)
+            engine_files += [p for p in self.engine_files() if age(p) > older_than_days * 86400]
+        for path in engine_files:
+            try:
+                removed["bytes"] += path.stat().st_size
+                path.unlink()
+                removed["shards"] += 1
+            except OSError:
+                continue
         self._run(lambda db: db.execute("VACUUM"))
         return removed

@@ -472,7 +472,7 @@ def cache_ls(as_json: Json = False) -> None:
 
 @cache_app.command("prune")
 def cache_prune(
-    older_than: Annotated[Optional[float], typer.Option("--older-than", help="Delete feature sets unused for this many days.")] = None,
+    older_than: Annotated[Optional[float], typer.Option("--older-than", help="Delete feature sets (and exported graphs, compiled packages) unused for this many days.")] = None,
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="Delete all feature sets of this backbone.")] = None,
     everything: Annotated[bool, typer.Option("--all", help="Delete every feature set, exported ONNX graph, compiled package and engine check.")] = False,
 ) -> None:

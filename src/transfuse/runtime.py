@@ -403,6 +403,10 @@ def engine_runner(runtime: str, path: str | None, taps: list[str], outputs: list
         _RUNNERS[path] = OnnxRunner(path, taps) if runtime == "onnx" else CompiledRunner(path, outputs, device)
         while len(_RUNNERS) > 2:
             _RUNNERS.popitem(last=False)
+        try:
+            os.utime(path)  # marks it used: `cache prune --older-than` keeps what is loaded
+        except OSError:  # a read-only cache
+            pass
     return _RUNNERS[path]
 
 
