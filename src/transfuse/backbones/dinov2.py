@@ -118,7 +118,8 @@ def timm_state_dict(hf: dict[str, np.ndarray], grid: int) -> dict[str, torch.Ten
 def _build(weights: str) -> Backbone:
     import timm
 
-    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=SIZE, num_classes=0)
+    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=SIZE, num_classes=0,
+                              dynamic_img_size=True, dynamic_img_pad=True)  # fine-tuning runs at other sizes
     if weights == "pretrained":
         model.load_state_dict(timm_state_dict(encoder_state_dict(onnx_path()), SIZE // 14), strict=True)
     elif weights != "random":
