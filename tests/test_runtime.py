@@ -1,6 +1,7 @@
 """Extraction engines: eager fp32, bf16 autocast, compiled packages, ONNX Runtime; their agreement and cache keys."""
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -115,12 +116,12 @@ def test_onnx_agrees_with_eager_and_is_exported_once(cache_dir):
     assert cosine(eager, onnx) >= 0.999
     exported = sorted(Path(cache_dir, "onnx").glob("*.onnx"))
     assert len(exported) == 1
-    stamp = exported[0].stat().st_mtime_ns
+    stamp = exported[0].stat().st_ino
     checks = json.loads(Path(cache_dir, CHECKS_FILE).read_text())
     assert any("onnx-fp32" in record for record in checks.values())
     again = extract_features(files + paths(20)[-2:], layers=TAPS, cache=cache_dir, runtime="onnx", progress=False)
     assert again.n_extracted > 0 and again.engine.file == str(exported[0])
-    assert exported[0].stat().st_mtime_ns == stamp  # remembered, not exported again
+    assert exported[0].stat().st_ino == stamp  # remembered, not exported again
     runtime._RUNNERS.clear()  # as in a new process
     exported[0].write_bytes(b"not a graph")  # a broken export is exported again, not an error
     more = list(dict.fromkeys(files + paths(24)))
@@ -139,12 +140,12 @@ def test_compiled_package_agrees_and_is_built_once_for_every_tap(cache_dir):
     assert cosine(eager, compiled) >= 0.999
     package = Path(compiled.engine.file)
     assert package.parent == Path(cache_dir, "compiled") and package.suffix == ".pt2"
-    stamp = package.stat().st_mtime_ns
+    stamp = package.stat().st_ino  # a rebuild is a new file (loading marks it used: mtime moves)
     runtime._RUNNERS.clear()  # as in a new process
     # other layers use the same package (it has every tap), and auto takes it once it exists
     other = extract_features(files, layers="blocks.1,logits", cache=cache_dir, precision="fp32", progress=False)
     assert engine(other.engine) == ("compile", "fp32") and other.engine.file == str(package)
-    assert package.stat().st_mtime_ns == stamp
+    assert package.stat().st_ino == stamp
     from transfuse.cache import FeatureCache
 
     store = FeatureCache(cache_dir)
@@ -165,7 +166,7 @@ def test_compiled_engine_is_retried_kept_to_this_machine_rebuilt_when_broken_and
             extract_features(files[:10], runtime="compile", **kw)
     built = extract_features(files[:10], runtime="compile", **kw)  # an explicit request retries the failed build
     package = Path(built.engine.file)
-    stamp = package.stat().st_mtime_ns
+    stamp = package.stat().st_ino  # a rebuild is a new file (loading marks it used: mtime moves)
     # auto: what the eager engine has cached stays eager; new items go to the package that exists
     warm = extract_features(files[10:16], **kw)
     assert engine(warm.engine) == engine(seeded.engine) and warm.n_extracted == 0
@@ -175,13 +176,17 @@ def test_compiled_engine_is_retried_kept_to_this_machine_rebuilt_when_broken_and
     # a remembered package of another machine (a shared cache folder) is not used
     checks_file = Path(cache_dir, CHECKS_FILE)
     checks = json.loads(checks_file.read_text())
+    other = package.with_name("other-machine-fp32.pt2")
+    shutil.copy(package, other)  # it loads: only its path says it is not this machine's
     for record in checks.values():
         if "compile-fp32" in record:
-            record["compile-fp32"]["file"] = str(package.with_name("other-machine-fp32.pt2"))
+            record["compile-fp32"]["file"] = str(other)
     checks_file.write_text(json.dumps(checks))
     runtime._RUNNERS.clear()
     again = extract_features(files[:10], runtime="compile", **kw)
-    assert again.engine.file == str(package) and package.stat().st_mtime_ns == stamp  # checked, not rebuilt
+    assert again.engine.file == str(package) and package.stat().st_ino == stamp  # checked, not rebuilt
+    assert all(r["compile-fp32"]["file"] == str(package)
+               for r in json.loads(checks_file.read_text()).values() if "compile-fp32" in r)
     # a broken package is built again
     runtime._RUNNERS.clear()
     package.write_bytes(b"not a package")

@@ -253,6 +253,10 @@ def device_kind(device: str) -> str:
     return "cpu:" + ",".join(_cpu_bf16_features()) + ":" + _cpu_fingerprint()
 
 
+_ISA_FLAGS = ("sse", "ssse", "avx", "amx", "fma", "f16c", "bmi", "popcnt", "movbe", "aes", "sha", "vaes",
+              "vpclmul", "gfni", "adx", "lzcnt", "abm")
+
+
 @functools.lru_cache(maxsize=1)
 def _cpu_fingerprint() -> str:
     import hashlib
@@ -261,8 +265,11 @@ def _cpu_fingerprint() -> str:
     described = platform.machine() + platform.processor()
     try:
         with open("/proc/cpuinfo") as info:
-            lines = [line for line in info if line.startswith(("model name", "flags", "Features", "CPU part"))]
-        described += "".join(sorted(set(lines)))
+            lines = set(info)
+        described += "".join(sorted(line for line in lines if line.startswith(("model name", "Features", "CPU part"))))
+        for line in lines:  # instruction sets only: mitigation flags change with kernel and microcode updates
+            if line.startswith("flags"):
+                described += " ".join(sorted(f for f in line.split(":", 1)[1].split() if f.startswith(_ISA_FLAGS)))
     except OSError:  # not Linux: the platform strings are what there is
         pass
     return hashlib.sha256(described.encode()).hexdigest()[:12]
@@ -313,7 +320,7 @@ def save_check(root: Path | None, key: str, record: dict) -> None:
         with open(root / f"{CHECKS_FILE}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             checks = load_checks(root)
-            checks[key] = record
+            checks[key] = {**checks.get(key, {}), **record}  # another process's engines for this key stay
             atomic_write_text(root / CHECKS_FILE, json.dumps(checks, indent=1) + "\n")
     except OSError as exc:  # a read-only cache still extracts; it calibrates again next time
         log.debug("cannot remember the runtime check: %s", exc)
@@ -386,7 +393,13 @@ def autocast(device: str, precision: str):
     return torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-_RUNNERS: OrderedDict[str, object] = OrderedDict()  # loaded graphs and packages, by file
+_RUNNERS: OrderedDict[tuple[str, str], object] = OrderedDict()  # loaded graphs and packages, by file and device
+
+
+def _forget(path: str) -> None:
+    """Drop loaded copies of a graph or package file (it is about to be replaced)."""
+    for key in [k for k in _RUNNERS if k[0] == path]:
+        del _RUNNERS[key]
 
 
 def engine_runner(runtime: str, path: str | None, taps: list[str], outputs: list[str] | None = None,
@@ -396,18 +409,18 @@ def engine_runner(runtime: str, path: str | None, taps: list[str], outputs: list
     reuse; None for eager torch."""
     if runtime not in ("onnx", "compile"):
         return None
-    if path not in _RUNNERS:
+    if (path, device) not in _RUNNERS:
         if not path or not os.path.isfile(path):
             raise DataError(f"the {'exported ONNX graph' if runtime == 'onnx' else 'compiled package'} is missing "
                             f"({path or 'not built'}); run again (it is built anew), or use --runtime torch")
-        _RUNNERS[path] = OnnxRunner(path, taps) if runtime == "onnx" else CompiledRunner(path, outputs, device)
+        _RUNNERS[path, device] = OnnxRunner(path, taps) if runtime == "onnx" else CompiledRunner(path, outputs, device)
         while len(_RUNNERS) > 2:
             _RUNNERS.popitem(last=False)
         try:
             os.utime(path)  # marks it used: `cache prune --older-than` keeps what is loaded
         except OSError:  # a read-only cache
             pass
-    return _RUNNERS[path]
+    return _RUNNERS[path, device]
 
 
 def artifact_opens(runtime: str, path: str | None, taps: list[str], outputs: list[str] | None = None,
@@ -472,10 +485,13 @@ class _Autocast(nn.Module):
             return self.network(*tensors)
 
 
-def compile_network(backbone, sample: tuple[torch.Tensor, ...], precision: str, device: str, path: Path) -> str:
+def compile_network(backbone, sample: tuple[torch.Tensor, ...], precision: str, device: str, path: Path,
+                    broken: int | None = None) -> str:
     """Compile ``backbone.tap_network`` with every tap as an output ahead of time (torch.export, then
     AOTInductor with frozen weights) into a ``.pt2`` package at ``path``; the batch (and token) axes
-    stay dynamic. Built beside and renamed, so a killed compile leaves no half file."""
+    stay dynamic. Built beside and renamed, so a killed compile leaves no half file; one build at a
+    time (a file lock), and a working package another process built meanwhile is used as it is.
+    ``broken``: the inode of a package at ``path`` found not to work, replaced (not one built since)."""
     from torch.export import Dim
 
     network = _Autocast(backbone.tap_network(backbone.tap_names).eval(), device, precision)
@@ -487,9 +503,13 @@ def compile_network(backbone, sample: tuple[torch.Tensor, ...], precision: str, 
 
     with open(path.with_suffix(".lock"), "a") as lock:  # one build at a time; the others then load it
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.is_file() and artifact_opens("compile", str(path), [], backbone.tap_names, device):
-            return str(path)
-        _RUNNERS.pop(str(path), None)
+        if path.is_file():
+            if broken is not None and path.stat().st_ino == broken:
+                _forget(str(path))
+                path.unlink()
+            elif artifact_opens("compile", str(path), [], backbone.tap_names, device):
+                return str(path)
+        _forget(str(path))
         partial = path.with_name(f"{path.stem}.{socket.gethostname()}.{os.getpid()}.partial.pt2")
         log.info("compiling %s (%s) with torch.compile ahead of time: once per machine, about half a minute on "
                  "2 cores; kept in %s", backbone.name, precision, path.parent)
@@ -551,19 +571,20 @@ def measure_engine(bb, candidate: tuple[str, str], inputs, good: list[int], refe
         return min(cos, worst_cosine({t: v[:1] for t, v in reference.items()}, one))
 
     sample = lambda: bb.network_inputs(inputs, good, "cpu" if rt == "onnx" else device)  # noqa: E731
+    broken = None
     try:
         if rt == "compile" and artifact.is_file():
+            inode = artifact.stat().st_ino
             try:
                 return {"cosine": agreement(str(artifact)), "file": str(artifact), "outputs": bb.tap_names}
             except Exception as exc:  # from another version, truncated, or wrong outputs: built again
                 log.info("building %s again: %s", artifact.name, exc)
-                _RUNNERS.pop(str(artifact), None)
-                artifact.unlink(missing_ok=True)
+                broken = inode
         if rt == "onnx":
             path = export_onnx(bb, taps, sample(), artifact)
         else:
-            path = compile_network(bb, sample(), pr, device, artifact)
-        _RUNNERS.pop(path, None)
+            path = compile_network(bb, sample(), pr, device, artifact, broken)
+        _forget(path)
         record = {"cosine": agreement(path), "file": path}
     except Exception as exc:  # exporters and compilers meet all sorts of models: auto falls back to torch
         log.info("%s of %s failed: %s", "ONNX export" if rt == "onnx" else "compiling", bb.name, exc)
