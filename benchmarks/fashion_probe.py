@@ -2,10 +2,12 @@
 
 Rows: 10, 100 and 1,000 labelled training images per class (10, 100 with 3 seeds each;
 1,000 per class = 10,000 images, one seeded draw). Columns: EfficientNet-Lite0 ImageNet
-features, the same architecture with random weights (no transfer), and raw pixels; every
-column uses the same head (standardise + logistic regression, C=1).
+features, DINOv2 ViT-S/14 self-supervised features (a second source to choose from), the Lite0
+architecture with random weights (no transfer), and raw pixels; every column uses the same head
+(standardise + logistic regression, C=1). Lite0 runs eager fp32 (the numbers published before the
+engines existed); DINOv2 runs the default engine (`auto`).
 
-Run: ``python benchmarks/fashion_probe.py``  (about 15 minutes on 2 CPU cores, cached after)
+Run: ``python benchmarks/fashion_probe.py``  (about 35 minutes on 2 CPU cores, cached after)
 Writes benchmarks/results/fashion_probe.{md,json}.
 """
 
@@ -39,9 +41,16 @@ def main() -> None:
     test_paths, test_y, test_px = fashion_pngs("test", 1000)  # the whole official test set
     cache = str(WORK / "cache-probe")
     reps = {"raw pixels": (train_px.reshape(len(train_px), -1) / 255.0, test_px.reshape(len(test_px), -1) / 255.0)}
-    for name, weights in (("efficientnet_lite0 ImageNet", "pretrained"), ("efficientnet_lite0 random init", "random")):
-        feats = extract_features(train_paths + test_paths, weights=weights, cache=cache).X
-        reps[name] = (feats[: len(train_paths)], feats[len(train_paths):])
+    sources = {"efficientnet_lite0 ImageNet": dict(runtime="torch", precision="fp32"),
+               "dinov2_vits14 (DINOv2, self-supervised)": dict(backbone="dinov2_vits14"),
+               "efficientnet_lite0 random init": dict(weights="random", runtime="torch", precision="fp32")}
+    engines = {}
+    for name, kwargs in sources.items():
+        t = time.perf_counter()
+        feats = extract_features(train_paths + test_paths, cache=cache, **kwargs)
+        engines[name] = {"engine": feats.engine.label(), "extracted": feats.n_extracted,
+                         "seconds": time.perf_counter() - t}
+        reps[name] = (feats.X[: len(train_paths)], feats.X[len(train_paths):])
     results: dict[str, dict[int, list[float]]] = {name: {} for name in reps}
     fit_seconds: dict[str, dict[int, float]] = {name: {} for name in reps}
     for per_class, seeds in BUDGETS:
@@ -54,8 +63,7 @@ def main() -> None:
             fit_seconds[name][per_class] = (time.perf_counter() - t) / len(seeds)
             results[name][per_class] = accs
             print(f"{per_class:>5}/class  {name:<32} {np.mean(accs):.4f}  {accs}")
-    names = list(reps)
-    order = [names[1], names[2], names[0]]  # pretrained, random init, pixels
+    order = [*sources, "raw pixels"]
 
     def cell(accs: list[float]) -> str:
         return f"{np.mean(accs):.3f}" + (f" ± {np.std(accs):.3f}" if len(accs) > 1 else "")
@@ -65,7 +73,7 @@ def main() -> None:
     table = ("Fashion-MNIST official test set (10,000 images); head: standardise + logistic regression (C=1); "
              "features: `features` tap, average pooling, 224 px\n\n"
              + markdown_table(["labelled training images per class", "seeds", *order], rows))
-    save_results("fashion_probe", table, {"accuracy": results, "fit_seconds": fit_seconds})
+    save_results("fashion_probe", table, {"accuracy": results, "fit_seconds": fit_seconds, "extraction": engines})
 
 
 if __name__ == "__main__":

@@ -327,7 +327,9 @@ class FeatureCache:
         engine_files = [p for p in [*(self.root / "compiled").glob("*.partial.pt2"), *(self.root / "onnx").glob("*.tmp")]
                         if age(p) > ORPHAN_GRACE_S]
         if everything:  # exported ONNX graphs, compiled packages and engine checks go with everything else
-            engine_files += [*self.engine_files(), self.root / "runtime_checks.json"]
+            # and the build locks (one removed mid-build costs a second build at most)
+            engine_files += [*self.engine_files(), self.root / "runtime_checks.json",
+                             *(self.root / "compiled").glob("*.lock")]
         elif older_than_days is not None and backbone is None:  # loading one marks it used (transfuse.runtime)
             engine_files += [p for p in self.engine_files() if age(p) > older_than_days * 86400]
         for path in engine_files:
