@@ -8,12 +8,15 @@ and efficientnet_lite1 `features` for the two-backbone row. Every head is standa
 logistic regression (C=1) unless the search picked otherwise.
 
 Run: ``python benchmarks/fusion.py`` (about 12 minutes on 2 CPU cores the first time).
-Writes benchmarks/results/fusion.{md,json}.
+Writes benchmarks/results/fusion.{md,json}. ``--quick`` (a few minutes: Fashion-MNIST only, pool and
+test set of 50 per class, 10 labels per class, seed 0) writes fusion-quick.{md,json}: the check
+that a refactoring changed no number.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import numpy as np
@@ -45,13 +48,13 @@ CONFIGS = {
 }
 
 
-def dataset(name: str):
+def dataset(name: str, per_class: int = 200):
     """(pool paths, pool labels, test paths, test labels): pool = 200 per class for training draws."""
     if name == "fashion":
         tr_x, tr_y = fashion_mnist("train")
         te_x, te_y = fashion_mnist("test")
         classes = FASHION_CLASSES
-        pool, test = per_class_indices(tr_y, 200, seed=0), per_class_indices(te_y, 200, seed=0)
+        pool, test = per_class_indices(tr_y, per_class, seed=0), per_class_indices(te_y, per_class, seed=0)
     else:
         x, y = animal_silhouettes()
         classes = ANIMAL_CLASSES
@@ -59,7 +62,7 @@ def dataset(name: str):
         rest = np.setdiff1d(np.arange(len(y)), test)
         pool = rest[per_class_indices(y[rest], 200, seed=0)]
         tr_x, tr_y, te_x, te_y = x, y, x, y
-    root = WORK / f"fusion-{name}"
+    root = WORK / f"fusion-{name}" if per_class == 200 else WORK / f"fusion-{name}-{per_class}"
     p_pool = write_pngs(tr_x[pool], tr_y[pool], root / "pool", classes, ids=pool)
     p_test = write_pngs(te_x[test], te_y[test], root / "test", classes, ids=test)
     return p_pool, tr_y[pool], p_test, te_y[test]
@@ -69,21 +72,21 @@ def draw(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     return per_class_indices(labels, per_class, seed)
 
 
-def main() -> None:
+def main(quick: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cache = str(WORK / "cache-fusion")
     results: dict = {}
     rows = []
-    for name in ("fashion", "animals"):
-        p_pool, y_pool, p_test, y_test = dataset(name)
+    budgets, seeds = ([10], [0]) if quick else (BUDGETS, SEEDS)
+    for name in ("fashion",) if quick else ("fashion", "animals"):
+        p_pool, y_pool, p_test, y_test = dataset(name, 50 if quick else 200)
         ext = FeatureExtractor(layers=TAPS, cache=cache)
         X = ext.fit_transform(p_pool + p_test)
         blocks = from_slices(ext.slices_)
         two = FeatureExtractor(backbone="efficientnet_lite0,efficientnet_lite1", layers="features", cache=cache)
         X2 = two.fit_transform(p_pool + p_test)
         n = len(p_pool)
-        for per_class in BUDGETS:
-            seeds = SEEDS
+        for per_class in budgets:
             acc: dict[str, list[float]] = {}
             secs: dict[str, list[float]] = {}
             picked = []
@@ -120,11 +123,13 @@ def main() -> None:
                              f"{np.mean(secs[label]):.2f}"])
             shown_picks = sorted({p.replace(" | ", " / ") for p in picked})  # a pipe would split the table cell
             rows.append([name, per_class, "--auto picked", "; ".join(shown_picks), ""])
-    table = ("Test accuracy (mean ± std over seeds 0, 1, 2) and fit time in seconds; efficientnet_lite0 taps "
-             f"{', '.join(TAPS)}; fashion: 2,000 official test images, animals: fixed 2,000-image test split\n\n"
+    what = ("seed 0; fashion: a pool and a test set of 500 images" if quick else
+            "seeds 0, 1, 2; fashion: 2,000 official test images, animals: fixed 2,000-image test split")
+    table = (f"Test accuracy (mean ± std over {what}) and fit time in seconds; efficientnet_lite0 taps "
+             f"{', '.join(TAPS)}\n\n"
              + markdown_table(["data", "labels/class", "representation", "test accuracy", "fit s"], rows))
-    save_results("fusion", table, results)
+    save_results("fusion-quick" if quick else "fusion", table, results)
 
 
 if __name__ == "__main__":
-    main()
+    main(quick="--quick" in sys.argv[1:])
