@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup data demo test test-fast bench clean
+.PHONY: setup data demo lint test test-fast bench clean
 
 setup: $(VENV)/.installed
 
@@ -27,10 +27,15 @@ demo: setup
 	$(BIN)/transfuse fit examples/fashion --out transfuse-models/demo
 	$(BIN)/transfuse predict transfuse-models/demo examples/fashion/bag/00018.png examples/fashion/sandal/00008.png examples/fashion/coat/00006.png --out transfuse-models/demo/predictions.csv
 
-test: setup data
+# style and the architecture: ruff, and import-linter's contracts in pyproject.toml (layers, no cycles)
+lint: setup
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/lint-imports
+
+test: setup data lint
 	$(BIN)/python -m pytest
 
-test-fast: setup
+test-fast: setup lint
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: setup data

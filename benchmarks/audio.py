@@ -24,11 +24,12 @@ import time
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from common import WORK, markdown_table, save_results
 from transfuse.blocks import from_slices
 from transfuse.data.packaged import drum_hits
-from transfuse.extract import FeatureExtractor
+from transfuse.featurizers import FeatureExtractor
 from transfuse.recipe import Recipe
+
+from common import WORK, markdown_table, save_results
 
 METHODS = {  # label -> (backbone(s), layers, recipe)
     "log-mel statistics + logreg (no transfer)": ("logmel", "features", Recipe()),

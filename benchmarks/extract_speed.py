@@ -24,14 +24,14 @@ import time
 import numpy as np
 import torch
 
-from common import WORK, fashion_pngs, markdown_table, save_results
 from transfuse.backbones import create_backbone, get_spec
-from transfuse.data.packaged import clothing_reviews, drum_hits
-from transfuse.runtime import worst_cosine
-from transfuse.taps import check_pooling
 from transfuse.data.images import decode_image
+from transfuse.data.packaged import clothing_reviews, drum_hits
+from transfuse.engines import worst_cosine
 from transfuse.extract import extract_features
-from transfuse.taps import pool
+from transfuse.taps import check_pooling, pool
+
+from common import WORK, fashion_pngs, markdown_table, save_results
 
 BACKBONE = "efficientnet_lite0"
 TAPS = ["blocks.2", "blocks.4", "features"]
@@ -69,10 +69,10 @@ import json, resource, sys, time
 from transfuse.extract import extract_features
 paths = json.load(open(sys.argv[1]))
 t = time.perf_counter()
-f = extract_features(paths, backbone=%r, layers=%r, cache=sys.argv[2], progress=False)
+f = extract_features(paths, backbone=BACKBONE, layers=TAPS, cache=sys.argv[2], progress=False)
 print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "seconds": time.perf_counter() - t, "output_mb": f.X.nbytes / 1e6}))
-""" % (BACKBONE, TAPS)
+""".replace("BACKBONE", repr(BACKBONE)).replace("TAPS", repr(TAPS))
 
 
 def peak_memory(n: int) -> dict:
@@ -115,11 +115,11 @@ def pure_model(backbone: str, items: list[str], taps: list[str], engines: list[t
                rounds: int = 3, max_batches: int = 40) -> tuple[dict, dict]:
     """Items per second of the forward pass alone (inputs decoded beforehand, in memory), per engine,
     and the seconds each ONNX export or compile took."""
-    from transfuse.extract import _calibrate, get_backbone
-    from transfuse.runtime import autocast, engine_runner
+    from transfuse.engines import Calibration, EngineStore, Plan, autocast, runner
+    from transfuse.extract import FORMAT, get_backbone
 
     spec = get_spec(backbone)
-    bb = get_backbone(backbone, "pretrained", spec.weights_id, "cpu")
+    bb = get_backbone(backbone, "pretrained", spec.weights.id, "cpu")
     batches = [(inputs, [j for j in range(len(ok)) if ok[j]]) for inputs, _, ok in
                bb.batches(items, bb.default_batch_size("cpu"), 0, "cpu")]
     if spec.modality == "image":  # one decoded batch again and again, like the issue's table (a list of
@@ -131,11 +131,14 @@ def pure_model(backbone: str, items: list[str], taps: list[str], engines: list[t
     for rt, pr in engines:
         if rt in ("onnx", "compile"):  # exported or compiled once (without a cache: a per-process folder)
             t = time.perf_counter()
-            found = _calibrate(backbone, "pretrained", spec.weights_id, taps, pooling, spec.input_spec.identity(),
-                               "truncate", "cpu", None, items, [(rt, pr)])
+            calibration = Calibration(store=EngineStore(None), backbone=lambda: bb, name=backbone,
+                                      weights_id=spec.weights.id, items=items, taps=taps, pooling=pooling,
+                                      preprocess=f"{spec.input_spec.identity()}|{FORMAT}", device="cpu")
+            found = calibration([(rt, pr)])
             if found.get((rt, pr), (None,))[0] is None:  # the export or compile failed: no pure-model row
                 continue
-            runners[(rt, pr)] = {"runner": engine_runner(rt, found[(rt, pr)][1], taps, bb.tap_names)}
+            plan = Plan(rt, pr, found[(rt, pr)][0], found[(rt, pr)][1])
+            runners[(rt, pr)] = {"runner": runner(plan, taps, bb.tap_names, "cpu")}
             built[f"{rt} {pr}"] = time.perf_counter() - t
         elif rt != "auto":
             runners[(rt, pr)] = {}
@@ -167,7 +170,7 @@ def probe_accuracy(X: np.ndarray, y: np.ndarray, splits: int = 5) -> float:
 def runtimes(backbones: list[str], n: int) -> tuple[str, dict]:
     """Per backbone: the pure-model speed of each engine, then end-to-end extraction from disk
     (no cache) with each engine, its agreement with eager fp32 and its probe accuracy."""
-    from transfuse.runtime import capabilities, min_cosine
+    from transfuse.engines import capabilities, min_cosine
 
     rows, raw = [], {}
     for backbone in backbones:

@@ -21,9 +21,10 @@ import time
 
 import numpy as np
 
-from common import WORK, fashion_pngs, markdown_table, save_results
 from transfuse.extract import extract_features
 from transfuse.heads import LogisticHead
+
+from common import WORK, fashion_pngs, markdown_table, save_results
 
 BUDGETS = [(10, [0, 1, 2]), (100, [0, 1, 2]), (1000, [0])]
 POOL_PER_CLASS = 1000

@@ -21,12 +21,13 @@ import time
 
 import numpy as np
 
-from common import WORK, finetune_data, markdown_table, save_results
 from transfuse.data.packaged import FASHION_CLASSES, per_class_indices
 from transfuse.data.source import Source
-from transfuse.extract import FeatureExtractor
+from transfuse.featurizers import FeatureExtractor
 from transfuse.finetune.train import FinetuneConfig, finetune_source
 from transfuse.heads import LogisticHead
+
+from common import WORK, finetune_data, markdown_table, save_results
 
 METHODS = [("scratch (full, random init)", "full", True), ("head only", "head", False),
            ("last:2", "last:2", False), ("LP-FT", "lp-ft", False), ("full", "full", False)]

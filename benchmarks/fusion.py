@@ -22,13 +22,20 @@ import time
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from common import WORK, markdown_table, save_results
 from transfuse.blocks import from_slices
-from transfuse.data.packaged import (ANIMAL_CLASSES, FASHION_CLASSES, animal_silhouettes, fashion_mnist,
-                                     per_class_indices, write_pngs)
-from transfuse.extract import FeatureExtractor
+from transfuse.data.packaged import (
+    ANIMAL_CLASSES,
+    FASHION_CLASSES,
+    animal_silhouettes,
+    fashion_mnist,
+    per_class_indices,
+    write_pngs,
+)
+from transfuse.featurizers import FeatureExtractor
 from transfuse.recipe import Recipe
 from transfuse.search import default_recipes, search
+
+from common import WORK, markdown_table, save_results
 
 TAPS = ["blocks.4", "blocks.5", "blocks.6", "features"]
 BUDGETS = [10, 100]

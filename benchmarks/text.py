@@ -28,14 +28,15 @@ import time
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from common import WORK, markdown_table, save_results
-from transfuse.backbones.tfidf import TfidfFeatures
 from transfuse.blocks import from_slices
 from transfuse.data.packaged import clothing_reviews, per_class_indices, spam_assassin
 from transfuse.extract import extract_features
+from transfuse.featurizers.tfidf import TfidfFeatures
 from transfuse.heads import LogisticHead
 from transfuse.recipe import Recipe
 from transfuse.search import default_recipes, search
+
+from common import WORK, markdown_table, save_results
 
 TAPS = ["layer.3", "layer.4", "layer.5", "features"]
 
@@ -157,7 +158,7 @@ def encoders(args) -> None:
         subset = [texts[i] for i in needed]
         acc: dict[str, list[float]] = {}
         arr = np.asarray(texts, dtype=object)
-        for seed, idx in draws.items():
+        for idx in draws.values():
             acc.setdefault("TF-IDF + logreg (no transfer)", []).append(
                 float(tfidf_model().fit(arr[idx], y[idx]).score(arr[test], y[test])))
         speed = {}
@@ -166,7 +167,7 @@ def encoders(args) -> None:
             feats = extract_features(subset, backbone=encoder, cache=cache, progress=False)
             speed[encoder] = feats.n_extracted / (time.perf_counter() - t) if feats.n_extracted else None
             X = feats.X
-            for seed, idx in draws.items():
+            for idx in draws.values():
                 rows_tr, rows_te = [where[int(i)] for i in idx], [where[int(i)] for i in test]
                 model = Pipeline(Recipe().build(from_slices(feats.slices))).fit(X[rows_tr], y[idx])
                 acc.setdefault(f"{encoder} + logreg", []).append(float(model.score(X[rows_te], y[test])))

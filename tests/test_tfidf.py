@@ -1,19 +1,23 @@
 """The tfidf text baseline: fitted on the training split, saved without pickle, one flag away."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from conftest import cli
-from transfuse.backbones.tfidf import TfidfFeatures
 from transfuse.data import load_source
-from transfuse.errors import DataError, ModelDirError
+from transfuse.errors import DataError, ModelDirError, UnknownBackboneError
 from transfuse.extract import extract_features
+from transfuse.featurizers.tfidf import TfidfFeatures
+from transfuse.parts import decode_strings, encode_strings
 from transfuse.pipeline import load_model
 from transfuse.workflow import compare_source, fit_source, predict_paths
+
+from conftest import cli
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "reviews.csv"
 
@@ -38,7 +42,8 @@ def test_rows_equal_sklearns_vectoriser(reviews):
 def test_fit_saves_vocabulary_and_predicts_the_same_after_loading(tmp_path, reviews):
     res = fit_source(reviews, backbone="tfidf", out_dir=tmp_path / "m", seed=0)
     assert 0.3 < res.metrics["accuracy"] < 1.0  # six departments, chance is 0.17
-    vocabulary = json.loads((tmp_path / "m" / "vocabulary.json").read_text())
+    vocabulary = decode_strings(load_file(str(tmp_path / "m" / "model.safetensors"))["features.vocabulary"])
+    assert vocabulary == res.model.named_steps["features"].meta_["vocabulary"]
     assert len(vocabulary) == res.model.named_steps["features"].n_features_out_ > 500
     loaded = load_model(tmp_path / "m")
     texts = reviews.items[:30]
@@ -66,7 +71,7 @@ def test_options_it_cannot_take_are_clear_errors(tmp_path, reviews):
         fit_source(reviews, backbone="minilm_l6,tfidf", save=False)
     with pytest.raises(DataError, match="knn head cannot read sparse"):
         fit_source(reviews, backbone="tfidf", head="knn", save=False)
-    with pytest.raises(DataError, match="fitted on the training texts"):
+    with pytest.raises(UnknownBackboneError, match="fitted on the training data, not a network"):
         extract_features(reviews.items[:3], backbone="tfidf")
     with pytest.raises(DataError, match="cannot be fine-tuned"):
         compare_source(reviews, tmp_path / "c", backbone="tfidf")
@@ -74,13 +79,25 @@ def test_options_it_cannot_take_are_clear_errors(tmp_path, reviews):
         TfidfFeatures().fit(["only one"])
 
 
-def test_broken_vocabulary_file_is_a_clear_error(tmp_path, reviews):
+def test_broken_vocabulary_is_a_clear_error(tmp_path, reviews):
     fit_source(reviews, backbone="tfidf", out_dir=tmp_path / "m")
-    vocab = tmp_path / "m" / "vocabulary.json"
-    vocab.write_text(json.dumps(["just", "three", "terms"]))
-    with pytest.raises(ModelDirError, match="does not match"):
+    weights = tmp_path / "m" / "model.safetensors"
+    arrays = load_file(str(weights))
+    save_file({**arrays, "features.vocabulary": encode_strings(["just", "three", "terms"])}, str(weights))
+    with pytest.raises(ModelDirError, match="idf weights for 3 terms"):
         load_model(tmp_path / "m")
-    vocab.unlink()
+    save_file({k: v for k, v in arrays.items() if k != "features.vocabulary"}, str(weights))
+    with pytest.raises(ModelDirError, match="lacks the arrays vocabulary of part 'features'"):
+        load_model(tmp_path / "m")
+
+
+def test_format_3_tfidf_model_with_its_vocabulary_file_still_loads(tmp_path):
+    legacy = Path(__file__).parent / "data" / "legacy" / "v3" / "tfidf"
+    shutil.copytree(legacy, tmp_path / "m")
+    expected = json.loads((legacy / "expected.json").read_text())
+    np.testing.assert_allclose(load_model(tmp_path / "m").predict_proba(expected["inputs"]),
+                               expected["probabilities"], atol=1e-9)
+    (tmp_path / "m" / "vocabulary.json").unlink()
     with pytest.raises(ModelDirError, match="no vocabulary.json"):
         load_model(tmp_path / "m")
 

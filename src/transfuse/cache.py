@@ -258,20 +258,14 @@ class FeatureCache:
                FROM keys k ORDER BY k.last_used DESC""").fetchall())
         return [KeyInfo(*r[:-1], engine=_engine(r[-1])) for r in rows]
 
-    def engine_files(self) -> list[Path]:
-        """Exported ONNX graphs and compiled packages kept beside the features (not those being built)."""
-        packages = [p for p in (self.root / "compiled").glob("*.pt2") if ".partial." not in p.name]
-        return sorted([*(self.root / "onnx").glob("*.onnx"), *packages])
-
     def prune(self, older_than_days: float | None = None, backbone: str | None = None,
               everything: bool = False) -> dict[str, int]:
         """Delete keys and their files, then orphan files left by killed runs.
 
-        With ``everything`` all keys go, and the exported ONNX graphs, compiled packages and engine
-        checks (not a package being built right now); otherwise keys matching ALL given conditions
-        (unused for ``older_than_days``, of ``backbone``), and with ``older_than_days`` alone also
-        graphs and packages unused that long (old library versions leave theirs behind); with no
-        condition only orphans go. Returns counts of keys, files and bytes removed.
+        With ``everything`` all keys go; otherwise keys matching ALL given conditions (unused for
+        ``older_than_days``, of ``backbone``); with no condition only orphans go. Returns counts of
+        keys, files and bytes removed. (Engine files beside the cache belong to
+        :class:`transfuse.engines.EngineStore`, which prunes them.)
         """
         now = time.time()
         keys = self._run(lambda db: db.execute("SELECT key, backbone, last_used FROM keys").fetchall())
@@ -315,28 +309,6 @@ class FeatureCache:
             try:
                 if folder.name in doomed and not any(folder.iterdir()):
                     folder.rmdir()
-            except OSError:
-                continue
-        # half-written graphs and packages of killed exports and builds (recent ones may be in progress)
-        def age(path: Path) -> float:
-            try:
-                return now - path.stat().st_mtime
-            except OSError:  # gone meanwhile
-                return 0.0
-
-        engine_files = [p for p in [*(self.root / "compiled").glob("*.partial.pt2"), *(self.root / "onnx").glob("*.tmp")]
-                        if age(p) > ORPHAN_GRACE_S]
-        if everything:  # exported ONNX graphs, compiled packages and engine checks go with everything else
-            # and the build locks (one removed mid-build costs a second build at most)
-            engine_files += [*self.engine_files(), self.root / "runtime_checks.json",
-                             *(self.root / "compiled").glob("*.lock")]
-        elif older_than_days is not None and backbone is None:  # loading one marks it used (transfuse.runtime)
-            engine_files += [p for p in self.engine_files() if age(p) > older_than_days * 86400]
-        for path in engine_files:
-            try:
-                removed["bytes"] += path.stat().st_size
-                path.unlink()
-                removed["shards"] += 1
             except OSError:
                 continue
         self._run(lambda db: db.execute("VACUUM"))

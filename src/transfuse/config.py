@@ -1,7 +1,7 @@
 """Process-wide settings, read from the environment once.
 
 ``TRANSFUSE_CACHE``  root of the feature cache (default ``~/.cache/transfuse``)
-``TRANSFUSE_WEIGHTS`` fetched weights (default ``~/.cache/transfuse-weights``; see weights.py)
+``TRANSFUSE_WEIGHTS`` fetched weights (default ``~/.cache/transfuse-weights``; see backbones/fetch.py)
 ``HF_HUB_OFFLINE``   when truthy, never try to download weights
 ``TRANSFUSE_DEVICE`` torch device for extraction (default: cuda if available, else cpu)
 """

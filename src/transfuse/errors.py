@@ -23,6 +23,14 @@ class CorruptInputError(DataError):
         super().__init__(message)
         self.paths = list(paths or [])
 
+    @classmethod
+    def unreadable(cls, bad_paths: list[str], total: int, what: str = "images") -> CorruptInputError:
+        """The one message for inputs that could not be decoded."""
+        listing = ", ".join(bad_paths[:5]) + (" ..." if len(bad_paths) > 5 else "")
+        return cls(f"{len(bad_paths)} of {total} files could not be read as {what}: {listing}; fix or remove them, "
+                   f"or pass --skip-bad (on_error='skip' in Python) to leave them out; features of the others are "
+                   f"cached", bad_paths)
+
 
 class UnknownBackboneError(TransfuseError, KeyError):
     """A backbone name that is not registered."""

@@ -1,12 +1,12 @@
 """Feature extraction: all requested taps in one forward pass, batched, cached, resumable.
 
-``extract_features`` is the engine; :class:`FeatureExtractor` wraps it as an sklearn
-transformer (paths in, 2-D float32 features out) so it composes with heads in a Pipeline.
+``extract_features`` asks :mod:`transfuse.engines` which engine runs the backbone (and for its
+runner), keeps what the feature cache already holds, and extracts the rest batch by batch.
+:class:`~transfuse.featurizers.extractor.FeatureExtractor` wraps it as a pipeline step.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -14,19 +14,25 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
 from tqdm.auto import tqdm
 
-from transfuse.backbones import Backbone, create_backbone, get_spec
+from transfuse.backbones import create_backbone, get_spec, resolve_weights
+from transfuse.backbones.base import Backbone
 from transfuse.cache import FeatureCache, make_key
 from transfuse.config import default_device
 from transfuse.data.fingerprint import item_digest
-from transfuse.errors import CorruptInputError, DataError, EngineError
-from transfuse.runtime import (CALIBRATION_ITEMS, COMPILE_MIN_ITEMS, Plan, artifact_opens, artifact_path, autocast,
-                               compile_id, compile_pays, engine_runner, load_checks, measure_engine, save_check)
-from transfuse.runtime import check_key as runtime_check_key
-from transfuse.runtime import plan as runtime_plan
-from transfuse.runtime import validate as validate_engine
+from transfuse.engines import (
+    COMPILE_MIN_ITEMS,
+    Calibration,
+    EngineStore,
+    Plan,
+    autocast,
+    compile_pays,
+    package_built,
+    plan,
+    runner,
+)
+from transfuse.errors import CorruptInputError, DataError
 from transfuse.taps import check_pooling, parse_layers
 
 log = logging.getLogger(__name__)
@@ -77,35 +83,6 @@ def _show_progress(progress: bool | None) -> bool:
     return log.getEffectiveLevel() <= logging.INFO if progress is None else progress
 
 
-def backbone_list(backbone: str) -> list[str]:
-    """``"a,b"`` -> ``["a", "b"]``: several backbones are fused by extracting each in turn."""
-    names = [b.strip() for b in backbone.split(",") if b.strip()]
-    if not names:
-        raise DataError("no backbone given")
-    return list(dict.fromkeys(names))
-
-
-def layers_of(backbone: str, layers: str | list[str] | None, backbones: list[str]) -> list[str] | None:
-    """The layers one of several backbones extracts: ``"<backbone>:<layer>"`` entries go to that
-    backbone only, plain names to every backbone.
-
-    >>> layers_of("a", "a:blocks.4,features,b:stem", ["a", "b"])
-    ['blocks.4', 'features']
-    """
-    wanted = parse_layers(layers)
-    if wanted is None or len(backbones) == 1:
-        return wanted
-    mine = []
-    for entry in wanted:
-        owner, sep, tap = entry.rpartition(":")
-        if sep and owner in backbones:
-            if owner == backbone:
-                mine.append(tap)
-        else:
-            mine.append(entry)
-    return mine or None
-
-
 def open_cache(cache: FeatureCache | bool | str | os.PathLike | None) -> FeatureCache | None:
     """``True`` -> the default cache, a path -> a cache there, ``False``/``None`` -> no cache."""
     if isinstance(cache, FeatureCache):
@@ -113,24 +90,6 @@ def open_cache(cache: FeatureCache | bool | str | os.PathLike | None) -> Feature
     if isinstance(cache, (str, os.PathLike)):
         return FeatureCache(cache)
     return FeatureCache() if cache else None
-
-
-def compiled_package_exists(backbone: str, weights_id: str, precision: str, device: str,
-                            store: FeatureCache | None) -> bool:
-    """Whether this machine already has the compiled package of a backbone in a precision."""
-    root = store.root if store is not None else None
-    path = artifact_path(root, ("compile", precision), "", compile_id(backbone, weights_id, device), create=False)
-    return path is not None and path.is_file()
-
-
-def unreadable_error(bad_paths: list[str], total: int, what: str = "images") -> CorruptInputError:
-    """The one message for inputs that could not be decoded."""
-    listing = ", ".join(bad_paths[:5]) + (" ..." if len(bad_paths) > 5 else "")
-    return CorruptInputError(
-        f"{len(bad_paths)} of {total} files could not be read as {what}: {listing}; fix or remove them, "
-        f"or pass --skip-bad (on_error='skip' in Python) to leave them out; features of the others are cached",
-        bad_paths,
-    )
 
 
 def extract_features(
@@ -159,7 +118,7 @@ def extract_features(
     Items are image paths, texts or audio paths as the backbone's ``modality`` says; texts
     longer than a text encoder's window are truncated or (``long_text="chunk"``) read in windows
     whose features are averaged. ``runtime`` (auto, torch, compile, onnx) and ``precision`` (auto,
-    fp32, bf16) pick the engine (see :mod:`transfuse.runtime`); the resolved pair is part of the cache key.
+    fp32, bf16) pick the engine (see :mod:`transfuse.engines`); the resolved pair is part of the cache key.
 
     >>> f = extract_features(["a.png", "b.png"], layers="blocks.4,features")  # doctest: +SKIP
     >>> f.X.shape, f.slices["features"]  # doctest: +SKIP
@@ -172,17 +131,16 @@ def extract_features(
     if batch_size is not None and batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}")
     spec = get_spec(backbone)
-    if spec.fitted:
-        spec.build(weights)  # raises: learned from training data, it has no per-item features to cache
     pooling = check_pooling(pooling, spec.modality)
     if long_text not in ("truncate", "chunk"):
         raise DataError(f"long_text must be 'truncate' or 'chunk', got {long_text!r}")
-    weights_id = spec.weights_identity(weights)
-    taps = parse_layers(layers) or ["features"]
+    weights_id = resolve_weights(spec, weights).identity
+    taps = spec.check_taps(parse_layers(layers) or ["features"])
     paths = [str(p) for p in paths]
     if not paths:
         raise DataError("no inputs to extract features from")
     store = open_cache(cache)
+    engine_files = EngineStore(store.root if store is not None else None)
 
     failed_digests: set[str] = set()
     digests: list[str] = []
@@ -201,20 +159,21 @@ def extract_features(
     good_paths = [p for p, d in zip(paths, digests) if d not in failed_digests]
     wanted = [d for d in dict.fromkeys(digests) if d not in failed_digests]
 
-    def job_for(plan: Plan) -> _Job:
-        return _Job(spec.name, weights, weights_id, taps, pooling, preprocess, store, long_text, plan, device=device)
+    def job_for(engine: Plan) -> _Job:
+        return _Job(spec.name, weights, weights_id, taps, pooling, preprocess, store, long_text, engine, device=device)
 
-    def compile_worth(pr: str) -> bool:  # see runtime.compile_pays; cheap answers first
-        exists = compiled_package_exists(spec.name, weights_id, pr, device, store)
+    def compile_worth(pr: str) -> bool:  # see engines.compile_pays; cheap answers first
+        exists = package_built(engine_files, spec.name, weights_id, pr, device)
         if not exists and len(wanted) < COMPILE_MIN_ITEMS:
             return False
         others = [Plan("torch", pr)] + [Plan("onnx", pr)] * (pr == "fp32")  # what auto would run instead
         return compile_pays(job_for(Plan("compile", pr)).pending(wanted),
                             min(job_for(other).pending(wanted) for other in others), exists)
 
-    engine = runtime_plan(spec, runtime, precision, device, lambda candidates, retry=False: _calibrate(
-        spec.name, weights, weights_id, taps, pooling, preprocess, long_text, device, store, good_paths, candidates,
-        retry), compile_worth=compile_worth)
+    calibration = Calibration(store=engine_files, name=spec.name, weights_id=weights_id, items=good_paths, taps=taps,
+                              pooling=pooling, preprocess=f"{preprocess}|{FORMAT}", device=device,
+                              backbone=lambda: _ready_backbone(spec.name, weights, weights_id, device, long_text))
+    engine = plan(spec, runtime, precision, device, calibration, compile_worth=compile_worth)
     job = job_for(engine)
     if store is not None:
         for tap in taps:
@@ -230,14 +189,14 @@ def extract_features(
         failed_digests |= _run_extraction(job, [first_path[d] for d in missing], missing,
                                           batch_size, num_workers, device, progress)
 
+    what = _WHAT.get(spec.modality, "images")
     bad = [i for i, d in enumerate(digests) if d in failed_digests]
     if bad and on_error == "raise":
-        raise unreadable_error([paths[i] for i in bad], len(paths), _WHAT.get(spec.modality, "images"))
+        raise CorruptInputError.unreadable([paths[i] for i in bad], len(paths), what)
     bad_set = set(bad)
     good = [i for i in range(len(paths)) if i not in bad_set]
     if not good:
-        raise CorruptInputError(f"none of the {len(paths)} files could be read as "
-                                f"{_WHAT.get(spec.modality, 'images')}", paths)
+        raise CorruptInputError(f"none of the {len(paths)} files could be read as {what}", paths)
     good_digests = [digests[i] for i in good]
     slices: dict[str, slice] = {}
     widths = {tap: job.width(tap) for tap in taps}
@@ -327,8 +286,8 @@ class _Job:
 def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size: int,
                     num_workers: int | None, device: str, progress: bool | None) -> set[str]:
     """Extract ``paths`` batch by batch, flushing to the cache every FLUSH_ROWS; return failed digests."""
-    bb = _ready_backbone(job.backbone, job.weights, job.weights_id, device, job.taps, job.long_text)
-    runner = engine_runner(job.engine.runtime, job.engine.file, job.taps, bb.tap_names, device)
+    bb = _ready_backbone(job.backbone, job.weights, job.weights_id, device, job.long_text)
+    engine_runner = runner(job.engine, job.taps, bb.tap_names, device)
     batches = bb.batches(paths, batch_size or bb.default_batch_size(device), num_workers, device)
     failed: set[str] = set()
     pending: dict[str, list[np.ndarray]] = {tap: [] for tap in job.taps}
@@ -348,7 +307,7 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
         try:
             for inputs, idx, ok in batches:
                 failed.update(_forward_batch(bb, job, inputs, [digests[int(i)] for i in idx], ok, device,
-                                             pending, pending_digests, runner))
+                                             pending, pending_digests, engine_runner))
                 if len(pending_digests) >= FLUSH_ROWS:
                     flush()
                 bar.update(len(idx))
@@ -360,58 +319,11 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
     return failed
 
 
-def _ready_backbone(name: str, weights: str, weights_id: str, device: str, taps: list[str], long_text: str) -> Backbone:
+def _ready_backbone(name: str, weights: str, weights_id: str, device: str, long_text: str) -> Backbone:
     bb = get_backbone(name, weights, weights_id, device)
-    bb.check_taps(taps)
     if bb.modality == "text":
         bb.long_text = long_text
     return bb
-
-
-def _calibrate(backbone: str, weights: str, weights_id: str, taps: list[str], pooling: str, preprocess: str,
-               long_text: str, device: str, store: FeatureCache | None, paths: list[str],
-               candidates: list[tuple[str, str]], retry: bool = False) -> dict[tuple[str, str], tuple]:
-    """Agreement with eager fp32 of each candidate engine on the first readable items, as
-    ``{candidate: (cosine or None, graph or package file or None, error or None)}``; remembered in
-    the cache folder, so it runs once per backbone, taps, pooling, kind of device and library
-    versions. A remembered failed build is tried again only with ``retry`` (an explicit request)."""
-    root = store.root if store is not None else None
-    key = runtime_check_key(backbone, weights_id, taps, pooling, f"{preprocess}|{FORMAT}", device)
-    record = dict(load_checks(root).get(key, {}))
-    name = {c: f"{c[0]}-{c[1]}" for c in candidates}
-    too_few = record.get("items", 0) < min(CALIBRATION_ITEMS, len(paths))
-    package = functools.cache(lambda: compile_id(backbone, weights_id, device))
-
-    def stale(c: tuple[str, str]) -> bool:  # a failure to retry, or a built engine that is gone or not ours
-        entry = record[name[c]]
-        if entry.get("cosine") is None:
-            return retry
-        if not entry.get("file"):
-            return False
-        if c[0] == "compile" and entry["file"] != str(artifact_path(root, c, key, package())):
-            return True  # a package of another machine or version, found through a shared cache folder
-        return not artifact_opens(c[0], entry["file"], taps, entry.get("outputs"), device)
-
-    todo = [c for c in candidates if too_few or name[c] not in record or stale(c)]
-    if todo and paths:
-        bb = _ready_backbone(backbone, weights, weights_id, device, taps, long_text)
-        inputs, good = None, []
-        for inputs, _, ok in bb.batches(paths[:4 * CALIBRATION_ITEMS], CALIBRATION_ITEMS, 0, device):
-            good = [j for j in range(len(ok)) if bool(ok[j])]
-            if good:
-                break
-        if good:
-            reference = bb.embed(inputs, good, taps, pooling, device)
-            for candidate in todo:
-                record[name[candidate]] = measure_engine(bb, candidate, inputs, good, reference, taps, pooling, device,
-                                                         artifact_path(root, candidate, key, package()))
-            record["items"] = len(good)
-            save_check(root, key, record)
-            log.info("runtime check for %s on %d items: %s", backbone, len(good), ", ".join(
-                f"{n} cos {v['cosine']:.5f}" if v.get("cosine") is not None else f"{n} failed ({v.get('error')})"
-                for n, v in record.items() if isinstance(v, dict)))
-    return {c: (record[name[c]].get("cosine"), record[name[c]].get("file"), record[name[c]].get("error"))
-            for c in candidates if name[c] in record}
 
 
 def _forward_batch(bb: Backbone, job: _Job, inputs, batch_digests: list[str], ok, device: str,
@@ -432,124 +344,3 @@ def _forward_batch(bb: Backbone, job: _Job, inputs, batch_digests: list[str], ok
             pending[tap].append(vecs)
         pending_digests.extend(batch_digests[j] for j in good)
     return [d for j, d in enumerate(batch_digests) if not bool(ok[j])]
-
-
-class FeatureExtractor(TransformerMixin, BaseEstimator):
-    """sklearn transformer: image paths in, pooled backbone features (float32, 2-D) out.
-
-    After ``fit`` (or ``transform``), ``slices_`` maps each layer to its columns and
-    ``get_feature_names_out()`` names them ``"<layer>:<index>"``.
-
-    >>> from sklearn.pipeline import make_pipeline  # doctest: +SKIP
-    >>> from transfuse.heads import LogisticHead  # doctest: +SKIP
-    >>> model = make_pipeline(FeatureExtractor(layers="blocks.5,features"), LogisticHead())  # doctest: +SKIP
-    >>> model.fit(train_paths, train_labels).score(test_paths, test_labels)  # doctest: +SKIP
-    """
-
-    def __init__(self, backbone: str = "efficientnet_lite0", layers: str | list[str] | None = None,
-                 pooling: str | None = None, weights: str = "pretrained", batch_size: int | None = None,
-                 num_workers: int | None = None, device: str | None = None,
-                 cache: bool | str = True, on_error: str = "raise", long_text: str = "truncate",
-                 runtime: str = "auto", precision: str = "auto", engines: dict[str, str] | None = None) -> None:
-        self.backbone = backbone
-        self.layers = layers
-        self.pooling = pooling
-        self.weights = weights
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.device = device
-        self.cache = cache
-        self.on_error = on_error
-        self.long_text = long_text
-        self.runtime = runtime
-        self.precision = precision
-        self.engines = engines
-
-    def _engine_for(self, name: str, device: str) -> tuple[str, str]:
-        """The engine of one backbone: pinned in ``engines`` (a saved model keeps the one it was
-        trained with) when it can run here (else ``auto``), or the ``runtime``/``precision`` request.
-        A pinned compiled engine is used where its package is already built; elsewhere the same
-        precision runs eagerly rather than compiling for a few predictions."""
-        pinned = (self.engines or {}).get(name)
-        if pinned:
-            rt, pr = pinned.split()
-            try:
-                validate_engine(get_spec(name), rt, pr, device)
-                if rt == "compile" and not compiled_package_exists(
-                        name, get_spec(name).weights_identity(self.weights), pr, device, open_cache(self.cache)):
-                    log.info("%s was trained on compiled features; this machine has no compiled package yet, so "
-                             "they are computed eagerly in %s (checked to agree with it)", name, pr)
-                    return "torch", pr
-                return rt, pr
-            except DataError as exc:
-                log.warning("%s features were computed with %s when this model was trained, which cannot run "
-                            "here (%s); choosing another engine (its features agree to a cosine of 0.99 or more)",
-                            name, pinned, exc)
-                return "auto", "auto"
-        return self.runtime, self.precision
-
-    def _extract(self, X) -> Features:
-        """Features of every backbone in ``backbone`` (comma-separated), side by side; with several
-        backbones each block is named ``<backbone>:<layer>``."""
-        paths = [str(p) for p in np.asarray(X, dtype=object).ravel()]
-        names = backbone_list(self.backbone)
-        device = self.device or default_device()
-        engines = {name: self._engine_for(name, device) for name in names}
-        for name in names:  # every backbone can run as asked, before the first one spends its time
-            validate_engine(get_spec(name), *engines[name], device)
-        parts = [self._extract_one(paths, name, names, *engines[name]) for name in names]
-        self.engines_ = {name: f"{part.engine.runtime} {part.engine.precision}" for name, part in zip(names, parts)}
-        self.engine_notes_ = {name: part.engine.label() for name, part in zip(names, parts)}
-        if len(parts) == 1:
-            return parts[0]
-        slices, col = {}, 0
-        for name, part in zip(names, parts):
-            for tap, s in part.slices.items():
-                slices[f"{name}:{tap}"] = slice(col + s.start, col + s.stop)
-            col += part.X.shape[1]
-        X_all = np.concatenate([p.X for p in parts], axis=1)
-        failed = sorted(set().union(*(p.failed for p in parts)))
-        return Features(X=X_all, slices=slices, items=paths, failed=failed,
-                        n_extracted=sum(p.n_extracted for p in parts), n_cached=sum(p.n_cached for p in parts),
-                        seconds=sum(p.seconds for p in parts))
-
-    def _extract_one(self, paths: list[str], name: str, names: list[str], runtime: str, precision: str) -> Features:
-        def run(rt: str, pr: str) -> Features:
-            return extract_features(paths, backbone=name, layers=layers_of(name, self.layers, names),
-                                    pooling=self.pooling, weights=self.weights, cache=self.cache,
-                                    batch_size=self.batch_size, num_workers=self.num_workers, device=self.device,
-                                    on_error=self.on_error, long_text=self.long_text, runtime=rt, precision=pr)
-        try:
-            return run(runtime, precision)
-        except EngineError as exc:
-            if not (self.engines or {}).get(name):
-                raise
-            log.warning("%s: the engine this model was trained with could not be built here (%s); choosing another "
-                        "(its features agree to a cosine of 0.99 or more)", name, exc)
-            return run("auto", "auto")
-
-    def _remember(self, feats: Features) -> None:
-        self.layers_ = list(feats.slices)
-        self.slices_ = dict(feats.slices)
-        self.n_features_out_ = feats.X.shape[1]
-        self.feature_names_out_ = np.asarray(feats.feature_names, dtype=object)
-
-    def fit(self, X, y=None) -> "FeatureExtractor":
-        """Extract (and cache) features of ``X`` and record the column layout."""
-        self._remember(self._extract(X))
-        return self
-
-    def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
-        feats = self._extract(X)
-        self._remember(feats)
-        return feats.X
-
-    def transform(self, X) -> np.ndarray:
-        """Features of ``X`` (paths), shape ``(n_items, n_features_out_)``."""
-        feats = self._extract(X)
-        if not hasattr(self, "slices_"):
-            self._remember(feats)
-        return feats.X
-
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        return self.feature_names_out_

@@ -26,6 +26,7 @@ from torch import nn
 
 from transfuse.blocks import Blocks, layout
 from transfuse.errors import DataError
+from transfuse.parts import part_kinds
 from transfuse.selection import group_lasso_blocks
 from transfuse.steps import Step
 
@@ -49,6 +50,9 @@ class _Prepared:
 
 class _Fusion(Step):
     """Shared by all fusions: standardisation, block layout and optional group-lasso block choice."""
+
+    role = "fusion"
+    aliases: tuple[str, ...] = ()  # other names ``make_fusion`` accepts
 
     def _prepare(self, X, y=None) -> _Prepared:
         if y is None:
@@ -75,12 +79,6 @@ class _Fusion(Step):
             pairs = [(n, s) for n, s in pairs if n in report["kept"]]
         return _Prepared(Z, pairs, mean, scale, y, report)
 
-    def _state_keys(self) -> list[str]:
-        n = len(self.meta_["kept_blocks"])
-        learned = [f"{a}.{i}" for i in range(n) for a in ("proj", "bias")] if self.kind != "concat" else []
-        extra = {"weighted": ["weights"], "gated": ["gate", "gate_bias"]}.get(self.kind, [])
-        return ["mean", "scale", *learned, *extra]
-
     def _kept(self) -> list[slice]:
         return [slice(a, b) for a, b in self.meta_["kept_blocks"].values()]
 
@@ -104,7 +102,7 @@ class ConcatFusion(_Fusion):
         self.use = use
         self.select_blocks = select_blocks
 
-    def fit(self, X, y=None) -> "ConcatFusion":
+    def fit(self, X, y=None) -> ConcatFusion:
         prep = self._prepare(X, y)
         pairs = prep.pairs
         scale = prep.scale.copy()
@@ -163,7 +161,7 @@ class _LearnedFusion(_Fusion):
         self.patience = patience
         self.random_state = random_state
 
-    def fit(self, X, y) -> "_LearnedFusion":
+    def fit(self, X, y) -> _LearnedFusion:
         if y is None:
             raise DataError(f"{type(self).__name__} is trained with labels: call fit(X, y)")
         prep = self._prepare(X, y)
@@ -234,6 +232,7 @@ class GatedFusion(_LearnedFusion):
     """Non-linear fusion: ReLU projections and a per-item softmax gate over blocks."""
 
     kind = "gated"
+    aliases = ("mlp",)
     gated = True
 
 
@@ -275,17 +274,19 @@ def _train(net: _FusionNet, blocks: list[np.ndarray], y_idx: np.ndarray, cfg: _L
     return int(cfg.max_epochs)
 
 
-FUSIONS: dict[str, type[_Fusion]] = {c.kind: c for c in (ConcatFusion, WeightedFusion, ScalarMixFusion, GatedFusion)}
+PARTS = (ConcatFusion, WeightedFusion, ScalarMixFusion, GatedFusion)
 
 
 def make_fusion(kind: str, blocks: Blocks | None, use: list[str] | None = None,
                 select_blocks: int | None = None, **params) -> _Fusion:
-    """``concat`` | ``weighted`` | ``scalar-mix`` | ``gated`` (``mlp`` is another name for ``gated``).
+    """A registered fusion by kind or alias: ``concat`` | ``weighted`` | ``scalar-mix`` | ``gated``
+    (``mlp``), or one a plugin adds. Every fusion takes ``blocks``, ``use`` and ``select_blocks``.
 
     >>> make_fusion("weighted", {"blocks.4": [0, 112], "features": [112, 1392]}).kind
     'weighted'
     """
-    kind = "gated" if kind == "mlp" else kind
-    if kind not in FUSIONS:
-        raise DataError(f"unknown fusion {kind!r}; choose concat, weighted, scalar-mix or mlp")
-    return FUSIONS[kind](blocks=blocks, use=use, select_blocks=select_blocks, **params)
+    fusions = part_kinds("fusion")
+    by_name = {**{a: c for c in fusions.values() for a in getattr(c, "aliases", ())}, **fusions}
+    if kind not in by_name:
+        raise DataError(f"unknown fusion {kind!r}; choose one of {', '.join(sorted(by_name))}")
+    return by_name[kind](blocks=blocks, use=use, select_blocks=select_blocks, **params)

@@ -2,7 +2,9 @@
 
 Each head is fitted with scikit-learn and then keeps what it learned as plain arrays in
 ``state_`` (standardisation, weights). Prediction runs on those arrays, so a head saved
-to safetensors and loaded back predicts exactly as before, with no pickle involved.
+to safetensors and loaded back predicts exactly as before, with no pickle involved
+(``get_state``/``from_state``, the part protocol of :mod:`transfuse.parts`). A head in another
+file is usable by name (``--head``) once it is declared in that module's ``PARTS``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import scipy.sparse as sp
 from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from transfuse.errors import DataError
+from transfuse.parts import part_kinds
 
 
 class Head(ClassifierMixin, BaseEstimator):
@@ -27,11 +30,11 @@ class Head(ClassifierMixin, BaseEstimator):
     scaling is what balances wide and narrow layers)."""
 
     kind = "base"
+    role = "head"
     has_proba = True
     sparse_ok: str | bool = "csr"  # reads sparse rows (TF-IDF) unscaled; False where the state would be sparse
-    state_keys: tuple[str, ...] = ("mean", "scale", "coef", "intercept")
 
-    def fit(self, X, y) -> "Head":
+    def fit(self, X, y) -> Head:
         """Standardise ``X`` and fit the classifier."""
         if sp.issparse(X) and not self.sparse_ok:
             raise DataError(f"the {self.kind} head cannot read sparse (tfidf) features; use logreg, svm or ridge")
@@ -70,12 +73,19 @@ class Head(ClassifierMixin, BaseEstimator):
         return (X - self.state_["mean"]) / self.state_["scale"]
 
     # -- saving -------------------------------------------------------------------------
-    def load_state(self, state: dict[str, np.ndarray], classes: list) -> "Head":
-        """Restore a fitted head from saved arrays and class labels."""
-        self.state_ = {k: np.asarray(v) for k, v in state.items()}
-        self.classes_ = np.asarray(classes)
-        self.n_features_in_ = int(self.state_["mean"].shape[0])
-        return self
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The learned arrays, and the parameters and class labels as meta."""
+        check_is_fitted(self, "state_")
+        return dict(self.state_), {"params": self.get_params(), "classes": self.classes_.tolist()}
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict) -> Head:
+        """The fitted head that :meth:`get_state` described."""
+        head = cls(**meta["params"])
+        head.state_ = {k: np.asarray(v) for k, v in arrays.items()}
+        head.classes_ = np.asarray(meta["classes"])
+        head.n_features_in_ = int(head.state_["mean"].shape[0])
+        return head
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -84,7 +94,7 @@ class Head(ClassifierMixin, BaseEstimator):
         return tags
 
 
-def _gives_proba(head: "LinearHead") -> bool:
+def _gives_proba(head: LinearHead) -> bool:
     return head.has_proba
 
 
@@ -176,7 +186,6 @@ class KNNHead(Head):
 
     kind = "knn"
     sparse_ok = False  # it would store the sparse training rows
-    state_keys = ("mean", "scale", "train", "train_y")
 
     def __init__(self, n_neighbors: int = 5, weights: str = "distance", metric: str = "cosine",
                  standardize: bool = True) -> None:
@@ -212,7 +221,6 @@ class MLPHead(LinearHead):
     """One hidden ReLU layer trained with Adam and early stopping (sklearn's MLPClassifier)."""
 
     kind = "mlp"
-    state_keys = ("mean", "scale", "w0", "b0", "w1", "b1")
 
     def __init__(self, hidden: int = 256, alpha: float = 1e-3, max_iter: int = 300, random_state: int = 0,
                  standardize: bool = True) -> None:
@@ -237,19 +245,21 @@ class MLPHead(LinearHead):
         return scores.ravel() if scores.shape[1] == 1 else scores
 
 
-HEADS: dict[str, type[Head]] = {h.kind: h for h in (LogisticHead, LinearSVMHead, RidgeHead, KNNHead, MLPHead)}
+PARTS = (LogisticHead, LinearSVMHead, RidgeHead, KNNHead, MLPHead)
 
 
 def make_head(kind: str = "logreg", **params) -> Head:
-    """Build a head by name: ``logreg`` (default), ``svm``, ``ridge``, ``knn``, ``mlp``.
+    """Build a registered head by name: ``logreg`` (default), ``svm``, ``ridge``, ``knn``, ``mlp``, or one
+    a plugin declares.
 
     >>> make_head("ridge", alpha=10.0)
     RidgeHead(alpha=10.0)
     """
-    if kind not in HEADS:
-        raise DataError(f"unknown head {kind!r}; choose one of {', '.join(HEADS)}")
-    allowed = sorted(HEADS[kind]().get_params())
+    heads = part_kinds("head")
+    if kind not in heads:
+        raise DataError(f"unknown head {kind!r}; choose one of {', '.join(heads)}")
+    allowed = sorted(heads[kind]().get_params())
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise DataError(f"head {kind!r} has no parameter {', '.join(unknown)}; it takes {', '.join(allowed)}")
-    return HEADS[kind](**params)
+    return heads[kind](**params)

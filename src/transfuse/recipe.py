@@ -37,7 +37,7 @@ class Recipe:
         return " | ".join(parts)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Recipe":
+    def from_dict(cls, d: dict) -> Recipe:
         """Inverse of :meth:`to_dict`."""
         return cls(**{**d, "layers": tuple(d["layers"]) if d.get("layers") else None})
 

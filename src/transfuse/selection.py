@@ -1,7 +1,9 @@
 """Selection and reduction: which columns, or which whole layer blocks, carry the signal.
 
 Column steps (after fusion): :class:`PCAReducer`, :class:`VarianceSelector`,
-:class:`KBestSelector` (ANOVA F or mutual information), :class:`L1Selector`.
+:class:`KBestSelector` (ANOVA F or mutual information), :class:`L1Selector`; each is named in a
+``--select`` spec by its ``kind`` and built from the text after the colon by ``from_arg``, so a
+selection step a plugin declares is usable the same way.
 Block selection: :func:`group_lasso_blocks` keeps at most ``budget`` whole blocks; fusion
 steps call it through their ``select_blocks`` parameter. Every step reports what it kept in
 ``meta_``.
@@ -13,6 +15,7 @@ import numpy as np
 from scipy.special import softmax
 
 from transfuse.errors import DataError
+from transfuse.parts import part_kinds
 from transfuse.steps import Step
 
 
@@ -23,16 +26,13 @@ class _ColumnSelector(Step):
         X = self._check(X, reset=False)
         return X[:, self.state_["index"]].astype(np.float32)
 
-    def _keep(self, index: np.ndarray, n_in: int, **report) -> "_ColumnSelector":
+    def _keep(self, index: np.ndarray, n_in: int, **report) -> _ColumnSelector:
         index = np.sort(np.asarray(index, dtype=np.int64))
         if len(index) == 0:
             raise DataError(f"{type(self).__name__} kept no feature; loosen its setting")
         self._finish({"index": index}, {"n_features_in": n_in, "n_features_out": int(len(index)),
                                         "kept_columns": index.tolist(), **report})
         return self
-
-    def _state_keys(self) -> list[str]:
-        return ["index"]
 
 
 class VarianceSelector(_ColumnSelector):
@@ -43,7 +43,12 @@ class VarianceSelector(_ColumnSelector):
     def __init__(self, threshold: float = 0.0) -> None:
         self.threshold = threshold
 
-    def fit(self, X, y=None) -> "VarianceSelector":
+    @classmethod
+    def from_arg(cls, arg: str) -> VarianceSelector:
+        """``variance`` or ``variance:THRESHOLD``."""
+        return cls(float(arg) if arg else 0.0)
+
+    def fit(self, X, y=None) -> VarianceSelector:
         X = self._check(X, reset=True)
         return self._keep(np.flatnonzero(X.var(axis=0) > self.threshold), X.shape[1])
 
@@ -58,7 +63,15 @@ class KBestSelector(_ColumnSelector):
         self.score_func = score_func
         self.random_state = random_state
 
-    def fit(self, X, y=None) -> "KBestSelector":
+    @classmethod
+    def from_arg(cls, arg: str) -> KBestSelector:
+        """``kbest:K`` or ``kbest:K:mutual_info`` (K defaults to 512, the score to anova)."""
+        k, _, score = arg.partition(":")
+        _require(int(k or 512) >= 1, cls.kind, arg, "keeps at least 1 column")
+        _require(score in ("", "anova", "mutual_info"), cls.kind, arg, "scores with anova or mutual_info")
+        return cls(int(k or 512), score or "anova")
+
+    def fit(self, X, y=None) -> KBestSelector:
         from sklearn.feature_selection import f_classif, mutual_info_classif
 
         X, y = self._check(X, reset=True, y=y, needs_y=True)
@@ -82,7 +95,14 @@ class L1Selector(_ColumnSelector):
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def fit(self, X, y=None) -> "L1Selector":
+    @classmethod
+    def from_arg(cls, arg: str) -> L1Selector:
+        """``l1`` or ``l1:C`` (C defaults to 0.1; smaller keeps fewer columns)."""
+        c = float(arg) if arg else 0.1
+        _require(c > 0, cls.kind, arg, "needs C > 0")
+        return cls(c)
+
+    def fit(self, X, y=None) -> L1Selector:
         import inspect
 
         from sklearn.linear_model import LogisticRegression
@@ -109,7 +129,15 @@ class PCAReducer(Step):
         self.n_components = n_components
         self.random_state = random_state
 
-    def fit(self, X, y=None) -> "PCAReducer":
+    @classmethod
+    def from_arg(cls, arg: str) -> PCAReducer:
+        """``pca:0.95`` (a fraction of the variance) or ``pca:64`` (a number of components)."""
+        n = float(arg) if arg else 0.95
+        _require(0 < n < 1 or (n >= 1 and n == int(n)), cls.kind, arg,
+                 "takes a variance fraction in (0, 1) or a whole number of components")
+        return cls(n if n < 1 else int(n))
+
+    def fit(self, X, y=None) -> PCAReducer:
         from sklearn.decomposition import PCA
 
         X = self._check(X, reset=True)
@@ -126,55 +154,43 @@ class PCAReducer(Step):
         X = self._check(X, reset=False)
         return ((X - self.state_["mean"]) @ self.state_["components"].T).astype(np.float32)
 
-    def _state_keys(self) -> list[str]:
-        return ["mean", "components"]
 
-
-SELECTORS: dict[str, type[Step]] = {c.kind: c for c in (PCAReducer, VarianceSelector, KBestSelector, L1Selector)}
+PARTS = (PCAReducer, VarianceSelector, KBestSelector, L1Selector)
+BLOCK_BUDGET = "group-lasso"  # not a step of its own: the fusion keeps that many whole blocks
 
 
 def parse_select(spec: str | None) -> tuple[int | None, list[Step]]:
     """``"group-lasso:2,pca:0.95"`` -> (block budget 2, [PCAReducer(0.95)]).
 
-    Forms: ``pca:0.95`` or ``pca:64``, ``variance[:thr]``, ``kbest:512[:mutual_info]``,
-    ``l1[:C]``, ``group-lasso:N`` (keep at most N whole layer blocks, decided in fusion).
+    Forms: ``group-lasso:N`` (keep at most N whole layer blocks, decided in fusion), then any
+    selection step by kind with its argument: ``pca:0.95`` or ``pca:64``, ``variance[:thr]``,
+    ``kbest:512[:mutual_info]``, ``l1[:C]``.
     """
-    budget, steps = None, []
+    steps = part_kinds("selection")
+    budget, chosen = None, []
     for part in [p.strip() for p in (spec or "").split(",") if p.strip()]:
         name, _, arg = part.partition(":")
         try:
-            if name == "group-lasso":
+            if name == BLOCK_BUDGET:
                 budget = int(arg or 2)
-                _require(budget >= 1, part, "keeps at least 1 block")
-            elif name == "pca":
-                n = float(arg) if arg else 0.95
-                _require(0 < n < 1 or (n >= 1 and n == int(n)), part,
-                         "takes a variance fraction in (0, 1) or a whole number of components")
-                steps.append(PCAReducer(n if n < 1 else int(n)))
-            elif name == "variance":
-                steps.append(VarianceSelector(float(arg) if arg else 0.0))
-            elif name == "kbest":
-                k, _, score = arg.partition(":")
-                _require(int(k or 512) >= 1, part, "keeps at least 1 column")
-                _require(score in ("", "anova", "mutual_info"), part, "scores with anova or mutual_info")
-                steps.append(KBestSelector(int(k or 512), score or "anova"))
-            elif name == "l1":
-                c = float(arg) if arg else 0.1
-                _require(c > 0, part, "needs C > 0")
-                steps.append(L1Selector(c))
+                _require(budget >= 1, name, arg, "keeps at least 1 block")
+            elif name in steps:
+                chosen.append(steps[name].from_arg(arg))
             else:
-                raise DataError(f"unknown selection {name!r}; use pca:0.95, variance, kbest:512, l1:0.1 "
-                                f"or group-lasso:2 (comma-separated to combine)")
+                examples = {"pca": "pca:0.95", "kbest": "kbest:512", "l1": "l1:0.1"}
+                raise DataError(f"unknown selection {name!r}; use {', '.join(examples.get(k, k) for k in steps)} "
+                                f"or {BLOCK_BUDGET}:2 (comma-separated to combine)")
         except ValueError as exc:
             if isinstance(exc, DataError):
                 raise
             raise DataError(f"bad selection {part!r}: {exc}") from None
-    return budget, steps
+    return budget, chosen
 
 
-def _require(ok: bool, part: str, what: str) -> None:
+def _require(ok: bool, name: str, arg: str, what: str) -> None:
     if not ok:
-        raise DataError(f"bad selection {part!r}: {part.split(':')[0]} {what}")
+        given = f"{name}:{arg}" if arg else name
+        raise DataError(f"bad selection {given!r}: {name} {what}")
 
 
 def group_lasso_blocks(Z: np.ndarray, y_idx: np.ndarray, pairs: list[tuple[str, slice]], budget: int,

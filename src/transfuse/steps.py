@@ -2,7 +2,8 @@
 
 Like the heads, each keeps what it learned as plain arrays in ``state_`` and a small
 JSON-able ``meta_`` (what it kept, block weights, ...), and transforms from those alone,
-so a saved pipeline predicts exactly as before and needs no pickle.
+so a saved pipeline predicts exactly as before and needs no pickle. ``get_state`` and
+``from_state`` are the part protocol of :mod:`transfuse.parts`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from transfuse.errors import DataError
 
 
 class Step(TransformerMixin, BaseEstimator):
-    """Fitted state in ``state_`` (arrays) and ``meta_`` (JSON), restored by ``load_state``."""
+    """Fitted state in ``state_`` (arrays) and ``meta_`` (JSON); saved and restored whole by
+    ``get_state``/``from_state``, so nothing can be left out of a save."""
 
     kind = "step"
+    role = "selection"  # or "fusion"
 
     def _check(self, X, reset: bool, y=None, needs_y: bool = False):
         if needs_y and y is None:
@@ -38,27 +41,24 @@ class Step(TransformerMixin, BaseEstimator):
         self.state_ = {k: np.ascontiguousarray(v) for k, v in state.items()}
         self.meta_ = meta
 
-    def load_state(self, state: dict[str, np.ndarray], meta: dict) -> "Step":
-        """Restore a fitted step from saved arrays and metadata."""
-        self.state_ = {k: np.asarray(v) for k, v in state.items()}
-        self.meta_ = dict(meta)
-        self.n_features_in_ = int(meta["n_features_in"])
-        return self
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything ``transform`` uses: the learned arrays, and the parameters and report as meta."""
+        check_is_fitted(self, "state_")
+        return dict(self.state_), {"params": self.get_params(), "fitted": self.meta_}
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict) -> Step:
+        """The fitted step that :meth:`get_state` described."""
+        step = cls(**meta["params"])
+        step.state_ = {k: np.asarray(v) for k, v in arrays.items()}
+        step.meta_ = dict(meta["fitted"])
+        step.n_features_in_ = int(step.meta_["n_features_in"])
+        return step
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]  # features are float32 throughout
         return tags
-
-    def check_state(self) -> None:
-        """Raise KeyError when a restored state lacks an array that ``transform`` needs."""
-        needed = self._state_keys()
-        missing = sorted(k for k in needed if k not in self.state_)
-        if missing:
-            raise KeyError(f"missing arrays {', '.join(missing)}")
-
-    def _state_keys(self) -> list[str]:
-        return []
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         check_is_fitted(self, "state_")

@@ -1,28 +1,107 @@
-"""End-to-end jobs behind the CLI: fit (split, extract, train, score, save), evaluate, predict."""
+"""End-to-end jobs behind the CLI: fit (split, extract, train, score, save), fine-tune, compare,
+evaluate, predict.
+
+A job takes one request: the data, how it is split, which featurizer, which recipe, where the
+result goes. The data is split once, before any extraction; items that cannot be read are then
+left out of that split (no reshuffle).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 
+from transfuse.backbones import default_backbone, get_spec
 from transfuse.blocks import from_slices
 from transfuse.data.source import Source
-from transfuse.data.split import split_source
-from transfuse.errors import DataError
+from transfuse.data.split import split_source, without
+from transfuse.engines import check_request
+from transfuse.errors import CorruptInputError, DataError
 from transfuse.evaluate import classification_metrics, plot_confusion
-from transfuse.extract import FeatureExtractor, backbone_list
+from transfuse.featurizers import backbone_list, check_trainable, make_featurizer
+from transfuse.pipeline import load_model, make_model, model_modality, save_model
 from transfuse.recipe import Recipe
 from transfuse.search import SearchResult, default_recipes, search
-from transfuse.pipeline import load_model, make_model, save_model
 
 log = logging.getLogger(__name__)
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How labelled data is split: a seeded, stratified ``test_size`` of each class (or the
+    manifest's ``split`` column)."""
+
+    test_size: float = 0.2
+    seed: int = 0
+
+    def indices(self, source: Source) -> tuple[list[int], list[int]]:
+        return split_source(source, test_size=self.test_size, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class FeaturizerSpec:
+    """Which featurizer turns items into features (see :func:`~transfuse.featurizers.make_featurizer`)
+    and how it runs; ``backbone`` None means the data's modality's default."""
+
+    backbone: str | None = None
+    layers: str | list[str] | None = None
+    pooling: str | None = None
+    weights: str = "pretrained"
+    runtime: str = "auto"
+    precision: str = "auto"
+    long_text: str = "truncate"
+    batch_size: int | None = None
+    num_workers: int | None = None
+    device: str | None = None
+    cache: object = True
+
+    def name(self, modality: str) -> str:
+        return self.backbone or default_backbone(modality)
+
+    def build(self, modality: str):
+        check_request(self.runtime, self.precision)
+        return make_featurizer(self.backbone, modality, layers=self.layers, pooling=self.pooling,
+                               weights=self.weights, runtime=self.runtime, precision=self.precision,
+                               long_text=self.long_text, batch_size=self.batch_size, num_workers=self.num_workers,
+                               device=self.device, cache=self.cache)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Where results go: ``out_dir``, or ``transfuse-models/<data>-<what>-<time>`` (see
+    :func:`default_out_dir`); ``save=False`` keeps them in memory."""
+
+    out_dir: str | Path | None = None
+    save: bool = True
+
+    def path(self, source: Source, *what: str) -> Path:
+        return Path(self.out_dir) if self.out_dir is not None else default_out_dir(source, *what)
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    """One ``fit``: the data, its split, the featurizer, the recipe (or ``auto``: search recipes by
+    ``cv``-fold cross-validation on the training split), where the model goes, and whether
+    unreadable items are left out (``skip_bad``) or stop the job."""
+
+    source: Source
+    featurizer: FeaturizerSpec = field(default_factory=FeaturizerSpec)
+    recipe: Recipe = field(default_factory=Recipe)
+    split: SplitSpec = field(default_factory=SplitSpec)
+    output: OutputSpec = field(default_factory=OutputSpec)
+    auto: bool = False
+    cv: int = 5
+    skip_bad: bool = False
 
 
 @dataclass
@@ -38,35 +117,69 @@ class FitResult:
     search: SearchResult | None = None
 
 
-def default_out_dir(source: Source, backbone: str, head: str) -> Path:
-    """``transfuse-models/<data>-<backbone>-<head>-<timestamp>`` under the working directory."""
+def default_out_dir(source: Source, *what: str) -> Path:
+    """``transfuse-models/<data>-<what...>-<timestamp>`` under the working directory: the one place a
+    default output folder is named (fit, finetune, compare)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("transfuse-models") / f"{source.name}-{backbone.replace(':', '_')}-{head}-{stamp}"
+    parts = [source.name, *(w.replace(":", "_") for w in what), stamp]
+    return Path("transfuse-models") / "-".join(parts)
 
 
-def drop_unreadable(source: Source, extractor: FeatureExtractor, skip_bad: bool) -> tuple[Source, np.ndarray, list[str]]:
-    """Extract features of every item (filling the cache); drop or reject undecodable ones."""
-    extractor.set_params(on_error="skip" if skip_bad else "raise")
-    X = extractor.fit_transform(source.items)
-    failed = np.flatnonzero(np.isnan(X).any(axis=1))
-    bad = [source.items[i] for i in failed]
-    if bad:
-        log.warning("skipped %d unreadable files: %s", len(bad), ", ".join(bad[:5]))
-    keep = np.setdiff1d(np.arange(len(source)), failed)
-    return source.subset(keep.tolist()), X[keep], bad
+# -- fit ----------------------------------------------------------------------------------------------
 
+def fit(request: FitRequest) -> FitResult:
+    """Split, extract features, train fusion/selection/head, score on the test split, save.
 
-def auto_layers(backbone: str, weights: str = "pretrained") -> list[str]:
-    """Layers ``--auto`` tries when none are given: the last three hooked taps and ``features``
-    (named ``<backbone>:<layer>`` when several backbones are fused)."""
-    from transfuse.backbones import create_backbone
-
-    backbones = backbone_list(backbone)
-    names = []
-    for name in backbones:
-        taps = [t.name for t in create_backbone(name, weights=weights).taps if t.name not in ("features", "logits")]
-        names += [t if len(backbones) == 1 else f"{name}:{t}" for t in taps[-3:] + ["features"]]
-    return names
+    With ``auto``, every combination of :func:`~transfuse.search.default_recipes` is scored by
+    cross-validation on the training split and the best one is trained and saved (with the table
+    of what was tried in ``search.json``).
+    """
+    source, recipe = request.source, request.recipe
+    if request.auto and (recipe.fusion or recipe.select or recipe.head_params):
+        raise DataError("--auto chooses the fusion, selection and C itself; drop --fusion, --select and "
+                        "--head-param, or drop --auto")
+    recipe.validate()  # bad names fail before any extraction
+    featurizer = request.featurizer.build(source.kind)
+    if featurizer.fitted:
+        _check_fitted_options(featurizer, recipe, request.auto)
+    train, test = request.split.indices(source)  # the one split; bad splits fail before extraction too
+    y = np.asarray(source.labels)
+    skipped: list[str] = []
+    found = None
+    if featurizer.fitted:  # learned from the training split inside the pipeline: raw items go in
+        X, steps = np.asarray(source.items, dtype=object), [("features", featurizer), *recipe.build({})]
+    else:
+        if request.auto and featurizer.layers is None:
+            featurizer.set_params(layers=auto_layers(featurizer.backbone))
+        X, bad = _extract(featurizer, source, request.skip_bad)
+        if bad:
+            skipped = [source.items[i] for i in bad]
+            train, test = without(source, train, test, set(bad))
+        blocks = from_slices(featurizer.slices_)
+        if request.auto:
+            found = search(X[train], y[train], blocks, default_recipes(blocks, recipe.head), cv=request.cv,
+                           seed=request.split.seed)
+            recipe = found.best
+            log.info("search picked: %s", found.reason)
+        steps = recipe.build(blocks)
+    log.info("training %s on %d items, testing on %d", recipe.label(), len(train), len(test))
+    trained = Pipeline(steps).fit(X[train], y[train])
+    head = trained.steps[-1][1]
+    metrics = classification_metrics(y[test], trained.predict(X[test]), classes=[str(c) for c in head.classes_])
+    metrics["split"] = {"train": len(train), "test": len(test), "seed": request.split.seed,
+                        "test_size": request.split.test_size if source.splits is None else "manifest"}
+    metrics["recipe"] = recipe.to_dict()
+    if featurizer.fitted:
+        model = trained
+    else:
+        metrics["extraction"] = dict(featurizer.engine_notes_)  # {"efficientnet_lite0": "torch bf16; cosine >= ..."}
+        featurizer.configure(on_error="raise")
+        model = make_model(featurizer, head, trained.steps[:-1])
+    saved = None
+    if request.output.save:
+        saved = _save_fit(model, metrics, found, request, recipe, len(skipped))
+    return FitResult(model=model, metrics=metrics, out_dir=saved, n_train=len(train), n_test=len(test),
+                     skipped=skipped, search=found)
 
 
 def fit_source(source: Source, *, backbone: str | None = None, layers: str | list[str] | None = None,
@@ -77,119 +190,139 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
                batch_size: int | None = None, num_workers: int | None = None, device: str | None = None,
                cache: bool | str = True, long_text: str = "truncate", runtime: str = "auto",
                precision: str = "auto") -> FitResult:
-    """Split ``source``, extract features, train fusion/selection/head, score on the test split, save.
-
-    With ``auto``, every combination of :func:`~transfuse.search.default_recipes` is scored by
-    cross-validation on the training split and the best one is trained and saved (with the
-    table of what was tried in ``search.json``). ``backbone`` defaults to the built-in one for the
-    source's modality (``efficientnet_lite0`` for images, ``minilm_l6`` for text).
+    """:func:`fit` with its request spelled out as keywords. ``backbone`` defaults to the built-in one
+    for the source's modality (``efficientnet_lite0`` for images, ``minilm_l6`` for text).
 
     >>> res = fit_source(load_source("examples/fashion"), layers="blocks.5,features", fusion="concat")  # doctest: +SKIP
     >>> round(res.metrics["accuracy"], 2), res.out_dir  # doctest: +SKIP
     """
-    if auto and (fusion or select or head_params):
-        raise DataError("--auto chooses the fusion, selection and C itself; drop --fusion, --select and "
-                        "--head-param, or drop --auto")
-    from transfuse.backbones import check_modality, default_backbone
+    return fit(FitRequest(
+        source=source,
+        featurizer=FeaturizerSpec(backbone=backbone, layers=layers, pooling=pooling, weights=weights, runtime=runtime,
+                                  precision=precision, long_text=long_text, batch_size=batch_size,
+                                  num_workers=num_workers, device=device, cache=cache),
+        recipe=Recipe(fusion=fusion, select=select, head=head, head_params=dict(head_params or {})),
+        split=SplitSpec(test_size=test_size, seed=seed), output=OutputSpec(out_dir=out_dir, save=save),
+        auto=auto, cv=cv, skip_bad=skip_bad))
+
+
+def _check_fitted_options(featurizer, recipe: Recipe, auto: bool) -> None:
+    """A fitted featurizer's columns are not layer blocks: fusion, selection and search do not apply."""
+    given = [flag for flag, value in (("--fusion", recipe.fusion), ("--select", recipe.select),
+                                      ("--auto", auto or None)) if value is not None]
+    if given:
+        raise DataError(f"{featurizer.kind} has no layers, pooling, weights or engine to choose: drop "
+                        f"{', '.join(given)} (set the head's C with --head-param C=...)")
+
+
+def _extract(featurizer, source: Source, skip_bad: bool) -> tuple[np.ndarray, list[int]]:
+    """Features of every item (filling the cache), and the positions of the unreadable ones (NaN
+    rows; without ``skip_bad`` they stop the job after the others are cached)."""
+    featurizer.configure(on_error="skip" if skip_bad else "raise")
+    X = featurizer.fit_transform(source.items)
+    bad = np.flatnonzero(np.isnan(X).any(axis=1)).tolist()
+    if bad:
+        log.warning("skipped %d unreadable files: %s", len(bad), ", ".join(source.items[i] for i in bad[:5]))
+    return X, bad
+
+
+def _save_fit(model, metrics: dict, found: SearchResult | None, request: FitRequest, recipe: Recipe,
+              n_skipped: int) -> Path:
+    source = request.source
+    name = request.featurizer.name(source.kind)
+    title = f"{name} | {recipe.label()}"
+    files = {"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title)}
+    if found is not None:
+        files["search.json"] = lambda path: path.write_text(
+            json.dumps({"reason": found.reason, "candidates": found.table()}, indent=2) + "\n")
+    return save_model(model, request.output.path(source, name, request.recipe.head), metrics=metrics,
+                      extra={"data": {"name": source.name, "kind": source.kind, "n_items": len(source),
+                                      "skipped": n_skipped}}, files=files)
+
+
+def auto_layers(backbone: str) -> list[str]:
+    """Layers ``--auto`` tries when none are given: the last three hooked taps and ``features``
+    (named ``<backbone>:<layer>`` when several backbones are fused), read from the specs."""
+    backbones = backbone_list(backbone)
+    names = []
+    for name in backbones:
+        taps = [t for t in get_spec(name).tap_names if t not in ("features", "logits")]
+        names += [t if len(backbones) == 1 else f"{name}:{t}" for t in taps[-3:] + ["features"]]
+    return names
+
+
+# -- fine-tune and compare -----------------------------------------------------------------------------
+
+def finetune(source: Source, config, output: OutputSpec | None = None, split: SplitSpec | None = None, *,
+             resume: bool = False, skip_bad: bool = False, num_workers: int | None = None, devices: int = 1,
+             progress: bool | None = None) -> tuple[dict, Path]:
+    """Fine-tune ``config.backbone`` (a :class:`~transfuse.finetune.config.FinetuneConfig`) on the
+    training split, score on the test split (the same split as ``fit`` for the same seed), save.
+    Returns the metrics (empty in the extra processes of a DDP run) and the model directory."""
+    from transfuse.finetune.train import finetune_source
+
+    output, split = output or OutputSpec(), split or SplitSpec()
+    check_trainable(config.backbone)
+    if resume and output.out_dir is None:
+        raise DataError("--resume needs --out DIR of the run to continue")
+    kind = "scratch" if config.from_scratch else config.strategy.replace(":", "")
+    out = output.path(source, config.backbone, kind)
+    if devices > 1 and output.out_dir is None:  # DDP re-runs the command per process: all must pick one folder
+        out = Path(os.environ.setdefault("TRANSFUSE_DDP_OUT", str(out)))
+    metrics = finetune_source(source, config, out, test_size=split.test_size, split_seed=split.seed, resume=resume,
+                              skip_bad=skip_bad, num_workers=num_workers, devices=devices, progress=progress)
+    return metrics, out
+
+
+def compare_source(source: Source, out_dir: str | Path | None = None, *, backbone: str | None = None,
+                   strategies: tuple[str, ...] = ("head", "lp-ft"), epochs: int = 10, image_size: int = 128,
+                   seed: int = 0, test_size: float = 0.2, skip_bad: bool = False, progress: bool | None = None,
+                   **finetune_params) -> list[dict]:
+    """Same split, same budget: training from scratch, the feature probe, and each fine-tuning strategy.
+
+    Each run is saved under ``out_dir/<method>`` (default ``transfuse-models/<data>-compare-<time>``);
+    returns one row per method.
+    """
+    from transfuse.finetune.config import FinetuneConfig
 
     backbone = backbone or default_backbone(source.kind)
-    check_modality(backbone_list(backbone), source.kind)
-    recipe = Recipe(fusion=fusion, select=select, head=head, head_params=dict(head_params or {}))
-    recipe.validate()  # bad names fail before any extraction
-    split_source(source, test_size=test_size, seed=seed)  # bad splits fail before extraction too
-    from transfuse.runtime import check_request
-
-    check_request(runtime, precision)
-    fitted_first = _fitted_featurizer(backbone, layers=layers, pooling=pooling, weights=weights, auto=auto,
-                                      recipe=recipe, runtime=runtime, precision=precision)
-    found = None
-    if fitted_first is not None:  # tfidf: learned from the training split inside the pipeline, no cache
-        X, skipped = np.asarray(source.items, dtype=object), []
-        train, test = split_source(source, test_size=test_size, seed=seed)
-        y = np.asarray(source.labels)
-        steps = [("features", fitted_first), *recipe.build({})]
-    else:
-        if auto and layers is None:
-            layers = auto_layers(backbone, weights)
-        extractor = FeatureExtractor(backbone=backbone, layers=layers, pooling=pooling, weights=weights,
-                                     batch_size=batch_size, num_workers=num_workers, device=device, cache=cache,
-                                     long_text=long_text, runtime=runtime, precision=precision)
-        source, X, skipped = drop_unreadable(source, extractor, skip_bad)
-        train, test = split_source(source, test_size=test_size, seed=seed)
-        y = np.asarray(source.labels)
-        blocks = from_slices(extractor.slices_)
-        if auto:
-            found = search(X[train], y[train], blocks, default_recipes(blocks, head), cv=cv, seed=seed)
-            recipe = found.best
-            log.info("search picked: %s", found.reason)
-        steps = recipe.build(blocks)
-    log.info("training %s on %d items, testing on %d", recipe.label(), len(train), len(test))
-    fitted = Pipeline(steps).fit(X[train], y[train])
-    head_est = fitted.steps[-1][1]
-    metrics = classification_metrics(y[test], fitted.predict(X[test]), classes=[str(c) for c in head_est.classes_])
-    metrics["split"] = {"train": len(train), "test": len(test), "seed": seed,
-                        "test_size": test_size if source.splits is None else "manifest"}
-    metrics["recipe"] = recipe.to_dict()
-    if fitted_first is not None:
-        model = fitted
-    else:
-        metrics["extraction"] = dict(extractor.engine_notes_)  # {"efficientnet_lite0": "torch bf16; cosine >= ..."}
-        extractor.set_params(on_error="raise")
-        model = make_model(extractor, head_est, fitted.steps[:-1])
-    saved = None
-    if save:
-        title = f"{backbone} | {recipe.label()}"
-        files = {"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title)}
-        if found is not None:
-            files["search.json"] = lambda path: path.write_text(
-                json.dumps({"reason": found.reason, "candidates": found.table()}, indent=2) + "\n")
-        saved = save_model(
-            model, out_dir or default_out_dir(source, backbone, head), metrics=metrics,
-            extra={"data": {"name": source.name, "kind": source.kind, "n_items": len(source),
-                            "skipped": len(skipped)}}, files=files)
-    return FitResult(model=model, metrics=metrics, out_dir=saved, n_train=len(train), n_test=len(test),
-                     skipped=skipped, search=found)
+    try:
+        check_trainable(backbone)  # before the probe is trained, not after
+    except DataError as exc:
+        raise DataError(f"{exc}; so there is nothing to compare with the probe") from None
+    out = OutputSpec(out_dir).path(source, "compare")
+    split = SplitSpec(test_size=test_size, seed=seed)
+    rows = []
+    start = time.perf_counter()
+    probe = fit(FitRequest(source=source, featurizer=FeaturizerSpec(backbone=backbone), split=split,
+                           output=OutputSpec(out / "probe"), skip_bad=skip_bad))
+    rows.append({"method": "feature probe (logreg on features)", **_summary(probe.metrics),
+                 "seconds": time.perf_counter() - start, "model_dir": str(out / "probe")})
+    runs = [("from scratch (full, random init)", "full", True)] + [(f"fine-tune {s}", s, False) for s in strategies]
+    for label, strategy, scratch in runs:
+        config = FinetuneConfig(backbone=backbone, strategy=strategy, from_scratch=scratch, epochs=epochs,
+                                image_size=image_size, seed=seed, **finetune_params)
+        name = "scratch" if scratch else strategy.replace(":", "")
+        metrics, _ = finetune(source, config, OutputSpec(out / name), split, skip_bad=skip_bad, progress=progress)
+        rows.append({"method": label, **_summary(metrics), "seconds": metrics["train_seconds"],
+                     "model_dir": str(out / name)})
+    (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
 
 
-def _fitted_featurizer(backbone: str, *, layers, pooling, weights: str, auto: bool, recipe: Recipe,
-                       runtime: str = "auto", precision: str = "auto"):
-    """A fresh first pipeline step for a backbone learned from the training split (``tfidf``), or
-    None for a network; options that only make sense for networks are rejected clearly."""
-    from transfuse.backbones import get_spec
-
-    names = backbone_list(backbone)
-    fitted = [n for n in names if get_spec(n).fitted]
-    if not fitted:
-        return None
-    name = fitted[0]
-    if len(names) > 1:
-        raise DataError(f"{name} is fitted on the training texts and cannot be fused with other backbones; "
-                        f"fit it on its own with --backbone {name}")
-    given = [flag for flag, value in (("--layers", layers), ("--pooling", pooling), ("--fusion", recipe.fusion),
-                                      ("--select", recipe.select), ("--auto", auto or None),
-                                      ("--runtime", None if runtime == "auto" else runtime),
-                                      ("--precision", None if precision == "auto" else precision))
-             if value is not None]
-    if weights != "pretrained":
-        given.append("--weights")
-    if given:
-        raise DataError(f"{name} has no layers, pooling, weights or engine to choose: drop {', '.join(given)} "
-                        f"(set the head's C with --head-param C=...)")
-    from transfuse.backbones.tfidf import TfidfFeatures
-
-    return TfidfFeatures()
+def _summary(metrics: dict) -> dict:
+    return {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
 
 
-def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, **overrides) -> dict:
+# -- evaluate and predict -------------------------------------------------------------------------------
+
+def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, **settings) -> dict:
     """Metrics of a saved model on every (readable, with ``skip_bad``) item of a labelled ``source``."""
-    model = load_model(model_dir, **overrides)
-    from transfuse.pipeline import model_modality
-
-    if model_modality(model) != source.kind:
-        raise DataError(f"{model_dir} reads {model_modality(model)} but the data is {source.kind}; evaluate it "
-                        f"on {model_modality(model)} data")
-    classes = [str(c) for c in model.classes_] if not isinstance(model, Pipeline) else \
-        [str(c) for c in model.named_steps["head"].classes_]
+    model = load_model(model_dir, **settings)
+    reads = model_modality(model)
+    if reads != source.kind:
+        raise DataError(f"{model_dir} reads {reads} but the data is {source.kind}; evaluate it on {reads} data")
+    classes = [str(c) for c in _classes(model)]
     unknown = sorted(set(source.labels) - set(classes))
     if unknown:
         raise DataError(f"labels {unknown} are not classes of the model ({', '.join(classes)}); "
@@ -201,85 +334,42 @@ def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, 
     return metrics
 
 
-def predict_arrays(model, paths: list[str], on_error: str = "raise") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _classes(model) -> np.ndarray:
+    return model.steps[-1][1].classes_ if isinstance(model, Pipeline) else model.classes_
+
+
+def predict_arrays(model, items: list[str], on_error: str = "raise") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``(readable mask, labels of the readable items, their probabilities or None)`` for a probe
     pipeline or a fine-tuned model; unreadable files raise unless ``on_error="skip"``."""
     if isinstance(model, Pipeline):
-        extractor, head, rest = model.named_steps["features"], model.named_steps["head"], model[1:]
-        if "on_error" in extractor.get_params():
-            extractor.set_params(on_error=on_error)
-        X = extractor.transform(paths)
+        model.steps[0][1].configure(on_error=on_error)
+        X = model.steps[0][1].transform(items)
         ok = np.ones(X.shape[0], bool) if sp.issparse(X) else ~np.isnan(X).any(axis=1)  # tfidf reads any text
         if not ok.any():
             return ok, np.array([]), None
-        proba = rest.predict_proba(X[ok]) if hasattr(head, "predict_proba") else None
+        rest = model[1:]
+        proba = rest.predict_proba(X[ok]) if hasattr(model.steps[-1][1], "predict_proba") else None
         return ok, rest.predict(X[ok]), proba
-    from transfuse.extract import unreadable_error
-
-    ok, proba = model.scores(paths)
+    ok, proba = model.scores(items)
     if not ok.all() and on_error == "raise":
-        raise unreadable_error([p for p, good in zip(paths, ok) if not good], len(paths))
+        raise CorruptInputError.unreadable([p for p, good in zip(items, ok) if not good], len(items))
     return ok, model.classes_[proba.argmax(1)], proba
 
 
-def predict_paths(model, paths: list[str], on_error: str = "raise") -> list[dict]:
+def predict_paths(model, items: list[str], on_error: str = "raise") -> list[dict]:
     """One record per input: ``path`` (``text`` for a text model), ``label`` and per-class
     ``probabilities`` (when the model has them)."""
-    from transfuse.pipeline import model_modality
-
     key = "text" if model_modality(model) == "text" else "path"
-    ok, labels, proba = predict_arrays(model, paths, on_error)
-    classes = model.classes_ if not isinstance(model, Pipeline) else model.named_steps["head"].classes_
-    records: list[dict] = [{key: p, "label": None, "error": "unreadable"} for p in paths]
+    ok, labels, proba = predict_arrays(model, items, on_error)
+    classes = _classes(model)
+    records: list[dict] = [{key: p, "label": None, "error": "unreadable"} for p in items]
     for j, i in enumerate(np.flatnonzero(ok)):
-        rec = {key: paths[i], "label": str(labels[j])}
+        rec = {key: items[i], "label": str(labels[j])}
         if proba is not None:
             rec["probabilities"] = {str(c): float(p) for c, p in zip(classes, proba[j])}
         records[i] = rec
     return records
 
 
-def compare_source(source: Source, out_dir: str | Path, *, backbone: str | None = None,
-                   strategies: tuple[str, ...] = ("head", "lp-ft"), epochs: int = 10, image_size: int = 128,
-                   seed: int = 0, test_size: float = 0.2, skip_bad: bool = False, progress: bool | None = None,
-                   **finetune_params) -> list[dict]:
-    """Same split, same budget: training from scratch, the feature probe, and each fine-tuning strategy.
-
-    Each run is saved under ``out_dir/<method>``; returns one row per method.
-    """
-    from transfuse.backbones import default_backbone
-    from transfuse.finetune.train import FinetuneConfig, finetune_source
-
-    backbone = backbone or default_backbone(source.kind)
-    _check_trainable(backbone)  # before the probe is trained, not after
-    out = Path(out_dir)
-    rows = []
-    start = time.perf_counter()
-    probe = fit_source(source, backbone=backbone, seed=seed, test_size=test_size, skip_bad=skip_bad,
-                       out_dir=out / "probe")
-    rows.append({"method": "feature probe (logreg on features)", **_summary(probe.metrics),
-                 "seconds": time.perf_counter() - start, "model_dir": str(out / "probe")})
-    runs = [("from scratch (full, random init)", "full", True)] + [(f"fine-tune {s}", s, False) for s in strategies]
-    for label, strategy, scratch in runs:
-        cfg = FinetuneConfig(backbone=backbone, strategy=strategy, from_scratch=scratch, epochs=epochs,
-                             image_size=image_size, seed=seed, **finetune_params)
-        name = "scratch" if scratch else strategy.replace(":", "")
-        metrics = finetune_source(source, cfg, out / name, test_size=test_size, split_seed=seed, skip_bad=skip_bad,
-                                  progress=progress)
-        rows.append({"method": label, **_summary(metrics), "seconds": metrics["train_seconds"],
-                     "model_dir": str(out / name)})
-    return rows
-
-
-def _check_trainable(backbone: str) -> None:
-    from transfuse.backbones import get_spec
-
-    spec = get_spec(backbone)
-    if spec.modality == "audio" or not spec.trainable:
-        what = "fitted on the training texts, not a network" if spec.fitted else "a frozen encoder"
-        raise DataError(f"{backbone} cannot be fine-tuned ({what}), so there is nothing to compare with "
-                        f"the probe; use `transfuse fit`, or another backbone to compare sources")
-
-
-def _summary(metrics: dict) -> dict:
-    return {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+__all__ = ["FeaturizerSpec", "FitRequest", "FitResult", "OutputSpec", "SplitSpec", "auto_layers", "compare_source",
+           "default_out_dir", "evaluate_dir", "finetune", "fit", "fit_source", "predict_arrays", "predict_paths"]

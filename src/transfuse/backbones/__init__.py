@@ -1,8 +1,11 @@
-"""Backbones: a registry with one front door and one adapter per family."""
+"""Backbones: specs declared as data by one adapter module per family, one front door to build them.
 
-from transfuse.backbones.base import Backbone, InputSpec, TapPoint
+``get_spec(name)`` answers what a backbone is (input contract, taps and their shapes, weights and
+where to get them) without building it; ``create_backbone(name, weights=...)`` builds it.
+"""
+
+from transfuse.backbones.inputs import AudioSpec, InputSpec, TextSpec
 from transfuse.backbones.registry import (
-    BackboneSpec,
     check_modality,
     create_backbone,
     default_backbone,
@@ -10,16 +13,32 @@ from transfuse.backbones.registry import (
     list_backbones,
     register_backbone,
 )
+from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
+from transfuse.backbones.weights import resolve_weights
 
 __all__ = [
+    "AudioSpec",
     "Backbone",
     "BackboneSpec",
     "InputSpec",
     "TapPoint",
+    "TapSpec",
+    "TextSpec",
+    "WeightsSource",
     "check_modality",
     "create_backbone",
     "default_backbone",
     "get_spec",
     "list_backbones",
     "register_backbone",
+    "resolve_weights",
 ]
+
+
+def __getattr__(name: str):
+    """``Backbone`` and ``TapPoint`` (what ``build`` returns) load torch: imported on first use."""
+    if name in ("Backbone", "TapPoint"):
+        from transfuse.backbones import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'transfuse.backbones' has no attribute {name!r}")

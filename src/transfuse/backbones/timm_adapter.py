@@ -1,13 +1,19 @@
-"""Adapter for timm models: tap points from ``feature_info`` plus the final feature map and logits."""
+"""timm models: tap points from ``feature_info`` plus the final feature map and logits; any
+``timm:<name>`` resolves to a spec, its weights downloaded from the hub only when built."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from torch import nn
 
-from transfuse.backbones.base import FINAL_TAPS, Backbone, InputSpec, TapPoint, load_weights_file
-from transfuse.backbones.registry import BackboneSpec
+from transfuse.backbones.base import FINAL_TAPS, Backbone, TapPoint
+from transfuse.backbones.inputs import InputSpec
+from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
 from transfuse.config import SETTINGS
 from transfuse.errors import UnknownBackboneError, WeightsUnavailableError
+
+PREFIX = "timm:"
 
 
 def input_spec_from_cfg(cfg) -> InputSpec:
@@ -23,7 +29,7 @@ def input_spec_from_cfg(cfg) -> InputSpec:
     )
 
 
-def wrap_timm_model(name: str, model: nn.Module, weights_id: str, input_spec: InputSpec,
+def wrap_timm_model(name: str, model: nn.Module, input_spec: InputSpec,
                     modules: list[tuple[str, str]] | None = None) -> Backbone:
     """Wrap a timm model; ``modules`` lists ``(tap name, module path)`` in depth order,
     defaulting to the model's ``feature_info``."""
@@ -32,56 +38,54 @@ def wrap_timm_model(name: str, model: nn.Module, weights_id: str, input_spec: In
         modules = [(i["module"], i["module"]) for i in info]
     taps = [TapPoint(tap, path, depth) for depth, (tap, path) in enumerate(modules)]
     taps += [TapPoint(n, n, len(modules) + i) for i, n in enumerate(FINAL_TAPS)]
-    return Backbone(
-        name=name,
-        weights_id=weights_id,
-        input_spec=input_spec,
-        model=model,
-        taps=taps,
-        num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0),
-    )
+    return Backbone(name=name, weights_id="", input_spec=input_spec, model=model, taps=taps,
+                    num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0))
 
 
-def timm_spec(model_name: str) -> BackboneSpec:
-    """A spec for ``timm:<model_name>``, downloading pretrained weights only when built."""
+def declared_taps(backbone: Backbone) -> tuple[TapSpec, ...]:
+    """The tap specs of a built network (one dummy forward pass): how specs of families whose
+    architecture is only known at run time (timm, a Keras file) describe their taps."""
+    shapes = backbone.tap_shapes()
+    return tuple(TapSpec(t.name, t.depth, tuple(shapes[t.name])) for t in backbone.taps)
+
+
+@lru_cache(maxsize=16)
+def timm_spec(name: str) -> BackboneSpec:
+    """The spec of ``timm:<model>``: its taps come from the architecture built without weights (no
+    download); pretrained weights are downloaded from the hub only when built, and never offline."""
     import timm
 
+    model_name = name[len(PREFIX):]
     if not timm.is_model(model_name):
         raise UnknownBackboneError(
             f"timm has no model {model_name!r}; list them with "
-            f"`python -c \"import timm; print(timm.list_models('*{model_name[:6]}*'))\"`"
-        )
+            f"`python -c \"import timm; print(timm.list_models('*{model_name[:6]}*'))\"`")
     cfg = timm.get_pretrained_cfg(model_name)
     input_spec = input_spec_from_cfg(cfg) if cfg is not None else InputSpec()
     hub_id = (getattr(cfg, "hf_hub_id", None) or model_name) if cfg is not None else model_name
-    full_name = f"timm:{model_name}"
 
-    def build(weights: str) -> Backbone:
-        pretrained = weights == "pretrained"
+    def build(pretrained: bool) -> Backbone:
         if pretrained and SETTINGS.offline:
             raise WeightsUnavailableError(
-                f"{full_name} needs weights from the Hugging Face hub, but offline mode is on "
-                f"(HF_HUB_OFFLINE); unset it with network access, pass --weights FILE, "
-                f"or --weights random for random init"
-            )
+                f"{name} needs weights from the Hugging Face hub, but offline mode is on (HF_HUB_OFFLINE); unset it "
+                f"with network access, pass --weights FILE, or --weights random for random init")
         try:
             model = timm.create_model(model_name, pretrained=pretrained)
         except Exception as exc:  # hub and network errors come in many types
             if not pretrained:
                 raise
             raise WeightsUnavailableError(
-                f"could not download pretrained weights for {full_name} ({type(exc).__name__}: {exc}); "
-                f"check the network, pass --weights FILE, or --weights random"
-            ) from None
-        if weights not in ("pretrained", "random"):
-            load_weights_file(model, weights)
-        return wrap_timm_model(full_name, model, "", input_spec)
+                f"could not download pretrained weights for {name} ({type(exc).__name__}: {exc}); "
+                f"check the network, pass --weights FILE, or --weights random") from None
+        return wrap_timm_model(name, model, input_spec)
 
+    architecture = build(False)
     return BackboneSpec(
-        name=full_name,
-        build=build,
-        input_spec=input_spec,
-        weights_id=f"timm:{hub_id}",
-        description=f"timm model {model_name} (pretrained weights from the hub)",
-        offline=False,
-    )
+        name=name, build=build, input_spec=input_spec, taps=declared_taps(architecture),
+        weights=WeightsSource(id=f"timm:{hub_id}", origin=f"Hugging Face hub ({hub_id})", get="network access"),
+        family="timm", description=f"timm model {model_name} (pretrained weights from the hub)",
+        license=str(getattr(cfg, "license", "") or "see the model card"),
+        params=sum(p.numel() for p in architecture.model.parameters()), offline=False)
+
+
+RESOLVERS = {PREFIX: timm_spec}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from transfuse.backbones.base import Backbone, InputSpec, load_weights_file
-from transfuse.backbones.registry import BackboneSpec, register_backbone
+from transfuse.backbones.base import Backbone
+from transfuse.backbones.inputs import InputSpec
+from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
 from transfuse.backbones.timm_adapter import wrap_timm_model
 
 _INPUT = InputSpec(size=32, crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear")
@@ -39,22 +40,21 @@ class TinyCNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _build(weights: str) -> Backbone:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1234)  # "pretrained" for the tiny model means: this fixed seed
-        model = TinyCNN()
-    if weights == "random":
-        model = TinyCNN()  # seeded by create_backbone
-    elif weights != "pretrained":
-        load_weights_file(model, weights)
+def _build(pretrained: bool) -> Backbone:
+    if pretrained:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1234)  # "pretrained" for the tiny model means: this fixed seed
+            model = TinyCNN()
+    else:
+        model = TinyCNN()  # seeded by create_backbone for --weights random
     modules = [("stem", "stem"), ("blocks.0", "blocks.0"), ("blocks.1", "blocks.1")]
-    return wrap_timm_model("tiny_cnn", model, "", _INPUT, modules)
+    return wrap_timm_model("tiny_cnn", model, _INPUT, modules)
 
 
-register_backbone(BackboneSpec(
-    name="tiny_cnn",
-    build=_build,
-    input_spec=_INPUT,
-    weights_id="tiny_cnn:seed0",
-    description="tiny seeded CNN for tests (32px, no real pretraining)",
-))
+BACKBONES = (BackboneSpec(
+    name="tiny_cnn", build=_build, input_spec=_INPUT,
+    taps=(TapSpec("stem", 0, (8, 32, 32)), TapSpec("blocks.0", 1, (16, 16, 16)), TapSpec("blocks.1", 2, (24, 8, 8)),
+          TapSpec("features", 3, (32, 8, 8)), TapSpec("logits", 4, (10,))),
+    weights=WeightsSource(id="tiny_cnn:seed0", origin="seeded in code"), family="test",
+    description="tiny seeded CNN for tests (32px, no real pretraining)", license="none (no trained weights)",
+    params=6_098),)

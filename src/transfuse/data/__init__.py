@@ -2,7 +2,8 @@
 
 from transfuse.data.fingerprint import file_digest
 from transfuse.data.images import IMAGE_EXTENSIONS, decode_image, find_images
-from transfuse.data.source import Source, load_audio_folder, load_image_folder, load_manifest, load_source
+from transfuse.data.load import load_source
+from transfuse.data.source import Source, load_audio_folder, load_image_folder, load_manifest
 from transfuse.data.split import split_source
 from transfuse.data.text import load_text_folder, load_text_table, read_texts
 

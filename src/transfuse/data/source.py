@@ -39,7 +39,7 @@ class Source:
         """Number of items per class."""
         return dict(sorted(Counter(self.labels).items()))
 
-    def subset(self, keep: list[int]) -> "Source":
+    def subset(self, keep: list[int]) -> Source:
         """A new source with only the items at the given positions."""
         return Source(
             items=[self.items[i] for i in keep],
@@ -144,61 +144,3 @@ def load_manifest(path: str | Path) -> Source:
 
     kind = "audio" if all(is_audio_file(p) for p in items) else "image"
     return Source(items=items, labels=labels, name=path.stem, splits=splits if has_split else None, kind=kind)
-
-
-def load_source(data: str | Path | None = None, manifest: str | Path | None = None, skip_bad: bool = False,
-                text_column: str | None = None, label_column: str | None = None) -> Source:
-    """One front door for labelled data, images or text.
-
-    - a folder of class sub-folders of images, of ``.txt`` files (text) or of audio clips;
-    - a CSV manifest ``path,label[,split]`` of image or audio files (positional or ``manifest=``);
-    - a CSV or JSONL table of texts (``text_column``/``label_column``, defaults ``text``/``label``).
-
-    >>> load_source("reviews.csv", text_column="review", label_column="department").kind  # doctest: +SKIP
-    'text'
-    """
-    from transfuse.data.text import TEXT_TABLES, load_text_folder, load_text_table
-
-    if manifest is not None:
-        return load_manifest(manifest)
-    if data is None:
-        raise DataError("give a data folder or file, or --manifest FILE")
-    path = Path(data)
-    suffix = path.suffix.lower()
-    if suffix in TEXT_TABLES and path.is_file():
-        if suffix == ".csv" and text_column is None and _csv_has_path_column(path):
-            return load_manifest(path)
-        return load_text_table(path, text_column, label_column, skip_bad=skip_bad)
-    kind = _folder_kind(path) if path.is_dir() else None
-    if kind == "text":
-        return load_text_folder(path, skip_bad=skip_bad)
-    if kind == "audio":
-        return load_audio_folder(path, skip_bad=skip_bad)
-    if path.is_file():
-        raise DataError(f"{path} is a file; give a folder of class sub-folders, a CSV manifest of images, "
-                        f"or a CSV/JSONL table of texts")
-    return load_image_folder(data, skip_bad=skip_bad)
-
-
-def _folder_kind(root: Path) -> str:
-    """What a class-folder tree holds, from one listing: images win over anything else (a stray
-    README.txt or sound does not change an image data set), then audio, then ``.txt`` text."""
-    from transfuse.data.audio import is_audio_file
-    from transfuse.data.images import is_image_file
-    from transfuse.data.text import TEXT_FILES
-
-    files = [p for d in root.iterdir() if d.is_dir() for p in d.iterdir()]
-    if any(is_image_file(p) for p in files):
-        return "image"
-    if any(is_audio_file(p) for p in files):
-        return "audio"
-    return "text" if any(p.suffix.lower() in TEXT_FILES for p in files) else "image"
-
-
-def _csv_has_path_column(path: Path) -> bool:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh), [])
-    except (UnicodeDecodeError, OSError):
-        return True  # let load_manifest report it
-    return "path" in {h.strip().lower() for h in header}

@@ -52,3 +52,15 @@ def split_source(source: Source, test_size: float = 0.2, seed: int = 0) -> tuple
         test.extend(idx[:n_test].tolist())
         train.extend(idx[n_test:].tolist())
     return sorted(train), sorted(test)
+
+
+def without(source: Source, train: list[int], test: list[int], drop: set[int]) -> tuple[list[int], list[int]]:
+    """A split with the items at ``drop`` (unreadable files) left out; the others stay where they
+    were, so a broken file never reshuffles the test set. Every class must keep a training item."""
+    train = [i for i in train if i not in drop]
+    test = [i for i in test if i not in drop]
+    lost = sorted(set(source.classes) - {source.labels[i] for i in train})
+    if lost:
+        raise DataError(f"after leaving out {len(drop)} unreadable files, classes {lost} have no training items "
+                        f"left; fix the files or remove the class")
+    return train, test

@@ -1,69 +1,48 @@
-"""Fine-tune a backbone on a labelled source with Lightning, and the saved model that predicts with it."""
+"""Fine-tune a backbone on a labelled source with Lightning; the result is saved as a
+:class:`~transfuse.finetune.model.FinetunedModel` part in a model directory."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from transfuse.backbones import check_modality, create_backbone
+from transfuse.config import default_workers
 from transfuse.data.source import Source
-from transfuse.data.split import split_source
+from transfuse.data.split import split_source, without
 from transfuse.errors import CorruptInputError, DataError, ModelDirError
+from transfuse.finetune.config import FinetuneConfig
+from transfuse.finetune.model import FinetunedModel
 from transfuse.finetune.strategy import parse_strategy
 from transfuse.finetune.task import make_task
+from transfuse.modeldir import save_parts
 
 log = logging.getLogger(__name__)
-MODEL_WEIGHTS = "model.safetensors"
 # Learning rates when none is given, per modality: (new output layer, top pretrained group or None for
 # lr * layer_decay). Transformers drift from their pretrained solution at image-CNN rates, and with
 # few texts a head at 1e-3 gets too few steps to learn (measured in benchmarks/text.py --finetune).
 DEFAULT_LRS = {"image": (1e-3, None), "text": (1e-2, 2e-5)}
 
 
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Everything that decides what is trained (saved in config.json)."""
-
-    backbone: str = "efficientnet_lite0"
-    strategy: str = "lp-ft"
-    from_scratch: bool = False
-    epochs: int = 10
-    lr: float | None = None  # new output layer; None: 1e-3 (images), 1e-2 (text)
-    backbone_lr: float | None = None  # top pretrained group; None: lr * layer_decay (images), 2e-5 (text)
-    layer_decay: float = 0.75
-    weight_decay: float = 1e-4
-    l2sp: float = 0.0
-    probe_epochs: int = 3
-    unfreeze_every: int = 1
-    image_size: int = 128
-    batch_size: int = 32
-    patience: int = 5
-    val_fraction: float = 0.15
-    augment: bool = True
-    precision: str = "auto"
-    seed: int = 0
-
-
 def _precision(choice: str) -> str:
-    if choice == "32":
+    """Training precision: ``fp32`` (``32`` also), ``bf16`` (mixed), or ``auto`` (bf16 on GPUs that have it)."""
+    if choice in ("fp32", "32"):
         return "32-true"
     if choice == "bf16":
         return "bf16-mixed"
     if choice != "auto":
-        raise DataError(f"precision must be auto, 32 or bf16, got {choice!r}")
+        raise DataError(f"precision must be auto, fp32 or bf16, got {choice!r}")
     return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
 
 
 def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *, test_size: float = 0.2,
                     split_seed: int = 0, resume: bool = False, skip_bad: bool = False,
-                    num_workers: int = 0, devices: int = 1, progress: bool | None = None) -> dict:
+                    num_workers: int | None = None, devices: int = 1, progress: bool | None = None) -> dict:
     """Fine-tune ``cfg.backbone`` on the train split of ``source``; score on the test split; save to ``out_dir``.
 
     The train/test split is the same as ``fit``'s for the same seed, so probe and fine-tune numbers
@@ -92,15 +71,11 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     task = make_task(backbone, cfg.image_size, cfg.augment)
     bad = task.unreadable(source.items)
     if bad and not skip_bad:
-        listing = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise CorruptInputError(f"{len(bad)} of {len(source)} files could not be read as images: {listing}; "
-                                f"fix or remove them, or pass --skip-bad to leave them out", bad)
+        raise CorruptInputError.unreadable(bad, len(source))
     if bad:
         log.warning("skipped %d unreadable files", len(bad))
         bad_set = set(bad)
-        keep = [i for i, p in enumerate(source.items) if p not in bad_set]
-        source = source.subset(keep)
-        train, test = split_source(source, test_size=test_size, seed=split_seed)
+        train, test = without(source, train, test, {i for i, p in enumerate(source.items) if p in bad_set})
     classes = source.classes
     y = np.array([classes.index(lab) for lab in source.labels])
     fit_idx, val_idx = _validation_split(np.asarray(train), y, cfg.val_fraction, cfg.seed)
@@ -117,8 +92,11 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
                             unfreeze_every=cfg.unfreeze_every, l2sp=cfg.l2sp,
                             backbone_lr=top_lr if cfg.backbone_lr is None else cfg.backbone_lr)
 
+    workers = default_workers(len(train), "cuda" if torch.cuda.is_available() else "cpu") if num_workers is None \
+        else num_workers
+
     def loader(idx, train: bool):
-        return task.loader([source.items[i] for i in idx], y[idx], train, cfg.batch_size, cfg.seed, num_workers)
+        return task.loader([source.items[i] for i in idx], y[idx], train, cfg.batch_size, cfg.seed, workers)
 
     show = log.getEffectiveLevel() <= logging.INFO if progress is None else progress
     if log.getEffectiveLevel() > logging.DEBUG:  # Lightning's start-up chatter only at debug level
@@ -155,7 +133,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     network.cpu().load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
 
-    model = FinetunedModel(network.eval(), classes, task)
+    model = FinetunedModel(network.eval(), classes, task, cfg)
     proba = model.predict_proba([source.items[i] for i in test])
     metrics = classification_metrics([classes[i] for i in y[test]], [classes[i] for i in proba.argmax(1)],
                                      classes=classes)
@@ -164,9 +142,9 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     metrics["epochs_run"] = int(trainer.current_epoch)
     metrics["precision"] = precision
     metrics["devices"] = trainer.world_size  # processes that trained
-    model.save(out, cfg, metrics)
-    plot_confusion(metrics, out / "confusion_matrix.png", title=f"{cfg.backbone} {cfg.strategy}"
-                   f"{' (from scratch)' if cfg.from_scratch else ''}, test split")
+    title = f"{cfg.backbone} {cfg.strategy}{' (from scratch)' if cfg.from_scratch else ''}, test split"
+    save_parts([("model", model)], out, metrics=metrics, keep=("checkpoints", "logs"),
+               files={"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title)})
     return metrics
 
 
@@ -201,67 +179,3 @@ def _check_checkpoint(path: Path) -> None:
     except Exception as exc:
         raise ModelDirError(f"checkpoint {path} is corrupt ({type(exc).__name__}); delete it and start "
                             f"without --resume") from None
-
-
-class FinetunedModel:
-    """A fine-tuned network with its classes and input preparation: ``predict_proba(items)``, ``save``,
-    ``load``. Items are image paths or texts, as the backbone's modality says."""
-
-    def __init__(self, model: torch.nn.Module, classes: list[str], task) -> None:
-        self.model, self.classes_, self.task = model, np.asarray(classes), task
-        self.modality = task.modality
-
-    @torch.inference_mode()
-    def scores(self, items: list[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """``(readable mask, probabilities of the readable items)``, decoding every file once."""
-        self.model.eval()
-        device = next(self.model.parameters()).device
-        ok = np.zeros(len(items), dtype=bool)
-        proba = np.zeros((len(items), len(self.classes_)), dtype=np.float32)
-        for x, idx, good in self.task.predict_batches(list(items), batch_size):  # batches may come in any order
-            ok[idx.numpy()] = good.numpy()
-            if good.any():
-                x = x[good].to(device) if torch.is_tensor(x) else {k: v[good].to(device) for k, v in x.items()}
-                proba[idx[good].numpy()] = torch.softmax(self.model(x).float(), 1).cpu().numpy()
-        return ok, proba[ok]
-
-    def predict_proba(self, paths: list[str], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities, one row per path (raises for unreadable files)."""
-        from transfuse.extract import unreadable_error
-
-        ok, proba = self.scores(paths, batch_size)
-        if not ok.all():
-            raise unreadable_error([p for p, good in zip(paths, ok) if not good], len(paths))
-        return proba
-
-    def predict(self, paths: list[str]) -> np.ndarray:
-        return self.classes_[self.predict_proba(paths).argmax(1)]
-
-    def save(self, out: Path, cfg: FinetuneConfig, metrics: dict) -> None:
-        from safetensors.torch import save_file
-
-        from transfuse.atomic import atomic_write_text
-        from transfuse.pipeline import FORMAT_VERSION, _versions
-
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(out / MODEL_WEIGHTS))
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        config = {"format_version": FORMAT_VERSION, "kind": "finetuned", "modality": self.modality,
-                  "finetune": dict(cfg.__dict__), "classes": [str(c) for c in self.classes_],
-                  "image_size": cfg.image_size, "versions": _versions()}
-        atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Path, config: dict) -> "FinetunedModel":
-        from safetensors.torch import load_file
-
-        try:
-            cfg = FinetuneConfig(**config["finetune"])
-            classes = config["classes"]
-            task = make_task(create_backbone(cfg.backbone, weights="random"), cfg.image_size, augment=False)
-            network = task.network(len(classes))
-            network.load_state_dict(load_file(str(path / MODEL_WEIGHTS)))
-        except (KeyError, TypeError) as exc:
-            raise ModelDirError(f"{path / 'config.json'} is incomplete ({exc!r}); fine-tune again") from None
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise ModelDirError(f"cannot load {path / MODEL_WEIGHTS} ({exc}); fine-tune again") from None
-        return cls(network.eval(), classes, task)

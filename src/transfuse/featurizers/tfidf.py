@@ -1,10 +1,10 @@
-"""``tfidf``: the bag-of-words baseline for text, as a backbone name.
+"""``tfidf``: the bag-of-words baseline for text (no transfer), a *fitted* featurizer.
 
-Unlike a network it is *fitted*: vocabulary and inverse document frequencies are learned from
+Unlike a network it learns from the data: vocabulary and inverse document frequencies come from
 the training split only (learning them from the test texts too would leak), so it is not a
-cached per-item feature but the first step of the pipeline, :class:`TfidfFeatures`. A saved
-model keeps the vocabulary in ``vocabulary.json`` and the idf weights in safetensors; rows are
-sparse (one column per term), which the linear heads read as they are.
+cached per-item feature but the first step of the pipeline, :class:`TfidfFeatures`, chosen by
+``--backbone tfidf``. A saved model keeps the idf weights and the vocabulary (UTF-8 terms) in its
+safetensors file; rows are sparse (one column per term), which the linear heads read as they are.
 """
 
 from __future__ import annotations
@@ -16,11 +16,8 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
-from transfuse.backbones.registry import BackboneSpec, register_backbone
-from transfuse.backbones.text import TextSpec
 from transfuse.errors import DataError
-
-NAME = "tfidf"
+from transfuse.parts import decode_strings, encode_strings
 
 
 class TfidfFeatures(TransformerMixin, BaseEstimator):
@@ -35,8 +32,12 @@ class TfidfFeatures(TransformerMixin, BaseEstimator):
     >>> make_pipeline(TfidfFeatures(), LogisticHead()).fit(texts, labels)  # doctest: +SKIP
     """
 
-    kind = NAME
-    backbone = NAME  # what a pipeline's first step reports, like FeatureExtractor.backbone
+    kind = "tfidf"  # also the name it is chosen by: --backbone tfidf
+    role = "featurizer"
+    fitted = True  # learned from the training split: no layers, pooling, weights or engine
+    modality = "text"
+    backbone = kind  # what a pipeline's first step reports, like FeatureExtractor.backbone
+    description = "TF-IDF of word 1-2 grams fitted on the training split (no transfer: the text baseline)"
 
     def __init__(self, ngram_max: int = 2, min_df: int = 2, max_features: int | None = 200_000) -> None:
         self.ngram_max = ngram_max
@@ -46,7 +47,7 @@ class TfidfFeatures(TransformerMixin, BaseEstimator):
     def _counter(self, vocabulary: dict[str, int] | None = None) -> CountVectorizer:
         return CountVectorizer(ngram_range=(1, self.ngram_max), vocabulary=vocabulary, dtype=np.float32)
 
-    def fit(self, X, y=None) -> "TfidfFeatures":
+    def fit(self, X, y=None) -> TfidfFeatures:
         """Learn the vocabulary and idf weights from the training texts ``X``."""
         texts = _texts(X)
         if len(texts) < 2:
@@ -73,13 +74,26 @@ class TfidfFeatures(TransformerMixin, BaseEstimator):
         weighted = counts @ sp.diags(self.state_["idf"].astype(np.float32))
         return normalize(weighted, norm="l2", copy=False).astype(np.float32).tocsr()
 
-    def load_state(self, state: dict[str, np.ndarray], meta: dict) -> "TfidfFeatures":
-        """Restore a fitted vectoriser from its idf array and vocabulary."""
-        if "idf" not in state or len(state["idf"]) != len(meta.get("vocabulary", ())):
-            raise KeyError("idf array and vocabulary do not match")
-        self.state_ = {"idf": np.asarray(state["idf"], dtype=np.float64)}
-        self.meta_ = {"vocabulary": list(meta["vocabulary"]), "n_features_out": len(meta["vocabulary"])}
-        self.n_features_out_ = self.meta_["n_features_out"]
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The idf weights and the vocabulary (as UTF-8 bytes), and the parameters as meta."""
+        check_is_fitted(self, "state_")
+        return {"idf": self.state_["idf"], "vocabulary": encode_strings(self.meta_["vocabulary"])}, \
+            {"params": self.get_params()}
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict) -> TfidfFeatures:
+        """The fitted vectoriser that :meth:`get_state` described."""
+        terms = decode_strings(arrays["vocabulary"])
+        if len(arrays["idf"]) != len(terms):
+            raise ValueError(f"{len(arrays['idf'])} idf weights for {len(terms)} terms")
+        featurizer = cls(**meta["params"])
+        featurizer.state_ = {"idf": np.asarray(arrays["idf"], dtype=np.float64)}
+        featurizer.meta_ = {"vocabulary": terms, "n_features_out": len(terms)}
+        featurizer.n_features_out_ = len(terms)
+        return featurizer
+
+    def configure(self, **settings) -> TfidfFeatures:
+        """Run-time settings of a network featurizer (device, cache, engine...) do not apply here."""
         return self
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
@@ -91,12 +105,4 @@ def _texts(X) -> list[str]:
     return [str(t) for t in np.asarray(X, dtype=object).ravel()]
 
 
-def _not_a_network(weights: str):
-    raise DataError(f"{NAME} is fitted on the training texts, not a network with layers: use it through "
-                    f"`transfuse fit DATA --backbone {NAME}` or transfuse.backbones.tfidf.TfidfFeatures")
-
-
-register_backbone(BackboneSpec(
-    name=NAME, build=_not_a_network, input_spec=TextSpec(tokenizer="words-1-2grams", max_tokens=0),
-    weights_id="tfidf:fitted", modality="text", trainable=False, fitted=True,
-    description="TF-IDF of word 1-2 grams fitted on the training split (no transfer: the text baseline)"))
+PARTS = (TfidfFeatures,)

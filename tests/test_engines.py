@@ -1,7 +1,9 @@
 """Extraction engines: eager fp32, bf16 autocast, compiled packages, ONNX Runtime; their agreement and cache keys."""
 
 import json
+import os
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,18 +11,30 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import EXAMPLES
 from transfuse.backbones import get_spec
 from transfuse.data.images import decode_image
-from transfuse import runtime
+from transfuse.engines import (
+    CHECKS_FILE,
+    COMPILE_MIN_ITEMS,
+    EngineStore,
+    compile_id,
+    compile_pays,
+    hardware,
+    package_built,
+    plan,
+    runners,
+    worst_cosine,
+)
 from transfuse.errors import DataError
-from transfuse.extract import FeatureExtractor, extract_features
+from transfuse.extract import extract_features
+from transfuse.featurizers import FeatureExtractor
 from transfuse.pipeline import load_model, read_config
-from transfuse.runtime import CHECKS_FILE, COMPILE_MIN_ITEMS, compile_pays, plan, worst_cosine
 from transfuse.workflow import fit_source
 
+from conftest import EXAMPLES, cli
+
 LITE0 = get_spec("efficientnet_lite0")
-needs_compiler = pytest.mark.skipif(runtime.compiler_missing("cpu") is not None,
+needs_compiler = pytest.mark.skipif(hardware.compiler_missing("cpu") is not None,
                                     reason="--runtime compile needs g++ (./scripts/install-data.sh installs it)")
 TAPS = "blocks.2,blocks.4,features"
 
@@ -43,7 +57,7 @@ def measured(**found):
 
 
 def test_plan_auto_prefers_bf16_that_agrees_then_onnx_then_eager(monkeypatch):
-    monkeypatch.setattr("transfuse.runtime.native_bf16", lambda device: True)
+    monkeypatch.setattr("transfuse.engines.planner.native_bf16", lambda device: True)
     good = measured(torch_bf16=(0.998, None), onnx_fp32=(1.0, "g.onnx"))
     assert engine(plan(LITE0, "auto", "auto", "cpu", good)) == ("torch", "bf16")
     bad_bf16 = measured(torch_bf16=(0.95, None), onnx_fp32=(1.0, "g.onnx"))
@@ -51,14 +65,14 @@ def test_plan_auto_prefers_bf16_that_agrees_then_onnx_then_eager(monkeypatch):
     nothing = measured(torch_bf16=(0.95, None), onnx_fp32=(0.9, "g.onnx"))
     assert engine(plan(LITE0, "auto", "auto", "cpu", nothing)) == ("torch", "fp32")
     assert engine(plan(LITE0, "torch", "fp32", "cpu", measured())) == ("torch", "fp32")
-    monkeypatch.setattr("transfuse.runtime.native_bf16", lambda device: False)  # emulated bf16 is slow
+    monkeypatch.setattr("transfuse.engines.planner.native_bf16", lambda device: False)  # emulated bf16 is slow
     assert engine(plan(LITE0, "auto", "auto", "cpu", good)) == ("onnx", "fp32")
     assert engine(plan(replace(LITE0, modality="text"), "auto", "auto", "cpu", good)) == ("torch", "fp32")
 
 
 def test_plan_compiles_only_where_it_pays(monkeypatch):
-    monkeypatch.setattr("transfuse.runtime.native_bf16", lambda device: True)
-    monkeypatch.setattr("transfuse.runtime.compiler_missing", lambda device: None)
+    monkeypatch.setattr("transfuse.engines.planner.native_bf16", lambda device: True)
+    monkeypatch.setattr("transfuse.engines.planner.compiler_missing", lambda device: None)
     found = measured(compile_bf16=(0.995, "p.pt2"), torch_bf16=(0.998, None))
     always = lambda precision: True  # noqa: E731
     assert engine(plan(LITE0, "auto", "auto", "cpu", found)) == ("torch", "bf16")  # small job, no package yet
@@ -74,7 +88,7 @@ def test_plan_compiles_only_where_it_pays(monkeypatch):
     assert compile_pays(10, 10, True) and compile_pays(COMPILE_MIN_ITEMS, COMPILE_MIN_ITEMS, False)
     assert not compile_pays(10, 10, False)  # a small job does not earn the build back
     assert not compile_pays(COMPILE_MIN_ITEMS, 0, True)  # never throw a warm cache away
-    monkeypatch.setattr("transfuse.runtime.compiler_missing", lambda device: "no C++ compiler found")
+    monkeypatch.setattr("transfuse.engines.planner.compiler_missing", lambda device: "no C++ compiler found")
     with pytest.raises(DataError, match="no C\\+\\+ compiler found; or use --runtime torch"):
         plan(LITE0, "compile", "auto", "cpu", found)
     assert engine(plan(LITE0, "auto", "auto", "cpu", found, compile_worth=always)) == ("torch", "bf16")
@@ -122,7 +136,7 @@ def test_onnx_agrees_with_eager_and_is_exported_once(cache_dir):
     again = extract_features(files + paths(20)[-2:], layers=TAPS, cache=cache_dir, runtime="onnx", progress=False)
     assert again.n_extracted > 0 and again.engine.file == str(exported[0])
     assert exported[0].stat().st_ino == stamp  # remembered, not exported again
-    runtime._RUNNERS.clear()  # as in a new process
+    runners._LOADED.clear()  # as in a new process
     exported[0].write_bytes(b"not a graph")  # a broken export is exported again, not an error
     more = list(dict.fromkeys(files + paths(24)))
     fresh = extract_features(more, layers=TAPS, cache=cache_dir, runtime="onnx", progress=False)
@@ -141,17 +155,15 @@ def test_compiled_package_agrees_and_is_built_once_for_every_tap(cache_dir):
     package = Path(compiled.engine.file)
     assert package.parent == Path(cache_dir, "compiled") and package.suffix == ".pt2"
     stamp = package.stat().st_ino  # a rebuild is a new file (loading marks it used: mtime moves)
-    runtime._RUNNERS.clear()  # as in a new process
+    runners._LOADED.clear()  # as in a new process
     # other layers use the same package (it has every tap), and auto takes it once it exists
     other = extract_features(files, layers="blocks.1,logits", cache=cache_dir, precision="fp32", progress=False)
     assert engine(other.engine) == ("compile", "fp32") and other.engine.file == str(package)
     assert package.stat().st_ino == stamp
-    from transfuse.cache import FeatureCache
-
-    store = FeatureCache(cache_dir)
-    assert package in store.engine_files()
+    store = EngineStore(cache_dir)
+    assert package in store.files()
     store.prune(everything=True)
-    assert not package.exists() and store.engine_files() == []
+    assert not package.exists() and store.files() == []
 
 
 @needs_compiler
@@ -161,7 +173,7 @@ def test_compiled_engine_is_retried_kept_to_this_machine_rebuilt_when_broken_and
     kw = dict(backbone="tiny_cnn", cache=cache_dir, precision="fp32", progress=False)
     seeded = extract_features(files[10:16], **kw)  # auto without a package: cached under another engine's keys
     with monkeypatch.context() as patched:
-        patched.setattr("transfuse.runtime.compile_network", lambda *a: (_ for _ in ()).throw(RuntimeError("no cc")))
+        patched.setattr("transfuse.engines.calibrate.compile_network", lambda *a: (_ for _ in ()).throw(RuntimeError("no cc")))
         with pytest.raises(DataError, match="could not be compiled .*no cc.*use --runtime torch"):
             extract_features(files[:10], runtime="compile", **kw)
     built = extract_features(files[:10], runtime="compile", **kw)  # an explicit request retries the failed build
@@ -182,13 +194,13 @@ def test_compiled_engine_is_retried_kept_to_this_machine_rebuilt_when_broken_and
         if "compile-fp32" in record:
             record["compile-fp32"]["file"] = str(other)
     checks_file.write_text(json.dumps(checks))
-    runtime._RUNNERS.clear()
+    runners._LOADED.clear()
     again = extract_features(files[:10], runtime="compile", **kw)
     assert again.engine.file == str(package) and package.stat().st_ino == stamp  # checked, not rebuilt
     assert all(r["compile-fp32"]["file"] == str(package)
                for r in json.loads(checks_file.read_text()).values() if "compile-fp32" in r)
     # a broken package is built again
-    runtime._RUNNERS.clear()
+    runners._LOADED.clear()
     package.write_bytes(b"not a package")
     fixed = extract_features(files[:10], layers="blocks.1", runtime="compile", **kw)
     assert fixed.engine.file == str(package) and package.stat().st_size > 10_000
@@ -196,20 +208,17 @@ def test_compiled_engine_is_retried_kept_to_this_machine_rebuilt_when_broken_and
 
 
 def test_saved_model_pinned_to_compile_predicts_eagerly_until_a_package_exists(cache_dir, monkeypatch, caplog):
-    from transfuse.extract import compiled_package_exists, open_cache
-    from transfuse.runtime import artifact_path, compile_id
-
-    monkeypatch.setattr("transfuse.runtime.compiler_missing", lambda device: None)
+    monkeypatch.setattr("transfuse.engines.planner.compiler_missing", lambda device: None)
     extractor = FeatureExtractor(backbone="tiny_cnn", engines={"tiny_cnn": "compile fp32"}, cache=cache_dir,
                                  precision="fp32")
     assert extractor._engine_for("tiny_cnn", "cpu") == ("torch", "fp32")  # no package here: no compile for this
-    weights_id = get_spec("tiny_cnn").weights_id
-    path = artifact_path(Path(cache_dir), ("compile", "fp32"), "", compile_id("tiny_cnn", weights_id, "cpu"))
+    weights_id = get_spec("tiny_cnn").weights.id
+    path = EngineStore(cache_dir).artifact_path(("compile", "fp32"), "", compile_id("tiny_cnn", weights_id, "cpu"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"a broken package")
-    assert compiled_package_exists("tiny_cnn", weights_id, "fp32", "cpu", open_cache(cache_dir))
+    assert package_built(EngineStore(cache_dir), "tiny_cnn", weights_id, "fp32", "cpu")
     assert extractor._engine_for("tiny_cnn", "cpu") == ("compile", "fp32")
-    monkeypatch.setattr("transfuse.runtime.compile_network", lambda *a: (_ for _ in ()).throw(RuntimeError("no cc")))
+    monkeypatch.setattr("transfuse.engines.calibrate.compile_network", lambda *a: (_ for _ in ()).throw(RuntimeError("no cc")))
     X = extractor.fit_transform(paths(6))  # the pinned engine cannot be rebuilt: another one, with a warning
     assert X.shape[0] == 6 and "could not be built here" in caplog.text
     assert extractor.engines_["tiny_cnn"] != "compile fp32"
@@ -217,9 +226,9 @@ def test_saved_model_pinned_to_compile_predicts_eagerly_until_a_package_exists(c
 
 def test_saved_model_pinned_to_compile_falls_back_without_a_compiler(monkeypatch, caplog):
     extractor = FeatureExtractor(engines={"efficientnet_lite0": "compile bf16"}, cache=False)
-    monkeypatch.setattr("transfuse.runtime.compiler_missing", lambda device: None)
+    monkeypatch.setattr("transfuse.engines.planner.compiler_missing", lambda device: None)
     assert extractor._engine_for("efficientnet_lite0", "cpu") == ("torch", "bf16")  # no package built here
-    monkeypatch.setattr("transfuse.runtime.compiler_missing", lambda device: "no C++ compiler found")
+    monkeypatch.setattr("transfuse.engines.planner.compiler_missing", lambda device: "no C++ compiler found")
     assert extractor._engine_for("efficientnet_lite0", "cpu") == ("auto", "auto")
     assert "cannot run here" in caplog.text
 
@@ -242,7 +251,7 @@ def test_text_encoder_through_onnx_compile_and_bf16(cache_dir):
     eager = extract_features(texts, runtime="torch", precision="fp32", **kw)
     assert cosine(eager, extract_features(texts, runtime="onnx", **kw)) >= 0.999
     assert cosine(eager, extract_features(texts, runtime="torch", precision="bf16", **kw)) >= 0.99
-    if runtime.compiler_missing("cpu") is None:
+    if hardware.compiler_missing("cpu") is None:
         compiled = extract_features(texts, runtime="compile", precision="fp32", **kw)
         assert compiled.engine.runtime == "compile" and cosine(eager, compiled) >= 0.999
 
@@ -254,30 +263,27 @@ def test_saved_model_keeps_its_engine_and_old_models_load_as_eager_fp32(tmp_path
     source = load_source(image_folder)
     res = fit_source(source, out_dir=tmp_path / "m", cache=cache_dir, runtime="onnx")
     config = read_config(tmp_path / "m")
-    assert config["extractor"]["engines"] == {"efficientnet_lite0": "onnx fp32"}
+    assert config["parts"][0]["meta"]["params"]["engines"] == {"efficientnet_lite0": "onnx fp32"}
     assert res.metrics["extraction"]["efficientnet_lite0"].startswith("onnx fp32")
     model = load_model(tmp_path / "m", cache=cache_dir)
     expected = model.predict(source.items)
     assert model.named_steps["features"].engines_ == {"efficientnet_lite0": "onnx fp32"}
-    monkeypatch.setattr("transfuse.runtime.onnx_available", lambda: False)  # a machine without onnxruntime
+    monkeypatch.setattr("transfuse.engines.planner.onnx_available", lambda: False)  # a machine without onnxruntime
     model = load_model(tmp_path / "m", cache=cache_dir)
     assert (model.predict(source.items) == expected).mean() >= 0.9
     assert "cannot run here" in caplog.text and model.named_steps["features"].engines_["efficientnet_lite0"] != \
         "onnx fp32"
     auto = fit_source(source, out_dir=tmp_path / "a", cache=cache_dir)  # the engine auto chose is pinned, not "auto"
-    pinned = read_config(tmp_path / "a")["extractor"]["engines"]["efficientnet_lite0"]
+    pinned = read_config(tmp_path / "a")["parts"][0]["meta"]["params"]["engines"]["efficientnet_lite0"]
     assert pinned in ("torch bf16", "torch fp32", "onnx fp32") and auto.metrics["extraction"]
-    for key in ("runtime", "precision", "engines"):
-        del config["extractor"][key]
-    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
-    old = load_model(tmp_path / "m").named_steps["features"]
-    assert (old.runtime, old.precision, old.engines) == ("torch", "fp32", None)
+    old = load_model(Path(__file__).parent / "data" / "legacy" / "v2" / "fused").named_steps["features"]
+    assert (old.runtime, old.precision, old.engines) == ("torch", "fp32", None)  # saved before engines existed
 
 
 def test_eager_fp32_keeps_the_cache_keys_it_had_before_engines():
     from transfuse.cache import make_key
+    from transfuse.engines import Plan
     from transfuse.extract import FORMAT, _Job
-    from transfuse.runtime import Plan
 
     job = _Job("b", "pretrained", "w", ["t"], "avg", "p", None, engine=Plan("torch", "fp32"))
     assert job.keys["t"] == make_key(format=FORMAT, backbone="b", weights="w", preprocess="p", tap="t", pooling="avg")
@@ -295,3 +301,24 @@ def test_non_finite_features_never_agree():
 def test_extractor_rejects_unknown_engine_names():
     with pytest.raises(DataError, match="unknown runtime"):
         FeatureExtractor(runtime="tpu").fit(paths(2))
+
+
+def test_prune_older_than_also_removes_unused_engine_files(cache_dir):
+    store = EngineStore(cache_dir)
+    files = {name: Path(cache_dir, folder, name) for folder, name in (
+        ("compiled", "old-bf16.pt2"), ("compiled", "new-bf16.pt2"), ("onnx", "old.onnx"),
+        ("compiled", "old-bf16.host.1.partial.pt2"), ("compiled", "new-fp32.host.2.partial.pt2"))}
+    for path in files.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 100)
+    month_ago = time.time() - 30 * 86400
+    for name in ("old-bf16.pt2", "old.onnx", "old-bf16.host.1.partial.pt2"):
+        os.utime(files[name], (month_ago, month_ago))
+    assert store.files() == sorted([files["new-bf16.pt2"], files["old-bf16.pt2"], files["old.onnx"]])
+    env = {"TRANSFUSE_CACHE": cache_dir}
+    assert cli("cache", "prune", "--older-than", "7", "--backbone", "x", env=env).returncode == 0
+    assert len(store.files()) == 3  # a backbone condition keeps engine files (their names are hashes)
+    assert cli("cache", "prune", "--older-than", "7", env=env).returncode == 0
+    assert store.files() == [files["new-bf16.pt2"]]
+    assert files["new-fp32.host.2.partial.pt2"].exists()  # a package being built is left alone
+    assert not files["old-bf16.host.1.partial.pt2"].exists()  # the half-written one of a killed build is not

@@ -1,0 +1,96 @@
+"""One weights resolver for every backbone family: ``pretrained`` | ``random`` | a weights file.
+
+``resolve_weights`` turns the user's choice into what it means for one backbone (the identity that
+goes into cache keys, with a file's SHA-256 recorded), and refuses choices a backbone cannot take
+(random weights of a frozen ONNX encoder) before anything is built. ``load_weights_file`` reads a
+state dict safely (safetensors, or ``torch.load(weights_only=True)``) into a network, strictly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from transfuse.errors import WeightsUnavailableError
+
+if TYPE_CHECKING:
+    from transfuse.backbones.spec import BackboneSpec
+
+RANDOM_SEED = 0  # seed of every --weights random network
+_BASELINE = {"text": "--backbone tfidf", "audio": "--backbone logmel"}
+_NETWORK = {"onnx": "ONNX", "numpy": "numpy"}
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A weights choice for one backbone: ``kind`` (pretrained, random, file), the file and its
+    SHA-256 when it is one, and the identity every cache key and saved model records."""
+
+    kind: str
+    identity: str
+    path: str | None = None
+    sha256: str | None = None
+
+
+def resolve_weights(spec: BackboneSpec, weights: str) -> ResolvedWeights:
+    """What ``weights`` means for ``spec``, or a clear error (checked before anything is built).
+
+    >>> from transfuse.backbones import get_spec
+    >>> resolve_weights(get_spec("tiny_cnn"), "random").identity
+    'tiny_cnn:random-seed0'
+    """
+    if weights == "pretrained":
+        return ResolvedWeights("pretrained", spec.weights.id)
+    if not spec.trainable:
+        raise WeightsUnavailableError(
+            f"{spec.name} is a frozen {_NETWORK.get(spec.network, spec.network)} model: it has no random-weights or "
+            f"weights-file version; compare against {_BASELINE.get(spec.modality, 'another backbone')} (no transfer)")
+    if weights == "random":
+        return ResolvedWeights("random", f"{spec.name}:random-seed{RANDOM_SEED}")
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"weights must be 'pretrained', 'random' or a weights file; {weights!r} is "
+                                      f"none of these")
+    digest = file_sha256(str(path))
+    return ResolvedWeights("file", f"file:{digest}", str(path.resolve()), digest)
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (the identity of local weights)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_weights_file(model, path: str):
+    """Load a ``.safetensors`` or ``.pth``/``.pt`` state dict strictly into ``model``.
+
+    Checkpoints that wrap the weights under ``state_dict`` or ``model`` are unwrapped.
+    Unreadable files and mismatched keys or shapes raise :class:`WeightsUnavailableError`.
+    """
+    import torch
+
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch and safetensors raise many types for broken files
+        raise WeightsUnavailableError(f"cannot read weights file {path} ({type(exc).__name__}: {exc}); "
+                                      f"pass a state dict saved with torch.save or safetensors") from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()
+        raise WeightsUnavailableError(f"weights file {path} does not fit this architecture "
+                                      f"({' '.join(first[:2])[:300]}); check --backbone") from None
+    return model

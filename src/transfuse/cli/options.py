@@ -1,0 +1,192 @@
+"""The CLI's vocabulary, defined once: every flag, and the groups of flags commands share.
+
+A flag is one ``Annotated`` alias below (its name, help and meaning); a group is a dataclass of
+such fields; :func:`options` adds a group's fields to a command's parameters and hands the command
+one instance per group. So ``--precision`` or ``--workers`` mean the same in every command that
+takes them, and ``search`` is ``fit`` without the recipe flags instead of a copy of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+# -- flags ------------------------------------------------------------------------------------------
+DataArg = Annotated[Optional[Path], typer.Argument(help="Folder with one sub-folder of images (or .txt files, or audio clips) per class, a CSV manifest of files, or a CSV/JSONL table of texts.")]
+Manifest = Annotated[Optional[Path], typer.Option("--manifest", help="CSV with columns path,label[,split].")]
+TextColumn = Annotated[Optional[str], typer.Option("--text-column", help="Column of a CSV/JSONL table that holds the texts (default: text).")]
+LabelColumn = Annotated[Optional[str], typer.Option("--label-column", help="Column of a CSV/JSONL table that holds the labels (default: label).")]
+SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Leave out unreadable files and empty class folders (with a warning) instead of stopping.")]
+TestSize = Annotated[float, typer.Option("--test-size", help="Fraction of each class held out for testing (ignored when the manifest has a split column).")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the train/test split (and of training).")]
+Backbone = Annotated[Optional[str], typer.Option("--backbone", "--backbones", "-b", help="Backbone name (see `transfuse backbones`), timm:<name> or hf:<org/name>; fit and search fuse several comma-separated. Default: efficientnet_lite0 for images, minilm_l6 for text, speech_embedding for audio.")]
+Layers = Annotated[Optional[str], typer.Option("--layers", "-l", help="Comma-separated tap names (see `transfuse layers`); default: features.")]
+Pooling = Annotated[Optional[str], typer.Option("--pooling", help="images: avg (default) | max | gem | cls; text: avg (default) | max | cls over the tokens; audio: meanstd (default) | avg | max over time")]
+Weights = Annotated[str, typer.Option("--weights", help="pretrained | random | PATH to a weights file.")]
+LongText = Annotated[str, typer.Option("--long-text", help="Texts longer than the encoder's window: truncate | chunk (read in windows, features averaged).")]
+Runtime = Annotated[Optional[str], typer.Option("--runtime", help="Feature extraction engine: auto (the fastest that agrees with eager fp32), torch, compile (torch.compile ahead of time, built once per machine), onnx. Default: auto; a saved model uses the one it was trained with.")]
+Precision = Annotated[Optional[str], typer.Option("--precision", help="Numeric precision: auto | fp32 | bf16. Extraction: auto takes bf16 where the hardware has it and the features agree (a saved model: what it was trained with); fine-tuning: auto trains in bf16 on GPUs that support it.")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Items per batch (default: 4 on CPU and 64 on GPU for extraction, 32 for fine-tuning).")]
+Workers = Annotated[Optional[int], typer.Option("--workers", help="Worker processes that decode the data (default: auto, none on CPUs with up to 4 cores).")]
+Device = Annotated[Optional[str], typer.Option("--device", help="torch device for extraction (default: cuda if available, else cpu).")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")]
+HeadKind = Annotated[str, typer.Option("--head", help="logreg | svm | ridge | knn | mlp (or a head a plugin adds)")]
+HeadParam = Annotated[list[str], typer.Option("--head-param", help="Head hyper-parameter KEY=VALUE (repeatable), e.g. C=0.5.")]
+Fusion = Annotated[Optional[str], typer.Option("--fusion", help="How to fuse several layers: concat (per-block standardised) | weighted (learned block weights) | scalar-mix (learned weighted sum of same-width layers, for transformers) | mlp (gated non-linear). Default with several layers: concat.")]
+Select = Annotated[Optional[str], typer.Option("--select", help="Selection/reduction, comma-separated: pca:0.95 | pca:64 | variance | kbest:512[:mutual_info] | l1:0.1 | group-lasso:N (keep N layer blocks).")]
+Auto = Annotated[bool, typer.Option("--auto", help="Try layers x fusion x selection x C by cross-validation on the training split and keep the best.")]
+Cv = Annotated[int, typer.Option("--cv", help="Folds of the cross-validated search (--auto, search).")]
+Out = Annotated[Optional[Path], typer.Option("--out", help="Where results are written (default: transfuse-models/<data>-<what>-<time>).")]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+Strategy = Annotated[str, typer.Option("--strategy", help="head | last:N | full | lp-ft | gradual")]
+Epochs = Annotated[int, typer.Option("--epochs", help="Training epochs (at most; early stopping may end sooner).")]
+ImageSize = Annotated[int, typer.Option("--image-size", help="Training and prediction size in pixels (fine-tuning).")]
+
+
+# -- groups -----------------------------------------------------------------------------------------
+@dataclass
+class DataOptions:
+    """Where the labelled data comes from."""
+
+    data: DataArg = None
+    manifest: Manifest = None
+    text_column: TextColumn = None
+    label_column: LabelColumn = None
+    skip_bad: SkipBad = False
+
+    def load(self):
+        from transfuse.data import load_source
+
+        return load_source(self.data, self.manifest, skip_bad=self.skip_bad, text_column=self.text_column,
+                           label_column=self.label_column)
+
+
+@dataclass
+class SplitOptions:
+    """How the data is split into training and test items."""
+
+    test_size: TestSize = 0.2
+    seed: Seed = 0
+
+    def spec(self):
+        from transfuse.workflow import SplitSpec
+
+        return SplitSpec(test_size=self.test_size, seed=self.seed)
+
+
+@dataclass
+class FeatureOptions:
+    """Which featurizer, which of its layers, pooled how."""
+
+    backbone: Backbone = None
+    layers: Layers = None
+    pooling: Pooling = None
+    weights: Weights = "pretrained"
+    long_text: LongText = "truncate"
+
+
+@dataclass
+class EngineOptions:
+    """How features are computed (never what they are)."""
+
+    runtime: Runtime = None
+    precision: Precision = None
+    batch_size: BatchSize = None
+    workers: Workers = None
+    device: Device = None
+    no_cache: NoCache = False
+
+    def settings(self) -> dict:
+        """Run-time settings of a loaded model: only what was given (unset, it keeps its engine)."""
+        given = {"runtime": self.runtime, "precision": self.precision, "batch_size": self.batch_size,
+                 "num_workers": self.workers, "device": self.device}
+        return {k: v for k, v in given.items() if v is not None} | ({"cache": False} if self.no_cache else {})
+
+
+@dataclass
+class RecipeOptions:
+    """What sits between features and head, and the head."""
+
+    head: HeadKind = "logreg"
+    head_param: HeadParam = field(default_factory=list)
+    fusion: Fusion = None
+    select: Select = None
+    auto: Auto = False
+    cv: Cv = 5
+
+    def head_params(self) -> dict:
+        params = {}
+        for item in self.head_param:
+            if "=" not in item:
+                raise typer.BadParameter(f"--head-param takes KEY=VALUE, got {item!r}")
+            key, value = item.split("=", 1)
+            try:
+                params[key] = json.loads(value)
+            except json.JSONDecodeError:
+                params[key] = value
+        return params
+
+
+@dataclass
+class SearchOptions:
+    """What ``search`` takes of the recipe: the head and the folds."""
+
+    head: HeadKind = "logreg"
+    cv: Cv = 5
+
+
+@dataclass
+class OutputOptions:
+    """Where results go and how they are shown."""
+
+    out: Out = None
+    as_json: Json = False
+
+
+def options(**groups: type):
+    """Add the fields of each group (a dataclass of flags) to the decorated command's parameters,
+    after its own; the command is called with one instance per group under the group's name.
+
+    >>> @options(split=SplitOptions)
+    ... def cmd(split: SplitOptions) -> float:
+    ...     return split.test_size
+    >>> [p for p in inspect.signature(cmd).parameters]
+    ['test_size', 'seed']
+    """
+    def decorate(command):
+        own = [p for name, p in inspect.signature(command).parameters.items() if name not in groups]
+        added, members = [], {}
+        for group, cls in groups.items():
+            hints = typing.get_type_hints(cls, include_extras=True)
+            members[group] = [f.name for f in dataclasses.fields(cls)]
+            for f in dataclasses.fields(cls):
+                default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+                added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                               annotation=hints[f.name]))
+        names = [p.name for p in [*own, *added]]
+        clashes = sorted({n for n in names if names.count(n) > 1})
+        if clashes:
+            raise TypeError(f"{command.__name__}: flags defined twice: {clashes}")
+        own_hints = typing.get_type_hints(command, include_extras=True)
+        own = [p.replace(annotation=own_hints.get(p.name, p.annotation)) for p in own]
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            for group, cls in groups.items():
+                kwargs[group] = cls(**{name: kwargs.pop(name) for name in members[group]})
+            return command(**kwargs)
+
+        run.__signature__ = inspect.Signature([*own, *added])
+        run.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+        del run.__wrapped__  # typer must read the new signature, not the command's
+        return run
+
+    return decorate

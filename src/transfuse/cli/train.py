@@ -1,0 +1,180 @@
+"""Commands that train: fit, search, finetune, compare."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from transfuse.cli.app import app, log, out
+from transfuse.cli.options import (
+    Backbone,
+    BatchSize,
+    DataOptions,
+    EngineOptions,
+    Epochs,
+    FeatureOptions,
+    ImageSize,
+    OutputOptions,
+    Precision,
+    RecipeOptions,
+    SearchOptions,
+    SplitOptions,
+    Strategy,
+    Workers,
+    options,
+)
+
+
+def _fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, engine: EngineOptions,
+         recipe, output: OutputOptions, auto: bool, cv: int, head_params: dict) -> None:
+    """What ``fit`` and ``search`` run: one request to the workflow, one table back."""
+    from transfuse.evaluate import metrics_table
+    from transfuse.recipe import Recipe
+    from transfuse.workflow import FeaturizerSpec, FitRequest, OutputSpec, fit
+
+    source = data.load()
+    log.info("data %s: %d %s items, %d classes", source.name, len(source), source.kind, len(source.classes))
+    t0 = time.perf_counter()
+    featurizer = FeaturizerSpec(backbone=features.backbone, layers=features.layers, pooling=features.pooling,
+                                weights=features.weights, long_text=features.long_text,
+                                runtime=engine.runtime or "auto", precision=engine.precision or "auto",
+                                batch_size=engine.batch_size, num_workers=engine.workers, device=engine.device,
+                                cache=not engine.no_cache)
+    wanted = Recipe(fusion=getattr(recipe, "fusion", None), select=getattr(recipe, "select", None), head=recipe.head,
+                    head_params=head_params)
+    res = fit(FitRequest(source=source, featurizer=featurizer, recipe=wanted, split=split.spec(),
+                         output=OutputSpec(output.out), auto=auto, cv=cv, skip_bad=data.skip_bad))
+    if output.as_json:
+        extra = {"search": res.search.table()} if res.search else {}
+        print(json.dumps({"model_dir": str(res.out_dir), **res.metrics, **extra}))
+        return
+    if res.search is not None:
+        _print_search(res.search)
+    trained = Recipe.from_dict(res.metrics["recipe"])
+    name = res.model.steps[0][1].backbone
+    label = f"{name} + {trained.head}" if trained == Recipe(head=trained.head, head_params=trained.head_params) else \
+        f"{name} | {trained.label()}"
+    out.print(metrics_table(res.metrics, title=f"{label} on {source.name}, test split"))
+    out.print(f"trained on {res.n_train}, tested on {res.n_test} in {time.perf_counter() - t0:.1f}s; "
+              f"model saved to {res.out_dir}")
+
+
+def _print_search(found) -> None:
+    table = Table(title="cross-validated search on the training split (best first)")
+    for col in ("candidate", "cv accuracy", "± std", "fit s/fold"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for row in found.table():
+        table.add_row(row["candidate"], f"{row['cv_accuracy']:.3f}", f"{row['cv_std']:.3f}", f"{row['fit_seconds']:.2f}")
+    out.print(table)
+    out.print(f"winner: {found.reason}")
+
+
+@app.command()
+@options(data=DataOptions, split=SplitOptions, features=FeatureOptions, recipe=RecipeOptions, engine=EngineOptions,
+         output=OutputOptions)
+def fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, recipe: RecipeOptions,
+        engine: EngineOptions, output: OutputOptions) -> None:
+    """Train a probe head on pretrained features, score it on a held-out split, save the model."""
+    _fit(data, split, features, engine, recipe, output, recipe.auto, recipe.cv, recipe.head_params())
+
+
+@app.command("search")
+@options(data=DataOptions, split=SplitOptions, features=FeatureOptions, recipe=SearchOptions, engine=EngineOptions,
+         output=OutputOptions)
+def search(data: DataOptions, split: SplitOptions, features: FeatureOptions, recipe: SearchOptions,
+           engine: EngineOptions, output: OutputOptions) -> None:
+    """`fit --auto`: search layers x fusion x selection x C by cross-validation, train and save the best."""
+    _fit(data, split, features, engine, recipe, output, True, recipe.cv, {})
+
+
+@app.command()
+@options(data=DataOptions, split=SplitOptions, output=OutputOptions)
+def finetune(
+    data: DataOptions,
+    split: SplitOptions,
+    output: OutputOptions,
+    backbone: Backbone = None,
+    strategy: Strategy = "lp-ft",
+    from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Same architecture from random weights, same budget.")] = False,
+    epochs: Epochs = 10,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate of the new output layer (default: 1e-3 for images, 1e-2 for text).")] = None,
+    backbone_lr: Annotated[Optional[float], typer.Option("--backbone-lr", help="Learning rate of the top pretrained block (default: lr x layer-decay for images, 2e-5 for text encoders).")] = None,
+    layer_decay: Annotated[float, typer.Option("--layer-decay", help="Each group further down gets this times less, compounded.")] = 0.75,
+    l2sp: Annotated[float, typer.Option("--l2sp", help="L2-SP strength pulling weights toward the pretrained ones (0 = off).")] = 0.0,
+    probe_epochs: Annotated[int, typer.Option("--probe-epochs", help="Head-only epochs before lp-ft/gradual unfreeze.")] = 3,
+    image_size: ImageSize = 128,
+    batch_size: BatchSize = None,
+    patience: Annotated[int, typer.Option("--patience", help="Stop after this many epochs without a better validation accuracy.")] = 5,
+    precision: Precision = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from <out>/checkpoints/last.ckpt.")] = False,
+    workers: Workers = None,
+    devices: Annotated[int, typer.Option("--devices", help="Train with DDP on this many GPUs (or CPU processes without a GPU).")] = 1,
+) -> None:
+    """Parameter-based transfer: train a new output layer, then fine-tune part or all of the network."""
+    from transfuse.backbones import default_backbone
+    from transfuse.evaluate import metrics_table
+    from transfuse.finetune.config import FinetuneConfig
+    from transfuse.workflow import OutputSpec
+    from transfuse.workflow import finetune as run_finetune
+
+    source = data.load()
+    backbone = backbone or default_backbone(source.kind)
+    if resume and output.out is None:
+        raise typer.BadParameter("--resume needs --out DIR of the run to continue")
+    config = FinetuneConfig(backbone=backbone, strategy=strategy, from_scratch=from_scratch, epochs=epochs, lr=lr,
+                            backbone_lr=backbone_lr, layer_decay=layer_decay, l2sp=l2sp, probe_epochs=probe_epochs,
+                            image_size=image_size, batch_size=batch_size or FinetuneConfig.batch_size,
+                            patience=patience, precision=precision or "auto", seed=split.seed)
+    metrics, folder = run_finetune(source, config, OutputSpec(output.out), split.spec(), resume=resume,
+                                   skip_bad=data.skip_bad, num_workers=workers, devices=devices,
+                                   progress=False if output.as_json else None)  # Lightning's bar writes to stdout
+    if not metrics:  # a DDP worker process: the first process reports
+        return
+    if output.as_json:
+        print(json.dumps({"model_dir": str(folder), **metrics}))
+        return
+    kind = "scratch" if from_scratch else strategy.replace(":", "")
+    out.print(metrics_table(metrics, title=f"{backbone} {kind} on {source.name}, test split"))
+    out.print(f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f}s; model saved to {folder}")
+
+
+@app.command()
+@options(data=DataOptions, split=SplitOptions, output=OutputOptions)
+def compare(
+    data: DataOptions,
+    split: SplitOptions,
+    output: OutputOptions,
+    backbone: Backbone = None,
+    strategies: Annotated[str, typer.Option("--strategies", help="Fine-tuning strategies to run besides scratch and the probe, comma-separated.")] = "head,lp-ft",
+    epochs: Epochs = 10,
+    image_size: ImageSize = 128,
+) -> None:
+    """Does transfer pay? Scratch vs feature probe vs fine-tuning strategies on one split, one table."""
+    from transfuse.backbones import default_backbone
+    from transfuse.finetune.strategy import parse_strategy
+    from transfuse.workflow import compare_source
+
+    source = data.load()
+    backbone = backbone or default_backbone(source.kind)
+    names = tuple(s.strip() for s in strategies.split(",") if s.strip())
+    for name in names:
+        parse_strategy(name)
+    rows = compare_source(source, output.out, backbone=backbone, strategies=names, epochs=epochs,
+                          image_size=image_size, seed=split.seed, test_size=split.test_size, skip_bad=data.skip_bad,
+                          progress=False if output.as_json else None)  # Lightning's bar writes to stdout
+    if output.as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title=f"{backbone} on {source.name}: same split (seed {split.seed}), same test set")
+    for col in ("method", "accuracy", "balanced acc.", "macro F1", "seconds"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in rows:
+        table.add_row(r["method"], f"{r['accuracy']:.3f}", f"{r['balanced_accuracy']:.3f}", f"{r['macro_f1']:.3f}",
+                      f"{r['seconds']:.0f}")
+    out.print(table)
+    out.print(f"models and compare.json in {Path(rows[0]['model_dir']).parent}")

@@ -1,0 +1,101 @@
+"""Commands that use a saved model: predict, evaluate."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from transfuse.cli.app import app, out
+from transfuse.cli.options import DataOptions, EngineOptions, SkipBad, TextColumn, options
+
+ModelDir = Annotated[Path, typer.Argument(help="A model directory written by `transfuse fit` or `transfuse finetune`.")]
+
+
+@app.command()
+@options(engine=EngineOptions)
+def predict(
+    model_dir: ModelDir,
+    inputs: Annotated[list[Path], typer.Argument(help="Image (or audio) files or folders; for a text model, .txt files (one text per line) or CSV/JSONL tables.")],
+    engine: EngineOptions,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write predictions to a .csv or .json file.")] = None,
+    text_column: TextColumn = None,
+    skip_bad: SkipBad = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
+) -> None:
+    """Predict the class (and probabilities) of new images, clips or texts."""
+    from transfuse.data import find_images, read_texts
+    from transfuse.pipeline import load_model, model_modality
+    from transfuse.workflow import predict_paths
+
+    model = load_model(model_dir, **engine.settings())
+    modality = model_modality(model)
+    if modality == "text":
+        items = [text for f in inputs for text in read_texts(f, text_column)]
+    elif modality == "audio":
+        from transfuse.data.audio import AUDIO_EXTENSIONS
+
+        items = find_images(inputs, AUDIO_EXTENSIONS, "audio")
+    else:
+        items = find_images(inputs)
+    records = predict_paths(model, items, on_error="skip" if skip_bad else "raise")
+    if out_file is not None:
+        _write_records(records, out_file)
+    if as_json:
+        print(json.dumps(records))
+        return
+    table = Table(title=f"predictions of {model_dir}")
+    table.add_column("text" if modality == "text" else "path", overflow="ellipsis", no_wrap=True, max_width=60)
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    for rec in records:
+        p = rec.get("probabilities", {}).get(rec["label"]) if rec["label"] else None
+        table.add_row(rec.get("path", rec.get("text")), rec["label"] or f"[{rec.get('error')}]",
+                      "" if p is None else f"{p:.3f}")
+    out.print(table)
+    if out_file is not None:
+        out.print(f"wrote {len(records)} predictions to {out_file}")
+
+
+def _write_records(records: list[dict], path: Path) -> None:
+    if path.suffix.lower() not in (".csv", ".json"):
+        raise typer.BadParameter(f"--out must end in .csv or .json, got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(records, indent=2) + "\n")
+        return
+    classes = sorted({c for r in records for c in r.get("probabilities", {})})
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        key = "text" if records and "text" in records[0] else "path"
+        writer.writerow([key, "label", *[f"p_{c}" for c in classes]])
+        for r in records:
+            probs = r.get("probabilities", {})
+            writer.writerow([r[key], r["label"] or "", *[f"{probs[c]:.6f}" if c in probs else "" for c in classes]])
+
+
+@app.command()
+@options(data=DataOptions, engine=EngineOptions)
+def evaluate(
+    model_dir: ModelDir,
+    data: DataOptions,
+    engine: EngineOptions,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the metrics to this JSON file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
+) -> None:
+    """Score a saved model on labelled data (every item is used for testing)."""
+    from transfuse.evaluate import metrics_table
+    from transfuse.workflow import evaluate_dir
+
+    source = data.load()
+    metrics = evaluate_dir(model_dir, source, skip_bad=data.skip_bad, **engine.settings())
+    if out_file is not None:
+        out_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    if as_json:
+        print(json.dumps(metrics))
+        return
+    out.print(metrics_table(metrics, title=f"{model_dir} on {source.name}"))

@@ -1,0 +1,46 @@
+"""The ONNX Runtime engine: a backbone's tap network exported once per tap set, then run in fp32."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transfuse.onnxrt import onnx_session
+
+
+class OnnxRunner:
+    """Runs an exported tap network: input tensors in, a dict of raw tap outputs (torch) out."""
+
+    def __init__(self, model: str, taps: list[str]) -> None:
+        self.session = onnx_session(model)
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.taps = taps
+
+    def __call__(self, tensors: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        feeds = {name: t.detach().cpu().contiguous().numpy() for name, t in zip(self.inputs, tensors)}
+        outputs = self.session.run(self.taps, feeds)
+        return {tap: torch.from_numpy(np.asarray(o)) for tap, o in zip(self.taps, outputs)}
+
+
+def export_onnx(backbone, taps: list[str], sample: tuple[torch.Tensor, ...], path: Path) -> str:
+    """Export ``backbone.tap_network(taps)`` to ``path`` with all ``taps`` as outputs, the batch (and
+    sequence) axes dynamic; written beside and renamed, so a killed export leaves no half file."""
+    network = backbone.tap_network(taps).eval()
+    names = backbone.input_names
+    axes = {name: dict(backbone.dynamic_axes) for name in names}
+    axes.update({tap: dict(backbone.dynamic_axes) for tap in taps})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer warnings about Python control flow: the taps are fixed
+            torch.onnx.export(network, tuple(t.cpu() for t in sample), str(partial), input_names=list(names),
+                              output_names=taps, dynamic_axes=axes, opset_version=17, dynamo=False)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return str(path)

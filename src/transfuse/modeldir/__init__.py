@@ -1,0 +1,145 @@
+"""A model directory on disk: one loop over its parts, written atomically, read back exactly.
+
+Layout (format 4)::
+
+    config.json         format version, the parts in order (name, kind, meta, array names),
+                        classes, modality, library versions, whatever the job adds (data, ...)
+    model.safetensors   every part's arrays, named ``<part name>.<array>``
+    metrics.json        test metrics, when the job measured them
+    ...                 files the job adds (confusion_matrix.png, search.json)
+
+Nothing here knows what a part is beyond :class:`transfuse.parts.Part`. Directories written in
+formats 1-3 are converted in memory on reading (:mod:`transfuse.modeldir.legacy`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from transfuse.atomic import atomic_write_text
+from transfuse.errors import ModelDirError
+from transfuse.modeldir.files import (
+    CONFIG,
+    FORMAT_VERSION,
+    METRICS,
+    WEIGHTS,
+    library_versions,
+    read_arrays,
+    read_config,
+)
+from transfuse.modeldir.legacy import migrate
+from transfuse.parts import Part, json_ready, part_class
+
+__all__ = ["CONFIG", "FORMAT_VERSION", "METRICS", "WEIGHTS", "library_versions", "load_parts", "read_arrays",
+           "read_config", "save_parts"]
+log = logging.getLogger(__name__)
+
+
+def save_parts(parts: list[tuple[str, Part]], out_dir: str | Path, *, metrics: dict | None = None,
+               extra: dict | None = None, files: dict[str, Callable[[Path], object]] | None = None,
+               keep: tuple[str, ...] = ()) -> Path:
+    """Write ``parts`` (``(name, part)`` in pipeline order) as a model directory at ``out_dir``.
+
+    The directory is built beside the target and renamed into place, so a model already there is
+    replaced whole or not at all; ``keep`` names entries of the old directory that move into the
+    new one (a fine-tuning run's ``checkpoints`` and ``logs``). ``files`` maps extra file names to
+    ``fn(path)`` writers (plots); their failures are logged, never raised: a plot must not lose a
+    trained model.
+    """
+    entries, arrays = [], {}
+    for name, part in parts:
+        if "." in name or not name:
+            raise ModelDirError(f"part names cannot be empty or contain '.', got {name!r}")
+        try:
+            state, meta = part.get_state()
+        except AttributeError:  # sklearn's NotFittedError is one
+            raise ModelDirError(f"part {name!r} is not fitted yet; call fit before saving") from None
+        entries.append({"name": name, "kind": part.kind, "meta": json_ready(meta), "arrays": sorted(state)})
+        arrays.update({f"{name}.{key}": np.ascontiguousarray(value) for key, value in state.items()})
+    first, last = parts[0][1], parts[-1][1]
+    classes = getattr(last, "classes_", None)
+    config = {"format_version": FORMAT_VERSION, "parts": entries,
+              "classes": json_ready(list(classes)) if classes is not None else None,
+              "modality": getattr(first, "modality", None), "versions": library_versions(), **(extra or {})}
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        from safetensors.numpy import save_file
+
+        save_file(arrays, str(tmp / WEIGHTS))
+        if metrics is not None:
+            atomic_write_text(tmp / METRICS, json.dumps(json_ready(metrics), indent=2) + "\n")
+        atomic_write_text(tmp / CONFIG, json.dumps(config, indent=2) + "\n")
+        for name, write in (files or {}).items():
+            try:
+                write(tmp / name)
+            except Exception as exc:  # noqa: BLE001 (see the docstring)
+                log.warning("could not write %s: %s", name, exc)
+        _replace(tmp, out, keep)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace(tmp: Path, out: Path, keep: tuple[str, ...] = ()) -> None:
+    """Put the finished directory ``tmp`` at ``out``: whole or not at all, carrying ``keep`` over."""
+    moved = [name for name in keep if (out / name).exists()]
+    old = None
+    try:
+        for name in moved:
+            (out / name).rename(tmp / name)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
+            out.rename(old / "model")
+        tmp.rename(out)
+    except BaseException:
+        if old is not None and (old / "model").exists() and not out.exists():
+            (old / "model").rename(out)  # put the previous model back
+        for name in moved:
+            if (tmp / name).exists() and out.is_dir():
+                (tmp / name).rename(out / name)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_parts(model_dir: str | Path) -> tuple[list[tuple[str, Part]], dict]:
+    """The parts of a model directory, restored in order, and its (format-4) config."""
+    path = Path(model_dir)
+    config = read_config(path)
+    if config["format_version"] < 4:
+        config, arrays = migrate(config, path)
+    else:
+        arrays = read_arrays(path / WEIGHTS)
+    try:
+        entries = [(e["name"], e["kind"], e["meta"], e.get("arrays", [])) for e in config["parts"]]
+    except (KeyError, TypeError) as exc:
+        raise ModelDirError(f"{path / CONFIG} is incomplete ({exc!r}); fit again") from None
+    classes = [part_class(kind) for _, kind, _, _ in entries]  # every kind known here, before any work
+    parts = []
+    for (name, kind, meta, names), cls in zip(entries, classes):
+        prefix = f"{name}."
+        own = {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+        lacking = sorted(set(names) - set(own))
+        if lacking:
+            raise ModelDirError(f"{path} lacks the arrays {', '.join(lacking)} of part {name!r}; the save was broken, "
+                                f"fit again")
+        try:
+            parts.append((name, cls.from_state(own, meta)))
+        except ModelDirError as exc:
+            raise ModelDirError(f"{path}: {exc}") from None
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ModelDirError(f"{path}: part {name!r} ({kind}) cannot be restored ({exc!r}); the save is broken or "
+                                f"from another version, fit again") from None
+    if not parts:
+        raise ModelDirError(f"{path / CONFIG} lists no parts; fit again")
+    return parts, config
