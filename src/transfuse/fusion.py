@@ -48,8 +48,9 @@ class _Prepared:
                 **({"group_lasso": self.report} if self.report else {}), **extra}
 
 
-class _Fusion(Step):
-    """Shared by all fusions: standardisation, block layout and optional group-lasso block choice."""
+class Fusion(Step):
+    """Base of every fusion (a new one subclasses it): standardisation, block layout and optional
+    group-lasso block choice; constructors take ``blocks``, ``use`` and ``select_blocks``."""
 
     role = "fusion"
     aliases: tuple[str, ...] = ()  # other names ``make_fusion`` accepts
@@ -87,7 +88,7 @@ class _Fusion(Step):
         return (X - self.state_["mean"]) / self.state_["scale"]
 
 
-class ConcatFusion(_Fusion):
+class ConcatFusion(Fusion):
     """Concatenate blocks after per-column standardisation and a per-block scale that gives every
     block the same total variance.
 
@@ -142,7 +143,7 @@ class _FusionNet(nn.Module):
         return self.classifier(self.drop(self.fuse(blocks)))
 
 
-class _LearnedFusion(_Fusion):
+class _LearnedFusion(Fusion):
     gated = False
     project = True  # False: blocks are mixed as they are (all must have the same width)
 
@@ -278,7 +279,7 @@ PARTS = (ConcatFusion, WeightedFusion, ScalarMixFusion, GatedFusion)
 
 
 def make_fusion(kind: str, blocks: Blocks | None, use: list[str] | None = None,
-                select_blocks: int | None = None, **params) -> _Fusion:
+                select_blocks: int | None = None, **params) -> Fusion:
     """A registered fusion by kind or alias: ``concat`` | ``weighted`` | ``scalar-mix`` | ``gated``
     (``mlp``), or one a plugin adds. Every fusion takes ``blocks``, ``use`` and ``select_blocks``.
 

@@ -31,7 +31,7 @@ from transfuse.cli.options import (
 
 
 def _fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, engine: EngineOptions,
-         recipe, output: OutputOptions, auto: bool, cv: int, head_params: dict) -> None:
+         wanted, output: OutputOptions, auto: bool, cv: int) -> None:
     """What ``fit`` and ``search`` run: one request to the workflow, one table back."""
     from transfuse.evaluate import metrics_table
     from transfuse.recipe import Recipe
@@ -45,8 +45,6 @@ def _fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, engin
                                 runtime=engine.runtime or "auto", precision=engine.precision or "auto",
                                 batch_size=engine.batch_size, num_workers=engine.workers, device=engine.device,
                                 cache=not engine.no_cache)
-    wanted = Recipe(fusion=getattr(recipe, "fusion", None), select=getattr(recipe, "select", None), head=recipe.head,
-                    head_params=head_params)
     res = fit(FitRequest(source=source, featurizer=featurizer, recipe=wanted, split=split.spec(),
                          output=OutputSpec(output.out), auto=auto, cv=cv, skip_bad=data.skip_bad))
     if output.as_json:
@@ -80,7 +78,10 @@ def _print_search(found) -> None:
 def fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, recipe: RecipeOptions,
         engine: EngineOptions, output: OutputOptions) -> None:
     """Train a probe head on pretrained features, score it on a held-out split, save the model."""
-    _fit(data, split, features, engine, recipe, output, recipe.auto, recipe.cv, recipe.head_params())
+    from transfuse.recipe import Recipe
+
+    wanted = Recipe(fusion=recipe.fusion, select=recipe.select, head=recipe.head, head_params=recipe.head_params())
+    _fit(data, split, features, engine, wanted, output, recipe.auto, recipe.cv)
 
 
 @app.command("search")
@@ -89,7 +90,9 @@ def fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, recipe
 def search(data: DataOptions, split: SplitOptions, features: FeatureOptions, recipe: SearchOptions,
            engine: EngineOptions, output: OutputOptions) -> None:
     """`fit --auto`: search layers x fusion x selection x C by cross-validation, train and save the best."""
-    _fit(data, split, features, engine, recipe, output, True, recipe.cv, {})
+    from transfuse.recipe import Recipe
+
+    _fit(data, split, features, engine, Recipe(head=recipe.head), output, True, recipe.cv)
 
 
 @app.command()

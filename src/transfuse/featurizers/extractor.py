@@ -75,6 +75,10 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     >>> model.fit(train_paths, train_labels).score(test_paths, test_labels)  # doctest: +SKIP
     """
 
+    kind = "extractor"
+    role = "featurizer"
+    fitted = False  # a pretrained network: nothing learned from the data
+
     def __init__(self, backbone: str = "efficientnet_lite0", layers: str | list[str] | None = None,
                  pooling: str | None = None, weights: str = "pretrained", batch_size: int | None = None,
                  num_workers: int | None = None, device: str | None = None,
@@ -93,10 +97,6 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.runtime = runtime
         self.precision = precision
         self.engines = engines
-
-    kind = "extractor"
-    role = "featurizer"
-    fitted = False  # a pretrained network: nothing learned from the data
 
     @property
     def modality(self) -> str:

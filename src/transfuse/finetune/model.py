@@ -62,8 +62,7 @@ class FinetunedModel:
         """The network's state dict (fp32 numpy arrays), and its fine-tuning config and classes."""
         arrays = {k: v.detach().cpu().float().numpy() if v.dtype == torch.bfloat16 else v.detach().cpu().numpy()
                   for k, v in self.model.state_dict().items()}
-        meta = {"finetune": asdict(self.config), "classes": [str(c) for c in self.classes_],
-                "modality": self.modality, "image_size": self.config.image_size}
+        meta = {"finetune": asdict(self.config), "classes": [str(c) for c in self.classes_], "modality": self.modality}
         return arrays, meta
 
     @classmethod
