@@ -155,9 +155,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             rt, pr = pinned.split()
             try:
                 validate_engine(get_spec(name), rt, pr, device)
-                store = open_cache(self.cache)
-                if rt == "compile" and not package_built(EngineStore(store.root if store else None), name,
-                                                         weights_ids(name, self.weights), pr, device):
+                if rt == "compile" and not self._package_built(name, pr, device):
                     log.info("%s was trained on compiled features; this machine has no compiled package yet, so "
                              "they are computed eagerly in %s (checked to agree with it)", name, pr)
                     return "torch", pr
@@ -168,6 +166,11 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                             name, pinned, exc)
                 return "auto", "auto"
         return self.runtime, self.precision
+
+    def _package_built(self, name: str, precision: str, device: str) -> bool:
+        store = open_cache(self.cache)
+        return package_built(EngineStore(store.root if store else None), name, weights_ids(name, self.weights),
+                             precision, device)
 
     def _extract(self, X) -> Features:
         """Features of every backbone in ``backbone`` (comma-separated), side by side; with several
