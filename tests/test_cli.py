@@ -92,7 +92,7 @@ def test_finetune_command_and_its_errors(image_folder, tmp_path):
     assert json.loads(cli("-q", "evaluate", str(model), str(image_folder), "--json").stdout)["n"] == 24
     one_line_error(cli(*args, "--strategy", "some"), "unknown strategy 'some'")
     (model / "checkpoints" / "last.ckpt").write_bytes(b"broken")
-    one_line_error(cli(*args, "--resume"), "corrupt")
+    one_line_error(cli(*args, "--strategy", "last:1", "--resume"), "corrupt")
 
 
 def test_one_flag_means_one_thing_in_every_command():
@@ -108,7 +108,7 @@ def test_one_flag_means_one_thing_in_every_command():
     for name, command in group.commands.items():
         for param in getattr(command, "params", []):
             for opt in getattr(param, "opts", []):
-                if opt.startswith("--") and param.help:
+                if opt.startswith("--") and param.help and not getattr(param, "hidden", False):
                     helps.setdefault(opt, set()).add(param.help)
                     flags.setdefault(name, set()).add(opt)
     own_meaning = {"--out"}  # a model folder, or the file predictions and metrics go to

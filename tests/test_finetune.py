@@ -1,6 +1,7 @@
 """Parameter-based transfer: strategies, the BatchNorm policy, resume, errors, saved models."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from transfuse.finetune.strategy import Strategy, apply, parameter_groups, parse
 from transfuse.finetune.train import FinetuneConfig, finetune_source
 from transfuse.pipeline import load_model
 from transfuse.workflow import evaluate_dir, predict_paths
+
+from conftest import EXAMPLES
 
 
 def tiny_cfg(**kw):
@@ -96,9 +99,12 @@ def test_missing_class_in_training_split_is_reported_before_training(image_folde
 
 
 @pytest.mark.slow
-def test_pretrained_head_beats_scratch_on_real_fashion_images(image_folder, tmp_path):
+def test_pretrained_head_beats_scratch_on_real_fashion_images(tmp_path):
     """Real EfficientNet-Lite0 weights: a new output layer on frozen features learns; random init does not."""
-    src = load_image_folder(image_folder)
+    root = tmp_path / "data"
+    for cls in ("bag", "sandal", "trouser"):  # every bundled image of 3 classes: 18 test items
+        shutil.copytree(EXAMPLES / cls, root / cls)
+    src = load_image_folder(root)
     cfg = dict(backbone="efficientnet_lite0", epochs=4, image_size=64, batch_size=8, lr=1e-2, patience=10,
                augment=False)
     head = finetune_source(src, FinetuneConfig(strategy="head", **cfg), tmp_path / "h", progress=False)

@@ -128,11 +128,14 @@ def test_fit_never_sees_the_test_split(image_folder, tmp_path):
     a = fitted(image_folder, "c1")
     src = load_image_folder(image_folder)
     _, test = split_source(src, test_size=0.2, seed=0)
+    from PIL import Image
+
     donor = sorted((image_folder / "bag").glob("*.png"))
-    for k, i in enumerate(test):  # every test image becomes some other picture
-        shutil.copy(donor[(k + 3) % len(donor)], src.items[i] + ".tmp")
+    for k, i in enumerate(test):  # every test image becomes another picture (each one of a kind)
+        pixels = np.roll(np.asarray(Image.open(donor[(k + 3) % len(donor)])), k + 1, axis=1)
+        Image.fromarray(pixels).save(src.items[i] + ".png")
     for i in test:
-        shutil.move(src.items[i] + ".tmp", src.items[i])
+        shutil.move(src.items[i] + ".png", src.items[i])
     b = fitted(image_folder, "c2")
     for (name, x), (_, y) in zip(a.steps[1:], b.steps[1:]):
         for key in x.state_:

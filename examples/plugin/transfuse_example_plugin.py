@@ -114,6 +114,9 @@ class CentroidHead(Head):
     def _fit_state(self, Z, y_idx):
         return {"centroids": np.stack([np.asarray(Z[y_idx == c]).mean(axis=0) for c in range(len(self.classes_))])}
 
+    def _outputs(self) -> int:
+        return len(self.state_["centroids"])  # checked against the class list when a model is loaded
+
     def predict_proba(self, X) -> np.ndarray:
         Z = self._standardise(X)
         distances = ((np.asarray(Z)[:, None, :] - self.state_["centroids"][None]) ** 2).sum(-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -10,9 +11,23 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)  # read it the only way there is (set, then put back), once per process
+    os.umask(mask)
+    return mask
+
+
+def permissions(mode: int = 0o666) -> int:
+    """``mode`` as the umask allows (what ``open``/``mkdir`` would give): files and folders made
+    through temporary names (private by default) end up shared like any other the user makes."""
+    return mode & ~_umask()
+
+
 @contextmanager
 def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
-    """Yield a binary file that replaces ``path`` only if the block finishes without error.
+    """Yield a binary file that replaces ``path`` only if the block finishes without error; it gets
+    the permissions the umask gives new files.
 
     >>> with atomic_writer("out.json") as fh:  # doctest: +SKIP
     ...     fh.write(b"{}")
@@ -24,6 +39,7 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, permissions(0o666))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -11,7 +11,10 @@ temporary file, fsynced and renamed before the catalogue points at them, so a ki
 process leaves at worst an orphan file that ``prune`` removes; rows already committed
 are reused by the next run. SQLite in WAL mode with a busy timeout serialises writers
 from several processes; the key row, the shard row and the item rows of one ``put`` are
-committed in one transaction.
+committed in one transaction. Each shard's CRC-32 is in the catalogue and checked before
+its rows are used: a shard changed on disk is dropped and its items extracted again.
+A cache in a folder this process cannot write is opened read-only: its features are served,
+new ones are not stored.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import time
 import uuid
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +45,7 @@ CREATE TABLE IF NOT EXISTS keys (
     meta TEXT, dim INTEGER, created REAL, last_used REAL);
 CREATE TABLE IF NOT EXISTS shards (
     shard TEXT PRIMARY KEY, key TEXT NOT NULL, rows INTEGER, bytes INTEGER, created REAL);
+CREATE TABLE IF NOT EXISTS checksums (shard TEXT PRIMARY KEY, checksum TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS features (
     key TEXT NOT NULL, item TEXT NOT NULL, shard TEXT NOT NULL, row INTEGER NOT NULL,
     PRIMARY KEY (key, item)) WITHOUT ROWID;
@@ -47,6 +53,12 @@ CREATE INDEX IF NOT EXISTS features_shard ON features(shard);
 CREATE INDEX IF NOT EXISTS shards_key ON shards(key);
 """
 ORPHAN_GRACE_S = 3600.0  # a file newer than this may belong to a writer still running
+_VERIFIED: set[tuple] = set()  # shard files (path, mtime, checksum) already checked in this process
+
+
+def _checksum(array: np.ndarray) -> str:
+    """CRC-32 of an array's bytes: catches a shard changed on disk (truncated, edited, bit rot)."""
+    return f"crc32:{zlib.crc32(np.ascontiguousarray(array).data) & 0xFFFFFFFF:08x}"
 _KEY_FIELDS = ("backbone", "weights", "tap", "pooling")
 
 
@@ -93,8 +105,16 @@ class FeatureCache:
     (1, 4)
     """
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, read_only: bool | None = None) -> None:
         self.root = Path(root) if root is not None else SETTINGS.cache_dir
+        catalogue = self.root / "catalogue.sqlite"
+        if read_only is None:  # a folder we cannot write that already holds a catalogue: serve what is there
+            read_only = catalogue.is_file() and not os.access(self.root, os.W_OK)
+        self.read_only = read_only
+        if read_only:
+            if not catalogue.is_file():
+                raise CacheError(f"no feature cache at {self.root} to read")
+            return
         try:
             (self.root / "shards").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -103,7 +123,7 @@ class FeatureCache:
         for attempt in range(5):  # several processes may create a fresh catalogue at once
             try:
                 with self._connect() as db:
-                    db.executescript(_SCHEMA)
+                    db.executescript(_SCHEMA)  # checksums in a table of their own: older versions still write
                 break
             except CacheError as exc:
                 if "locked" not in str(exc) or attempt == 4:
@@ -113,6 +133,8 @@ class FeatureCache:
     def _connect(self) -> sqlite3.Connection:
         path = self.root / "catalogue.sqlite"
         try:
+            if self.read_only:  # immutable: no lock or journal files are needed beside it
+                return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, isolation_level=None)
             db = sqlite3.connect(path, timeout=60.0, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -159,6 +181,9 @@ class FeatureCache:
         none of whose rows were needed is deleted again.
         """
         array = np.ascontiguousarray(array, dtype=np.float32)
+        if self.read_only:
+            raise CacheError(f"the feature cache at {self.root} is read-only; point TRANSFUSE_CACHE at a writable "
+                             f"folder to keep new features")
         if array.ndim != 2 or array.shape[0] != len(items):
             raise CacheError(f"cache.put needs a (len(items), dim) array, got {array.shape} for {len(items)} items")
         if not np.isfinite(array).all():
@@ -181,12 +206,14 @@ class FeatureCache:
                        (key, *(describe[f] for f in _KEY_FIELDS), meta, array.shape[1], now, now))
             db.execute("UPDATE keys SET dim=?, last_used=? WHERE key=?", (array.shape[1], now, key))
             db.execute("INSERT INTO shards VALUES (?,?,?,?,?)", (shard, key, len(items), final.stat().st_size, now))
+            db.execute("INSERT OR REPLACE INTO checksums VALUES (?,?)", (shard, _checksum(array)))
             before = db.total_changes
             db.executemany("INSERT OR IGNORE INTO features VALUES (?,?,?,?)",
                            [(key, it, shard, r) for r, it in enumerate(items)])
             added = db.total_changes - before
             if added == 0:  # another process stored all these rows first
                 db.execute("DELETE FROM shards WHERE shard=?", (shard,))
+                db.execute("DELETE FROM checksums WHERE shard=?", (shard,))
             db.execute("COMMIT")
             return added
 
@@ -201,7 +228,8 @@ class FeatureCache:
     def get(self, key: str, items: list[str]) -> np.ndarray:
         """Stacked features of ``items`` (which must all be present) as a float32 array."""
         where = self._locations(key)
-        self._run(lambda db: db.execute("UPDATE keys SET last_used=? WHERE key=?", (time.time(), key)))
+        if not self.read_only:
+            self._run(lambda db: db.execute("UPDATE keys SET last_used=? WHERE key=?", (time.time(), key)))
         absent = [it for it in items if it not in where]
         if absent:
             raise CacheError(f"{len(absent)} items are not cached under key {key}; run the command again")
@@ -235,18 +263,66 @@ class FeatureCache:
             db.execute("BEGIN IMMEDIATE")
             db.executemany("DELETE FROM features WHERE shard=?", [(s,) for s in shards])
             db.executemany("DELETE FROM shards WHERE shard=?", [(s,) for s in shards])
+            db.executemany("DELETE FROM checksums WHERE shard=?", [(s,) for s in shards])
             db.execute("COMMIT")
 
         self._run(forget)
 
-    def verify(self, key: str) -> int:
-        """Drop catalogue rows whose shard files vanished; return how many shards were dropped."""
-        shards = self._run(lambda db: [s for (s,) in db.execute("SELECT shard FROM shards WHERE key=?", (key,))])
-        gone = [s for s in shards if not self._shard_path(key, s).is_file()]
+    def verify(self, key: str, items: list[str] | None = None) -> int:
+        """Drop the shards of ``key`` (those holding ``items``, or all) whose files vanished or whose
+        rows no longer match their checksum, so their items are extracted again; shards written
+        before checksums existed get theirs now. Returns how many shards were dropped."""
+        def listing(db: sqlite3.Connection) -> list[tuple[str, str | None]]:
+            rows = db.execute("SELECT s.shard, c.checksum FROM shards s LEFT JOIN checksums c ON c.shard = s.shard "
+                              "WHERE s.key=?", (key,)).fetchall()
+            if items is None:
+                return rows
+            wanted = {shard for shard, _ in self._locations_of(db, key, items)}
+            return [row for row in rows if row[0] in wanted]
+
+        gone, changed, adopted = [], [], []
+        for shard, checksum in self._run(listing):
+            path = self._shard_path(key, shard)
+            if not path.is_file():
+                gone.append(shard)
+                continue
+            stamp = (str(path), path.stat().st_mtime_ns, checksum)
+            if stamp in _VERIFIED:
+                continue
+            try:
+                actual = _checksum(np.load(path, mmap_mode="r"))
+            except (OSError, ValueError, EOFError):
+                actual = None
+            if checksum is None and actual is not None:
+                adopted.append((actual, shard))
+            elif actual != checksum:
+                changed.append(shard)
+                continue
+            _VERIFIED.add((str(path), path.stat().st_mtime_ns, checksum or actual))
         if gone:
             log.warning("cache: %d shard files of key %s vanished; their items will be re-extracted", len(gone), key)
-            self._forget_shards(gone)
-        return len(gone)
+        if changed:
+            log.warning("cache: %d shard files of key %s were changed on disk (checksum mismatch); their items will "
+                        "be re-extracted", len(changed), key)
+        if (gone or changed) and self.read_only:
+            raise CacheError(f"the read-only feature cache at {self.root} has {len(gone) + len(changed)} missing or "
+                             f"damaged shards; point TRANSFUSE_CACHE at a writable copy, or run without the cache")
+        if gone or changed:
+            self._forget_shards(gone + changed)
+        if adopted and not self.read_only:
+            self._run(lambda db: db.executemany("INSERT OR REPLACE INTO checksums VALUES (?,?)",
+                                                [(shard, checksum) for checksum, shard in adopted]))
+        return len(gone) + len(changed)
+
+    @staticmethod
+    def _locations_of(db: sqlite3.Connection, key: str, items: list[str]) -> list[tuple[str, int]]:
+        found = []
+        unique = list(dict.fromkeys(items))
+        for start in range(0, len(unique), 900):  # SQLite's limit on bound parameters
+            chunk = unique[start:start + 900]
+            found += db.execute(f"SELECT shard, row FROM features WHERE key=? AND item IN ({','.join('?' * len(chunk))})",
+                                (key, *chunk)).fetchall()
+        return found
 
     # -- listing and pruning ------------------------------------------------------------
     def entries(self) -> list[KeyInfo]:
@@ -267,6 +343,8 @@ class FeatureCache:
         keys, files and bytes removed. (Engine files beside the cache belong to
         :class:`transfuse.engines.EngineStore`, which prunes them.)
         """
+        if self.read_only:
+            raise CacheError(f"the feature cache at {self.root} is read-only; nothing can be pruned there")
         now = time.time()
         keys = self._run(lambda db: db.execute("SELECT key, backbone, last_used FROM keys").fetchall())
         conditions = older_than_days is not None or backbone is not None
@@ -288,6 +366,7 @@ class FeatureCache:
                     db.execute(f"DELETE FROM {table} WHERE key=?", (key,))  # noqa: S608 (fixed names)
             # shards none of whose rows are referenced (duplicates written by racing writers)
             db.execute("DELETE FROM shards WHERE shard NOT IN (SELECT DISTINCT shard FROM features)")
+            db.execute("DELETE FROM checksums WHERE shard NOT IN (SELECT shard FROM shards)")
             db.execute("COMMIT")
 
         self._run(delete)

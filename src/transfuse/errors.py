@@ -24,12 +24,14 @@ class CorruptInputError(DataError):
         self.paths = list(paths or [])
 
     @classmethod
-    def unreadable(cls, bad_paths: list[str], total: int, what: str = "images") -> CorruptInputError:
-        """The one message for inputs that could not be decoded."""
+    def unreadable(cls, bad_paths: list[str], total: int, what: str = "images",
+                   cached: bool = True) -> CorruptInputError:
+        """The one message for inputs that could not be decoded (``cached``: the others' features were
+        kept, as extraction does)."""
         listing = ", ".join(bad_paths[:5]) + (" ..." if len(bad_paths) > 5 else "")
+        kept = "; features of the others are cached" if cached else ""
         return cls(f"{len(bad_paths)} of {total} files could not be read as {what}: {listing}; fix or remove them, "
-                   f"or pass --skip-bad (on_error='skip' in Python) to leave them out; features of the others are "
-                   f"cached", bad_paths)
+                   f"or pass --skip-bad (on_error='skip' in Python) to leave them out{kept}", bad_paths)
 
 
 class UnknownBackboneError(TransfuseError, KeyError):

@@ -177,7 +177,7 @@ def extract_features(
     job = job_for(engine)
     if store is not None:
         for tap in taps:
-            store.verify(job.keys[tap])
+            store.verify(job.keys[tap], wanted)  # vanished or changed shards: their items are extracted again
             job.needed[tap] = set(store.missing(job.keys[tap], wanted))
     else:
         job.needed = {tap: set(wanted) for tap in taps}
@@ -250,12 +250,13 @@ class _Job:
         self.memory = {tap: {} for tap in self.taps}
 
     def save(self, tap: str, digests: list[str], vecs: np.ndarray) -> None:
-        """Keep the rows this tap still needs (in the cache, or in memory without one)."""
+        """Keep the rows this tap still needs (in the cache, or in memory without one or with a
+        read-only one)."""
         keep = [j for j, d in enumerate(digests) if d in self.needed[tap]]
         if not keep:
             return
         rows, kept = vecs[keep], [digests[j] for j in keep]
-        if self.store is None:
+        if self.store is None or self.store.read_only:
             self.memory[tap].update(zip(kept, rows))
             return
         self.store.put(self.keys[tap], kept, rows, {
@@ -273,14 +274,23 @@ class _Job:
         return len(missing)
 
     def width(self, tap: str) -> int:
-        if self.store is None:
+        if self.memory[tap]:
             return len(next(iter(self.memory[tap].values())))
         return self.store.dim(self.keys[tap])
 
     def rows(self, tap: str, digests: list[str]) -> np.ndarray:
-        if self.store is None:
-            return np.stack([self.memory[tap][d] for d in digests])
-        return self.store.get(self.keys[tap], digests)
+        """The rows of ``digests``: extracted now and kept in memory, or read from the cache."""
+        fresh = self.memory[tap]
+        if self.store is None or all(d in fresh for d in digests):
+            return np.stack([fresh[d] for d in digests])
+        out = np.empty((len(digests), self.width(tap)), np.float32)
+        stored = [i for i, d in enumerate(digests) if d not in fresh]
+        if stored:
+            out[stored] = self.store.get(self.keys[tap], [digests[i] for i in stored])
+        for i, d in enumerate(digests):
+            if d in fresh:
+                out[i] = fresh[d]
+        return out
 
 
 def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size: int,

@@ -85,7 +85,18 @@ class Head(ClassifierMixin, BaseEstimator):
         head.state_ = {k: np.asarray(v) for k, v in arrays.items()}
         head.classes_ = np.asarray(meta["classes"])
         head.n_features_in_ = int(head.state_["mean"].shape[0])
+        head._check_classes()
         return head
+
+    def _check_classes(self) -> None:
+        """The class list must fit the learned arrays (a hand-edited config must not shift labels)."""
+        outputs, n = self._outputs(), len(self.classes_)
+        if outputs is not None and outputs != n and not (outputs == 1 and n == 2):
+            raise ValueError(f"{n} classes are listed for a head that scores {outputs}")
+
+    def _outputs(self) -> int | None:
+        """How many class scores the learned arrays give (1 for a binary linear head; None: unknown)."""
+        return int(self.state_["intercept"].shape[0]) if "intercept" in self.state_ else None
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -216,6 +227,9 @@ class KNNHead(Head):
         proba = self.predict_proba(X)
         return self.classes_[proba.argmax(axis=1)]
 
+    def _outputs(self) -> int:
+        return int(self.state_["train_y"].max()) + 1  # every class has stored neighbours
+
 
 class MLPHead(LinearHead):
     """One hidden ReLU layer trained with Adam and early stopping (sklearn's MLPClassifier)."""
@@ -238,6 +252,9 @@ class MLPHead(LinearHead):
                             early_stopping=early, random_state=self.random_state).fit(Z, y_idx)
         self.n_iter_ = int(clf.n_iter_)
         return {"w0": clf.coefs_[0], "b0": clf.intercepts_[0], "w1": clf.coefs_[1], "b1": clf.intercepts_[1]}
+
+    def _outputs(self) -> int:
+        return int(self.state_["b1"].shape[0])
 
     def _scores(self, Z):
         hidden = np.maximum(Z @ self.state_["w0"] + self.state_["b0"], 0.0)

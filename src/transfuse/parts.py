@@ -16,6 +16,7 @@ group ``transfuse.parts`` (see :mod:`transfuse.plugins`), so a new kind is one n
 from __future__ import annotations
 
 import functools
+import logging
 from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -33,6 +34,7 @@ BUILTIN_MODULES = (
     "transfuse.finetune.model",
 )
 ENTRY_POINTS = "transfuse.parts"
+log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
 
@@ -52,13 +54,17 @@ class Part(Protocol):
 
 @functools.cache
 def _table() -> dict[str, type]:
+    """Built-in parts first; a plugin's part with an unknown role or a kind already taken is reported
+    and left out (the first declaration of a kind wins)."""
     table: dict[str, type] = {}
     for cls in declared("PARTS", BUILTIN_MODULES, ENTRY_POINTS):
-        if getattr(cls, "role", None) not in ROLES:
-            raise TypeError(f"part {cls.__name__} has role {getattr(cls, 'role', None)!r}; use one of {ROLES}")
-        if cls.kind in table and table[cls.kind] is not cls:
-            raise TypeError(f"two parts are named {cls.kind!r}: {table[cls.kind].__name__} and {cls.__name__}")
-        table[cls.kind] = cls
+        kind, role = getattr(cls, "kind", None), getattr(cls, "role", None)
+        if role not in ROLES or not isinstance(kind, str):
+            log.warning("part %s left out: it needs a kind and a role (one of %s)", cls.__name__, ", ".join(ROLES))
+        elif kind in table and table[kind] is not cls:
+            log.warning("part %s left out: kind %r is %s already", cls.__name__, kind, table[kind].__name__)
+        else:
+            table[kind] = cls
     return table
 
 

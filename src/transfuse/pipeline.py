@@ -26,10 +26,12 @@ def make_model(featurizer, head, steps: list[tuple[str, object]] | None = None) 
 
 
 def save_model(model, out_dir: str | Path, metrics: dict | None = None, extra: dict | None = None,
-               files: dict | None = None) -> Path:
+               files: dict | None = None, force: bool = False, data: dict | None = None) -> Path:
     """Save a fitted model (a Pipeline of transfuse parts, or one part such as a fine-tuned network)
     to ``out_dir`` and return its path. An existing model there is replaced whole or not at all;
-    ``files`` maps extra file names to callables ``fn(path)`` that write them (plots).
+    other contents are refused unless ``force``. ``files`` maps extra file names to callables
+    ``fn(path)`` that write them (plots); ``data`` holds arrays about the model (the digest ids
+    of its training items, which ``evaluate`` uses to flag overlap).
 
     >>> save_model(model, "models/fashion")  # doctest: +SKIP
     PosixPath('models/fashion')
@@ -39,7 +41,7 @@ def save_model(model, out_dir: str | Path, metrics: dict | None = None, extra: d
     if strangers:
         raise ModelDirError(f"save_model saves transfuse parts (a featurizer, fusion and selection steps, a head, or a "
                             f"fine-tuned model); {', '.join(map(repr, strangers))} is not one")
-    return save_parts(parts, out_dir, metrics=metrics, extra=extra, files=files)
+    return save_parts(parts, out_dir, metrics=metrics, extra=extra, files=files, force=force, data=data)
 
 
 def load_model(model_dir: str | Path, **settings):
@@ -57,8 +59,11 @@ def load_model(model_dir: str | Path, **settings):
     """
     parts, _ = load_parts(model_dir)
     configure = getattr(parts[0][1], "configure", None)
-    if settings and configure is not None:
-        configure(**settings)
+    if configure is not None:
+        try:
+            configure(**settings)  # also checks what the part needs here (the backbone weights it was trained on)
+        except ModelDirError as exc:
+            raise ModelDirError(f"{model_dir}: {exc}") from None
     return parts[0][1] if len(parts) == 1 else Pipeline(parts)
 
 

@@ -21,12 +21,14 @@ from sklearn.pipeline import Pipeline
 
 from transfuse.backbones import default_backbone, get_spec
 from transfuse.blocks import from_slices
+from transfuse.data.fingerprint import digest_ids, item_digest
 from transfuse.data.source import Source
 from transfuse.data.split import split_source, without
 from transfuse.engines import check_request
 from transfuse.errors import CorruptInputError, DataError
 from transfuse.evaluate import classification_metrics, plot_confusion
 from transfuse.featurizers import backbone_list, check_trainable, make_featurizer
+from transfuse.modeldir import TRAINING_ITEMS, check_destination, load_data
 from transfuse.pipeline import load_model, make_model, model_modality, save_model
 from transfuse.recipe import Recipe
 from transfuse.search import SearchResult, default_recipes, search
@@ -79,10 +81,12 @@ class FeaturizerSpec:
 @dataclass(frozen=True)
 class OutputSpec:
     """Where results go: ``out_dir``, or ``transfuse-models/<data>-<what>-<time>`` (see
-    :func:`default_out_dir`); ``save=False`` keeps them in memory."""
+    :func:`default_out_dir`); ``save=False`` keeps them in memory. A folder that holds something
+    other than a transfuse model is refused (before any work) unless ``force``."""
 
     out_dir: str | Path | None = None
     save: bool = True
+    force: bool = False
 
     def path(self, source: Source, *what: str) -> Path:
         return Path(self.out_dir) if self.out_dir is not None else default_out_dir(source, *what)
@@ -143,6 +147,9 @@ def fit(request: FitRequest) -> FitResult:
     if featurizer.fitted:
         _check_fitted_options(featurizer, recipe, request.auto)
     train, test = request.split.indices(source)  # the one split; bad splits fail before extraction too
+    out = request.output.path(source, request.featurizer.name(source.kind), recipe.head)
+    if request.output.save:
+        check_destination(out, force=request.output.force)  # nothing is lost, and no work is wasted
     y = np.asarray(source.labels)
     skipped: list[str] = []
     found = None
@@ -177,7 +184,8 @@ def fit(request: FitRequest) -> FitResult:
         model = make_model(featurizer, head, trained.steps[:-1])
     saved = None
     if request.output.save:
-        saved = _save_fit(model, metrics, found, request, recipe, len(skipped))
+        seen = digest_ids([source.items[i] for i in train], source.kind)
+        saved = _save_fit(model, out, metrics, found, request, recipe, len(skipped), seen)
     return FitResult(model=model, metrics=metrics, out_dir=saved, n_train=len(train), n_test=len(test),
                      skipped=skipped, search=found)
 
@@ -226,17 +234,16 @@ def _extract(featurizer, source: Source, skip_bad: bool) -> tuple[np.ndarray, li
     return X, bad
 
 
-def _save_fit(model, metrics: dict, found: SearchResult | None, request: FitRequest, recipe: Recipe,
-              n_skipped: int) -> Path:
+def _save_fit(model, out: Path, metrics: dict, found: SearchResult | None, request: FitRequest, recipe: Recipe,
+              n_skipped: int, seen: np.ndarray) -> Path:
     source = request.source
-    name = request.featurizer.name(source.kind)
-    title = f"{name} | {recipe.label()}"
+    title = f"{request.featurizer.name(source.kind)} | {recipe.label()}"
     files = {"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title)}
     if found is not None:
         files["search.json"] = lambda path: path.write_text(
             json.dumps({"reason": found.reason, "candidates": found.table()}, indent=2) + "\n")
-    return save_model(model, request.output.path(source, name, request.recipe.head), metrics=metrics,
-                      extra={"data": {"name": source.name, "kind": source.kind, "n_items": len(source),
+    return save_model(model, out, metrics=metrics, force=request.output.force, data={TRAINING_ITEMS: seen},
+                      extra={"data": {"name": source.name, "kind": source.kind, "n_items": len(source) - n_skipped,
                                       "skipped": n_skipped}}, files=files)
 
 
@@ -270,18 +277,20 @@ def finetune(source: Source, config, output: OutputSpec | None = None, split: Sp
     if devices > 1 and output.out_dir is None:  # DDP re-runs the command per process: all must pick one folder
         out = Path(os.environ.setdefault("TRANSFUSE_DDP_OUT", str(out)))
     metrics = finetune_source(source, config, out, test_size=split.test_size, split_seed=split.seed, resume=resume,
-                              skip_bad=skip_bad, num_workers=num_workers, devices=devices, progress=progress)
+                              skip_bad=skip_bad, num_workers=num_workers, devices=devices, progress=progress,
+                              force=output.force)
     return metrics, out
 
 
 def compare_source(source: Source, out_dir: str | Path | None = None, *, backbone: str | None = None,
                    strategies: tuple[str, ...] = ("head", "lp-ft"), epochs: int = 10, image_size: int = 128,
                    seed: int = 0, test_size: float = 0.2, skip_bad: bool = False, progress: bool | None = None,
-                   **finetune_params) -> list[dict]:
+                   force: bool = False, **finetune_params) -> list[dict]:
     """Same split, same budget: training from scratch, the feature probe, and each fine-tuning strategy.
 
-    Each run is saved under ``out_dir/<method>`` (default ``transfuse-models/<data>-compare-<time>``);
-    returns one row per method.
+    Each run is saved under ``out_dir/<method>`` (default ``transfuse-models/<data>-compare-<time>``),
+    a folder that must be new, empty or an earlier comparison (else ``force``); returns one row per
+    method.
     """
     from transfuse.finetune.config import FinetuneConfig
 
@@ -291,11 +300,14 @@ def compare_source(source: Source, out_dir: str | Path | None = None, *, backbon
     except DataError as exc:
         raise DataError(f"{exc}; so there is nothing to compare with the probe") from None
     out = OutputSpec(out_dir).path(source, "compare")
+    if out.is_dir() and any(out.iterdir()) and not (out / "compare.json").is_file() and not force:
+        raise DataError(f"--out {out} holds files that are not an earlier comparison; choose a new folder, or pass "
+                        f"--force to replace its runs")
     split = SplitSpec(test_size=test_size, seed=seed)
     rows = []
     start = time.perf_counter()
     probe = fit(FitRequest(source=source, featurizer=FeaturizerSpec(backbone=backbone), split=split,
-                           output=OutputSpec(out / "probe"), skip_bad=skip_bad))
+                           output=OutputSpec(out / "probe", force=force), skip_bad=skip_bad))
     rows.append({"method": "feature probe (logreg on features)", **_summary(probe.metrics),
                  "seconds": time.perf_counter() - start, "model_dir": str(out / "probe")})
     runs = [("from scratch (full, random init)", "full", True)] + [(f"fine-tune {s}", s, False) for s in strategies]
@@ -303,7 +315,8 @@ def compare_source(source: Source, out_dir: str | Path | None = None, *, backbon
         config = FinetuneConfig(backbone=backbone, strategy=strategy, from_scratch=scratch, epochs=epochs,
                                 image_size=image_size, seed=seed, **finetune_params)
         name = "scratch" if scratch else strategy.replace(":", "")
-        metrics, _ = finetune(source, config, OutputSpec(out / name), split, skip_bad=skip_bad, progress=progress)
+        metrics, _ = finetune(source, config, OutputSpec(out / name, force=force), split, skip_bad=skip_bad,
+                              progress=progress)
         rows.append({"method": label, **_summary(metrics), "seconds": metrics["train_seconds"],
                      "model_dir": str(out / name)})
     (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
@@ -317,7 +330,11 @@ def _summary(metrics: dict) -> dict:
 # -- evaluate and predict -------------------------------------------------------------------------------
 
 def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, **settings) -> dict:
-    """Metrics of a saved model on every (readable, with ``skip_bad``) item of a labelled ``source``."""
+    """Metrics of a saved model on every (readable, with ``skip_bad``) item of a labelled ``source``.
+
+    When some items are ones the model was trained on (it records their digests), the metrics say
+    how many (``overlap.seen``) and score the unseen ones separately (``overlap.unseen``): scores
+    on training items are optimistic."""
     model = load_model(model_dir, **settings)
     reads = model_modality(model)
     if reads != source.kind:
@@ -329,9 +346,25 @@ def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, 
                         f"rename the folders or evaluate on matching data")
     ok, labels, _ = predict_arrays(model, source.items, on_error="skip" if skip_bad else "raise")
     truth = [lab for lab, good in zip(source.labels, ok) if good]
-    metrics = classification_metrics(truth, [str(p) for p in labels], classes=classes)
+    predicted = [str(p) for p in labels]
+    metrics = classification_metrics(truth, predicted, classes=classes)
     metrics["skipped"] = int((~ok).sum())
+    trained_on = load_data(model_dir).get(TRAINING_ITEMS)
+    if trained_on is not None:
+        readable = [item for item, good in zip(source.items, ok) if good]
+        seen = np.isin(np.asarray([_id(item, source.kind) for item in readable], dtype=np.uint64), trained_on)
+        if seen.any():
+            log.warning("%d of %d items were used to train %s: its scores on them are optimistic; the metrics of "
+                        "the %d unseen items are under overlap.unseen", seen.sum(), len(seen), model_dir,
+                        (~seen).sum())
+            unseen = [i for i in range(len(seen)) if not seen[i]]
+            metrics["overlap"] = {"seen": int(seen.sum()), "unseen": classification_metrics(
+                [truth[i] for i in unseen], [predicted[i] for i in unseen], classes=classes) if unseen else None}
     return metrics
+
+
+def _id(item: str, modality: str) -> int:
+    return int(item_digest(item, modality)[:16], 16)
 
 
 def _classes(model) -> np.ndarray:
@@ -352,7 +385,7 @@ def predict_arrays(model, items: list[str], on_error: str = "raise") -> tuple[np
         return ok, rest.predict(X[ok]), proba
     ok, proba = model.scores(items)
     if not ok.all() and on_error == "raise":
-        raise CorruptInputError.unreadable([p for p, good in zip(items, ok) if not good], len(items))
+        raise CorruptInputError.unreadable([p for p, good in zip(items, ok) if not good], len(items), cached=False)
     return ok, model.classes_[proba.argmax(1)], proba
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 
 from transfuse.backbones.spec import BackboneSpec
 from transfuse.backbones.weights import RANDOM_SEED, load_weights_file, resolve_weights
@@ -30,11 +31,20 @@ RESOLVER_MODULES = ("transfuse.backbones.timm_adapter", "transfuse.backbones.hub
 ENTRY_POINTS = "transfuse.backbones"
 DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm_l6", "audio": "speech_embedding"}
 _REGISTERED: dict[str, BackboneSpec] = {}  # register_backbone at run time
+log = logging.getLogger(__name__)
 
 
 @functools.cache
 def _declared() -> dict[str, BackboneSpec]:
-    return {spec.name: spec for spec in declared("BACKBONES", BUILTIN_MODULES, ENTRY_POINTS)}
+    """Built-in specs first; a plugin's spec whose name is taken is reported and left out."""
+    specs: dict[str, BackboneSpec] = {}
+    for spec in declared("BACKBONES", BUILTIN_MODULES, ENTRY_POINTS):
+        if spec.name in specs:
+            log.warning("backbone %r of a plugin left out: the name is taken (%s)", spec.name,
+                        specs[spec.name].description)
+        else:
+            specs[spec.name] = spec
+    return specs
 
 
 @functools.cache

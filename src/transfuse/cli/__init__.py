@@ -40,8 +40,10 @@ def main() -> None:
         err.print("interrupted; cached features are kept, run the command again to resume")
         sys.exit(130)
     except Exception as exc:
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's usage errors (typer vendors click)
-            exc.show()
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's usage errors: one line
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            err.print(f"error: {exc.format_message()}{where}", markup=False, highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         log.debug("unexpected failure", exc_info=True)
         err.print(f"unexpected error: {type(exc).__name__}: {exc} (run with -vv for the traceback)",

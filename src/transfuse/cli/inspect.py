@@ -18,9 +18,10 @@ from transfuse.cli.options import Json
 def layers(
     backbone: Annotated[str, typer.Argument(help="Backbone name, timm:<name> or hf:<org/name>.")] = "efficientnet_lite0",
     as_json: Json = False,
+    weights: Annotated[Optional[str], typer.Option("--weights", hidden=True, help="Ignored: taps do not depend on the weights.")] = None,
 ) -> None:
     """List a backbone's tap points: name, output shape, depth, and width after pooling (from its spec:
-    nothing is built or downloaded)."""
+    no weights are loaded)."""
     from transfuse.backbones import get_spec
 
     spec = get_spec(backbone)
@@ -108,7 +109,7 @@ def cache_ls(as_json: Json = False) -> None:
 
 @cache_app.command("prune")
 def cache_prune(
-    older_than: Annotated[Optional[float], typer.Option("--older-than", help="Delete feature sets (and exported graphs, compiled packages) unused for this many days.")] = None,
+    older_than: Annotated[Optional[float], typer.Option("--older-than", min=0.0, help="Delete feature sets (and exported graphs, compiled packages) unused for this many days.")] = None,
     backbone: Annotated[Optional[str], typer.Option("--backbone", help="Delete all feature sets of this backbone.")] = None,
     everything: Annotated[bool, typer.Option("--all", help="Delete every feature set, exported ONNX graph, compiled package and engine check.")] = False,
 ) -> None:

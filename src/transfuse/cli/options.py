@@ -19,14 +19,28 @@ from typing import Annotated, Optional
 
 import typer
 
+
+def between(low: float | None = None, high: float | None = None):
+    """A callback that accepts numbers strictly between ``low`` and ``high`` (None: unbounded), for
+    the ranges click's ``min``/``max`` (inclusive) cannot say; the error names the range."""
+    def check(value):
+        if value is not None and ((low is not None and value <= low) or (high is not None and value >= high)):
+            bound = " and ".join(part for part in (f"above {low:g}" if low is not None else "",
+                                                   f"below {high:g}" if high is not None else "") if part)
+            raise typer.BadParameter(f"{value:g} is out of range; it must be {bound}")
+        return value
+
+    return check
+
+
 # -- flags ------------------------------------------------------------------------------------------
 DataArg = Annotated[Optional[Path], typer.Argument(help="Folder with one sub-folder of images (or .txt files, or audio clips) per class, a CSV manifest of files, or a CSV/JSONL table of texts.")]
 Manifest = Annotated[Optional[Path], typer.Option("--manifest", help="CSV with columns path,label[,split].")]
 TextColumn = Annotated[Optional[str], typer.Option("--text-column", help="Column of a CSV/JSONL table that holds the texts (default: text).")]
 LabelColumn = Annotated[Optional[str], typer.Option("--label-column", help="Column of a CSV/JSONL table that holds the labels (default: label).")]
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Leave out unreadable files and empty class folders (with a warning) instead of stopping.")]
-TestSize = Annotated[float, typer.Option("--test-size", help="Fraction of each class held out for testing (ignored when the manifest has a split column).")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the train/test split (and of training).")]
+TestSize = Annotated[float, typer.Option("--test-size", callback=between(0, 1), help="Fraction of each class held out for testing (ignored when the manifest has a split column).")]
+Seed = Annotated[int, typer.Option("--seed", min=0, help="Seed of the train/test split (and of training).")]
 Backbone = Annotated[Optional[str], typer.Option("--backbone", "--backbones", "-b", help="Backbone name (see `transfuse backbones`), timm:<name> or hf:<org/name>; fit and search fuse several comma-separated. Default: efficientnet_lite0 for images, minilm_l6 for text, speech_embedding for audio.")]
 Layers = Annotated[Optional[str], typer.Option("--layers", "-l", help="Comma-separated tap names (see `transfuse layers`); default: features.")]
 Pooling = Annotated[Optional[str], typer.Option("--pooling", help="images: avg (default) | max | gem | cls; text: avg (default) | max | cls over the tokens; audio: meanstd (default) | avg | max over time")]
@@ -34,8 +48,8 @@ Weights = Annotated[str, typer.Option("--weights", help="pretrained | random | P
 LongText = Annotated[str, typer.Option("--long-text", help="Texts longer than the encoder's window: truncate | chunk (read in windows, features averaged).")]
 Runtime = Annotated[Optional[str], typer.Option("--runtime", help="Feature extraction engine: auto (the fastest that agrees with eager fp32), torch, compile (torch.compile ahead of time, built once per machine), onnx. Default: auto; a saved model uses the one it was trained with.")]
 Precision = Annotated[Optional[str], typer.Option("--precision", help="Numeric precision: auto | fp32 | bf16. Extraction: auto takes bf16 where the hardware has it and the features agree (a saved model: what it was trained with); fine-tuning: auto trains in bf16 on GPUs that support it.")]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Items per batch (default: 4 on CPU and 64 on GPU for extraction, 32 for fine-tuning).")]
-Workers = Annotated[Optional[int], typer.Option("--workers", help="Worker processes that decode the data (default: auto, none on CPUs with up to 4 cores).")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Items per batch (default: 4 on CPU and 64 on GPU for extraction, 32 for fine-tuning).")]
+Workers = Annotated[Optional[int], typer.Option("--workers", min=0, help="Worker processes that decode the data (default: auto, none on CPUs with up to 4 cores).")]
 Device = Annotated[Optional[str], typer.Option("--device", help="torch device for extraction (default: cuda if available, else cpu).")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")]
 HeadKind = Annotated[str, typer.Option("--head", help="logreg | svm | ridge | knn | mlp (or a head a plugin adds)")]
@@ -43,12 +57,13 @@ HeadParam = Annotated[list[str], typer.Option("--head-param", help="Head hyper-p
 Fusion = Annotated[Optional[str], typer.Option("--fusion", help="How to fuse several layers: concat (per-block standardised) | weighted (learned block weights) | scalar-mix (learned weighted sum of same-width layers, for transformers) | mlp (gated non-linear). Default with several layers: concat.")]
 Select = Annotated[Optional[str], typer.Option("--select", help="Selection/reduction, comma-separated: pca:0.95 | pca:64 | variance | kbest:512[:mutual_info] | l1:0.1 | group-lasso:N (keep N layer blocks).")]
 Auto = Annotated[bool, typer.Option("--auto", help="Try layers x fusion x selection x C by cross-validation on the training split and keep the best.")]
-Cv = Annotated[int, typer.Option("--cv", help="Folds of the cross-validated search (--auto, search).")]
+Cv = Annotated[int, typer.Option("--cv", min=2, help="Folds of the cross-validated search (--auto, search).")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Where results are written (default: transfuse-models/<data>-<what>-<time>).")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace whatever --out holds, even when it is not a transfuse model (its files are lost).")]
 Strategy = Annotated[str, typer.Option("--strategy", help="head | last:N | full | lp-ft | gradual")]
-Epochs = Annotated[int, typer.Option("--epochs", help="Training epochs (at most; early stopping may end sooner).")]
-ImageSize = Annotated[int, typer.Option("--image-size", help="Training and prediction size in pixels (fine-tuning).")]
+Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs (at most; early stopping may end sooner).")]
+ImageSize = Annotated[int, typer.Option("--image-size", min=16, help="Training and prediction size in pixels (fine-tuning).")]
 
 
 # -- groups -----------------------------------------------------------------------------------------
@@ -149,6 +164,7 @@ class OutputOptions:
 
     out: Out = None
     as_json: Json = False
+    force: Force = False
 
 
 def options(**groups: type):

@@ -26,6 +26,7 @@ from transfuse.cli.options import (
     SplitOptions,
     Strategy,
     Workers,
+    between,
     options,
 )
 
@@ -46,7 +47,8 @@ def _fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, engin
                                 batch_size=engine.batch_size, num_workers=engine.workers, device=engine.device,
                                 cache=not engine.no_cache)
     res = fit(FitRequest(source=source, featurizer=featurizer, recipe=wanted, split=split.spec(),
-                         output=OutputSpec(output.out), auto=auto, cv=cv, skip_bad=data.skip_bad))
+                         output=OutputSpec(output.out, force=output.force), auto=auto, cv=cv,
+                         skip_bad=data.skip_bad))
     if output.as_json:
         extra = {"search": res.search.table()} if res.search else {}
         print(json.dumps({"model_dir": str(res.out_dir), **res.metrics, **extra}))
@@ -105,18 +107,18 @@ def finetune(
     strategy: Strategy = "lp-ft",
     from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Same architecture from random weights, same budget.")] = False,
     epochs: Epochs = 10,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate of the new output layer (default: 1e-3 for images, 1e-2 for text).")] = None,
-    backbone_lr: Annotated[Optional[float], typer.Option("--backbone-lr", help="Learning rate of the top pretrained block (default: lr x layer-decay for images, 2e-5 for text encoders).")] = None,
-    layer_decay: Annotated[float, typer.Option("--layer-decay", help="Each group further down gets this times less, compounded.")] = 0.75,
-    l2sp: Annotated[float, typer.Option("--l2sp", help="L2-SP strength pulling weights toward the pretrained ones (0 = off).")] = 0.0,
-    probe_epochs: Annotated[int, typer.Option("--probe-epochs", help="Head-only epochs before lp-ft/gradual unfreeze.")] = 3,
+    lr: Annotated[Optional[float], typer.Option("--lr", callback=between(0), help="Learning rate of the new output layer (default: 1e-3 for images, 1e-2 for text).")] = None,
+    backbone_lr: Annotated[Optional[float], typer.Option("--backbone-lr", callback=between(0), help="Learning rate of the top pretrained block (default: lr x layer-decay for images, 2e-5 for text encoders).")] = None,
+    layer_decay: Annotated[float, typer.Option("--layer-decay", max=1.0, callback=between(0), help="Each group further down gets this times less, compounded.")] = 0.75,
+    l2sp: Annotated[float, typer.Option("--l2sp", min=0.0, help="L2-SP strength pulling weights toward the pretrained ones (0 = off).")] = 0.0,
+    probe_epochs: Annotated[int, typer.Option("--probe-epochs", min=0, help="Head-only epochs before lp-ft/gradual unfreeze.")] = 3,
     image_size: ImageSize = 128,
     batch_size: BatchSize = None,
-    patience: Annotated[int, typer.Option("--patience", help="Stop after this many epochs without a better validation accuracy.")] = 5,
+    patience: Annotated[int, typer.Option("--patience", min=1, help="Stop after this many epochs without a better validation accuracy.")] = 5,
     precision: Precision = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from <out>/checkpoints/last.ckpt.")] = False,
     workers: Workers = None,
-    devices: Annotated[int, typer.Option("--devices", help="Train with DDP on this many GPUs (or CPU processes without a GPU).")] = 1,
+    devices: Annotated[int, typer.Option("--devices", min=1, help="Train with DDP on this many GPUs (or CPU processes without a GPU).")] = 1,
 ) -> None:
     """Parameter-based transfer: train a new output layer, then fine-tune part or all of the network."""
     from transfuse.backbones import default_backbone
@@ -133,7 +135,7 @@ def finetune(
                             backbone_lr=backbone_lr, layer_decay=layer_decay, l2sp=l2sp, probe_epochs=probe_epochs,
                             image_size=image_size, batch_size=batch_size or FinetuneConfig.batch_size,
                             patience=patience, precision=precision or "auto", seed=split.seed)
-    metrics, folder = run_finetune(source, config, OutputSpec(output.out), split.spec(), resume=resume,
+    metrics, folder = run_finetune(source, config, OutputSpec(output.out, force=output.force), split.spec(), resume=resume,
                                    skip_bad=data.skip_bad, num_workers=workers, devices=devices,
                                    progress=False if output.as_json else None)  # Lightning's bar writes to stdout
     if not metrics:  # a DDP worker process: the first process reports
@@ -169,7 +171,7 @@ def compare(
         parse_strategy(name)
     rows = compare_source(source, output.out, backbone=backbone, strategies=names, epochs=epochs,
                           image_size=image_size, seed=split.seed, test_size=split.test_size, skip_bad=data.skip_bad,
-                          progress=False if output.as_json else None)  # Lightning's bar writes to stdout
+                          force=output.force, progress=False if output.as_json else None)  # Lightning's bar writes to stdout
     if output.as_json:
         print(json.dumps(rows))
         return

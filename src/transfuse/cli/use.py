@@ -99,3 +99,9 @@ def evaluate(
         print(json.dumps(metrics))
         return
     out.print(metrics_table(metrics, title=f"{model_dir} on {source.name}"))
+    overlap = metrics.get("overlap")
+    if overlap:
+        unseen = overlap["unseen"]
+        rest = f"; on the {unseen['n']} unseen items: accuracy {unseen['accuracy']:.3f}" if unseen else ""
+        out.print(f"{overlap['seen']} of {metrics['n']} items were used to train this model (their scores are "
+                  f"optimistic){rest}")

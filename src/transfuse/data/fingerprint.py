@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
+
 from transfuse.errors import DataError
 
 
@@ -34,3 +36,15 @@ def item_digest(item: str, modality: str) -> str:
     >>> item_digest("a short review", "text")[:8]  # doctest: +SKIP
     """
     return text_digest(item) if modality == "text" else file_digest(item)
+
+
+def digest_ids(items: list[str], modality: str) -> np.ndarray:
+    """The first 64 bits of each item's content digest as uint64 (unreadable files are left out):
+    what a saved model records of its training items, to tell them apart from new data."""
+    ids = []
+    for item in items:
+        try:
+            ids.append(int(item_digest(item, modality)[:16], 16))
+        except DataError:
+            continue
+    return np.unique(np.asarray(ids, dtype=np.uint64))

@@ -118,32 +118,42 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     @classmethod
     def from_state(cls, arrays: dict, meta: dict) -> FeatureExtractor:
-        """The extractor a model was trained with; refuses when other backbone weights are installed now."""
+        """The extractor a model was trained with. The backbone weights are checked against the ones it
+        was trained on by :meth:`configure` (which loading calls: a moved weights file can be named
+        there) and before the first extraction."""
         extractor = cls(**meta["params"])
         fitted = meta["fitted"]
-        saved = fitted.get("weights_id")
-        if saved is not None:
-            try:
-                current = weights_ids(extractor.backbone, extractor.weights)
-            except UnknownBackboneError as exc:
-                raise ModelDirError(f"the model's backbone is not known here ({exc}); install the plugin that "
-                                    f"provides it, or upgrade transfuse") from None
-            except TransfuseError as exc:
-                raise ModelDirError(f"the backbone weights this model was trained with are not available "
-                                    f"({exc})") from None
-            if current != saved:
-                raise ModelDirError(f"the model was trained on backbone weights {saved}, but {current} is installed "
-                                    f"now; install the matching weights or fit again")
+        extractor.trained_weights_id_ = fitted.get("weights_id")
         extractor._remember(list(fitted["layers"]), {k: slice(a, b) for k, (a, b) in fitted["slices"].items()})
         return extractor
 
     def configure(self, **settings) -> FeatureExtractor:
-        """Change run-time settings (``device``, ``num_workers``, ``batch_size``, ``cache``, ``on_error``),
-        never what the features are; asking for another ``runtime``/``precision`` unpins the engines
-        the model was trained with (any engine's features agree with fp32 to a cosine of 0.99)."""
+        """Change run-time settings (``device``, ``num_workers``, ``batch_size``, ``cache``, ``on_error``,
+        or ``weights``: where the same weights file lives now), never what the features are; asking for
+        another ``runtime``/``precision`` unpins the engines the model was trained with (any engine's
+        features agree with fp32 to a cosine of 0.99). A loaded model's weights are checked here."""
         if {"runtime", "precision"} & set(settings):
             settings = {"engines": None, **settings}
-        return self.set_params(**settings)
+        self.set_params(**settings)
+        self._check_weights()
+        return self
+
+    def _check_weights(self) -> None:
+        """Refuse to compute features with backbone weights other than those the model was trained on."""
+        saved = getattr(self, "trained_weights_id_", None)
+        if saved is None:
+            return
+        try:
+            current = weights_ids(self.backbone, self.weights)
+        except UnknownBackboneError as exc:
+            raise ModelDirError(f"the model's backbone is not known here ({exc}); install the plugin that provides "
+                                f"it, or upgrade transfuse") from None
+        except TransfuseError as exc:
+            raise ModelDirError(f"the backbone weights this model was trained with are not available ({exc}); if "
+                                f"the weights file moved, pass its new path (weights=...)") from None
+        if current != saved:
+            raise ModelDirError(f"the model was trained on backbone weights {saved}, but {current} is installed now; "
+                                f"install the matching weights or fit again")
 
     def _engine_for(self, name: str, device: str) -> tuple[str, str]:
         """The engine of one backbone: pinned in ``engines`` (a saved model keeps the one it was
@@ -176,6 +186,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         """Features of every backbone in ``backbone`` (comma-separated), side by side; with several
         backbones each block is named ``<backbone>:<layer>``."""
         paths = [str(p) for p in np.asarray(X, dtype=object).ravel()]
+        self._check_weights()
         names = backbone_list(self.backbone)
         device = self.device or default_device()
         engines = {name: self._engine_for(name, device) for name in names}

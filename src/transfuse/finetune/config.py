@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from transfuse.errors import DataError
+
+_AT_LEAST = {"epochs": 1, "image_size": 16, "batch_size": 1, "patience": 1, "probe_epochs": 0, "unfreeze_every": 1,
+             "seed": 0}
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -27,3 +32,22 @@ class FinetuneConfig:
     augment: bool = True
     precision: str = "auto"
     seed: int = 0
+
+    def check(self) -> None:
+        """Clear errors for numbers out of range, before any work (the CLI checks its flags the same
+        way): what was given, and what is allowed."""
+        for name, low in _AT_LEAST.items():
+            if getattr(self, name) < low:
+                raise DataError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        for name in ("lr", "backbone_lr"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise DataError(f"{name} must be above 0, got {getattr(self, name)}")
+        if not 0 < self.layer_decay <= 1 or self.l2sp < 0 or self.weight_decay < 0:
+            raise DataError(f"layer_decay must be in (0, 1] and l2sp, weight_decay at least 0; got {self.layer_decay}, "
+                            f"{self.l2sp}, {self.weight_decay}")
+        if not 0 < self.val_fraction < 1:
+            raise DataError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.strategy.split(":")[0] in ("lp-ft", "gradual") and self.epochs <= self.probe_epochs:
+            raise DataError(f"{self.strategy} trains only the new output layer for the first {self.probe_epochs} "
+                            f"epochs (--probe-epochs), and --epochs {self.epochs} ends there: give more epochs, fewer "
+                            f"probe epochs, or --strategy head")

@@ -44,7 +44,8 @@ class FinetunedModel:
         """Class probabilities, one row per item (raises for unreadable files)."""
         ok, proba = self.scores(items, batch_size)
         if not ok.all():
-            raise CorruptInputError.unreadable([p for p, good in zip(items, ok) if not good], len(items))
+            raise CorruptInputError.unreadable([p for p, good in zip(items, ok) if not good], len(items),
+                                               cached=False)
         return proba
 
     def predict(self, items: list[str]) -> np.ndarray:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from transfuse.finetune.strategy import Strategy, apply, freeze_batchnorm
+from transfuse.finetune.task import run_seed
 
 
 class TransferModule(L.LightningModule):
@@ -20,7 +21,7 @@ class TransferModule(L.LightningModule):
     def __init__(self, model: nn.Module, groups: list[tuple[str, list[str]]], strategy: Strategy, lr: float = 1e-3,
                  layer_decay: float = 0.75, weight_decay: float = 1e-4, probe_epochs: int = 3,
                  unfreeze_every: int = 1, l2sp: float = 0.0, label_smoothing: float = 0.1,
-                 backbone_lr: float | None = None) -> None:
+                 backbone_lr: float | None = None, seed: int = 0) -> None:
         super().__init__()
         self.model = model.train()  # frozen parts go to eval per batch (on_train_batch_start)
         self.groups = groups
@@ -29,6 +30,7 @@ class TransferModule(L.LightningModule):
         self.probe_epochs, self.unfreeze_every = probe_epochs, unfreeze_every
         self.l2sp = l2sp
         self.backbone_lr = backbone_lr
+        self.seed = seed
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         classifier = groups[-1][1]
         # L2-SP anchors: the starting (pretrained) weights of everything but the new classifier
@@ -54,6 +56,7 @@ class TransferModule(L.LightningModule):
             self.n_trainable, self.frozen = -1, []
 
     def on_train_epoch_start(self) -> None:
+        torch.manual_seed(run_seed(self.seed, self.current_epoch))  # dropout & co: the same on resume
         self._sync(self.current_epoch)
         self.model.train()  # the backbone arrives in eval mode; Lightning keeps modules' modes as they are
         self.log("trainable_groups", float(self.n_trainable), sync_dist=True)

@@ -3,13 +3,15 @@ parameter groups (input to output), and how items become training and prediction
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import random
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from transfuse.backbones.base import Backbone, InputSpec, TapPoint
 from transfuse.data.images import ImageFiles, decode_image
@@ -29,15 +31,69 @@ def transforms(spec: InputSpec, image_size: int, augment: bool):
     return train, create_transform(is_training=False, crop_pct=1.0, **common)
 
 
+def run_seed(seed: int, epoch: int, item: int = -1) -> int:
+    """The seed of one epoch (or of one item in it) of a run: a function of these numbers alone, so a
+    resumed run draws exactly what an uninterrupted one draws."""
+    return ((seed * 1_000_003 + epoch) * 1_000_033 + item + 1) % (2**63)
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Every random source a transform may use (torch, random, numpy) seeded for the block, and put
+    back after it."""
+    py, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % (2**32))
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(np_state)
+
+
+class EpochShuffle(Sampler):
+    """Shuffles every epoch from ``(seed, epoch)`` alone (Lightning calls ``set_epoch`` as an epoch
+    starts) and yields ``(index, epoch)``, so each item also seeds its augmentation from the epoch:
+    a run resumed from a checkpoint sees the data an uninterrupted run sees, whatever the workers."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(run_seed(self.seed, self.epoch)))
+        return iter([(int(i), self.epoch) for i in order])
+
+
 class _Labelled(Dataset):
-    def __init__(self, items: list[str], labels: np.ndarray, prepare) -> None:
-        self.items, self.labels, self.prepare = items, labels, prepare
+    def __init__(self, items: list[str], labels: np.ndarray, prepare, seed: int = 0) -> None:
+        self.items, self.labels, self.prepare, self.seed = items, labels, prepare, seed
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int):
-        return self.prepare(self.items[i]), int(self.labels[i])
+    def __getitem__(self, key):
+        i, epoch = key if isinstance(key, tuple) else (key, None)
+        if epoch is None:
+            return self.prepare(self.items[i]), int(self.labels[i])
+        with seeded(run_seed(self.seed, epoch, i)):
+            return self.prepare(self.items[i]), int(self.labels[i])
+
+
+def labelled_loader(items: list[str], labels: np.ndarray, prepare, train: bool, batch_size: int, seed: int,
+                    num_workers: int = 0, collate_fn=None) -> DataLoader:
+    """Training batches in the :class:`EpochShuffle` order with seeded augmentation, or evaluation
+    batches in order."""
+    data = _Labelled(items, labels, prepare, seed)
+    return DataLoader(data, batch_size=batch_size, sampler=EpochShuffle(len(items), seed) if train else None,
+                      num_workers=num_workers, collate_fn=collate_fn)
 
 
 class ImageTask:
@@ -70,8 +126,7 @@ class ImageTask:
     def loader(self, items: list[str], labels: np.ndarray, train: bool, batch_size: int, seed: int,
                num_workers: int = 0) -> DataLoader:
         tf = self.train_tf if train else self.eval_tf
-        return DataLoader(_Labelled(items, labels, lambda p: tf(decode_image(p))), batch_size=batch_size,
-                          shuffle=train, num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+        return labelled_loader(items, labels, lambda p: tf(decode_image(p)), train, batch_size, seed, num_workers)
 
     def predict_batches(self, items: list[str], batch_size: int):
         """``(inputs, positions, ok)`` per batch; undecodable files come back with ``ok`` False."""
@@ -129,9 +184,7 @@ class TextTask:
 
     def loader(self, items: list[str], labels: np.ndarray, train: bool, batch_size: int, seed: int,
                num_workers: int = 0) -> DataLoader:
-        return DataLoader(_Labelled(items, labels, lambda t: t), batch_size=batch_size, shuffle=train,
-                          collate_fn=self._collate, num_workers=num_workers,
-                          generator=torch.Generator().manual_seed(seed))
+        return labelled_loader(items, labels, lambda t: t, train, batch_size, seed, num_workers, self._collate)
 
     def predict_batches(self, items: list[str], batch_size: int):
         """Texts of similar length batched together (by character count), so little goes to padding."""

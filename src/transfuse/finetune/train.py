@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -11,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from transfuse.atomic import atomic_write_text
 from transfuse.backbones import check_modality, create_backbone
 from transfuse.config import default_workers
+from transfuse.data.fingerprint import digest_ids
 from transfuse.data.source import Source
 from transfuse.data.split import split_source, without
 from transfuse.errors import CorruptInputError, DataError, ModelDirError
@@ -20,9 +24,11 @@ from transfuse.finetune.config import FinetuneConfig
 from transfuse.finetune.model import FinetunedModel
 from transfuse.finetune.strategy import parse_strategy
 from transfuse.finetune.task import make_task
-from transfuse.modeldir import save_parts
+from transfuse.modeldir import TRAINING_ITEMS, save_parts
+from transfuse.modeldir.destination import RUN_ENTRIES, check_destination
 
 log = logging.getLogger(__name__)
+RUN_FILE = "run.json"  # beside the checkpoints: what a run was started with, checked on --resume
 # Learning rates when none is given, per modality: (new output layer, top pretrained group or None for
 # lr * layer_decay). Transformers drift from their pretrained solution at image-CNN rates, and with
 # few texts a head at 1e-3 gets too few steps to learn (measured in benchmarks/text.py --finetune).
@@ -42,11 +48,14 @@ def _precision(choice: str) -> str:
 
 def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *, test_size: float = 0.2,
                     split_seed: int = 0, resume: bool = False, skip_bad: bool = False,
-                    num_workers: int | None = None, devices: int = 1, progress: bool | None = None) -> dict:
+                    num_workers: int | None = None, devices: int = 1, progress: bool | None = None,
+                    force: bool = False) -> dict:
     """Fine-tune ``cfg.backbone`` on the train split of ``source``; score on the test split; save to ``out_dir``.
 
     The train/test split is the same as ``fit``'s for the same seed, so probe and fine-tune numbers
-    compare. Returns the test metrics (also in ``metrics.json``).
+    compare. Returns the test metrics (also in ``metrics.json``). ``out_dir`` must be new, empty, a
+    transfuse model (replaced whole at the end; a previous run's checkpoints and logs are cleared
+    first) or, with ``resume``, the folder of the run to continue; other contents need ``force``.
 
     ``devices > 1`` trains with DDP, one process per device (GPUs, or CPU processes when there is
     no GPU); Lightning starts the extra processes by re-running the current command, so call it
@@ -63,6 +72,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     from transfuse.finetune.module import TransferModule
 
     strategy = parse_strategy(cfg.strategy)
+    cfg.check()
     precision = _precision(cfg.precision)
     check_modality([cfg.backbone], source.kind)
     train, test = split_source(source, test_size=test_size, seed=split_seed)  # missing classes fail here
@@ -71,7 +81,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     task = make_task(backbone, cfg.image_size, cfg.augment)
     bad = task.unreadable(source.items)
     if bad and not skip_bad:
-        raise CorruptInputError.unreadable(bad, len(source))
+        raise CorruptInputError.unreadable(bad, len(source), cached=False)
     if bad:
         log.warning("skipped %d unreadable files", len(bad))
         bad_set = set(bad)
@@ -81,7 +91,14 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     fit_idx, val_idx = _validation_split(np.asarray(train), y, cfg.val_fraction, cfg.seed)
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_destination(out, force=force, run=True)
+    if not resume:
+        for stale in RUN_ENTRIES:  # a previous run's checkpoints would be versioned beside this run's
+            shutil.rmtree(out / stale, ignore_errors=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelDirError(f"cannot write {out}: {exc.strerror or exc}; choose a writable --out") from None
     network = task.network(len(classes))
     head_lr, top_lr = DEFAULT_LRS[task.modality]
     if cfg.from_scratch:
@@ -90,7 +107,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
                             layer_decay=cfg.layer_decay,
                             weight_decay=cfg.weight_decay, probe_epochs=cfg.probe_epochs,
                             unfreeze_every=cfg.unfreeze_every, l2sp=cfg.l2sp,
-                            backbone_lr=top_lr if cfg.backbone_lr is None else cfg.backbone_lr)
+                            backbone_lr=top_lr if cfg.backbone_lr is None else cfg.backbone_lr, seed=cfg.seed)
 
     workers = default_workers(len(train), "cuda" if torch.cuda.is_available() else "cpu") if num_workers is None \
         else num_workers
@@ -102,6 +119,13 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     if log.getEffectiveLevel() > logging.DEBUG:  # Lightning's start-up chatter only at debug level
         for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    last = out / "checkpoints" / "last.ckpt"
+    run = {"backbone": cfg.backbone, "from_scratch": cfg.from_scratch, "strategy": cfg.strategy,
+           "image_size": cfg.image_size, "classes": classes}
+    resumed_epoch = _resumable(last, run) if resume else None
+    if not resume:
+        last.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(last.parent / RUN_FILE, json.dumps(run, indent=1) + "\n")
     checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_acc", mode="max",
                                   save_last=True)
     if devices < 1:
@@ -109,22 +133,18 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     trainer = L.Trainer(
         max_epochs=cfg.epochs, accelerator="auto", devices=devices,
         strategy=DDPStrategy(find_unused_parameters=True) if devices > 1 else "auto",  # frozen groups get no grads
-        precision=precision, deterministic=True, logger=_loggers(out), enable_progress_bar=show,
+        precision=precision, deterministic=True, logger=_loggers(out, resumed_epoch), enable_progress_bar=show,
         enable_model_summary=False,
         callbacks=[checkpoints, EarlyStopping(monitor="val_acc", mode="max", patience=cfg.patience)],
         log_every_n_steps=1,
     )
-    last = out / "checkpoints" / "last.ckpt"
-    ckpt = None
-    if resume:
-        if not last.is_file():
-            raise ModelDirError(f"nothing to resume: {last} does not exist; start without --resume")
-        _check_checkpoint(last)
-        ckpt = str(last)
+    ckpt = str(last) if resume else None
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning's own deprecation notice
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")  # run.json
+        warnings.filterwarnings("ignore", message="Experiment logs directory .* exists")  # a resumed run's log
         trainer.fit(module, loader(fit_idx, True), loader(val_idx, False), ckpt_path=ckpt)
     seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
@@ -143,21 +163,68 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     metrics["precision"] = precision
     metrics["devices"] = trainer.world_size  # processes that trained
     title = f"{cfg.backbone} {cfg.strategy}{' (from scratch)' if cfg.from_scratch else ''}, test split"
-    save_parts([("model", model)], out, metrics=metrics, keep=("checkpoints", "logs"),
+    seen = digest_ids([source.items[i] for i in train], source.kind)  # what evaluate must not score as new
+    save_parts([("model", model)], out, metrics=metrics, keep=tuple(sorted(RUN_ENTRIES)), force=force,
+               data={TRAINING_ITEMS: seen},
                files={"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title)})
     return metrics
 
 
-def _loggers(out: Path) -> list:
-    """CSV metrics always (``<out>/logs/metrics.csv``); TensorBoard too when it is installed."""
+def _loggers(out: Path, resumed_epoch: int | None = None) -> list:
+    """CSV metrics always (``<out>/logs/metrics.csv``); TensorBoard too when it is installed. A
+    resumed run keeps the CSV rows of the epochs its checkpoint holds (Lightning's writer would start
+    the file afresh) and adds the rest."""
+    import csv
     from importlib.util import find_spec
 
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    loggers = [CSVLogger(out, name="logs", version="")]
+    csv_logger = CSVLogger(out, name="logs", version="")
+    if resumed_epoch is not None:
+        kept = []
+        try:
+            with open(out / "logs" / "metrics.csv", newline="") as fh:
+                kept = [row for row in csv.DictReader(fh) if _epoch(row) is not None and _epoch(row) <= resumed_epoch]
+        except OSError:
+            pass
+        writer = csv_logger.experiment  # created now: it removes the old file
+        for row in kept:
+            values = {k: float(v) for k, v in row.items() if v not in ("", None) and k != "step"}
+            writer.log_metrics(values, step=int(float(row["step"])) if row.get("step") else None)
+        writer.save()
+    loggers = [csv_logger]
     if find_spec("tensorboard") or find_spec("tensorboardX"):
         loggers.append(TensorBoardLogger(out, name="logs", version="", default_hp_metric=False))
     return loggers
+
+
+def _epoch(row: dict) -> float | None:
+    try:
+        return float(row["epoch"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _resumable(last: Path, run: dict) -> int:
+    """The epoch a run's last checkpoint holds, after checking it can be resumed with this data and
+    these options (a clear error instead of a size mismatch deep in the network)."""
+    if not last.is_file():
+        raise ModelDirError(f"nothing to resume: {last} does not exist; start without --resume")
+    try:
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, or not a checkpoint
+        raise ModelDirError(f"checkpoint {last} is corrupt ({type(exc).__name__}); delete it and start "
+                            f"without --resume") from None
+    try:
+        saved = json.loads((last.parent / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        saved = {}
+    differ = [key for key in run if key in saved and saved[key] != run[key]]
+    if differ:
+        what = "; ".join(f"{k}: {saved[k]} then, {run[k]} now" for k in differ)
+        raise DataError(f"the run in {last.parent.parent} cannot be resumed with other settings or data ({what}); "
+                        f"resume it as it was started, or start a new run without --resume")
+    return int(checkpoint.get("epoch", 0))
 
 
 def _validation_split(train: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,11 +238,3 @@ def _validation_split(train: np.ndarray, y: np.ndarray, fraction: float, seed: i
             val.extend(rng.choice(idx, size=min(len(idx) - 1, max(1, round(fraction * len(idx)))), replace=False))
     val = np.sort(np.asarray(val, dtype=int))
     return np.setdiff1d(train, val), val
-
-
-def _check_checkpoint(path: Path) -> None:
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelDirError(f"checkpoint {path} is corrupt ({type(exc).__name__}); delete it and start "
-                            f"without --resume") from None

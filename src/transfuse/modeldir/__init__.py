@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -23,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from transfuse.atomic import atomic_write_text
+from transfuse.atomic import atomic_write_text, permissions
 from transfuse.errors import ModelDirError
+from transfuse.modeldir.destination import check_destination, is_model_dir
 from transfuse.modeldir.files import (
     CONFIG,
     FORMAT_VERSION,
@@ -35,46 +37,64 @@ from transfuse.modeldir.files import (
     read_config,
 )
 from transfuse.modeldir.legacy import migrate
-from transfuse.parts import Part, json_ready, part_class
+from transfuse.parts import Part, json_ready, part_class, part_kinds
 
-__all__ = ["CONFIG", "FORMAT_VERSION", "METRICS", "WEIGHTS", "library_versions", "load_parts", "read_arrays",
-           "read_config", "save_parts"]
+__all__ = ["CONFIG", "FORMAT_VERSION", "METRICS", "WEIGHTS", "check_destination", "is_model_dir", "library_versions",
+           "TRAINING_ITEMS", "load_data", "load_parts", "read_arrays", "read_config", "save_parts"]
 log = logging.getLogger(__name__)
+DATA_PREFIX = "@"  # arrays about the model, not of a part (part names never start with it)
+TRAINING_ITEMS = "training_items"  # data: uint64 digest ids of the items the model was trained on
 
 
 def save_parts(parts: list[tuple[str, Part]], out_dir: str | Path, *, metrics: dict | None = None,
                extra: dict | None = None, files: dict[str, Callable[[Path], object]] | None = None,
-               keep: tuple[str, ...] = ()) -> Path:
+               keep: tuple[str, ...] = (), force: bool = False, data: dict[str, np.ndarray] | None = None) -> Path:
     """Write ``parts`` (``(name, part)`` in pipeline order) as a model directory at ``out_dir``.
 
     The directory is built beside the target and renamed into place, so a model already there is
-    replaced whole or not at all; ``keep`` names entries of the old directory that move into the
-    new one (a fine-tuning run's ``checkpoints`` and ``logs``). ``files`` maps extra file names to
-    ``fn(path)`` writers (plots); their failures are logged, never raised: a plot must not lose a
-    trained model.
+    replaced whole or not at all; anything else already there is refused unless ``force``
+    (:func:`~transfuse.modeldir.destination.check_destination`). ``keep`` names entries of the old
+    directory that move into the new one (a fine-tuning run's ``checkpoints`` and ``logs``).
+    ``files`` maps extra file names to ``fn(path)`` writers (plots); their failures are logged,
+    never raised: a plot must not lose a trained model. ``data`` holds arrays about the model rather
+    than of a part (the digests of its training items), stored as ``@<name>``. Folders and files
+    follow the umask.
     """
     entries, arrays = [], {}
     for name, part in parts:
-        if "." in name or not name:
-            raise ModelDirError(f"part names cannot be empty or contain '.', got {name!r}")
+        if not name or "." in name or name.startswith(DATA_PREFIX):
+            raise ModelDirError(f"part names cannot be empty, contain '.' or start with {DATA_PREFIX!r}, got {name!r}")
+        registered = part_kinds().get(part.kind)
+        if registered is not type(part):  # it would come back as another class, or not at all
+            what = f"registered as {registered.__name__}" if registered else "not registered"
+            raise ModelDirError(f"part {name!r} is a {type(part).__name__} of kind {part.kind!r}, which is {what}; "
+                                f"give it a kind of its own and declare it in a module's PARTS (docs/extending.md)")
         try:
             state, meta = part.get_state()
         except AttributeError:  # sklearn's NotFittedError is one
             raise ModelDirError(f"part {name!r} is not fitted yet; call fit before saving") from None
         entries.append({"name": name, "kind": part.kind, "meta": json_ready(meta), "arrays": sorted(state)})
         arrays.update({f"{name}.{key}": np.ascontiguousarray(value) for key, value in state.items()})
+    arrays.update({f"{DATA_PREFIX}{key}": np.ascontiguousarray(value) for key, value in (data or {}).items()})
     first, last = parts[0][1], parts[-1][1]
     classes = getattr(last, "classes_", None)
     config = {"format_version": FORMAT_VERSION, "parts": entries,
               "classes": json_ready(list(classes)) if classes is not None else None,
               "modality": getattr(first, "modality", None), "versions": library_versions(), **(extra or {})}
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    check_destination(out, force=force, run=bool(keep), what="model folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        os.chmod(tmp, permissions(0o777))  # mkdtemp makes it private; a model folder is shared like others
+    except OSError as exc:
+        raise ModelDirError(f"cannot write the model folder {out}: {exc.strerror or exc}; choose a writable "
+                            f"folder") from None
     try:
         from safetensors.numpy import save_file
 
         save_file(arrays, str(tmp / WEIGHTS))
+        os.chmod(tmp / WEIGHTS, permissions(0o666))
         if metrics is not None:
             atomic_write_text(tmp / METRICS, json.dumps(json_ready(metrics), indent=2) + "\n")
         atomic_write_text(tmp / CONFIG, json.dumps(config, indent=2) + "\n")
@@ -84,6 +104,9 @@ def save_parts(parts: list[tuple[str, Part]], out_dir: str | Path, *, metrics: d
             except Exception as exc:  # noqa: BLE001 (see the docstring)
                 log.warning("could not write %s: %s", name, exc)
         _replace(tmp, out, keep)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelDirError(f"cannot write the model folder {out}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -107,9 +130,19 @@ def _replace(tmp: Path, out: Path, keep: tuple[str, ...] = ()) -> None:
         for name in moved:
             if (tmp / name).exists() and out.is_dir():
                 (tmp / name).rename(out / name)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def load_data(model_dir: str | Path) -> dict[str, np.ndarray]:
+    """The ``data`` arrays :func:`save_parts` stored (empty for models saved before format 4)."""
+    path = Path(model_dir)
+    if read_config(path)["format_version"] < 4:
+        return {}
+    return {k[len(DATA_PREFIX):]: v for k, v in read_arrays(path / WEIGHTS).items() if k.startswith(DATA_PREFIX)}
 
 
 def load_parts(model_dir: str | Path) -> tuple[list[tuple[str, Part]], dict]:

@@ -19,6 +19,18 @@ from transfuse.parts import encode_strings
 
 _BEFORE_ENGINES = {"runtime": "torch", "precision": "fp32"}  # what models saved before format 3 ran on
 _TFIDF = "tfidf"  # the backbone name format 3 stored for a TF-IDF first step
+# The arrays formats 1-3 wrote per kind (they did not list them), so a damaged old file is a clear error.
+_LINEAR = ("mean", "scale", "coef", "intercept")
+_HEAD_ARRAYS = {"knn": ("mean", "scale", "train", "train_y"), "mlp": ("mean", "scale", "w0", "b0", "w1", "b1")}
+
+
+def _step_arrays(kind: str, meta: dict) -> list[str]:
+    blocks = range(len(meta.get("kept_blocks", {})))
+    projections = [f"{a}.{i}" for i in blocks for a in ("proj", "bias")]
+    return {"concat": ["mean", "scale"], "scalar-mix": ["mean", "scale", "weights"],
+            "weighted": ["mean", "scale", *projections, "weights"],
+            "gated": ["mean", "scale", *projections, "gate", "gate_bias"],
+            "pca": ["mean", "components"]}.get(kind, ["index"])  # variance, kbest, l1 keep column indices
 
 
 def migrate(config: dict, folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -60,12 +72,11 @@ def _probe(config: dict, folder: Path):
     steps = []
     for step in config.get("steps", []):
         prefix = f"{step['name']}."
-        names = sorted(k[len(prefix):] for k in state if k.startswith(prefix))
         arrays.update({k: v for k, v in state.items() if k.startswith(prefix)})
-        steps.append({"name": step["name"], "kind": step["kind"], "arrays": names,
+        steps.append({"name": step["name"], "kind": step["kind"], "arrays": _step_arrays(step["kind"], step["meta"]),
                       "meta": {"params": step["params"], "fitted": step["meta"]}})
-    head_arrays = {k: v for k, v in state.items() if "." not in k}
-    arrays.update({f"head.{k}": v for k, v in head_arrays.items()})
-    head = {"name": "head", "kind": config["head"]["kind"], "arrays": sorted(head_arrays),
+    arrays.update({f"head.{k}": v for k, v in state.items() if "." not in k})
+    kind = config["head"]["kind"]
+    head = {"name": "head", "kind": kind, "arrays": list(_HEAD_ARRAYS.get(kind, _LINEAR)),
             "meta": {"params": config["head"]["params"], "classes": config["classes"]}}
     return {**config, "parts": [features, *steps, head]}, arrays
