@@ -299,7 +299,7 @@ def test_non_finite_features_never_agree():
 
 
 def test_extractor_rejects_unknown_engine_names():
-    with pytest.raises(DataError, match="unknown runtime"):
+    with pytest.raises(DataError, match="'runtime' parameter of FeatureExtractor must be"):
         FeatureExtractor(runtime="tpu").fit(paths(2))
 
 

@@ -122,8 +122,7 @@ class FeatureCache:
                              f"set TRANSFUSE_CACHE to a writable folder") from None
         for attempt in range(5):  # several processes may create a fresh catalogue at once
             try:
-                with self._connect() as db:
-                    db.executescript(_SCHEMA)  # checksums in a table of their own: older versions still write
+                self._run(lambda db: db.executescript(_SCHEMA))  # checksums in their own table: older versions still write
                 break
             except CacheError as exc:
                 if "locked" not in str(exc) or attempt == 4:
@@ -133,8 +132,9 @@ class FeatureCache:
     def _connect(self) -> sqlite3.Connection:
         path = self.root / "catalogue.sqlite"
         try:
-            if self.read_only:  # immutable: no lock or journal files are needed beside it
-                return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, isolation_level=None)
+            if self.read_only:  # without a write-ahead log left beside it, immutable: no lock files are needed
+                flags = "mode=ro" if path.with_name(path.name + "-wal").exists() else "mode=ro&immutable=1"
+                return sqlite3.connect(f"file:{path}?{flags}", uri=True, isolation_level=None)
             db = sqlite3.connect(path, timeout=60.0, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")

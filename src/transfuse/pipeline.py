@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from sklearn.pipeline import Pipeline
 
 from transfuse.errors import ModelDirError
@@ -64,7 +65,30 @@ def load_model(model_dir: str | Path, **settings):
             configure(**settings)  # also checks what the part needs here (the backbone weights it was trained on)
         except ModelDirError as exc:
             raise ModelDirError(f"{model_dir}: {exc}") from None
-    return parts[0][1] if len(parts) == 1 else Pipeline(parts)
+    if len(parts) == 1:
+        return parts[0][1]
+    model = Pipeline(parts)
+    _holds_together(model, model_dir)
+    return model
+
+
+def _holds_together(model: Pipeline, model_dir) -> None:
+    """Run two rows of zeros through the steps and head after the featurizer: a config whose parts
+    no longer fit each other (an edited width, layout or class list) fails here, with one clear
+    line, instead of halfway through a prediction."""
+    first = model.steps[0][1]
+    width = getattr(first, "n_features_out_", None)
+    if width is None or getattr(first, "role", None) != "featurizer":
+        return
+    try:
+        rest = model[1:]
+        X = np.zeros((2, int(width)), np.float32)
+        scores = rest.predict_proba(X) if hasattr(rest, "predict_proba") else rest.predict(X)
+        if len(scores) != 2:
+            raise ValueError(f"{len(scores)} predictions for 2 rows")
+    except Exception as exc:  # noqa: BLE001  (any failure here means the saved parts disagree)
+        raise ModelDirError(f"{model_dir}: its parts do not fit together ({type(exc).__name__}: {str(exc)[:200]}); "
+                            f"the save is broken or was edited, fit again") from None
 
 
 def model_modality(model) -> str:

@@ -346,6 +346,7 @@ def build_hf_audio_backbone(name: str, model_dir: str, pretrained: bool) -> Audi
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
     from transfuse.backbones.text import text_taps
+    from transfuse.backbones.weights import why_unloadable
 
     try:
         config = AutoConfig.from_pretrained(model_dir)
@@ -354,9 +355,9 @@ def build_hf_audio_backbone(name: str, model_dir: str, pretrained: bool) -> Audi
             normalize = bool(getattr(AutoFeatureExtractor.from_pretrained(model_dir), "do_normalize", True))
         except OSError:
             normalize = True
-    except OSError as exc:
-        raise WeightsUnavailableError(f"cannot load audio encoder {name!r} ({str(exc)[:200]}); offline, pass a local "
-                                      f"model directory as hf:/path/to/model") from None
+    except Exception as exc:  # noqa: BLE001  (transformers and torch.load raise many types; all mean "cannot load")
+        raise WeightsUnavailableError(f"cannot load audio encoder {name!r}: {why_unloadable(exc)}; offline, pass a "
+                                      f"local model directory as hf:/path/to/model") from None
     n = config.num_hidden_layers
     dims = {t.name: config.hidden_size for t in text_taps(n)}
     return AudioBackbone(name=name, weights_id="", input_spec=AudioSpec(16000, 400),

@@ -20,6 +20,7 @@ from torch import nn
 from transfuse.backbones.base import Backbone, TapPoint
 from transfuse.backbones.inputs import TextSpec
 from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
+from transfuse.backbones.weights import why_unloadable
 from transfuse.errors import DataError, WeightsUnavailableError
 from transfuse.taps import check_pooling
 
@@ -172,8 +173,8 @@ def build_text_backbone(name: str, model_dir: str, pretrained: bool, spec: TextS
             model = AutoModel.from_pretrained(model_dir)
         else:
             model = AutoModel.from_config(AutoConfig.from_pretrained(model_dir))
-    except (OSError, ValueError) as exc:
-        raise WeightsUnavailableError(f"cannot load text encoder {name!r} from {model_dir} ({str(exc)[:200]}); "
+    except Exception as exc:  # noqa: BLE001  (transformers and torch.load raise many types; all mean "cannot load")
+        raise WeightsUnavailableError(f"cannot load text encoder {name!r} from {model_dir}: {why_unloadable(exc)}; "
                                       f"offline, use minilm_l6 or a local model directory") from None
     if tokenizer.pad_token is None:  # decoder-style tokenizers: pad with the end token (masked out anyway)
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token

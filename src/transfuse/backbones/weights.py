@@ -82,8 +82,8 @@ def load_weights_file(model, path: str):
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch and safetensors raise many types for broken files
-        raise WeightsUnavailableError(f"cannot read weights file {path} ({type(exc).__name__}: {exc}); "
-                                      f"pass a state dict saved with torch.save or safetensors") from None
+        raise WeightsUnavailableError(f"cannot read weights file {path}: {why_unloadable(exc)}; pass a state dict saved with "
+                                      f"torch.save(model.state_dict()) or safetensors") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -94,3 +94,15 @@ def load_weights_file(model, path: str):
         raise WeightsUnavailableError(f"weights file {path} does not fit this architecture "
                                       f"({' '.join(first[:2])[:300]}); check --backbone") from None
     return model
+
+
+def why_unloadable(exc: Exception) -> str:
+    """One line on why a weights file was refused. A pickle holding more than tensors is refused on
+    purpose (loading it could run code); torch's own text suggests turning that check off, which
+    transfuse never does, so it is not repeated."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+        return "it is a pickle with Python objects besides tensors, which transfuse does not load (it could run code)"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}"

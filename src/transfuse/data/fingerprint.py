@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from pathlib import Path
 
@@ -22,7 +23,15 @@ def file_digest(path: str | Path) -> str:
     except FileNotFoundError:
         raise DataError(f"file not found: {path}") from None
     except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}; check its permissions") from None
+        raise DataError(f"cannot read {path}: {read_problem(exc)}") from None
+
+
+def read_problem(exc: OSError) -> str:
+    """What went wrong reading a file, and what to do, by the error's cause."""
+    hint = {errno.ELOOP: "it is a symbolic link that points back to itself; replace it with the file",
+            errno.EACCES: "permission denied; check its permissions", errno.EPERM: "not permitted; check its permissions",
+            errno.EISDIR: "it is a folder, not a file", errno.EIO: "the disk reported an input/output error"}
+    return hint.get(exc.errno, f"{exc.strerror or exc}")
 
 
 def text_digest(text: str) -> str:

@@ -37,6 +37,8 @@ def decode_image(path: str | Path) -> Image.Image:
             return img.convert("RGB")
     except FileNotFoundError:
         raise CorruptInputError(f"image not found: {path}", [str(path)]) from None
+    except Image.DecompressionBombError as exc:  # a few bytes that would decode to gigabytes
+        raise CorruptInputError(f"refusing to decode image {path}: {exc}", [str(path)]) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise CorruptInputError(f"cannot decode image {path}: {exc}", [str(path)]) from None
 

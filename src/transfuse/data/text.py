@@ -21,6 +21,7 @@ TEXT_COLUMNS = ("text", "review", "sentence", "content", "body")  # tried in ord
 
 def _rows(path: Path) -> list[dict]:
     """Rows of a CSV (header line) or JSONL (one object per line) file as dicts of strings."""
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # a long text is one field (default: 128 KiB)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: spreadsheets write a BOM
             if path.suffix.lower() == ".csv":

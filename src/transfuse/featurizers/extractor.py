@@ -5,19 +5,22 @@ pooled taps side by side."""
 from __future__ import annotations
 
 import logging
+import os
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from transfuse.backbones import get_spec, resolve_weights
 from transfuse.config import default_device
-from transfuse.engines import EngineStore, package_built
+from transfuse.engines import PRECISIONS, RUNTIMES, EngineStore, package_built
 from transfuse.engines import validate as validate_engine
 from transfuse.errors import DataError, EngineError, ModelDirError, TransfuseError, UnknownBackboneError
 from transfuse.extract import Features, extract_features, open_cache
-from transfuse.taps import parse_layers
+from transfuse.taps import AUDIO_POOLINGS, POOLINGS, parse_layers
 
 log = logging.getLogger(__name__)
 _SAVED_PARAMS = ("backbone", "layers", "pooling", "weights", "batch_size", "long_text", "runtime", "precision")
@@ -78,6 +81,14 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     kind = "extractor"
     role = "featurizer"
     fitted = False  # a pretrained network: nothing learned from the data
+    _parameter_constraints: dict = {  # checked in fit and when a saved model is loaded
+        "backbone": [str], "layers": [str, list, None], "pooling": [StrOptions(set(POOLINGS + AUDIO_POOLINGS)), None],
+        "weights": [str, os.PathLike], "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "num_workers": [Interval(Integral, 0, None, closed="left"), None], "device": [str, None],
+        "cache": "no_validation", "on_error": [StrOptions({"raise", "skip"})],
+        "long_text": [StrOptions({"truncate", "chunk"})], "runtime": [StrOptions(set(RUNTIMES))],
+        "precision": [StrOptions(set(PRECISIONS))], "engines": [dict, None],
+    }
 
     def __init__(self, backbone: str = "efficientnet_lite0", layers: str | list[str] | None = None,
                  pooling: str | None = None, weights: str = "pretrained", batch_size: int | None = None,
@@ -122,6 +133,10 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         was trained on by :meth:`configure` (which loading calls: a moved weights file can be named
         there) and before the first extraction."""
         extractor = cls(**meta["params"])
+        extractor._check_params()
+        engines = extractor.engines or {}
+        if not all(isinstance(e, str) and len(e.split()) == 2 for e in engines.values()):
+            raise ValueError(f"engines must name a runtime and a precision per backbone, got {engines}")
         fitted = meta["fitted"]
         extractor.trained_weights_id_ = fitted.get("weights_id")
         extractor._remember(list(fitted["layers"]), {k: slice(a, b) for k, (a, b) in fitted["slices"].items()})
@@ -223,6 +238,13 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                         "(its features agree to a cosine of 0.99 or more)", name, exc)
             return run("auto", "auto")
 
+    def _check_params(self) -> None:
+        """The parameters against ``_parameter_constraints``; a bad one is a DataError naming it."""
+        try:
+            self._validate_params()
+        except InvalidParameterError as exc:
+            raise DataError(str(exc)) from None
+
     def _remember(self, layers: list[str], slices: dict[str, slice]) -> None:
         self.layers_ = list(layers)
         self.slices_ = dict(slices)
@@ -232,11 +254,13 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None) -> FeatureExtractor:
         """Extract (and cache) features of ``X`` and record the column layout."""
+        self._check_params()
         feats = self._extract(X)
         self._remember(list(feats.slices), feats.slices)
         return self
 
     def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
+        self._check_params()
         feats = self._extract(X)
         self._remember(list(feats.slices), feats.slices)
         return feats.X

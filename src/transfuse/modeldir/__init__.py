@@ -137,6 +137,23 @@ def _replace(tmp: Path, out: Path, keep: tuple[str, ...] = ()) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _entries(config: dict, path: Path) -> list[tuple[str, str, dict, list[str]]]:
+    """``(name, kind, meta, array names)`` of every part listed in a config, checked for shape."""
+    parts = config.get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise ModelDirError(f"{path / CONFIG} lists no parts; the save is broken or was edited, fit again")
+    entries = []
+    for i, entry in enumerate(parts):
+        ok = isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("kind"), str) \
+            and isinstance(entry.get("meta"), dict) and isinstance(entry.get("arrays", []), list) \
+            and all(isinstance(a, str) for a in entry.get("arrays", []))
+        if not ok:
+            raise ModelDirError(f"{path / CONFIG}: part {i} needs a name, a kind, a meta object and a list of array "
+                                f"names; the save is broken or was edited, fit again")
+        entries.append((entry["name"], entry["kind"], entry["meta"], entry.get("arrays", [])))
+    return entries
+
+
 def load_data(model_dir: str | Path) -> dict[str, np.ndarray]:
     """The ``data`` arrays :func:`save_parts` stored (empty for models saved before format 4)."""
     path = Path(model_dir)
@@ -153,10 +170,7 @@ def load_parts(model_dir: str | Path) -> tuple[list[tuple[str, Part]], dict]:
         config, arrays = migrate(config, path)
     else:
         arrays = read_arrays(path / WEIGHTS)
-    try:
-        entries = [(e["name"], e["kind"], e["meta"], e.get("arrays", [])) for e in config["parts"]]
-    except (KeyError, TypeError) as exc:
-        raise ModelDirError(f"{path / CONFIG} is incomplete ({exc!r}); fit again") from None
+    entries = _entries(config, path)
     classes = [part_class(kind) for _, kind, _, _ in entries]  # every kind known here, before any work
     parts = []
     for (name, kind, meta, names), cls in zip(entries, classes):
@@ -170,9 +184,9 @@ def load_parts(model_dir: str | Path) -> tuple[list[tuple[str, Part]], dict]:
             parts.append((name, cls.from_state(own, meta)))
         except ModelDirError as exc:
             raise ModelDirError(f"{path}: {exc}") from None
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ModelDirError(f"{path}: part {name!r} ({kind}) cannot be restored ({exc!r}); the save is broken or "
-                                f"from another version, fit again") from None
+        except Exception as exc:  # noqa: BLE001  (whatever a part meets in a damaged state means the same)
+            raise ModelDirError(f"{path}: part {name!r} ({kind}) cannot be restored ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}); the save is broken or was edited, fit again") from None
     if not parts:
         raise ModelDirError(f"{path / CONFIG} lists no parts; fit again")
     return parts, config

@@ -44,7 +44,8 @@ def read_config(model_dir: str | Path) -> dict:
     if not isinstance(version, int):
         raise ModelDirError(f"{path / CONFIG} has no format_version; it was not written by transfuse")
     if version > FORMAT_VERSION:
-        saved_by = config.get("versions", {}).get("transfuse", "a newer transfuse")
+        versions = config.get("versions")
+        saved_by = versions.get("transfuse", "a newer transfuse") if isinstance(versions, dict) else "a newer transfuse"
         raise ModelDirError(f"{path} was saved by transfuse {saved_by} in model format {version}; this transfuse reads "
                             f"format {FORMAT_VERSION} and older: upgrade with `pip install -U transfuse`")
     return config
