@@ -70,8 +70,10 @@ def test_fit_out_never_replaces_what_is_not_a_model(tmp_path, env):
     afile.write_text("keep me too")
     one_line_error(cli("-q", "fit", str(data), *TINY, "--out", str(afile), env=env), "is a file")
     assert afile.read_text() == "keep me too"
-    one_line_error(cli("-q", "fit", str(data), *TINY, "--out", ".", cwd=tmp_path, env=env), "current folder")
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no half-made or old folders left
+    work = tmp_path / "work"
+    work.mkdir()
+    one_line_error(cli("-q", "fit", str(data), *TINY, "--out", ".", cwd=work, env=env), "current folder")
+    assert not list(work.iterdir()) and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     model = tmp_path / "model"
     assert cli("-q", "fit", str(data), *TINY, "--out", str(model), env=env).returncode == 0
     (model / "stale.txt").write_text("from the model before")
@@ -86,6 +88,42 @@ def test_out_in_a_place_that_cannot_be_written(tmp_path, env):
     (tmp_path / "plain").write_text("a file, not a folder")
     one_line_error(cli("-q", "fit", str(data), *TINY, "--out", str(tmp_path / "plain" / "m"), env=env),
                    "not writable")
+
+
+def test_out_edge_cases(tmp_path, env):
+    """A folder with a logs/ of your own is not a fine-tuning run; a symbolic link is followed; the
+    data folder itself, or a folder inside it, is never an output (the next run would read it)."""
+    data = folder(tmp_path)
+    mine = tmp_path / "mine"
+    (mine / "logs").mkdir(parents=True)
+    (mine / "logs" / "notes.txt").write_text("keep me")
+    one_line_error(cli("-q", *FINETUNE, str(data), "--strategy", "full", "--epochs", "1", "--out", str(mine),
+                       env=env), "--force")
+    assert (mine / "logs" / "notes.txt").read_text() == "keep me"
+    target = tmp_path / "target"
+    assert cli("-q", "fit", str(data), *TINY, "--out", str(target), env=env).returncode == 0
+    (tmp_path / "link").symlink_to(target)
+    assert cli("-q", "fit", str(data), *TINY, "--head", "ridge", "--out", str(tmp_path / "link"), env=env).returncode == 0
+    assert (tmp_path / "link").is_symlink() and json.loads((target / "config.json").read_text())["parts"][-1]["kind"] == \
+        "ridge"
+    for inside in (data / "bag" / "model", data):
+        one_line_error(cli("-q", "fit", str(data), *TINY, "--out", str(inside), "--force", env=env),
+                       "inside the data folder")
+    one_line_error(cli("-q", "fit", ".", *TINY, cwd=data, env=env), "inside the data folder")
+
+
+def test_compare_checks_every_run_first_and_can_be_run_again(tmp_path, env):
+    data = folder(tmp_path)
+    started = time.perf_counter()
+    one_line_error(cli("-q", "compare", str(data), *TINY, "--epochs", "3", "--out", str(tmp_path / "c"), env=env),
+                   "--probe-epochs")
+    assert not (tmp_path / "c").exists() and time.perf_counter() - started < 60  # before the probe trained
+    (tmp_path / "c" / "probe").mkdir(parents=True)  # what a killed comparison leaves: its marker, a first run
+    (tmp_path / "c" / "compare.json").write_text("[]\n")
+    run = cli("-q", "compare", str(data), *TINY, "--epochs", "1", "--strategies", "head", "--image-size", "32",
+              "--out", str(tmp_path / "c"), "--json", env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert len(json.loads((tmp_path / "c" / "compare.json").read_text())) == 3
 
 
 def test_finetune_into_an_existing_model_is_atomic(tmp_path, env):
@@ -125,10 +163,23 @@ def test_killed_finetune_resumes_to_exactly_the_uninterrupted_run(tmp_path, env)
     assert not (killed / "config.json").exists()  # no model yet, only the run's checkpoints
     resumed = cli("-q", *args, "--out", str(killed), "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "will be deleted" not in resumed.stderr  # Lightning's warning about the log: its rows are kept
     whole, again = _weights(tmp_path / "whole"), _weights(killed)
     assert whole.keys() == again.keys() and all(np.array_equal(whole[k], again[k]) for k in whole)
-    rows = (killed / "logs" / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("epoch") and len(rows) > 4  # the log of the epochs before the kill is kept
+    log_whole, log_again = (_log(m) for m in (tmp_path / "whole", killed))
+    assert log_again[0] == log_whole[0]  # epoch 0, logged before the kill, is kept as it was
+    assert set(log_again) == set(log_whole)
+
+
+def _log(model: Path) -> dict[float, dict]:
+    """The CSV log's rows by epoch (train and validation rows merged)."""
+    import csv
+
+    rows: dict[float, dict] = {}
+    with open(model / "logs" / "metrics.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            rows.setdefault(float(row["epoch"]), {}).update({k: float(v) for k, v in row.items() if v})
+    return rows
 
 
 def test_resume_with_other_data_or_settings_is_refused(tmp_path, env):
@@ -136,6 +187,10 @@ def test_resume_with_other_data_or_settings_is_refused(tmp_path, env):
     model = tmp_path / "m"
     run = cli("-q", *FINETUNE, str(data), "--strategy", "full", "--epochs", "1", "--out", str(model), env=env)
     assert run.returncode == 0, run.stderr[-2000:]
+    one_line_error(cli("-q", *FINETUNE, str(data), "--strategy", "last:1", "--epochs", "2", "--out", str(model),
+                       "--resume", env=env), "cannot be resumed", "strategy")
+    one_line_error(cli("-q", *FINETUNE, str(data), "--strategy", "full", "--epochs", "2", "--image-size", "48",
+                       "--out", str(model), "--resume", env=env), "cannot be resumed", "image_size")
     shutil.rmtree(data / "trouser")
     one_line_error(cli("-q", *FINETUNE, str(data), "--strategy", "full", "--epochs", "2", "--out", str(model),
                        "--resume", env=env), "cannot be resumed", "classes")
@@ -216,13 +271,14 @@ def test_evaluate_says_when_the_data_includes_the_training_split(tmp_path, env):
     (["finetune", "DATA", "--epochs", "3", "--strategy", "lp-ft"], "--probe-epochs"),
     (["cache", "prune", "--older-than", "-5"], "--older-than"),
 ])
-def test_numbers_out_of_range_are_one_line_errors(cached, args, needle):
+def test_numbers_out_of_range_are_one_line_errors(cached, tmp_path, args, needle):
     data, env = cached
     cache = Path(env["TRANSFUSE_CACHE"])
     before = sorted(cache.rglob("*.npy"))
     one_line_error(cli("-q", *[str(data) if a == "DATA" else a for a in args], *TINY * (args[0] != "cache"),
-                       env=env), needle)
+                       env=env, cwd=tmp_path), needle)
     assert sorted(cache.rglob("*.npy")) == before  # nothing pruned, nothing written
+    assert not list(tmp_path.iterdir())  # nothing trained or saved
 
 
 # -- the exit-code and message contract ----------------------------------------------------------------
@@ -291,13 +347,33 @@ def test_long_csv_fields_and_symlink_loops(tmp_path, env):
 def test_models_and_caches_follow_the_umask(tmp_path):
     data = folder(tmp_path)
     exe = Path(sys.executable).with_name("transfuse")
-    run = subprocess.run(["sh", "-c", f"umask 002 && '{exe}' -q fit '{data}' --backbone tiny_cnn --out "
-                                      f"'{tmp_path / 'm'}'"],
-                         env={**os.environ, "TRANSFUSE_CACHE": str(tmp_path / "cache")}, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+    env = {**os.environ, "TRANSFUSE_CACHE": str(tmp_path / "cache")}
+    for command in (f"fit '{data}' --out '{tmp_path / 'm'}'",
+                    f"finetune '{data}' --strategy full --epochs 1 --image-size 32 --out '{tmp_path / 'f'}'"):
+        run = subprocess.run(["sh", "-c", f"umask 002 && '{exe}' -q {command} --backbone tiny_cnn"], env=env,
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+    files = [tmp_path / "m" / "model.safetensors", tmp_path / "m" / "config.json", tmp_path / "cache" / "catalogue.sqlite",
+             *(tmp_path / "cache" / "shards").rglob("*.npy"), *(tmp_path / "f" / "checkpoints").glob("*.ckpt")]
     assert (tmp_path / "m").stat().st_mode & 0o777 == 0o775
-    assert (tmp_path / "m" / "model.safetensors").stat().st_mode & 0o777 == 0o664
-    assert all(p.stat().st_mode & 0o777 == 0o664 for p in (tmp_path / "cache" / "shards").rglob("*.npy"))
+    assert {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files if p.stat().st_mode & 0o777 != 0o664} == {}
+
+
+def test_read_only_places_are_recognised(tmp_path, monkeypatch):
+    """Root passes every permission check, so the check itself is exercised: a cache whose folder
+    cannot be written opens read-only; a model cannot go where nothing can be written."""
+    from transfuse.cache import FeatureCache
+    from transfuse.errors import ModelDirError
+    from transfuse.extract import extract_features
+    from transfuse.modeldir import check_destination
+
+    data = folder(tmp_path)
+    extract_features(sorted(str(p) for p in data.rglob("*.png"))[:4], backbone="tiny_cnn", cache=tmp_path / "cache",
+                     progress=False)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    assert FeatureCache(tmp_path / "cache").read_only
+    with pytest.raises(ModelDirError, match="not writable"):
+        check_destination(tmp_path / "new" / "model")
 
 
 def test_a_read_only_cache_serves_what_it_holds(tmp_path):
@@ -314,6 +390,11 @@ def test_a_read_only_cache_serves_what_it_holds(tmp_path):
     more = extract_features(paths, backbone="tiny_cnn", cache=ro, progress=False)  # new ones: kept in memory
     assert more.n_extracted == 4 and np.array_equal(more.X[:20], full.X)
     assert sorted((tmp_path / "cache").rglob("*")) == shards  # nothing written
+    shard = next((tmp_path / "cache" / "shards").rglob("*.npy"))
+    np.save(shard, np.load(shard) * 2)  # damaged, and it cannot be dropped from a read-only catalogue
+    fixed = extract_features(paths[:20], backbone="tiny_cnn", cache=FeatureCache(tmp_path / "cache", read_only=True),
+                             progress=False)
+    assert fixed.n_extracted == 20 and np.array_equal(fixed.X, full.X)
 
 
 # -- what the sweep found sound, kept sound --------------------------------------------------------------
@@ -364,7 +445,7 @@ def test_killed_extraction_resumes_to_the_same_features(tmp_path):
     cache = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "-c", child, str(listing), str(cache)])
     deadline = time.time() + 300
-    while not list((cache / "shards").rglob("*.npy")) and proc.poll() is None and time.time() < deadline:
+    while not _committed_rows(cache) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -375,15 +456,34 @@ def test_killed_extraction_resumes_to_the_same_features(tmp_path):
     np.testing.assert_array_equal(resumed.X, clean.X)
 
 
+def _committed_rows(cache: Path) -> int:
+    """Feature rows the catalogue holds (committed: their shard is on disk and named there)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{cache / 'catalogue.sqlite'}?mode=ro", uri=True) as db:
+            return db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
 def test_prune_during_a_fit_never_corrupts_the_cache(tmp_path, env):
+    from transfuse.cache import FeatureCache
+
     data = folder(tmp_path, per_class=30)
     exe = Path(sys.executable).with_name("transfuse")
-    fit = subprocess.Popen([str(exe), "-q", "fit", str(data), "--out", str(tmp_path / "m")], env={**os.environ, **env},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    pruned = 0
-    while fit.poll() is None:
-        pruned += cli("cache", "prune", "--all", env=env).returncode == 0
-    assert fit.returncode in (0, 2) and "Traceback" not in fit.stderr and "unexpected" not in fit.stderr
+    with open(tmp_path / "fit.err", "w") as err:
+        fit = subprocess.Popen([str(exe), "-q", "fit", str(data), "--out", str(tmp_path / "m")],
+                               env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=err)
+        pruned = 0
+        while fit.poll() is None:
+            pruned += cli("cache", "prune", "--all", env=env).returncode == 0
+    stderr = (tmp_path / "fit.err").read_text()
+    assert fit.returncode in (0, 2), stderr
+    if fit.returncode == 2:  # the prune took features it was about to read: one line, run again
+        assert len([line for line in stderr.splitlines() if line.startswith("error:")]) == 1, stderr
+    assert "Traceback" not in stderr and "unexpected" not in stderr and pruned >= 1
     again = cli("-q", "fit", str(data), "--out", str(tmp_path / "m2"), env=env)
     assert again.returncode == 0, again.stderr
-    assert pruned >= 1
+    store = FeatureCache(env["TRANSFUSE_CACHE"])
+    assert store.entries() and all(store.verify(e.key) == 0 for e in store.entries())

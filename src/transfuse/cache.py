@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transfuse.atomic import atomic_writer
+from transfuse.atomic import atomic_writer, permissions
 from transfuse.config import SETTINGS
 from transfuse.errors import CacheError
 
@@ -108,9 +108,10 @@ class FeatureCache:
     def __init__(self, root: str | Path | None = None, read_only: bool | None = None) -> None:
         self.root = Path(root) if root is not None else SETTINGS.cache_dir
         catalogue = self.root / "catalogue.sqlite"
-        if read_only is None:  # a folder we cannot write that already holds a catalogue: serve what is there
-            read_only = catalogue.is_file() and not os.access(self.root, os.W_OK)
+        if read_only is None:  # a catalogue we cannot write (or a folder we cannot): serve what is there
+            read_only = catalogue.is_file() and not (os.access(self.root, os.W_OK) and os.access(catalogue, os.W_OK))
         self.read_only = read_only
+        self._unusable: set[str] = set()  # shards found damaged in a read-only cache: their items are extracted
         if read_only:
             if not catalogue.is_file():
                 raise CacheError(f"no feature cache at {self.root} to read")
@@ -128,6 +129,11 @@ class FeatureCache:
                 if "locked" not in str(exc) or attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+        for name in ("catalogue.sqlite", "catalogue.sqlite-wal", "catalogue.sqlite-shm"):
+            try:  # sqlite creates them with 0644 whatever the umask: shared like the shards
+                (self.root / name).chmod(permissions(0o666))
+            except OSError:  # not ours, or gone: leave it
+                pass
 
     def _connect(self) -> sqlite3.Connection:
         path = self.root / "catalogue.sqlite"
@@ -166,7 +172,7 @@ class FeatureCache:
     # -- items --------------------------------------------------------------------------
     def _locations(self, key: str) -> dict[str, tuple[str, int]]:
         rows = self._run(lambda db: db.execute("SELECT item, shard, row FROM features WHERE key=?", (key,)).fetchall())
-        return {item: (shard, row) for item, shard, row in rows}
+        return {item: (shard, row) for item, shard, row in rows if shard not in self._unusable}
 
     def missing(self, key: str, items: list[str]) -> list[str]:
         """Items (unique, in first-seen order) with no stored features under ``key``."""
@@ -304,10 +310,9 @@ class FeatureCache:
         if changed:
             log.warning("cache: %d shard files of key %s were changed on disk (checksum mismatch); their items will "
                         "be re-extracted", len(changed), key)
-        if (gone or changed) and self.read_only:
-            raise CacheError(f"the read-only feature cache at {self.root} has {len(gone) + len(changed)} missing or "
-                             f"damaged shards; point TRANSFUSE_CACHE at a writable copy, or run without the cache")
-        if gone or changed:
+        if (gone or changed) and self.read_only:  # cannot drop them: their items are extracted and kept in memory
+            self._unusable.update(gone + changed)
+        elif gone or changed:
             self._forget_shards(gone + changed)
         if adopted and not self.read_only:
             self._run(lambda db: db.executemany("INSERT OR REPLACE INTO checksums VALUES (?,?)",

@@ -89,7 +89,16 @@ class OutputSpec:
     force: bool = False
 
     def path(self, source: Source, *what: str) -> Path:
-        return Path(self.out_dir) if self.out_dir is not None else default_out_dir(source, *what)
+        """Where this job's results go; never inside the data folder (the next run would read them as a
+        class), whatever ``force`` says."""
+        out = Path(self.out_dir) if self.out_dir is not None else default_out_dir(source, *what)
+        if source.root is not None:
+            data = Path(source.root)
+            resolved = out.resolve()
+            if resolved == data or data in resolved.parents or resolved in data.parents:
+                raise DataError(f"--out {out} is inside the data folder {data} (or holds it): a model there would be "
+                                f"read as a class by the next run; choose a folder outside the data")
+        return out
 
 
 @dataclass(frozen=True)
@@ -293,16 +302,25 @@ def compare_source(source: Source, out_dir: str | Path | None = None, *, backbon
     method.
     """
     from transfuse.finetune.config import FinetuneConfig
+    from transfuse.finetune.strategy import parse_strategy
 
     backbone = backbone or default_backbone(source.kind)
     try:
         check_trainable(backbone)  # before the probe is trained, not after
     except DataError as exc:
         raise DataError(f"{exc}; so there is nothing to compare with the probe") from None
+    runs = [("from scratch (full, random init)", "full", True)] + [(f"fine-tune {s}", s, False) for s in strategies]
+    configs = [FinetuneConfig(backbone=backbone, strategy=strategy, from_scratch=scratch, epochs=epochs,
+                              image_size=image_size, seed=seed, **finetune_params) for _, strategy, scratch in runs]
+    for config in configs:  # every run can start, before the first one spends its time
+        parse_strategy(config.strategy)
+        config.check()
     out = OutputSpec(out_dir).path(source, "compare")
     if out.is_dir() and any(out.iterdir()) and not (out / "compare.json").is_file() and not force:
         raise DataError(f"--out {out} holds files that are not an earlier comparison; choose a new folder, or pass "
                         f"--force to replace its runs")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text("[]\n")  # marks the folder as a comparison, so a rerun may replace its runs
     split = SplitSpec(test_size=test_size, seed=seed)
     rows = []
     start = time.perf_counter()
@@ -310,10 +328,7 @@ def compare_source(source: Source, out_dir: str | Path | None = None, *, backbon
                            output=OutputSpec(out / "probe", force=force), skip_bad=skip_bad))
     rows.append({"method": "feature probe (logreg on features)", **_summary(probe.metrics),
                  "seconds": time.perf_counter() - start, "model_dir": str(out / "probe")})
-    runs = [("from scratch (full, random init)", "full", True)] + [(f"fine-tune {s}", s, False) for s in strategies]
-    for label, strategy, scratch in runs:
-        config = FinetuneConfig(backbone=backbone, strategy=strategy, from_scratch=scratch, epochs=epochs,
-                                image_size=image_size, seed=seed, **finetune_params)
+    for (label, strategy, scratch), config in zip(runs, configs):
         name = "scratch" if scratch else strategy.replace(":", "")
         metrics, _ = finetune(source, config, OutputSpec(out / name, force=force), split, skip_bad=skip_bad,
                               progress=progress)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +20,20 @@ def file_digest(path: str | Path) -> str:
     '3fa1c2d4'
     """
     try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
+        stat = os.stat(path)
+        return _sha256(os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
     except FileNotFoundError:
         raise DataError(f"file not found: {path}") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {read_problem(exc)}") from None
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    """Hashed once per process while the file is unchanged (splitting, extracting, saving and
+    evaluating all need the digests of the same files)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def read_problem(exc: OSError) -> str:

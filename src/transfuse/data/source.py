@@ -29,6 +29,7 @@ class Source:
     name: str
     splits: list[str] | None = None
     kind: str = "image"
+    root: str | None = None  # the class-folder tree it was read from (None for a manifest or a table)
 
     @property
     def classes(self) -> list[str]:
@@ -47,6 +48,7 @@ class Source:
             name=self.name,
             splits=None if self.splits is None else [self.splits[i] for i in keep],
             kind=self.kind,
+            root=self.root,
         )
 
     def __len__(self) -> int:
@@ -98,7 +100,7 @@ def load_class_folders(root: str | Path, extensions: frozenset[str], kind: str, 
         log.warning("ignored %d non-%s files in %s", ignored, kind, root)
     if not items:
         raise DataError(f"no {kind} files found under {root}")
-    return Source(items=items, labels=labels, name=root.resolve().name, kind=kind)
+    return Source(items=items, labels=labels, name=root.resolve().name, kind=kind, root=str(root.resolve()))
 
 
 def load_manifest(path: str | Path) -> Source:

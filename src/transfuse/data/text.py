@@ -138,7 +138,7 @@ def load_text_folder(root: str | Path, skip_bad: bool = False) -> Source:
         _reject_or_skip(f"{len(bad)} text files are empty or not UTF-8: {_listing(bad)}", skip_bad)
     if not items:
         raise DataError(f"no readable .txt files under {root}/<class>/")
-    return Source(items=items, labels=labels, name=root.resolve().name, kind="text")
+    return Source(items=items, labels=labels, name=root.resolve().name, kind="text", root=str(root.resolve()))
 
 
 def read_texts(path: str | Path, text_column: str | None = None) -> list[str]:

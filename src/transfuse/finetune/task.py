@@ -60,14 +60,18 @@ class EpochShuffle(Sampler):
 
     def __init__(self, n: int, seed: int) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
+        self._told, self._used = False, False
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch, self._told = epoch, True
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self):
+        if self._used and not self._told:  # wrapped (DDP's sampler wrapper does not pass set_epoch on): count
+            self.epoch += 1
+        self._used, self._told = True, False
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(run_seed(self.seed, self.epoch)))
         return iter([(int(i), self.epoch) for i in order])
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transfuse.atomic import atomic_write_text
+from transfuse.atomic import atomic_write_text, permissions
 from transfuse.backbones import check_modality, create_backbone
 from transfuse.config import default_workers
 from transfuse.data.fingerprint import digest_ids
@@ -25,10 +25,9 @@ from transfuse.finetune.model import FinetunedModel
 from transfuse.finetune.strategy import parse_strategy
 from transfuse.finetune.task import make_task
 from transfuse.modeldir import TRAINING_ITEMS, save_parts
-from transfuse.modeldir.destination import RUN_ENTRIES, check_destination
+from transfuse.modeldir.destination import RUN_ENTRIES, RUN_FILE, check_destination
 
 log = logging.getLogger(__name__)
-RUN_FILE = "run.json"  # beside the checkpoints: what a run was started with, checked on --resume
 # Learning rates when none is given, per modality: (new output layer, top pretrained group or None for
 # lr * layer_decay). Transformers drift from their pretrained solution at image-CNN rates, and with
 # few texts a head at 1e-3 gets too few steps to learn (measured in benchmarks/text.py --finetune).
@@ -76,6 +75,13 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     precision = _precision(cfg.precision)
     check_modality([cfg.backbone], source.kind)
     train, test = split_source(source, test_size=test_size, seed=split_seed)  # missing classes fail here
+    classes = source.classes
+    out = Path(out_dir)
+    run = {"backbone": cfg.backbone, "from_scratch": cfg.from_scratch, "strategy": cfg.strategy,
+           "image_size": cfg.image_size, "classes": classes, "seed": cfg.seed, "split": [test_size, split_seed],
+           "batch_size": cfg.batch_size, "lr": [cfg.lr, cfg.backbone_lr, cfg.layer_decay, cfg.weight_decay, cfg.l2sp],
+           "schedule": [cfg.probe_epochs, cfg.unfreeze_every, cfg.augment, cfg.val_fraction]}
+    resumed_epoch = _start_run(out, run, resume, force)  # before any heavy work: a bad --out or --resume fails now
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before building: timm draws an init first
     backbone = create_backbone(cfg.backbone, weights="random" if cfg.from_scratch else "pretrained")
     task = make_task(backbone, cfg.image_size, cfg.augment)
@@ -86,19 +92,9 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
         log.warning("skipped %d unreadable files", len(bad))
         bad_set = set(bad)
         train, test = without(source, train, test, {i for i, p in enumerate(source.items) if p in bad_set})
-    classes = source.classes
     y = np.array([classes.index(lab) for lab in source.labels])
     fit_idx, val_idx = _validation_split(np.asarray(train), y, cfg.val_fraction, cfg.seed)
 
-    out = Path(out_dir)
-    check_destination(out, force=force, run=True)
-    if not resume:
-        for stale in RUN_ENTRIES:  # a previous run's checkpoints would be versioned beside this run's
-            shutil.rmtree(out / stale, ignore_errors=True)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ModelDirError(f"cannot write {out}: {exc.strerror or exc}; choose a writable --out") from None
     network = task.network(len(classes))
     head_lr, top_lr = DEFAULT_LRS[task.modality]
     if cfg.from_scratch:
@@ -120,12 +116,6 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
         for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
     last = out / "checkpoints" / "last.ckpt"
-    run = {"backbone": cfg.backbone, "from_scratch": cfg.from_scratch, "strategy": cfg.strategy,
-           "image_size": cfg.image_size, "classes": classes}
-    resumed_epoch = _resumable(last, run) if resume else None
-    if not resume:
-        last.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(last.parent / RUN_FILE, json.dumps(run, indent=1) + "\n")
     checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_acc", mode="max",
                                   save_last=True)
     if devices < 1:
@@ -145,7 +135,16 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
         warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning's own deprecation notice
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")  # run.json
         warnings.filterwarnings("ignore", message="Experiment logs directory .* exists")  # a resumed run's log
-        trainer.fit(module, loader(fit_idx, True), loader(val_idx, False), ckpt_path=ckpt)
+        try:
+            trainer.fit(module, loader(fit_idx, True), loader(val_idx, False), ckpt_path=ckpt)
+        except RuntimeError as exc:
+            if not resume or "size mismatch" not in str(exc) and "Missing key" not in str(exc):
+                raise
+            raise DataError(f"the checkpoint in {out / 'checkpoints'} was trained with another backbone or other "
+                            f"classes; resume it with the data and options it was started with, or start a new "
+                            f"run without --resume") from None
+    for ckpt_file in (out / "checkpoints").glob("*.ckpt"):  # written private by Lightning; shared like the rest
+        ckpt_file.chmod(permissions(0o666))
     seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
@@ -185,12 +184,17 @@ def _loggers(out: Path, resumed_epoch: int | None = None) -> list:
         try:
             with open(out / "logs" / "metrics.csv", newline="") as fh:
                 kept = [row for row in csv.DictReader(fh) if _epoch(row) is not None and _epoch(row) <= resumed_epoch]
-        except OSError:
-            pass
-        writer = csv_logger.experiment  # created now: it removes the old file
+        except (OSError, csv.Error, ValueError):  # no log yet, or a damaged one: start it afresh
+            kept = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "previous log files will be deleted": their rows are written back
+            writer = csv_logger.experiment  # created now: it removes the old file
         for row in kept:
-            values = {k: float(v) for k, v in row.items() if v not in ("", None) and k != "step"}
-            writer.log_metrics(values, step=int(float(row["step"])) if row.get("step") else None)
+            try:
+                values = {k: float(v) for k, v in row.items() if v not in ("", None) and k and k != "step"}
+                writer.log_metrics(values, step=int(float(row["step"])) if row.get("step") else None)
+            except (TypeError, ValueError):
+                continue
         writer.save()
     loggers = [csv_logger]
     if find_spec("tensorboard") or find_spec("tensorboardX"):
@@ -205,6 +209,23 @@ def _epoch(row: dict) -> float | None:
         return None
 
 
+def _start_run(out: Path, run: dict, resume: bool, force: bool) -> int | None:
+    """Check the run's folder and prepare it: a new run clears a previous run's checkpoints and logs
+    and records what it is started with (``checkpoints/run.json``); ``resume`` checks that record
+    and returns the epoch the last checkpoint holds."""
+    check_destination(out, force=force, run=True)
+    if resume:
+        return _resumable(out / "checkpoints" / "last.ckpt", run)
+    try:
+        for stale in RUN_ENTRIES:  # a previous run's checkpoints would be versioned beside this run's
+            shutil.rmtree(out / stale, ignore_errors=True)
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / RUN_FILE, json.dumps(run, indent=1) + "\n")
+    except OSError as exc:
+        raise ModelDirError(f"cannot write {out}: {exc.strerror or exc}; choose a writable --out") from None
+    return None
+
+
 def _resumable(last: Path, run: dict) -> int:
     """The epoch a run's last checkpoint holds, after checking it can be resumed with this data and
     these options (a clear error instead of a size mismatch deep in the network)."""
@@ -216,9 +237,9 @@ def _resumable(last: Path, run: dict) -> int:
         raise ModelDirError(f"checkpoint {last} is corrupt ({type(exc).__name__}); delete it and start "
                             f"without --resume") from None
     try:
-        saved = json.loads((last.parent / RUN_FILE).read_text())
+        saved = json.loads((last.parent.parent / RUN_FILE).read_text())
     except (OSError, ValueError):
-        saved = {}
+        saved = {}  # a run of a version before run.json: a mismatch shows when the checkpoint is loaded
     differ = [key for key in run if key in saved and saved[key] != run[key]]
     if differ:
         what = "; ".join(f"{k}: {saved[k]} then, {run[k]} now" for k in differ)

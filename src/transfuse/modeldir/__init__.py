@@ -83,6 +83,8 @@ def save_parts(parts: list[tuple[str, Part]], out_dir: str | Path, *, metrics: d
               "modality": getattr(first, "modality", None), "versions": library_versions(), **(extra or {})}
     out = Path(out_dir)
     check_destination(out, force=force, run=bool(keep), what="model folder")
+    if out.is_symlink():
+        out = out.resolve()  # the model goes where the link points; the link stays
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -114,12 +116,17 @@ def save_parts(parts: list[tuple[str, Part]], out_dir: str | Path, *, metrics: d
 
 
 def _replace(tmp: Path, out: Path, keep: tuple[str, ...] = ()) -> None:
-    """Put the finished directory ``tmp`` at ``out``: whole or not at all, carrying ``keep`` over."""
+    """Put the finished directory ``tmp`` at ``out``: whole or not at all, carrying ``keep`` over.
+    Over an existing folder the two are exchanged in one step where the system can (Linux), so no
+    moment exists without a model at ``out``; elsewhere the old one is renamed aside first."""
     moved = [name for name in keep if (out / name).exists()]
     old = None
     try:
         for name in moved:
             (out / name).rename(tmp / name)
+        if out.exists() and _exchange(tmp, out):
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous model
+            return
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
             out.rename(old / "model")
@@ -135,6 +142,18 @@ def _replace(tmp: Path, out: Path, keep: tuple[str, ...] = ()) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False where it is missing."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _entries(config: dict, path: Path) -> list[tuple[str, str, dict, list[str]]]:
@@ -156,10 +175,16 @@ def _entries(config: dict, path: Path) -> list[tuple[str, str, dict, list[str]]]
 
 def load_data(model_dir: str | Path) -> dict[str, np.ndarray]:
     """The ``data`` arrays :func:`save_parts` stored (empty for models saved before format 4)."""
+    from safetensors import SafetensorError, safe_open
+
     path = Path(model_dir)
     if read_config(path)["format_version"] < 4:
         return {}
-    return {k[len(DATA_PREFIX):]: v for k, v in read_arrays(path / WEIGHTS).items() if k.startswith(DATA_PREFIX)}
+    try:
+        with safe_open(str(path / WEIGHTS), framework="numpy") as weights:  # only these arrays are read
+            return {k[len(DATA_PREFIX):]: weights.get_tensor(k) for k in weights.keys() if k.startswith(DATA_PREFIX)}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelDirError(f"cannot read {path / WEIGHTS} ({exc}); the save was broken, fit again") from None
 
 
 def load_parts(model_dir: str | Path) -> tuple[list[tuple[str, Part]], dict]:

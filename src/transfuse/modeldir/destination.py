@@ -14,6 +14,7 @@ from transfuse.errors import ModelDirError
 from transfuse.modeldir.files import CONFIG
 
 RUN_ENTRIES = frozenset({"checkpoints", "logs"})  # what a fine-tuning run writes before its model exists
+RUN_FILE = "checkpoints/run.json"  # what marks a folder as a transfuse fine-tuning run (see finetune.train)
 
 
 def is_model_dir(path: str | Path) -> bool:
@@ -25,14 +26,27 @@ def is_model_dir(path: str | Path) -> bool:
     return isinstance(config, dict) and isinstance(config.get("format_version"), int)
 
 
+def is_run_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds only a transfuse fine-tuning run (its checkpoints, marked by
+    ``run.json``, and its logs)."""
+    path = Path(path)
+    return (path / RUN_FILE).is_file() and {p.name for p in path.iterdir()} <= RUN_ENTRIES
+
+
 def check_destination(out: str | Path, force: bool = False, run: bool = False, what: str = "--out") -> None:
     """Refuse ``out`` when writing a model there would lose something, or cannot work at all.
 
     Allowed: a path that does not exist, an empty folder, a transfuse model (replaced whole), and
-    with ``run`` a fine-tuning run's folder (only ``checkpoints``/``logs`` so far). ``force``
-    allows replacing anything but the current folder or one above it.
+    with ``run`` a fine-tuning run's folder (``checkpoints`` with its ``run.json``, and ``logs``).
+    ``force`` allows replacing anything but the current folder or one above it. A symbolic link is
+    followed (the model goes where it points).
     """
     out = Path(out)
+    if out.is_symlink():
+        if not out.exists():
+            raise ModelDirError(f"{what} {out} is a symbolic link to {os.readlink(out)}, which does not exist; "
+                                f"name a folder")
+        out = out.resolve()
     here = Path.cwd().resolve()
     resolved = out.resolve()
     if resolved == here or resolved in here.parents:
@@ -45,7 +59,7 @@ def check_destination(out: str | Path, force: bool = False, run: bool = False, w
         raise ModelDirError(f"{what} {out} is a file; name a folder for the model (a new one, or a transfuse model "
                             f"to replace), or pass --force to replace the file")
     entries = sorted(p.name for p in out.iterdir())
-    if not entries or is_model_dir(out) or (run and set(entries) <= RUN_ENTRIES):
+    if not entries or is_model_dir(out) or (run and is_run_dir(out)):
         return
     shown = ", ".join(entries[:3]) + (" ..." if len(entries) > 3 else "")
     raise ModelDirError(f"{what} {out} holds files that are not a transfuse model ({shown}) and a model folder is "
