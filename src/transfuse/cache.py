@@ -54,12 +54,12 @@ CREATE INDEX IF NOT EXISTS shards_key ON shards(key);
 """
 ORPHAN_GRACE_S = 3600.0  # a file newer than this may belong to a writer still running
 _VERIFIED: set[tuple] = set()  # shard files (path, mtime, checksum) already checked in this process
+_KEY_FIELDS = ("backbone", "weights", "tap", "pooling")
 
 
 def _checksum(array: np.ndarray) -> str:
     """CRC-32 of an array's bytes: catches a shard changed on disk (truncated, edited, bit rot)."""
     return f"crc32:{zlib.crc32(np.ascontiguousarray(array).data) & 0xFFFFFFFF:08x}"
-_KEY_FIELDS = ("backbone", "weights", "tap", "pooling")
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,10 @@ class FeatureCache:
         return {item: (shard, row) for item, shard, row in rows if shard not in self._unusable}
 
     def missing(self, key: str, items: list[str]) -> list[str]:
-        """Items (unique, in first-seen order) with no stored features under ``key``."""
-        have = self._locations(key)
+        """Items (unique, in first-seen order) with no usable features under ``key``: the shards
+        holding the others are checked first (:meth:`verify`), so a vanished or changed one makes
+        its items missing again."""
+        have, _ = self._checked_locations(key, items)
         return [it for it in dict.fromkeys(items) if it not in have]
 
     def put(self, key: str, items: list[str], array: np.ndarray, describe: dict[str, str]) -> None:
@@ -278,56 +280,51 @@ class FeatureCache:
         """Drop the shards of ``key`` (those holding ``items``, or all) whose files vanished or whose
         rows no longer match their checksum, so their items are extracted again; shards written
         before checksums existed get theirs now. Returns how many shards were dropped."""
-        def listing(db: sqlite3.Connection) -> list[tuple[str, str | None]]:
-            rows = db.execute("SELECT s.shard, c.checksum FROM shards s LEFT JOIN checksums c ON c.shard = s.shard "
-                              "WHERE s.key=?", (key,)).fetchall()
-            if items is None:
-                return rows
-            wanted = {shard for shard, _ in self._locations_of(db, key, items)}
-            return [row for row in rows if row[0] in wanted]
+        return self._checked_locations(key, items)[1]
 
+    def _checked_locations(self, key: str, items: list[str] | None) -> tuple[dict[str, tuple[str, int]], int]:
+        """The usable locations of ``key``'s items, after checking the shards that hold ``items`` (or
+        all), and how many shards were dropped. A read-only cache keeps bad shards listed but unused."""
+        where = self._locations(key)
+        holding = {loc[0] for loc in where.values()} if items is None else \
+            {where[it][0] for it in dict.fromkeys(items) if it in where}
+        checksums = dict(self._run(lambda db: db.execute(
+            "SELECT c.shard, c.checksum FROM checksums c JOIN shards s ON s.shard = c.shard WHERE s.key=?",
+            (key,)).fetchall()))
         gone, changed, adopted = [], [], []
-        for shard, checksum in self._run(listing):
+        for shard in holding:
             path = self._shard_path(key, shard)
-            if not path.is_file():
+            try:
+                stamp = (str(path), path.stat().st_mtime_ns)
+            except OSError:
                 gone.append(shard)
                 continue
-            stamp = (str(path), path.stat().st_mtime_ns, checksum)
-            if stamp in _VERIFIED:
+            expected = checksums.get(shard)
+            if (*stamp, expected) in _VERIFIED:
                 continue
             try:
                 actual = _checksum(np.load(path, mmap_mode="r"))
             except (OSError, ValueError, EOFError):
                 actual = None
-            if checksum is None and actual is not None:
-                adopted.append((actual, shard))
-            elif actual != checksum:
+            if expected is None and actual is not None:
+                adopted.append((shard, actual))
+            elif actual != expected:
                 changed.append(shard)
                 continue
-            _VERIFIED.add((str(path), path.stat().st_mtime_ns, checksum or actual))
+            _VERIFIED.add((*stamp, expected or actual))
         if gone:
             log.warning("cache: %d shard files of key %s vanished; their items will be re-extracted", len(gone), key)
         if changed:
             log.warning("cache: %d shard files of key %s were changed on disk (checksum mismatch); their items will "
                         "be re-extracted", len(changed), key)
-        if (gone or changed) and self.read_only:  # cannot drop them: their items are extracted and kept in memory
-            self._unusable.update(gone + changed)
-        elif gone or changed:
-            self._forget_shards(gone + changed)
+        bad = set(gone + changed)
+        if bad and self.read_only:  # cannot drop them: their items are extracted and kept in memory
+            self._unusable.update(bad)
+        elif bad:
+            self._forget_shards(list(bad))
         if adopted and not self.read_only:
-            self._run(lambda db: db.executemany("INSERT OR REPLACE INTO checksums VALUES (?,?)",
-                                                [(shard, checksum) for checksum, shard in adopted]))
-        return len(gone) + len(changed)
-
-    @staticmethod
-    def _locations_of(db: sqlite3.Connection, key: str, items: list[str]) -> list[tuple[str, int]]:
-        found = []
-        unique = list(dict.fromkeys(items))
-        for start in range(0, len(unique), 900):  # SQLite's limit on bound parameters
-            chunk = unique[start:start + 900]
-            found += db.execute(f"SELECT shard, row FROM features WHERE key=? AND item IN ({','.join('?' * len(chunk))})",
-                                (key, *chunk)).fetchall()
-        return found
+            self._run(lambda db: db.executemany("INSERT OR REPLACE INTO checksums VALUES (?,?)", adopted))
+        return {it: loc for it, loc in where.items() if loc[0] not in bad}, len(bad)
 
     # -- listing and pruning ------------------------------------------------------------
     def entries(self) -> list[KeyInfo]:

@@ -176,8 +176,7 @@ def extract_features(
     engine = plan(spec, runtime, precision, device, calibration, compile_worth=compile_worth)
     job = job_for(engine)
     if store is not None:
-        for tap in taps:
-            store.verify(job.keys[tap], wanted)  # vanished or changed shards: their items are extracted again
+        for tap in taps:  # missing: not stored, or in a shard that vanished or changed (extracted again)
             job.needed[tap] = set(store.missing(job.keys[tap], wanted))
     else:
         job.needed = {tap: set(wanted) for tap in taps}
@@ -281,12 +280,11 @@ class _Job:
     def rows(self, tap: str, digests: list[str]) -> np.ndarray:
         """The rows of ``digests``: extracted now and kept in memory, or read from the cache."""
         fresh = self.memory[tap]
-        if self.store is None or all(d in fresh for d in digests):
+        stored = [i for i, d in enumerate(digests) if d not in fresh]
+        if not stored:
             return np.stack([fresh[d] for d in digests])
         out = np.empty((len(digests), self.width(tap)), np.float32)
-        stored = [i for i, d in enumerate(digests) if d not in fresh]
-        if stored:
-            out[stored] = self.store.get(self.keys[tap], [digests[i] for i in stored])
+        out[stored] = self.store.get(self.keys[tap], [digests[i] for i in stored])
         for i, d in enumerate(digests):
             if d in fresh:
                 out[i] = fresh[d]

@@ -21,13 +21,13 @@ from sklearn.pipeline import Pipeline
 
 from transfuse.backbones import default_backbone, get_spec
 from transfuse.blocks import from_slices
-from transfuse.data.fingerprint import digest_ids, item_digest
+from transfuse.data.fingerprint import digest_id, digest_ids
 from transfuse.data.source import Source
 from transfuse.data.split import split_source, without
 from transfuse.engines import check_request
 from transfuse.errors import CorruptInputError, DataError
 from transfuse.evaluate import classification_metrics, plot_confusion
-from transfuse.featurizers import backbone_list, check_trainable, make_featurizer
+from transfuse.featurizers import backbone_list, check_trainable, make_featurizer, refuse_options
 from transfuse.modeldir import TRAINING_ITEMS, check_destination, load_data
 from transfuse.pipeline import load_model, make_model, model_modality, save_model
 from transfuse.recipe import Recipe
@@ -225,11 +225,8 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
 
 def _check_fitted_options(featurizer, recipe: Recipe, auto: bool) -> None:
     """A fitted featurizer's columns are not layer blocks: fusion, selection and search do not apply."""
-    given = [flag for flag, value in (("--fusion", recipe.fusion), ("--select", recipe.select),
-                                      ("--auto", auto or None)) if value is not None]
-    if given:
-        raise DataError(f"{featurizer.kind} has no layers, pooling, weights or engine to choose: drop "
-                        f"{', '.join(given)} (set the head's C with --head-param C=...)")
+    refuse_options(featurizer.kind, [flag for flag, value in (("--fusion", recipe.fusion), ("--select", recipe.select),
+                                                              ("--auto", auto or None)) if value is not None])
 
 
 def _extract(featurizer, source: Source, skip_bad: bool) -> tuple[np.ndarray, list[int]]:
@@ -281,8 +278,7 @@ def finetune(source: Source, config, output: OutputSpec | None = None, split: Sp
     check_trainable(config.backbone)
     if resume and output.out_dir is None:
         raise DataError("--resume needs --out DIR of the run to continue")
-    kind = "scratch" if config.from_scratch else config.strategy.replace(":", "")
-    out = output.path(source, config.backbone, kind)
+    out = output.path(source, config.backbone, config.run_name)
     if devices > 1 and output.out_dir is None:  # DDP re-runs the command per process: all must pick one folder
         out = Path(os.environ.setdefault("TRANSFUSE_DDP_OUT", str(out)))
     metrics = finetune_source(source, config, out, test_size=split.test_size, split_seed=split.seed, resume=resume,
@@ -328,12 +324,11 @@ def compare_source(source: Source, out_dir: str | Path | None = None, *, backbon
                            output=OutputSpec(out / "probe", force=force), skip_bad=skip_bad))
     rows.append({"method": "feature probe (logreg on features)", **_summary(probe.metrics),
                  "seconds": time.perf_counter() - start, "model_dir": str(out / "probe")})
-    for (label, strategy, scratch), config in zip(runs, configs):
-        name = "scratch" if scratch else strategy.replace(":", "")
-        metrics, _ = finetune(source, config, OutputSpec(out / name, force=force), split, skip_bad=skip_bad,
-                              progress=progress)
+    for (label, _, _), config in zip(runs, configs):
+        metrics, folder = finetune(source, config, OutputSpec(out / config.run_name, force=force), split,
+                                   skip_bad=skip_bad, progress=progress)
         rows.append({"method": label, **_summary(metrics), "seconds": metrics["train_seconds"],
-                     "model_dir": str(out / name)})
+                     "model_dir": str(folder)})
     (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
     return rows
 
@@ -367,19 +362,15 @@ def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, 
     trained_on = load_data(model_dir).get(TRAINING_ITEMS)
     if trained_on is not None:
         readable = [item for item, good in zip(source.items, ok) if good]
-        seen = np.isin(np.asarray([_id(item, source.kind) for item in readable], dtype=np.uint64), trained_on)
+        seen = np.isin(np.asarray([digest_id(item, source.kind) for item in readable], dtype=np.uint64), trained_on)
         if seen.any():
             log.warning("%d of %d items were used to train %s: its scores on them are optimistic; the metrics of "
                         "the %d unseen items are under overlap.unseen", seen.sum(), len(seen), model_dir,
                         (~seen).sum())
-            unseen = [i for i in range(len(seen)) if not seen[i]]
+            unseen = np.flatnonzero(~seen)
             metrics["overlap"] = {"seen": int(seen.sum()), "unseen": classification_metrics(
-                [truth[i] for i in unseen], [predicted[i] for i in unseen], classes=classes) if unseen else None}
+                [truth[i] for i in unseen], [predicted[i] for i in unseen], classes=classes) if len(unseen) else None}
     return metrics
-
-
-def _id(item: str, modality: str) -> int:
-    return int(item_digest(item, modality)[:16], 16)
 
 
 def _classes(model) -> np.ndarray:

@@ -7,8 +7,16 @@ import json
 from dataclasses import asdict, dataclass
 
 
+class _Contract:
+    """What every input contract has: an identity string that changes whenever preparation does."""
+
+    def identity(self) -> str:
+        """A stable string that changes whenever the preprocessing changes (part of cache keys)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
 @dataclass(frozen=True)
-class InputSpec:
+class InputSpec(_Contract):
     """How raw images must be prepared for a backbone (from its pretrained config)."""
 
     size: int = 224
@@ -53,13 +61,9 @@ class InputSpec:
     def describe(self) -> str:
         return f"input {self.size}px"
 
-    def identity(self) -> str:
-        """A stable string that changes whenever the preprocessing changes."""
-        return json.dumps(asdict(self), sort_keys=True)
-
 
 @dataclass(frozen=True)
-class TextSpec:
+class TextSpec(_Contract):
     """How texts are prepared: the tokenizer and the longest window the encoder reads."""
 
     tokenizer: str
@@ -68,12 +72,9 @@ class TextSpec:
     def describe(self) -> str:
         return f"window {self.max_tokens} tokens"
 
-    def identity(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
 
 @dataclass(frozen=True)
-class AudioSpec:
+class AudioSpec(_Contract):
     """How clips are prepared: sample rate and the fewest samples the encoder accepts."""
 
     sample_rate: int = 16000
@@ -81,6 +82,3 @@ class AudioSpec:
 
     def describe(self) -> str:
         return f"{self.sample_rate / 1000:g} kHz mono"
-
-    def identity(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)

@@ -129,8 +129,6 @@ def finetune(
 
     source = data.load()
     backbone = backbone or default_backbone(source.kind)
-    if resume and output.out is None:
-        raise typer.BadParameter("--resume needs --out DIR of the run to continue")
     config = FinetuneConfig(backbone=backbone, strategy=strategy, from_scratch=from_scratch, epochs=epochs, lr=lr,
                             backbone_lr=backbone_lr, layer_decay=layer_decay, l2sp=l2sp, probe_epochs=probe_epochs,
                             image_size=image_size, batch_size=batch_size or FinetuneConfig.batch_size,
@@ -143,8 +141,7 @@ def finetune(
     if output.as_json:
         print(json.dumps({"model_dir": str(folder), **metrics}))
         return
-    kind = "scratch" if from_scratch else strategy.replace(":", "")
-    out.print(metrics_table(metrics, title=f"{backbone} {kind} on {source.name}, test split"))
+    out.print(metrics_table(metrics, title=f"{backbone} {config.run_name} on {source.name}, test split"))
     out.print(f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f}s; model saved to {folder}")
 
 
@@ -161,14 +158,11 @@ def compare(
 ) -> None:
     """Does transfer pay? Scratch vs feature probe vs fine-tuning strategies on one split, one table."""
     from transfuse.backbones import default_backbone
-    from transfuse.finetune.strategy import parse_strategy
     from transfuse.workflow import compare_source
 
     source = data.load()
     backbone = backbone or default_backbone(source.kind)
     names = tuple(s.strip() for s in strategies.split(",") if s.strip())
-    for name in names:
-        parse_strategy(name)
     rows = compare_source(source, output.out, backbone=backbone, strategies=names, epochs=epochs,
                           image_size=image_size, seed=split.seed, test_size=split.test_size, skip_bad=data.skip_bad,
                           force=output.force, progress=False if output.as_json else None)  # Lightning's bar writes to stdout

@@ -57,13 +57,17 @@ def item_digest(item: str, modality: str) -> str:
     return text_digest(item) if modality == "text" else file_digest(item)
 
 
+def digest_id(item: str, modality: str) -> int:
+    """The first 64 bits of an item's content digest: how a saved model records its training items."""
+    return int(item_digest(item, modality)[:16], 16)
+
+
 def digest_ids(items: list[str], modality: str) -> np.ndarray:
-    """The first 64 bits of each item's content digest as uint64 (unreadable files are left out):
-    what a saved model records of its training items, to tell them apart from new data."""
+    """:func:`digest_id` of every readable item, unique, as uint64 (to tell training items from new data)."""
     ids = []
     for item in items:
         try:
-            ids.append(int(item_digest(item, modality)[:16], 16))
+            ids.append(digest_id(item, modality))
         except DataError:
             continue
     return np.unique(np.asarray(ids, dtype=np.uint64))

@@ -15,7 +15,7 @@ from transfuse.featurizers.extractor import FeatureExtractor, backbone_list, lay
 from transfuse.parts import part_kinds
 
 __all__ = ["FeatureExtractor", "FeaturizerInfo", "backbone_list", "describe", "fitted_featurizers", "layers_of",
-           "make_featurizer", "weights_ids"]
+           "make_featurizer", "refuse_options", "weights_ids"]
 
 
 def fitted_featurizers() -> dict[str, type]:
@@ -91,7 +91,12 @@ def make_featurizer(backbone: str | None, modality: str, *, layers=None, pooling
                                       ("--precision", None if precision == "auto" else precision)) if value]
     if weights != "pretrained":
         given.append("--weights")
+    refuse_options(name, given)
+    return cls()
+
+
+def refuse_options(name: str, given: list[str]) -> None:
+    """The one error for options a fitted featurizer cannot take (its columns are not layers)."""
     if given:
         raise DataError(f"{name} has no layers, pooling, weights or engine to choose: drop {', '.join(given)} "
                         f"(set the head's C with --head-param C=...)")
-    return cls()

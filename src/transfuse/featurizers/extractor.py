@@ -156,8 +156,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def _check_weights(self) -> None:
         """Refuse to compute features with backbone weights other than those the model was trained on."""
         saved = getattr(self, "trained_weights_id_", None)
-        if saved is None:
-            return
+        if saved is None or getattr(self, "_weights_checked", None) == (self.backbone, self.weights):
+            return  # nothing to check, or checked already (a weights file is hashed once, not per batch of items)
         try:
             current = weights_ids(self.backbone, self.weights)
         except UnknownBackboneError as exc:
@@ -169,6 +169,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         if current != saved:
             raise ModelDirError(f"the model was trained on backbone weights {saved}, but {current} is installed now; "
                                 f"install the matching weights or fit again")
+        self._weights_checked = (self.backbone, self.weights)
 
     def _engine_for(self, name: str, device: str) -> tuple[str, str]:
         """The engine of one backbone: pinned in ``engines`` (a saved model keeps the one it was

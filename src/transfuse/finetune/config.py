@@ -33,6 +33,11 @@ class FinetuneConfig:
     precision: str = "auto"
     seed: int = 0
 
+    @property
+    def run_name(self) -> str:
+        """How a run is named in folder names and titles: ``scratch``, or the strategy (``last2``)."""
+        return "scratch" if self.from_scratch else self.strategy.replace(":", "")
+
     def check(self) -> None:
         """Clear errors for numbers out of range, before any work (the CLI checks its flags the same
         way): what was given, and what is allowed."""

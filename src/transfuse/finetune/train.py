@@ -183,7 +183,7 @@ def _loggers(out: Path, resumed_epoch: int | None = None) -> list:
         kept = []
         try:
             with open(out / "logs" / "metrics.csv", newline="") as fh:
-                kept = [row for row in csv.DictReader(fh) if _epoch(row) is not None and _epoch(row) <= resumed_epoch]
+                kept = [row for row in csv.DictReader(fh) if (epoch := _epoch(row)) is not None and epoch <= resumed_epoch]
         except (OSError, csv.Error, ValueError):  # no log yet, or a damaged one: start it afresh
             kept = []
         with warnings.catch_warnings():
@@ -215,7 +215,7 @@ def _start_run(out: Path, run: dict, resume: bool, force: bool) -> int | None:
     and returns the epoch the last checkpoint holds."""
     check_destination(out, force=force, run=True)
     if resume:
-        return _resumable(out / "checkpoints" / "last.ckpt", run)
+        return _resumable(out, run)
     try:
         for stale in RUN_ENTRIES:  # a previous run's checkpoints would be versioned beside this run's
             shutil.rmtree(out / stale, ignore_errors=True)
@@ -226,9 +226,10 @@ def _start_run(out: Path, run: dict, resume: bool, force: bool) -> int | None:
     return None
 
 
-def _resumable(last: Path, run: dict) -> int:
-    """The epoch a run's last checkpoint holds, after checking it can be resumed with this data and
-    these options (a clear error instead of a size mismatch deep in the network)."""
+def _resumable(out: Path, run: dict) -> int:
+    """The epoch the last checkpoint of the run in ``out`` holds, after checking it can be resumed with
+    this data and these options (a clear error instead of a size mismatch deep in the network)."""
+    last = out / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise ModelDirError(f"nothing to resume: {last} does not exist; start without --resume")
     try:
@@ -237,13 +238,13 @@ def _resumable(last: Path, run: dict) -> int:
         raise ModelDirError(f"checkpoint {last} is corrupt ({type(exc).__name__}); delete it and start "
                             f"without --resume") from None
     try:
-        saved = json.loads((last.parent.parent / RUN_FILE).read_text())
+        saved = json.loads((out / RUN_FILE).read_text())
     except (OSError, ValueError):
         saved = {}  # a run of a version before run.json: a mismatch shows when the checkpoint is loaded
     differ = [key for key in run if key in saved and saved[key] != run[key]]
     if differ:
         what = "; ".join(f"{k}: {saved[k]} then, {run[k]} now" for k in differ)
-        raise DataError(f"the run in {last.parent.parent} cannot be resumed with other settings or data ({what}); "
+        raise DataError(f"the run in {out} cannot be resumed with other settings or data ({what}); "
                         f"resume it as it was started, or start a new run without --resume")
     return int(checkpoint.get("epoch", 0))
 
