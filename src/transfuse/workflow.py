@@ -287,8 +287,40 @@ def finetune(source: Source, config, output: OutputSpec | None = None, split: Sp
     return metrics, out
 
 
+SOURCE_ARCHS = {"small-cnn": "small_cnn", "vgg11": "vgg11", "resnet18": "timm:resnet18"}  # --arch -> backbone
+
+
+def source_backbone(arch: str, image_size: int | None = None) -> str:
+    """The backbone ``train-source --arch`` trains (``small_cnn@N`` for small-cnn at another size)."""
+    if arch not in SOURCE_ARCHS:
+        raise DataError(f"unknown source architecture {arch!r}; choose one of {', '.join(SOURCE_ARCHS)}")
+    if arch == "small-cnn" and image_size not in (None, 28):
+        return f"small_cnn@{image_size}"
+    return SOURCE_ARCHS[arch]
+
+
+def train_source(source: Source, arch: str = "small-cnn", output: OutputSpec | None = None,
+                 split: SplitSpec | None = None, *, image_size: int | None = None, **settings) -> tuple[dict, Path]:
+    """Train a network from scratch on a source task and save it as a source for transfer: afterwards
+    ``--backbone local:<folder>`` uses it in every command. ``settings`` are
+    :class:`~transfuse.finetune.config.FinetuneConfig` fields (epochs, lr, batch_size, patience, ...)
+    and :func:`finetune`'s keywords (resume, skip_bad, num_workers, devices, progress). Every layer
+    trains at one learning rate (no layer decay: nothing is pretrained).
+
+    >>> train_source(load_source("fashion-source"), "small-cnn", OutputSpec("sources/fashion"))  # doctest: +SKIP
+    """
+    from transfuse.finetune.config import FinetuneConfig
+
+    run_keys = ("resume", "skip_bad", "num_workers", "devices", "progress")
+    run = {k: settings.pop(k) for k in run_keys if k in settings}
+    backbone = source_backbone(arch, image_size)
+    config = FinetuneConfig(backbone=backbone, strategy="full", from_scratch=True, image_size=image_size,
+                            **{"layer_decay": 1.0, "probe_epochs": 0, **settings})
+    return finetune(source, config, output, split, **run)
+
+
 def compare_source(source: Source, out_dir: str | Path | None = None, *, backbone: str | None = None,
-                   strategies: tuple[str, ...] = ("head", "lp-ft"), epochs: int = 10, image_size: int = 128,
+                   strategies: tuple[str, ...] = ("head", "lp-ft"), epochs: int = 10, image_size: int | None = None,
                    seed: int = 0, test_size: float = 0.2, skip_bad: bool = False, progress: bool | None = None,
                    force: bool = False, **finetune_params) -> list[dict]:
     """Same split, same budget: training from scratch, the feature probe, and each fine-tuning strategy.

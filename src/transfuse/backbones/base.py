@@ -6,6 +6,7 @@ What is known without building it (input contract, tap names and shapes, weights
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -50,6 +51,7 @@ class Backbone:
     default_taps: tuple[str, ...] = ("features",)
     num_prefix_tokens: int = 0
     weights_target: nn.Module | None = field(default=None, repr=False)  # what a weights file fills (default: model)
+    file_loader: Callable[[str], None] | None = field(default=None, repr=False)  # reads weights files of other formats
     _shapes: dict[str, tuple[int, ...]] | None = field(default=None, repr=False)
 
     @property

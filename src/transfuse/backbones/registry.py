@@ -3,7 +3,8 @@
 
 Specs come from the ``BACKBONES`` tuples of the built-in adapter modules listed below, then from
 modules named in the ``transfuse.backbones`` entry-point group (see :mod:`transfuse.plugins`), then
-from :func:`register_backbone` calls. ``timm:<name>`` and ``hf:<org/name>`` resolve on the fly.
+from :func:`register_backbone` calls. Prefixed names resolve on the fly: ``timm:<name>``, ``torchvision:<name>``, ``hf:<org/name>``,
+``keras:<model file>``, ``local:<folder>`` (a network transfuse trained) and ``small_cnn@<px>``.
 ``weights`` is ``"pretrained"`` (default), ``"random"`` (seeded random init: the no-transfer
 baseline) or a path to a weights file, resolved the same way for every family
 (:func:`~transfuse.backbones.weights.resolve_weights`).
@@ -25,9 +26,13 @@ BUILTIN_MODULES = (
     "transfuse.backbones.dinov2",
     "transfuse.backbones.text",
     "transfuse.backbones.audio",
+    "transfuse.backbones.vgg",
+    "transfuse.backbones.small_cnn",
     "transfuse.backbones.tiny",
 )
-RESOLVER_MODULES = ("transfuse.backbones.timm_adapter", "transfuse.backbones.hub")  # name prefix -> spec
+RESOLVER_MODULES = ("transfuse.backbones.timm_adapter", "transfuse.backbones.hub", "transfuse.backbones.keras_model",
+                    "transfuse.backbones.torchvision_adapter", "transfuse.backbones.small_cnn",
+                    "transfuse.backbones.local")  # name prefix -> spec
 ENTRY_POINTS = "transfuse.backbones"
 DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm_l6", "audio": "speech_embedding"}
 _REGISTERED: dict[str, BackboneSpec] = {}  # register_backbone at run time
@@ -91,8 +96,8 @@ def get_spec(name: str) -> BackboneSpec:
                                    f"`transfuse fit DATA --backbone {name}` or transfuse.featurizers.make_featurizer")
     known = ", ".join(sorted({*specs, *_REGISTERED}))
     raise UnknownBackboneError(
-        f"unknown backbone {name!r}; built in: {known}; or any timm model as timm:<name>, any Hugging Face "
-        f"text or speech encoder as hf:<org/name> or hf:/local/dir (see `transfuse backbones`)")
+        f"unknown backbone {name!r}; built in: {known}; or timm:<name>, torchvision:<name>, hf:<org/name> (or "
+        f"hf:/local/dir), keras:<model file>, local:<folder from train-source> (see `transfuse backbones`)")
 
 
 def default_backbone(modality: str) -> str:
@@ -129,7 +134,9 @@ def create_backbone(name: str, weights: str = "pretrained", device: str | None =
             backbone = spec.build(False)
     else:
         backbone = spec.build(resolved.kind == "pretrained")
-        if resolved.kind == "file":
+        if resolved.kind == "file" and backbone.file_loader is not None:
+            backbone.file_loader(resolved.path)  # a family's own formats (Keras .h5 for VGG)
+        elif resolved.kind == "file":
             load_weights_file(backbone.weights_target or backbone.model, resolved.path)
     backbone.weights_id = resolved.identity
     backbone.model.eval()

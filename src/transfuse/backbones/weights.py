@@ -9,6 +9,7 @@ state dict safely (safetensors, or ``torch.load(weights_only=True)``) into a net
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 RANDOM_SEED = 0  # seed of every --weights random network
 _BASELINE = {"text": "--backbone tfidf", "audio": "--backbone logmel"}
-_NETWORK = {"onnx": "ONNX", "numpy": "numpy"}
+_NETWORK = {"onnx": "ONNX", "numpy": "numpy", "keras": "Keras"}
 
 
 @dataclass(frozen=True)
@@ -106,3 +107,13 @@ def why_unloadable(exc: Exception) -> str:
         return "it is a pickle with Python objects besides tensors, which transfuse does not load (it could run code)"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first[:200]}"
+
+
+def architecture_only(name: str, arch: str) -> Callable[[], str]:
+    """``locate`` for an architecture without pretrained weights: always the error that says what to do."""
+
+    def locate() -> str:
+        raise WeightsUnavailableError(f"{name} has no pretrained weights; use --weights random or a weights file, or "
+                                      f"train it on a source task: transfuse train-source DATA --arch {arch}")
+
+    return locate

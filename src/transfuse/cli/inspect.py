@@ -16,7 +16,7 @@ from transfuse.cli.options import Json
 
 @app.command()
 def layers(
-    backbone: Annotated[str, typer.Argument(help="Backbone name, timm:<name> or hf:<org/name>.")] = "efficientnet_lite0",
+    backbone: Annotated[str, typer.Argument(help="Backbone name, or timm:<name>, torchvision:<name>, hf:<org/name>, keras:<file>, local:<folder>.")] = "efficientnet_lite0",
     as_json: Json = False,
     weights: Annotated[Optional[str], typer.Option("--weights", hidden=True, help="Ignored: taps do not depend on the weights.")] = None,
 ) -> None:
@@ -44,15 +44,19 @@ def layers(
 
 @app.command()
 def backbones(as_json: Json = False) -> None:
-    """List the backbones (built in, or added by plugins) and the fitted featurizers; any timm model
-    also works as timm:<name>, any Hugging Face encoder as hf:<org/name>."""
+    """List the backbones (built in, or added by plugins) and the fitted featurizers: what they read,
+    family, size, input, whether their weights are here (and the command that gets them). Also usable:
+    timm:<name>, torchvision:<name>, hf:<org/name>, keras:<model file> and local:<folder> (a network
+    trained with train-source or finetune)."""
     from transfuse.backbones import list_backbones
     from transfuse.featurizers import fitted_featurizers
 
-    rows = [{"name": s.name, "modality": s.modality, "weights": s.weights.id, "description": s.description,
+    rows = [{"name": s.name, "modality": s.modality, "weights": s.weights.id, "origin": s.weights.origin,
+             "description": s.description,
              "family": s.family, "params": s.params, "license": s.license, "input": s.input_spec.describe(),
              "available": s.weights.available(), "get": s.weights.get} for s in list_backbones()]
-    rows += [{"name": name, "modality": cls.modality, "weights": f"{name}:fitted", "description": cls.description,
+    rows += [{"name": name, "modality": cls.modality, "weights": f"{name}:fitted", "origin": "fitted on your data",
+              "description": cls.description,
               "family": "fitted featurizer", "params": None, "license": "", "input": "", "available": True, "get": ""}
              for name, cls in fitted_featurizers().items()]
     rows.sort(key=lambda r: r["name"])
@@ -60,11 +64,12 @@ def backbones(as_json: Json = False) -> None:
         print(json.dumps(rows))
         return
     table = Table(title="backbones")
-    for col in ("name", "reads", "params", "here", "description"):
+    for col in ("name", "reads", "family", "params", "input", "here", "description"):
         table.add_column(col, justify="right" if col == "params" else "left")
     for r in rows:
         params = "-" if r["params"] is None else f"{r['params'] / 1e6:.1f}M" if r["params"] >= 1e5 else str(r["params"])
-        table.add_row(r["name"], r["modality"], params, "yes" if r["available"] else "no", r["description"])
+        table.add_row(r["name"], r["modality"], r["family"], params, r["input"], "yes" if r["available"] else "no",
+                      r["description"])
     out.print(table)
     missing = [r for r in rows if not r["available"]]
     for r in missing:

@@ -63,7 +63,10 @@ Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on std
 Force = Annotated[bool, typer.Option("--force", help="Replace whatever --out holds, even when it is not a transfuse model (its files are lost).")]
 Strategy = Annotated[str, typer.Option("--strategy", help="head | last:N | full | lp-ft | gradual")]
 Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs (at most; early stopping may end sooner).")]
-ImageSize = Annotated[int, typer.Option("--image-size", min=16, help="Training and prediction size in pixels (fine-tuning).")]
+ImageSize = Annotated[Optional[int], typer.Option("--image-size", min=16, help="Training and prediction size in pixels (default: the backbone's input size, at most 128).")]
+Lr = Annotated[Optional[float], typer.Option("--lr", callback=between(0), help="Learning rate of the new output layer (default: 1e-3 for images, 1e-2 for text).")]
+Patience = Annotated[int, typer.Option("--patience", min=1, help="Stop after this many epochs without a better validation accuracy.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue a killed run from <out>/checkpoints/last.ckpt.")]
 
 
 # -- groups -----------------------------------------------------------------------------------------

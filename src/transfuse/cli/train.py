@@ -1,4 +1,4 @@
-"""Commands that train: fit, search, finetune, compare."""
+"""Commands that train: fit, search, finetune, compare, train-source."""
 
 from __future__ import annotations
 
@@ -19,9 +19,12 @@ from transfuse.cli.options import (
     Epochs,
     FeatureOptions,
     ImageSize,
+    Lr,
     OutputOptions,
+    Patience,
     Precision,
     RecipeOptions,
+    Resume,
     SearchOptions,
     SplitOptions,
     Strategy,
@@ -107,16 +110,16 @@ def finetune(
     strategy: Strategy = "lp-ft",
     from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Same architecture from random weights, same budget.")] = False,
     epochs: Epochs = 10,
-    lr: Annotated[Optional[float], typer.Option("--lr", callback=between(0), help="Learning rate of the new output layer (default: 1e-3 for images, 1e-2 for text).")] = None,
+    lr: Lr = None,
     backbone_lr: Annotated[Optional[float], typer.Option("--backbone-lr", callback=between(0), help="Learning rate of the top pretrained block (default: lr x layer-decay for images, 2e-5 for text encoders).")] = None,
     layer_decay: Annotated[float, typer.Option("--layer-decay", max=1.0, callback=between(0), help="Each group further down gets this times less, compounded.")] = 0.75,
     l2sp: Annotated[float, typer.Option("--l2sp", min=0.0, help="L2-SP strength pulling weights toward the pretrained ones (0 = off).")] = 0.0,
     probe_epochs: Annotated[int, typer.Option("--probe-epochs", min=0, help="Head-only epochs before lp-ft/gradual unfreeze.")] = 3,
-    image_size: ImageSize = 128,
+    image_size: ImageSize = None,
     batch_size: BatchSize = None,
-    patience: Annotated[int, typer.Option("--patience", min=1, help="Stop after this many epochs without a better validation accuracy.")] = 5,
+    patience: Patience = 5,
     precision: Precision = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from <out>/checkpoints/last.ckpt.")] = False,
+    resume: Resume = False,
     workers: Workers = None,
     devices: Annotated[int, typer.Option("--devices", min=1, help="Train with DDP on this many GPUs (or CPU processes without a GPU).")] = 1,
 ) -> None:
@@ -154,7 +157,7 @@ def compare(
     backbone: Backbone = None,
     strategies: Annotated[str, typer.Option("--strategies", help="Fine-tuning strategies to run besides scratch and the probe, comma-separated.")] = "head,lp-ft",
     epochs: Epochs = 10,
-    image_size: ImageSize = 128,
+    image_size: ImageSize = None,
 ) -> None:
     """Does transfer pay? Scratch vs feature probe vs fine-tuning strategies on one split, one table."""
     from transfuse.backbones import default_backbone
@@ -177,3 +180,41 @@ def compare(
                       f"{r['seconds']:.0f}")
     out.print(table)
     out.print(f"models and compare.json in {Path(rows[0]['model_dir']).parent}")
+
+
+@app.command("train-source")
+@options(data=DataOptions, split=SplitOptions, output=OutputOptions)
+def train_source(
+    data: DataOptions,
+    split: SplitOptions,
+    output: OutputOptions,
+    arch: Annotated[str, typer.Option("--arch", help="small-cnn (Conv1-Pool1-Conv2-Pool2-Flatten-Dense, 28 px unless --image-size), vgg11 or resnet18.")] = "small-cnn",
+    epochs: Epochs = 10,
+    lr: Lr = None,
+    image_size: ImageSize = None,
+    batch_size: BatchSize = None,
+    patience: Patience = 5,
+    precision: Precision = None,
+    resume: Resume = False,
+    workers: Workers = None,
+) -> None:
+    """Train a network from scratch on a source task of your own, then transfer from it with
+    --backbone local:<out> (fit, search, finetune, compare, layers)."""
+    from transfuse.evaluate import metrics_table
+    from transfuse.finetune.config import FinetuneConfig
+    from transfuse.workflow import OutputSpec
+    from transfuse.workflow import train_source as run
+
+    source = data.load()
+    metrics, folder = run(source, arch, OutputSpec(output.out, force=output.force), split.spec(), image_size=image_size,
+                          epochs=epochs, lr=lr, batch_size=batch_size or FinetuneConfig.batch_size, patience=patience,
+                          precision=precision or "auto", seed=split.seed, resume=resume, skip_bad=data.skip_bad,
+                          num_workers=workers, progress=False if output.as_json else None)
+    if not metrics:
+        return
+    if output.as_json:
+        print(json.dumps({"model_dir": str(folder), "backbone": f"local:{folder}", **metrics}))
+        return
+    out.print(metrics_table(metrics, title=f"{arch} trained from scratch on {source.name}, test split"))
+    out.print(f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f}s; source saved to {folder}")
+    out.print(f"transfer from it with --backbone local:{folder} (its layers: transfuse layers local:{folder})")

@@ -33,6 +33,7 @@ class FeaturizerInfo:
     fitted: bool
     description: str
     trainable: bool  # can be fine-tuned
+    network: str = ""  # what runs it (torch, onnx, numpy, keras); empty for fitted featurizers
 
 
 def describe(name: str) -> FeaturizerInfo:
@@ -42,7 +43,8 @@ def describe(name: str) -> FeaturizerInfo:
         cls = fitted[name]
         return FeaturizerInfo(name, cls.modality, True, getattr(cls, "description", ""), False)
     spec = get_spec(name)
-    return FeaturizerInfo(name, spec.modality, False, spec.description, spec.trainable and spec.modality != "audio")
+    return FeaturizerInfo(name, spec.modality, False, spec.description, spec.trainable and spec.modality != "audio",
+                          spec.network)
 
 
 def check_trainable(name: str) -> None:
@@ -52,6 +54,8 @@ def check_trainable(name: str) -> None:
         return
     if info.fitted:
         what = "fitted on the training texts, not a network"
+    elif info.network == "keras":
+        what = "Keras models run frozen here; to fine-tune your own source, train it with `transfuse train-source`"
     elif info.modality == "audio":
         what = "the audio encoders are frozen here"
     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from transfuse.errors import DataError
 
@@ -25,7 +25,7 @@ class FinetuneConfig:
     l2sp: float = 0.0
     probe_epochs: int = 3
     unfreeze_every: int = 1
-    image_size: int = 128
+    image_size: int | None = None  # None: the backbone's own size, at most 128 (see for_backbone)
     batch_size: int = 32
     patience: int = 5
     val_fraction: float = 0.15
@@ -38,11 +38,22 @@ class FinetuneConfig:
         """How a run is named in folder names and titles: ``scratch``, or the strategy (``last2``)."""
         return "scratch" if self.from_scratch else self.strategy.replace(":", "")
 
+    def for_backbone(self, spec) -> FinetuneConfig:
+        """The config with its image size settled for ``spec``: as given, else the backbone's input size
+        capped at 128 px (CPU-friendly); a network whose input size is fixed (``Flatten -> Dense``)
+        takes only its own, and any other is a clear error."""
+        fixed = spec.extra.get("fixed_size") and getattr(spec.input_spec, "size", None)
+        if fixed and self.image_size not in (None, fixed):
+            raise DataError(f"{spec.name} reads {fixed} px images only (its Flatten -> Dense fixes the size), got "
+                            f"--image-size {self.image_size}; drop the option or train small_cnn@{self.image_size}")
+        size = self.image_size or fixed or min(getattr(spec.input_spec, "size", 128), 128)
+        return replace(self, image_size=size)
+
     def check(self) -> None:
         """Clear errors for numbers out of range, before any work (the CLI checks its flags the same
         way): what was given, and what is allowed."""
         for name, low in _AT_LEAST.items():
-            if getattr(self, name) < low:
+            if getattr(self, name) is not None and getattr(self, name) < low:
                 raise DataError(f"{name} must be at least {low}, got {getattr(self, name)}")
         for name in ("lr", "backbone_lr"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:

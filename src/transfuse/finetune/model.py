@@ -63,7 +63,8 @@ class FinetunedModel:
         """The network's state dict (fp32 numpy arrays), and its fine-tuning config and classes."""
         arrays = {k: v.detach().cpu().float().numpy() if v.dtype == torch.bfloat16 else v.detach().cpu().numpy()
                   for k, v in self.model.state_dict().items()}
-        meta = {"finetune": asdict(self.config), "classes": [str(c) for c in self.classes_], "modality": self.modality}
+        meta = {"finetune": asdict(self.config), "classes": [str(c) for c in self.classes_], "modality": self.modality,
+                "taps": list(self.task.backbone.tap_names)}  # for readers of the folder (local: rebuilds its own)
         return arrays, meta
 
     @classmethod

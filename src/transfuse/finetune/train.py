@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from transfuse.atomic import atomic_write_text, permissions
-from transfuse.backbones import check_modality, create_backbone
+from transfuse.backbones import check_modality, create_backbone, get_spec
 from transfuse.config import default_workers
 from transfuse.data.fingerprint import digest_ids
 from transfuse.data.source import Source
@@ -72,6 +72,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
 
     strategy = parse_strategy(cfg.strategy)
     cfg.check()
+    cfg = cfg.for_backbone(get_spec(cfg.backbone))
     precision = _precision(cfg.precision)
     check_modality([cfg.backbone], source.kind)
     train, test = split_source(source, test_size=test_size, seed=split_seed)  # missing classes fail here

@@ -1,0 +1,136 @@
+"""``keras:<path>``: a Keras 3 model file (``.keras``, or a whole model saved as ``.h5``) as a backbone.
+
+Keras runs on its PyTorch backend (``KERAS_BACKEND=torch``; TensorFlow is not needed), where a model
+is a ``torch.nn.Module``. Every named layer after the input is a tap; one forward pass of a
+``keras.Model`` whose outputs are the requested layers returns them all. Maps come back NHWC and
+are turned to NCHW, so pooling treats them like any CNN's.
+
+Pixels: the model gets RGB in [0, 1], or 0-255 when it starts with a ``Rescaling`` or
+``Normalization`` layer (it scales them itself); a one-channel model gets the grey level. The
+model file's SHA-256 is its weights identity. Keras models are used frozen (features); loading is
+safe mode (no Python lambdas deserialised).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from transfuse.backbones.base import Backbone, TapPoint
+from transfuse.backbones.inputs import InputSpec
+from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
+from transfuse.errors import UnknownBackboneError, WeightsUnavailableError
+
+PREFIX = "keras:"
+SCALING_LAYERS = ("Rescaling", "Normalization")
+DEFAULT_SIZE = 224  # for models that take any image size
+
+
+def import_keras():
+    """Keras on the PyTorch backend (the backend is fixed when Keras is first imported)."""
+    os.environ["KERAS_BACKEND"] = "torch"
+    try:
+        import keras
+    except ImportError:
+        raise WeightsUnavailableError("keras: backbones need Keras 3: pip install 'transfuse[keras]'") from None
+    if keras.backend.backend() != "torch":
+        raise WeightsUnavailableError(f"Keras was imported with the {keras.backend.backend()} backend before transfuse "
+                                      f"could choose torch; set KERAS_BACKEND=torch")
+    return keras
+
+
+@functools.lru_cache(maxsize=8)
+def load_keras_model(path: str):
+    """The model in ``path`` (safe mode: no lambdas deserialised), with a one-line error otherwise."""
+    keras = import_keras()
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for files it cannot read
+        hint = (" (a weights-only file: give it to --weights of the architecture it belongs to, e.g. "
+                "--backbone vgg16 --weights FILE)") if path.endswith(".h5") else ""
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise WeightsUnavailableError(f"cannot load Keras model {path}: {type(exc).__name__}: {first}{hint}") from None
+
+
+def _item_shape(shape) -> tuple[int, ...]:
+    """A Keras output shape without its batch axis, channels first for maps (``-1``: any size)."""
+    dims = tuple(-1 if d is None else int(d) for d in shape[1:])
+    return (dims[2], dims[0], dims[1]) if len(dims) == 3 else dims
+
+
+def _input_contract(model) -> tuple[InputSpec, int]:
+    shape = model.inputs[0].shape if getattr(model, "inputs", None) else None
+    if shape is None or len(shape) != 4 or shape[-1] not in (1, 3):
+        raise UnknownBackboneError(f"keras: backbones read images (an input of shape (height, width, 1 or 3)); this "
+                                   f"model takes {tuple(shape) if shape is not None else 'no defined input'}")
+    size = int(shape[1]) if shape[1] is not None else DEFAULT_SIZE
+    scales_itself = any(type(layer).__name__ in SCALING_LAYERS for layer in model.layers[:3])
+    std = (1 / 255,) * 3 if scales_itself else (1.0, 1.0, 1.0)
+    return InputSpec(size=size, crop_pct=1.0, mean=(0.0, 0.0, 0.0), std=std, interpolation="bilinear"), int(shape[-1])
+
+
+@functools.lru_cache(maxsize=8)
+def keras_spec(name: str) -> BackboneSpec:
+    """The spec of ``keras:<path>``: taps and shapes from the model's layers (the model is loaded)."""
+    path = Path(name[len(PREFIX):]).expanduser()
+    if not path.is_file() or path.suffix not in (".keras", ".h5"):
+        raise UnknownBackboneError(f"keras: needs a Keras model file (.keras, or a whole model saved as .h5); "
+                                   f"{str(path)!r} is {'not a file' if not path.is_file() else 'neither'}")
+    from transfuse.backbones.weights import file_sha256
+
+    model = load_keras_model(str(path.resolve()))
+    input_spec, channels = _input_contract(model)
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    taps = tuple(TapSpec(layer.name, depth, _item_shape(layer.output.shape)) for depth, layer in enumerate(layers))
+    digest = file_sha256(str(path))
+    return BackboneSpec(
+        name=name, build=lambda pretrained: _build(name, str(path.resolve()), input_spec, channels, taps),
+        input_spec=input_spec, taps=taps,
+        weights=WeightsSource(id=f"keras-file:{digest}", origin=f"Keras model file {path.name}"),
+        family="keras", description=f"Keras model {path.name} ({type(model).__name__}, {len(layers)} layers)",
+        license="the model owner's", params=int(model.count_params()), network="keras",
+        default_taps=(taps[-2].name if len(taps) > 1 else taps[-1].name,))
+
+
+def _build(name: str, path: str, input_spec: InputSpec, channels: int, taps: tuple[TapSpec, ...]):
+    model = load_keras_model(path)
+    return KerasBackbone(name=name, weights_id="", input_spec=input_spec, model=model,
+                         taps=[TapPoint(t.name, t.name, t.depth) for t in taps],
+                         default_taps=(taps[-2].name if len(taps) > 1 else taps[-1].name,), channels=channels,
+                         _shapes={t.name: t.shape for t in taps})
+
+
+@dataclass
+class KerasBackbone(Backbone):
+    """A Keras model behind the Backbone interface: one multi-output ``keras.Model`` per tap set."""
+
+    channels: int = 3
+    _submodels: dict = field(default_factory=dict, repr=False)
+
+    def network_inputs(self, inputs, good, device):
+        x = self.input_spec.normalize(inputs[good])  # (N, 3, H, W)
+        if self.channels == 1:
+            x = x.mean(dim=1, keepdim=True)
+        return (x,)
+
+    def forward_raw(self, tensors, names, stop_early=True):
+        self.check_taps(names)
+        key = tuple(names)
+        if key not in self._submodels:
+            keras = import_keras()
+            self._submodels[key] = keras.Model(self.model.inputs, [self.model.get_layer(n).output for n in names])
+        (x,) = tensors
+        with torch.no_grad():  # frozen: no graph kept
+            outputs = self._submodels[key](x.permute(0, 2, 3, 1).contiguous(), training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return {n: o.permute(0, 3, 1, 2) if o.ndim == 4 else o for n, o in zip(names, map(torch.as_tensor, outputs))}
+
+    def prepare(self, device: str) -> None:
+        """Keras places its variables itself (on the GPU when torch sees one)."""
+
+
+RESOLVERS = {PREFIX: keras_spec}

