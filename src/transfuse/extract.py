@@ -37,7 +37,7 @@ from transfuse.taps import check_pooling, parse_layers
 
 log = logging.getLogger(__name__)
 FORMAT = "v1"  # bump when pooling or layout changes so old cache entries are not reused
-_WHAT = {"image": "images", "audio": "audio"}
+_WHAT = {"image": "images", "audio": "audio", "sequence": "sequences"}
 FLUSH_ROWS = 256  # pooled rows buffered per tap before one shard is written to the cache
 
 
@@ -135,7 +135,7 @@ def extract_features(
     if long_text not in ("truncate", "chunk"):
         raise DataError(f"long_text must be 'truncate' or 'chunk', got {long_text!r}")
     weights_id = resolve_weights(spec, weights).identity
-    taps = spec.check_taps(parse_layers(layers) or ["features"])
+    taps = spec.check_taps(parse_layers(layers) or list(spec.default_taps))
     paths = [str(p) for p in paths]
     if not paths:
         raise DataError("no inputs to extract features from")
@@ -308,7 +308,7 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
                 pending[tap].clear()
         pending_digests.clear()
 
-    bar = tqdm(total=len(paths), desc=f"extract {job.backbone}", unit={"text": "text", "audio": "clip"}.get(bb.modality, "img"),
+    bar = tqdm(total=len(paths), desc=f"extract {job.backbone}", unit={"text": "text", "audio": "clip", "sequence": "seq"}.get(bb.modality, "img"),
                  disable=not _show_progress(progress))
     start = time.perf_counter()
     with bar:

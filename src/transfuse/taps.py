@@ -26,14 +26,15 @@ def parse_layers(layers: str | Iterable[str] | None) -> list[str] | None:
 
 TEXT_POOLINGS = ("avg", "max", "cls")  # over the tokens under the padding mask
 AUDIO_POOLINGS = ("meanstd", "avg", "max")  # over the frames that cover real audio
-DEFAULT_POOLING = {"image": "avg", "text": "avg", "audio": "meanstd"}
+SEQUENCE_POOLINGS = ("last", "avg", "max", "meanstd")  # over the real frames; last: the state after the last one
+DEFAULT_POOLING = {"image": "avg", "text": "avg", "audio": "meanstd", "sequence": "last"}
 
 
 def check_pooling(pooling: str | None, modality: str = "image") -> str:
     """Validate a pooling name for a backbone of the given modality (None: the modality's default)."""
     if pooling is None:
         return DEFAULT_POOLING[modality]
-    allowed = {"text": TEXT_POOLINGS, "audio": AUDIO_POOLINGS}.get(modality, POOLINGS)
+    allowed = {"text": TEXT_POOLINGS, "audio": AUDIO_POOLINGS, "sequence": SEQUENCE_POOLINGS}.get(modality, POOLINGS)
     if pooling not in allowed:
         raise DataError(f"pooling {pooling!r} does not apply to {modality} backbones; choose one of "
                         f"{', '.join(allowed)}")
@@ -69,3 +70,26 @@ def pool(x: torch.Tensor, pooling: str, num_prefix_tokens: int = 0) -> torch.Ten
             return tokens.clamp(min=1e-6).pow(GEM_P).mean(dim=1).pow(1.0 / GEM_P)
         return tokens.mean(dim=1)
     raise DataError(f"cannot pool a tap output of shape {tuple(x.shape)}")
+
+
+def pool_frames(h: torch.Tensor, valid: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Reduce ``(N, T, D)`` frames to ``(N, D)`` over the first ``valid[i]`` frames of each row (the
+    rest is padding): ``avg``, ``max``, ``meanstd`` (mean and standard deviation side by side, 2D)
+    or ``last`` (the frame at ``valid - 1``: a recurrent network's state after the whole item).
+
+    >>> pool_frames(torch.arange(6.).view(1, 3, 2), torch.tensor([2]), "last").tolist()
+    [[2.0, 3.0]]
+    """
+    h = h.float()
+    if pooling == "last":
+        index = (valid.long().clamp(min=1) - 1).to(h.device)
+        return h[torch.arange(h.shape[0], device=h.device), index]
+    mask = (torch.arange(h.shape[1], device=h.device)[None] < valid[:, None].to(h.device)).float()[..., None]
+    n = mask.sum(1).clamp(min=1)
+    mean = (h * mask).sum(1) / n
+    if pooling == "max":
+        return h.masked_fill(mask == 0, float("-inf")).amax(1)
+    if pooling == "meanstd":
+        std = (((h - mean[:, None]) ** 2 * mask).sum(1) / n).sqrt()
+        return torch.cat([mean, std], dim=1)
+    return mean

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,8 @@ def default_out_dir(source: Source, *what: str) -> Path:
     """``transfuse-models/<data>-<what...>-<timestamp>`` under the working directory: the one place a
     default output folder is named (fit, finetune, compare)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    parts = [source.name, *(w.replace(":", "_") for w in what), stamp]
+    # names may hold paths (local:/runs/src, keras:model.keras): one folder name of safe characters
+    parts = [source.name, *(re.sub(r"[^A-Za-z0-9.,=+-]+", "_", w).strip("_") for w in what), stamp]
     return Path("transfuse-models") / "-".join(parts)
 
 
@@ -259,8 +261,9 @@ def auto_layers(backbone: str) -> list[str]:
     backbones = backbone_list(backbone)
     names = []
     for name in backbones:
-        taps = [t for t in get_spec(name).tap_names if t not in ("features", "logits")]
-        names += [t if len(backbones) == 1 else f"{name}:{t}" for t in taps[-3:] + ["features"]]
+        every = get_spec(name).tap_names
+        taps = [t for t in every if t not in ("features", "logits")][-3:] + (["features"] if "features" in every else [])
+        names += [t if len(backbones) == 1 else f"{name}:{t}" for t in taps]
     return names
 
 
@@ -287,19 +290,32 @@ def finetune(source: Source, config, output: OutputSpec | None = None, split: Sp
     return metrics, out
 
 
-SOURCE_ARCHS = {"small-cnn": "small_cnn", "vgg11": "vgg11", "resnet18": "timm:resnet18"}  # --arch -> backbone
+SOURCE_ARCHS = {"small-cnn": "small_cnn", "vgg11": "vgg11", "resnet18": "timm:resnet18", "gru": "gru",
+                "lstm": "lstm"}  # --arch -> backbone
 
 
-def source_backbone(arch: str, image_size: int | None = None) -> str:
-    """The backbone ``train-source --arch`` trains (``small_cnn@N`` for small-cnn at another size)."""
+def source_backbone(arch: str, source: Source, image_size: int | None = None) -> str:
+    """The backbone ``train-source --arch`` trains for ``source``: ``small_cnn@N`` for small-cnn at
+    another size, ``gru@W``/``lstm@W`` for frames of W values."""
     if arch not in SOURCE_ARCHS:
         raise DataError(f"unknown source architecture {arch!r}; choose one of {', '.join(SOURCE_ARCHS)}")
+    if arch in ("gru", "lstm"):
+        if source.kind != "sequence":
+            raise DataError(f"--arch {arch} trains on sequences (.npy frames or an .npz array file); this data is "
+                            f"{source.kind}: use small-cnn, vgg11 or resnet18")
+        from transfuse.data.sequences import sequence_width
+
+        width = sequence_width(source.items)
+        return arch if width == 13 else f"{arch}@{width}"
+    if source.kind != "image":
+        raise DataError(f"--arch {arch} trains on images; this data is {source.kind}"
+                        f"{': use gru or lstm' if source.kind == 'sequence' else ''}")
     if arch == "small-cnn" and image_size not in (None, 28):
         return f"small_cnn@{image_size}"
     return SOURCE_ARCHS[arch]
 
 
-def train_source(source: Source, arch: str = "small-cnn", output: OutputSpec | None = None,
+def train_source(source: Source, arch: str | None = None, output: OutputSpec | None = None,
                  split: SplitSpec | None = None, *, image_size: int | None = None, **settings) -> tuple[dict, Path]:
     """Train a network from scratch on a source task and save it as a source for transfer: afterwards
     ``--backbone local:<folder>`` uses it in every command. ``settings`` are
@@ -311,9 +327,10 @@ def train_source(source: Source, arch: str = "small-cnn", output: OutputSpec | N
     """
     from transfuse.finetune.config import FinetuneConfig
 
+    arch = arch or ("gru" if source.kind == "sequence" else "small-cnn")
     run_keys = ("resume", "skip_bad", "num_workers", "devices", "progress")
     run = {k: settings.pop(k) for k in run_keys if k in settings}
-    backbone = source_backbone(arch, image_size)
+    backbone = source_backbone(arch, source, image_size)
     config = FinetuneConfig(backbone=backbone, strategy="full", from_scratch=True, image_size=image_size,
                             **{"layer_decay": 1.0, "probe_epochs": 0, **settings})
     return finetune(source, config, output, split, **run)

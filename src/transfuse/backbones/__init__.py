@@ -4,7 +4,7 @@
 where to get them) without building it; ``create_backbone(name, weights=...)`` builds it.
 """
 
-from transfuse.backbones.inputs import AudioSpec, InputSpec, TextSpec
+from transfuse.backbones.inputs import AudioSpec, InputSpec, SequenceSpec, TextSpec
 from transfuse.backbones.registry import (
     check_modality,
     create_backbone,
@@ -21,6 +21,7 @@ __all__ = [
     "Backbone",
     "BackboneSpec",
     "InputSpec",
+    "SequenceSpec",
     "TapPoint",
     "TapSpec",
     "TextSpec",

@@ -24,7 +24,7 @@ from transfuse.backbones.inputs import AudioSpec
 from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
 from transfuse.config import default_workers
 from transfuse.errors import WeightsUnavailableError
-from transfuse.taps import check_pooling
+from transfuse.taps import check_pooling, pool_frames
 
 
 @dataclass
@@ -78,20 +78,7 @@ class AudioBackbone(Backbone):
         lengths = lengths[good]
         waves = waves[good][:, : max(int(lengths.max()), self.input_spec.min_samples)]
         out = self.model(waves.to(device), lengths.to(device))
-        pooled = {}
-        for tap in taps:
-            h, valid = out[tap]
-            mask = (torch.arange(h.shape[1], device=h.device)[None] < valid[:, None]).float()[..., None]
-            n = mask.sum(1).clamp(min=1)
-            mean = (h * mask).sum(1) / n
-            if pooling == "max":
-                pooled[tap] = h.masked_fill(mask == 0, float("-inf")).amax(1)
-            elif pooling == "meanstd":
-                std = (((h - mean[:, None]) ** 2 * mask).sum(1) / n).sqrt()
-                pooled[tap] = torch.cat([mean, std], dim=1)
-            else:
-                pooled[tap] = mean
-        return pooled
+        return {tap: pool_frames(*out[tap], pooling) for tap in taps}
 
 
 # --- speech_embedding (ONNX) ---------------------------------------------------------------------

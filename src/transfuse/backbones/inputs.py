@@ -82,3 +82,15 @@ class AudioSpec(_Contract):
 
     def describe(self) -> str:
         return f"{self.sample_rate / 1000:g} kHz mono"
+
+
+@dataclass(frozen=True)
+class SequenceSpec(_Contract):
+    """How frame sequences are prepared: values per frame, and ``cmvn`` (each item's frames centred
+    and scaled per value over its own frames: cepstral mean and variance normalisation)."""
+
+    width: int
+    normalize: str = "cmvn"
+
+    def describe(self) -> str:
+        return f"{self.width} values per frame"

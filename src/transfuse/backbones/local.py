@@ -1,5 +1,5 @@
 """``local:<DIR>``: a network transfuse trained, used as a source. ``DIR`` is a model directory written by
-``transfuse train-source`` or ``transfuse finetune`` (a fine-tuned image network); its architecture,
+``transfuse train-source`` or ``transfuse finetune`` (an image or sequence network); its architecture,
 input size, classes and weights come from the directory, its taps are the architecture's plus
 ``logits`` (the source task's output layer). The identity of its weights is the SHA-256 of the
 directory's weights file, so features of a retrained source are never mixed with old ones.
@@ -22,7 +22,8 @@ PREFIX = "local:"
 class TrainedNetwork:
     """What a model directory says about its network."""
 
-    arch: str  # the backbone it was built from (small_cnn, vgg11, timm:resnet18, ...)
+    arch: str  # the backbone it was built from (small_cnn, vgg11, timm:resnet18, gru, ...)
+    modality: str
     image_size: int
     classes: tuple[str, ...]
     state: dict  # array name -> numpy array (the network's state dict)
@@ -47,13 +48,14 @@ def read_trained(folder: Path) -> TrainedNetwork:
                                    f"takes a folder written by `transfuse train-source` or `transfuse finetune`")
     part = parts[0]
     meta = part.get("meta", {})
-    if meta.get("modality", "image") != "image":
+    if meta.get("modality", "image") not in ("image", "sequence"):
         raise UnknownBackboneError(f"local:{folder} is a fine-tuned {meta.get('modality')} model; local: reads image "
-                                   f"networks for now")
+                                   f"and sequence networks for now")
     settings = meta.get("finetune", {})
     prefix = f"{part['name']}."
     state = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-    return TrainedNetwork(str(settings.get("backbone")), int(settings.get("image_size") or 128),
+    return TrainedNetwork(str(settings.get("backbone")), meta.get("modality", "image"),
+                          int(settings.get("image_size") or 128),
                           tuple(meta.get("classes", [])), state, file_sha256(str(folder / WEIGHTS)))
 
 
@@ -69,9 +71,9 @@ def local_spec(name: str) -> BackboneSpec:
     except ModelDirError as exc:
         raise UnknownBackboneError(f"local: {exc}") from None
     arch = get_spec(trained.arch)
-    input_spec = dataclasses.replace(arch.input_spec, size=trained.image_size, crop_pct=1.0)
-    if not isinstance(input_spec, InputSpec):
-        raise UnknownBackboneError(f"local:{folder} was trained from {trained.arch}, which is not an image network")
+    input_spec = arch.input_spec
+    if isinstance(input_spec, InputSpec):  # images: the size it was trained at, the whole image
+        input_spec = dataclasses.replace(input_spec, size=trained.image_size, crop_pct=1.0)
 
     def build(pretrained: bool):
         return _build(name, arch.name, input_spec, trained if pretrained else None, len(trained.classes))
@@ -83,6 +85,7 @@ def local_spec(name: str) -> BackboneSpec:
                         description=f"{trained.arch} trained on {len(trained.classes)} source classes "
                                     f"({', '.join(trained.classes[:4])}{', ...' if len(trained.classes) > 4 else ''})",
                         license="yours", params=sum(int(v.size) for v in trained.state.values()),
+                        modality=arch.modality,
                         default_taps=arch.default_taps, extra=dict(arch.extra))
 
 

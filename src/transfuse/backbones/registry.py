@@ -28,13 +28,15 @@ BUILTIN_MODULES = (
     "transfuse.backbones.audio",
     "transfuse.backbones.vgg",
     "transfuse.backbones.small_cnn",
+    "transfuse.backbones.rnn",
     "transfuse.backbones.tiny",
 )
 RESOLVER_MODULES = ("transfuse.backbones.timm_adapter", "transfuse.backbones.hub", "transfuse.backbones.keras_model",
                     "transfuse.backbones.torchvision_adapter", "transfuse.backbones.small_cnn",
+                    "transfuse.backbones.rnn",
                     "transfuse.backbones.local")  # name prefix -> spec
 ENTRY_POINTS = "transfuse.backbones"
-DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm_l6", "audio": "speech_embedding"}
+DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm_l6", "audio": "speech_embedding", "sequence": "gru"}
 _REGISTERED: dict[str, BackboneSpec] = {}  # register_backbone at run time
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ def check_modality(backbones: list[str], modality: str) -> None:
     for name in backbones:
         reads = get_spec(name).modality
         if reads != modality:
-            what = {"image": "images", "audio": "audio clips"}.get(reads, reads)
+            what = {"image": "images", "audio": "audio clips", "sequence": "frame sequences"}.get(reads, reads)
             raise UnknownBackboneError(f"backbone {name!r} reads {what} but the data is {modality}; use "
                                        f"--backbone {DEFAULT_BACKBONES[modality]} or another {modality} backbone "
                                        f"(see `transfuse backbones`)")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from transfuse.backbones.inputs import AudioSpec, InputSpec, TextSpec
+from transfuse.backbones.inputs import AudioSpec, InputSpec, SequenceSpec, TextSpec
 from transfuse.errors import UnknownLayerError, WeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -69,10 +69,10 @@ class BackboneSpec:
 
     name: str
     build: Callable[[bool], Backbone]
-    input_spec: InputSpec | TextSpec | AudioSpec
+    input_spec: InputSpec | TextSpec | AudioSpec | SequenceSpec
     taps: tuple[TapSpec, ...]
     weights: WeightsSource
-    modality: str = "image"  # what items are: "image" paths, "text" strings, "audio" paths
+    modality: str = "image"  # what items are: "image" paths, "text" strings, "audio" paths, "sequence" .npy paths
     family: str = ""
     description: str = ""
     license: str = ""  # of the pretrained weights

@@ -188,7 +188,7 @@ def train_source(
     data: DataOptions,
     split: SplitOptions,
     output: OutputOptions,
-    arch: Annotated[str, typer.Option("--arch", help="small-cnn (Conv1-Pool1-Conv2-Pool2-Flatten-Dense, 28 px unless --image-size), vgg11 or resnet18.")] = "small-cnn",
+    arch: Annotated[Optional[str], typer.Option("--arch", help="Images: small-cnn (Conv1-Pool1-Conv2-Pool2-Flatten-Dense, 28 px unless --image-size; the default), vgg11, resnet18. Sequences (.npy frames, .npz): gru (the default) or lstm.")] = None,
     epochs: Epochs = 10,
     lr: Lr = None,
     image_size: ImageSize = None,
@@ -215,6 +215,7 @@ def train_source(
     if output.as_json:
         print(json.dumps({"model_dir": str(folder), "backbone": f"local:{folder}", **metrics}))
         return
-    out.print(metrics_table(metrics, title=f"{arch} trained from scratch on {source.name}, test split"))
+    out.print(metrics_table(metrics, title=f"{arch or 'source network'} trained from scratch on {source.name}, "
+                                           f"test split"))
     out.print(f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f}s; source saved to {folder}")
     out.print(f"transfer from it with --backbone local:{folder} (its layers: transfuse layers local:{folder})")

@@ -40,6 +40,10 @@ def predict(
         from transfuse.data.audio import AUDIO_EXTENSIONS
 
         items = find_images(inputs, AUDIO_EXTENSIONS, "audio")
+    elif modality == "sequence":
+        from transfuse.data.sequences import SEQUENCE_EXTENSIONS
+
+        items = find_images(inputs, SEQUENCE_EXTENSIONS, "sequence (.npy)")
     else:
         items = find_images(inputs)
     records = predict_paths(model, items, on_error="skip" if skip_bad else "raise")

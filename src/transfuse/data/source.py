@@ -20,8 +20,8 @@ SPLIT_NAMES = ("train", "test")
 class Source:
     """Labelled items of one data set.
 
-    ``items`` are file paths (images now; text and audio later), ``labels`` their class
-    names, and ``splits`` an optional ``train``/``test`` tag per item from a manifest.
+    ``items`` are file paths (images, audio clips, ``.npy`` sequences) or texts, ``labels`` their
+    class names, and ``splits`` an optional ``train``/``test`` tag per item from a manifest.
     """
 
     items: list[str]
@@ -72,6 +72,13 @@ def load_audio_folder(root: str | Path, skip_bad: bool = False) -> Source:
     from transfuse.data.audio import AUDIO_EXTENSIONS
 
     return load_class_folders(root, AUDIO_EXTENSIONS, "audio", skip_bad)
+
+
+def load_sequence_folder(root: str | Path, skip_bad: bool = False) -> Source:
+    """Read ``root/<class>/<item>.npy`` (arrays of shape (frames, width)) into a sequence :class:`Source`."""
+    from transfuse.data.sequences import SEQUENCE_EXTENSIONS
+
+    return load_class_folders(root, SEQUENCE_EXTENSIONS, "sequence", skip_bad)
 
 
 def load_class_folders(root: str | Path, extensions: frozenset[str], kind: str, skip_bad: bool = False) -> Source:
@@ -143,6 +150,8 @@ def load_manifest(path: str | Path) -> Source:
     if has_split and not all(splits):
         raise DataError(f"{path}: the split column must be filled on every row or on none")
     from transfuse.data.audio import is_audio_file
+    from transfuse.data.sequences import is_sequence_file
 
-    kind = "audio" if all(is_audio_file(p) for p in items) else "image"
+    kind = "audio" if all(is_audio_file(p) for p in items) else \
+        "sequence" if all(is_sequence_file(p) for p in items) else "image"
     return Source(items=items, labels=labels, name=path.stem, splits=splits if has_split else None, kind=kind)

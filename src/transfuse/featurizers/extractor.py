@@ -20,7 +20,7 @@ from transfuse.engines import PRECISIONS, RUNTIMES, EngineStore, package_built
 from transfuse.engines import validate as validate_engine
 from transfuse.errors import DataError, EngineError, ModelDirError, TransfuseError, UnknownBackboneError
 from transfuse.extract import Features, extract_features, open_cache
-from transfuse.taps import AUDIO_POOLINGS, POOLINGS, parse_layers
+from transfuse.taps import AUDIO_POOLINGS, POOLINGS, SEQUENCE_POOLINGS, parse_layers
 
 log = logging.getLogger(__name__)
 _SAVED_PARAMS = ("backbone", "layers", "pooling", "weights", "batch_size", "long_text", "runtime", "precision")
@@ -82,7 +82,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     role = "featurizer"
     fitted = False  # a pretrained network: nothing learned from the data
     _parameter_constraints: dict = {  # checked in fit and when a saved model is loaded
-        "backbone": [str], "layers": [str, list, None], "pooling": [StrOptions(set(POOLINGS + AUDIO_POOLINGS)), None],
+        "backbone": [str], "layers": [str, list, None], "pooling": [StrOptions(set(POOLINGS + AUDIO_POOLINGS + SEQUENCE_POOLINGS)), None],
         "weights": [str, os.PathLike], "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "num_workers": [Interval(Integral, 0, None, closed="left"), None], "device": [str, None],
         "cache": "no_validation", "on_error": [StrOptions({"raise", "skip"})],

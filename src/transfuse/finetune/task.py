@@ -198,10 +198,52 @@ class TextTask:
             yield self._encode([items[i] for i in pos]), torch.tensor(pos), torch.ones(len(pos), dtype=torch.bool)
 
 
-def make_task(backbone: Backbone, image_size: int = 128, augment: bool = True) -> ImageTask | TextTask:
+class SequenceTask:
+    """Frame sequences (``.npy`` items): zero-padded batches with their lengths; no augmentation."""
+
+    modality = "sequence"
+
+    def __init__(self, backbone: Backbone) -> None:
+        self.backbone = backbone
+
+    def network(self, n_classes: int) -> nn.Module:
+        self.backbone.model.reset_classifier(n_classes)
+        return self.backbone.model
+
+    def groups(self) -> list[tuple[str, list[str]]]:
+        return parameter_groups(self.backbone)
+
+    def unreadable(self, items: list[str]) -> list[str]:
+        from transfuse.data.sequences import SequenceFiles
+
+        files = SequenceFiles(items, self.backbone.input_spec.width)
+        return [items[i] for i in range(len(items)) if not files[i][2]]
+
+    @staticmethod
+    def _collate(rows):
+        from transfuse.data.sequences import pad_frames
+
+        frames, labels = zip(*rows)
+        (padded, lengths), _, _ = pad_frames([(f, i, True) for i, f in enumerate(frames)])
+        return {"frames": padded, "lengths": lengths}, torch.tensor(labels)
+
+    def loader(self, items: list[str], labels: np.ndarray, train: bool, batch_size: int, seed: int,
+               num_workers: int = 0) -> DataLoader:
+        from transfuse.data.sequences import read_sequence
+
+        return labelled_loader(items, labels, lambda p: torch.from_numpy(read_sequence(p)), train, batch_size, seed,
+                               num_workers, self._collate)
+
+    def predict_batches(self, items: list[str], batch_size: int):
+        yield from self.backbone.batches(list(items), batch_size, 0, "cpu")
+
+
+def make_task(backbone: Backbone, image_size: int = 128, augment: bool = True) -> ImageTask | TextTask | SequenceTask:
     """The fine-tuning adapter of a backbone's modality (audio encoders here are frozen)."""
     if backbone.modality == "image":
         return ImageTask(backbone, image_size, augment)
+    if backbone.modality == "sequence":
+        return SequenceTask(backbone)
     if backbone.modality == "text" and getattr(backbone, "tokenizer", None) is not None:
         return TextTask(backbone)
     if backbone.modality == "text":

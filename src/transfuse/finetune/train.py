@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # Learning rates when none is given, per modality: (new output layer, top pretrained group or None for
 # lr * layer_decay). Transformers drift from their pretrained solution at image-CNN rates, and with
 # few texts a head at 1e-3 gets too few steps to learn (measured in benchmarks/text.py --finetune).
-DEFAULT_LRS = {"image": (1e-3, None), "text": (1e-2, 2e-5)}
+DEFAULT_LRS = {"image": (1e-3, None), "text": (1e-2, 2e-5), "sequence": (3e-3, None)}
 
 
 def _precision(choice: str) -> str:
