@@ -52,7 +52,8 @@ def _probe(X: np.ndarray, y: np.ndarray, pool_n: int, draws: dict) -> dict:
 
 
 def _train(items: list[str], labels: list[str], splits: list[str] | None, cfg: FinetuneConfig, out: Path) -> dict:
-    source = Source(items=items, labels=labels, name="bench", splits=splits)
+    kind = "sequence" if items[0].endswith(".npy") else "image"
+    source = Source(items=items, labels=labels, name="bench", splits=splits, kind=kind)
     return finetune_source(source, cfg, out, progress=False, force=True)
 
 
@@ -104,8 +105,7 @@ def images(args, draws_seeds: list[int], rows: list, data: dict, work: Path) -> 
         feats = extract_features(items, layers=",".join(layers), cache=cache, **kwargs)
         data.setdefault("engines", {})[prefix] = feats.engine.label()
         for layer in layers:
-            lo, hi = feats.slices[layer]
-            results[f"{prefix} {layer}"] = _probe(feats.X[:, lo:hi], y_all, len(pool_paths), draws)
+            results[f"{prefix} {layer}"] = _probe(feats.X[:, feats.slices[layer]], y_all, len(pool_paths), draws)
             print(f"{prefix} {layer}", {b: np.mean(v) for b, v in results[f'{prefix} {layer}'].items()},
                   f"({time.perf_counter() - t:.0f}s)", flush=True)
 
@@ -132,9 +132,9 @@ def sequences(args, draws_seeds: list[int], rows: list, data: dict, work: Path) 
     pool = np.setdiff1d(tgt, test)
     root = WORK / "own-source-seq"
     label = lambda i: f"digit{digits[i]}"  # noqa: E731
-    src_root = write_sequences([frames[i] for i in src_idx], [label(i) for i in src_idx], root / "source")
+    src_root = write_sequences([frames[i] for i in src_idx], [label(i) for i in src_idx], root / "source", force=True)
     tgt_root = write_sequences([frames[i] for i in np.concatenate([pool, test])],
-                               [label(i) for i in np.concatenate([pool, test])], root / "target")
+                               [label(i) for i in np.concatenate([pool, test])], root / "target", force=True)
     by_index = {int(p.stem): str(p) for p in tgt_root.rglob("*.npy")}
     pool_paths = [by_index[k] for k in range(len(pool))]
     test_paths = [by_index[len(pool) + k] for k in range(len(test))]

@@ -54,6 +54,12 @@ def test_bad_sequence_inputs_are_clear_errors(tmp_path, data_home):
     np.savez(bad, X=np.zeros((5, 3)))
     with pytest.raises(DataError, match="lacks the arrays lengths, y"):
         load_source(bad)
+    np.savez(bad, X=np.zeros((4, 3)), lengths=np.array([2, 2]), y=np.array([0, 1]), classes=np.array(["ok", "../up"]))
+    with pytest.raises(DataError, match="usable as folder names; '../up'"):
+        load_source(bad)
+    np.savez(bad, X=np.zeros((4, 3)), lengths=np.array([2, 2]), y=np.array([0, 5]), classes=np.array(["a", "b"]))
+    with pytest.raises(DataError, match="indices 0..1"):
+        load_source(bad)
     folder = tmp_path / "seqs"
     for cls in ("a", "b"):
         (folder / cls).mkdir(parents=True)
@@ -62,9 +68,11 @@ def test_bad_sequence_inputs_are_clear_errors(tmp_path, data_home):
     np.save(folder / "a" / "object.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)  # a pickle inside
     np.save(folder / "b" / "nan.npy", np.full((4, 13), np.nan, dtype=np.float32))
     np.save(folder / "b" / "narrow.npy", np.zeros((4, 7), dtype=np.float32))
+    np.savez(folder / "b" / "archive.npz", x=np.zeros(3))
+    (folder / "b" / "archive.npz").rename(folder / "b" / "archive.npy")  # several arrays under an .npy name
     env = {"TRANSFUSE_CACHE": str(tmp_path / "cache"), **data_home}
     r = cli("fit", str(folder), "--backbone", "gru", "--weights", "random", env=env)
-    assert r.returncode == 2 and "3 of 11 files could not be read as sequences" in r.stderr
+    assert r.returncode == 2 and "4 of 12 files could not be read as sequences" in r.stderr
     r = cli("fit", str(folder), "--backbone", "gru", "--weights", "random", "--skip-bad", "--test-size", "0.25",
             env=env)
     assert r.returncode == 0, r.stderr

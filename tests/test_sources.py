@@ -165,6 +165,10 @@ def test_keras_prefix_errors(tmp_path, keras_vgg16):
     text_model.save(str(tmp_path / "vector.keras"))
     with pytest.raises(UnknownBackboneError, match="read images"):
         get_spec(f"keras:{tmp_path / 'vector.keras'}")
+    wide = keras.Sequential([keras.Input((16, 32, 3)), keras.layers.Conv2D(2, 3, name="c")])
+    wide.save(str(tmp_path / "wide.keras"))
+    with pytest.raises(UnknownBackboneError, match="square images; this model takes 16x32"):
+        get_spec(f"keras:{tmp_path / 'wide.keras'}")
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "vgg11", "convnext_tiny", "mobilenet_v2"])
@@ -219,10 +223,11 @@ def test_train_source_then_transfer_from_it_everywhere(image_folder, tmp_path, c
     first = get_spec(f"local:{source}").weights.id
     assert cli("train-source", str(image_folder), "--epochs", "1", "--out", str(source), "--seed", "3",
                env=env).returncode == 0
-    from transfuse.backbones.local import local_spec
+    assert get_spec(f"local:{source}").weights.id != first  # read again: the weights file changed
+    import shutil
 
-    local_spec.cache_clear()
-    assert get_spec(f"local:{source}").weights.id != first
+    shutil.rmtree(source)  # a model fine-tuned from the source does not need the source folder
+    assert cli("predict", str(tmp_path / "ft"), one, env=env).returncode == 0
 
 
 def test_train_source_sizes_and_refusals(image_folder, tmp_path, cache_dir):

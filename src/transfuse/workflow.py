@@ -303,10 +303,12 @@ def source_backbone(arch: str, source: Source, image_size: int | None = None) ->
         if source.kind != "sequence":
             raise DataError(f"--arch {arch} trains on sequences (.npy frames or an .npz array file); this data is "
                             f"{source.kind}: use small-cnn, vgg11 or resnet18")
+        if image_size is not None:
+            raise DataError("--image-size applies to images; a recurrent network reads sequences of any length")
+        from transfuse.backbones.rnn import rnn_name
         from transfuse.data.sequences import sequence_width
 
-        width = sequence_width(source.items)
-        return arch if width == 13 else f"{arch}@{width}"
+        return rnn_name(arch, sequence_width(source.items))
     if source.kind != "image":
         raise DataError(f"--arch {arch} trains on images; this data is {source.kind}"
                         f"{': use gru or lstm' if source.kind == 'sequence' else ''}")

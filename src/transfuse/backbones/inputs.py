@@ -90,7 +90,7 @@ class SequenceSpec(_Contract):
     and scaled per value over its own frames: cepstral mean and variance normalisation)."""
 
     width: int
-    normalize: str = "cmvn"
+    normalization: str = "cmvn"  # what the network does first (recorded so a change shows in cache keys)
 
     def describe(self) -> str:
         return f"{self.width} values per frame"

@@ -43,9 +43,16 @@ def import_keras():
     return keras
 
 
-@functools.lru_cache(maxsize=8)
 def load_keras_model(path: str):
-    """The model in ``path`` (safe mode: no lambdas deserialised), with a one-line error otherwise."""
+    """The model in ``path`` (safe mode: no lambdas deserialised), with a one-line error otherwise;
+    loaded once per process while the file does not change."""
+    from transfuse.backbones.weights import file_stamp
+
+    return _load(*file_stamp(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str, size: int, mtime_ns: int):
     keras = import_keras()
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -67,40 +74,52 @@ def _input_contract(model) -> tuple[InputSpec, int]:
     if shape is None or len(shape) != 4 or shape[-1] not in (1, 3):
         raise UnknownBackboneError(f"keras: backbones read images (an input of shape (height, width, 1 or 3)); this "
                                    f"model takes {tuple(shape) if shape is not None else 'no defined input'}")
+    if shape[1] != shape[2]:
+        raise UnknownBackboneError(f"keras: backbones read square images; this model takes {shape[1]}x{shape[2]} "
+                                   f"(height x width)")
     size = int(shape[1]) if shape[1] is not None else DEFAULT_SIZE
     scales_itself = any(type(layer).__name__ in SCALING_LAYERS for layer in model.layers[:3])
     std = (1 / 255,) * 3 if scales_itself else (1.0, 1.0, 1.0)
     return InputSpec(size=size, crop_pct=1.0, mean=(0.0, 0.0, 0.0), std=std, interpolation="bilinear"), int(shape[-1])
 
 
-@functools.lru_cache(maxsize=8)
 def keras_spec(name: str) -> BackboneSpec:
-    """The spec of ``keras:<path>``: taps and shapes from the model's layers (the model is loaded)."""
+    """The spec of ``keras:<path>``: taps and shapes from the model's layers (the model is loaded; again
+    when the file changes)."""
+    from transfuse.backbones.weights import file_stamp
+
     path = Path(name[len(PREFIX):]).expanduser()
     if not path.is_file() or path.suffix not in (".keras", ".h5"):
         raise UnknownBackboneError(f"keras: needs a Keras model file (.keras, or a whole model saved as .h5); "
                                    f"{str(path)!r} is {'not a file' if not path.is_file() else 'neither'}")
-    from transfuse.backbones.weights import file_sha256
+    return _keras_spec(name, file_stamp(path))
 
-    model = load_keras_model(str(path.resolve()))
+
+@functools.lru_cache(maxsize=8)
+def _keras_spec(name: str, stamp: tuple[str, int, int]) -> BackboneSpec:
+    from transfuse.backbones.weights import file_digest
+
+    path = Path(stamp[0])
+    model = load_keras_model(str(path))
     input_spec, channels = _input_contract(model)
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
     taps = tuple(TapSpec(layer.name, depth, _item_shape(layer.output.shape)) for depth, layer in enumerate(layers))
-    digest = file_sha256(str(path))
+    digest = file_digest(str(path))
+    default = (taps[-2].name if len(taps) > 1 else taps[-1].name,)  # before the output layer
     return BackboneSpec(
-        name=name, build=lambda pretrained: _build(name, str(path.resolve()), input_spec, channels, taps),
+        name=name, build=lambda pretrained: _build(name, str(path), input_spec, channels, taps, default),
         input_spec=input_spec, taps=taps,
         weights=WeightsSource(id=f"keras-file:{digest}", origin=f"Keras model file {path.name}"),
         family="keras", description=f"Keras model {path.name} ({type(model).__name__}, {len(layers)} layers)",
-        license="the model owner's", params=int(model.count_params()), network="keras",
-        default_taps=(taps[-2].name if len(taps) > 1 else taps[-1].name,))
+        license="the model owner's", params=int(model.count_params()), network="keras", default_taps=default)
 
 
-def _build(name: str, path: str, input_spec: InputSpec, channels: int, taps: tuple[TapSpec, ...]):
+def _build(name: str, path: str, input_spec: InputSpec, channels: int, taps: tuple[TapSpec, ...],
+           default: tuple[str, ...]):
     model = load_keras_model(path)
     return KerasBackbone(name=name, weights_id="", input_spec=input_spec, model=model,
                          taps=[TapPoint(t.name, t.name, t.depth) for t in taps],
-                         default_taps=(taps[-2].name if len(taps) > 1 else taps[-1].name,), channels=channels,
+                         default_taps=default, channels=channels,
                          _shapes={t.name: t.shape for t in taps})
 
 

@@ -32,7 +32,7 @@ class TrainedNetwork:
 
 def read_trained(folder: Path) -> TrainedNetwork:
     """The network part of a model directory (format 4, or converted from older ones)."""
-    from transfuse.backbones.weights import file_sha256
+    from transfuse.backbones.weights import file_digest
     from transfuse.modeldir.files import WEIGHTS, read_arrays, read_config
     from transfuse.modeldir.legacy import migrate
 
@@ -54,20 +54,32 @@ def read_trained(folder: Path) -> TrainedNetwork:
     settings = meta.get("finetune", {})
     prefix = f"{part['name']}."
     state = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-    return TrainedNetwork(str(settings.get("backbone")), meta.get("modality", "image"),
-                          int(settings.get("image_size") or 128),
-                          tuple(meta.get("classes", [])), state, file_sha256(str(folder / WEIGHTS)))
+    arch = meta.get("architecture") or settings.get("backbone")  # fine-tuned from a local: source: its architecture
+    return TrainedNetwork(str(arch), meta.get("modality", "image"), int(settings.get("image_size") or 128),
+                          tuple(meta.get("classes", [])), state, file_digest(str(folder / WEIGHTS)))
+
+
+def local_spec(name: str) -> BackboneSpec:
+    """The spec of ``local:<DIR>``: tap shapes from one dummy pass of the rebuilt network. Read again
+    whenever the folder's weights file changes (a source retrained into the same folder)."""
+    from transfuse.backbones.weights import file_stamp
+    from transfuse.modeldir.files import WEIGHTS
+
+    folder = Path(name[len(PREFIX):]).expanduser().resolve()
+    try:
+        stamp = file_stamp(folder / WEIGHTS)
+    except OSError:
+        stamp = None  # read_trained says what is missing
+    return _local_spec(name, folder, stamp)
 
 
 @functools.lru_cache(maxsize=8)
-def local_spec(name: str) -> BackboneSpec:
-    """The spec of ``local:<DIR>``: tap shapes from one dummy pass of the rebuilt network."""
+def _local_spec(name: str, folder: Path, stamp) -> BackboneSpec:
     from transfuse.backbones.registry import get_spec
     from transfuse.backbones.timm_adapter import declared_taps
 
-    folder = Path(name[len(PREFIX):]).expanduser()
     try:
-        trained = read_trained(folder.resolve())
+        trained = read_trained(folder)
     except ModelDirError as exc:
         raise UnknownBackboneError(f"local: {exc}") from None
     arch = get_spec(trained.arch)
@@ -78,15 +90,16 @@ def local_spec(name: str) -> BackboneSpec:
     def build(pretrained: bool):
         return _build(name, arch.name, input_spec, trained if pretrained else None, len(trained.classes))
 
-    taps = declared_taps(build(True))
+    network = build(True)
+    taps = declared_taps(network)
     return BackboneSpec(name=name, build=build, input_spec=input_spec, taps=taps,
                         weights=WeightsSource(id=f"local:{trained.digest}", origin=f"trained by transfuse ({folder})"),
                         family=f"own ({arch.family or arch.name})",
                         description=f"{trained.arch} trained on {len(trained.classes)} source classes "
                                     f"({', '.join(trained.classes[:4])}{', ...' if len(trained.classes) > 4 else ''})",
-                        license="yours", params=sum(int(v.size) for v in trained.state.values()),
-                        modality=arch.modality,
-                        default_taps=arch.default_taps, extra=dict(arch.extra))
+                        license="yours", params=sum(p.numel() for p in network.model.parameters()),
+                        modality=arch.modality, default_taps=arch.default_taps,
+                        extra={**arch.extra, "architecture": trained.arch})
 
 
 def _build(name: str, arch: str, input_spec: InputSpec, trained: TrainedNetwork | None, n_classes: int):

@@ -102,10 +102,15 @@ class SequenceBackbone(Backbone):
         return {tap: pool_frames(*states[tap], pooling) for tap in taps}
 
 
+def rnn_name(cell: str, width: int) -> str:
+    """``gru`` for MFCC-wide frames, ``gru@W`` for others (the name every command takes)."""
+    return cell if width == WIDTH else f"{cell}@{width}"
+
+
 @functools.lru_cache(maxsize=16)
 def rnn_spec(cell: str, width: int = WIDTH) -> BackboneSpec:
     """The spec of ``gru``/``lstm`` for ``width`` values per frame."""
-    name = cell if width == WIDTH else f"{cell}@{width}"
+    name = rnn_name(cell, width)
     contract = SequenceSpec(width=width)
 
     def build(pretrained: bool) -> Backbone:

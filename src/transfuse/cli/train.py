@@ -212,6 +212,7 @@ def train_source(
                           num_workers=workers, progress=False if output.as_json else None)
     if not metrics:
         return
+    folder = Path(folder).resolve()  # a local: name that works from any working directory
     if output.as_json:
         print(json.dumps({"model_dir": str(folder), "backbone": f"local:{folder}", **metrics}))
         return

@@ -39,6 +39,9 @@ def read_sequence(path: str | Path) -> np.ndarray:
         raise CorruptInputError(f"sequence file not found: {path}", [str(path)]) from None
     except (OSError, ValueError, EOFError) as exc:
         raise CorruptInputError(f"cannot read sequence {path}: {str(exc)[:160]}", [str(path)]) from None
+    if not isinstance(array, np.ndarray):  # an .npz archive under an .npy name
+        array.close()
+        raise CorruptInputError(f"sequence {path} is an archive of several arrays, not one .npy array", [str(path)])
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
@@ -116,10 +119,13 @@ def unpack_array_file(path: str | Path) -> Path:
         raise DataError(f"cannot read array file {path}: {str(exc)[:200]}") from None
     if frames.ndim == 1:
         frames = frames[:, None]
+    if frames.ndim != 2 or labels.ndim != 1:
+        raise DataError(f"{path}: X must be (frames, width) and y one label per item; got X {frames.shape}, "
+                        f"y {labels.shape}")
     if len(lengths) != len(labels) or (lengths < 1).any() or int(lengths.sum()) != len(frames):
         raise DataError(f"{path}: lengths must be positive, one per label ({len(labels)}), and add up to the "
                         f"{len(frames)} frames of X; they add up to {int(lengths.sum())}")
-    label_names = [names[int(v)] if names is not None else str(v) for v in labels]
+    label_names = _label_names(path, labels, names)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
         ends = np.cumsum(lengths)
@@ -138,10 +144,27 @@ def unpack_array_file(path: str | Path) -> Path:
     return target
 
 
-def write_sequences(arrays: list[np.ndarray], labels: list[str], root: str | Path) -> Path:
-    """Write items as ``root/<label>/<index>.npy`` (a data set in the folder layout); returns ``root``."""
+def _label_names(path: Path, labels: np.ndarray, names: list[str] | None) -> list[str]:
+    """Class names of ``y`` (indices into ``classes`` when it is given), each usable as one folder name."""
+    if names is not None:
+        if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= len(names):
+            raise DataError(f"{path}: with classes, y must hold indices 0..{len(names) - 1}")
+        out = [names[int(v)] for v in labels]
+    else:
+        out = [str(v) for v in labels]
+    bad = sorted({n for n in out if not n or n in (".", "..") or "/" in n or "\\" in n or "\0" in n})
+    if bad:
+        raise DataError(f"{path}: class names must be usable as folder names; {', '.join(map(repr, bad[:3]))} are not")
+    return out
+
+
+def write_sequences(arrays: list[np.ndarray], labels: list[str], root: str | Path, force: bool = False) -> Path:
+    """Write items as ``root/<label>/<index>.npy`` (a data set in the folder layout); returns ``root``.
+    An existing ``root`` is replaced only with ``force``."""
     root = Path(root)
-    if root.exists():
+    if root.exists() and any(root.iterdir()):
+        if not force:
+            raise DataError(f"{root} is not empty; choose a new folder (or force=True to replace it)")
         shutil.rmtree(root)
     for i, (array, label) in enumerate(zip(arrays, labels)):
         (root / label).mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from transfuse.backbones import create_backbone
+from transfuse.backbones import create_backbone, get_spec
 from transfuse.errors import CorruptInputError
 from transfuse.finetune.config import FinetuneConfig
 from transfuse.finetune.task import make_task
@@ -64,7 +64,8 @@ class FinetunedModel:
         arrays = {k: v.detach().cpu().float().numpy() if v.dtype == torch.bfloat16 else v.detach().cpu().numpy()
                   for k, v in self.model.state_dict().items()}
         meta = {"finetune": asdict(self.config), "classes": [str(c) for c in self.classes_], "modality": self.modality,
-                "taps": list(self.task.backbone.tap_names)}  # for readers of the folder (local: rebuilds its own)
+                "taps": list(self.task.backbone.tap_names),  # for readers of the folder (local: rebuilds its own)
+                "architecture": architecture(self.config.backbone)}
         return arrays, meta
 
     @classmethod
@@ -73,7 +74,8 @@ class FinetunedModel:
         state loaded strictly."""
         config = FinetuneConfig(**meta["finetune"])
         classes = list(meta["classes"])
-        task = make_task(create_backbone(config.backbone, weights="random"), config.image_size, augment=False)
+        arch = meta.get("architecture") or config.backbone  # a local: source's own folder is not needed here
+        task = make_task(create_backbone(arch, weights="random"), config.image_size, augment=False)
         network = task.network(len(classes))
         try:
             network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
@@ -83,3 +85,9 @@ class FinetunedModel:
 
 
 PARTS = (FinetunedModel,)
+
+
+def architecture(backbone: str) -> str:
+    """What rebuilds ``backbone``'s network without its weights: itself, or for a ``local:`` source the
+    architecture it was trained from (so a model fine-tuned from it loads without the source folder)."""
+    return get_spec(backbone).extra.get("architecture", backbone)

@@ -71,7 +71,8 @@ def parameter_groups(backbone: Backbone) -> list[tuple[str, list[str]]]:
 
     Parameters outside every tap module join the next tap group in the network's order (so
     EfficientNet's ``conv_stem`` goes with the ``stem`` tap at ``bn1``); those after the last
-    tap form ``top``; the output layer is ``classifier``.
+    tap form ``top``; the output layer is ``classifier``. Taps that hold no parameters (a pooling
+    layer) are not groups, so ``last:N`` counts layers that train.
     """
     model = backbone.model
     classifier = _classifier_name(model)
@@ -87,7 +88,8 @@ def parameter_groups(backbone: Backbone) -> list[tuple[str, list[str]]]:
         elif owner is not None and pending:
             groups[owner] = [*pending, *groups[owner]]
             pending = []
-    ordered = [(name, groups[name]) for name, _ in taps]
+    owners = {next((name for name, module in taps if _under(p, module)), None) for p, _ in model.named_parameters()}
+    ordered = [(name, groups[name]) for name, _ in taps if name in owners]  # a pooling tap has nothing to train
     if pending:
         ordered.append(("top", pending))
     ordered.append(("classifier", [classifier]))
