@@ -61,7 +61,7 @@ Cv = Annotated[int, typer.Option("--cv", min=2, help="Folds of the cross-validat
 Out = Annotated[Optional[Path], typer.Option("--out", help="Where results are written (default: transfuse-models/<data>-<what>-<time>).")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace whatever --out holds, even when it is not a transfuse model (its files are lost).")]
-Strategy = Annotated[str, typer.Option("--strategy", help="head | last:N | full | lp-ft | gradual")]
+Strategy = Annotated[Optional[str], typer.Option("--strategy", help="head | last:N | full | lp-ft | gradual (default: lp-ft; full with --from-scratch).")]
 Epochs = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs (at most; early stopping may end sooner).")]
 ImageSize = Annotated[Optional[int], typer.Option("--image-size", min=16, help="Training and prediction size in pixels (default: the backbone's input size, at most 128).")]
 Lr = Annotated[Optional[float], typer.Option("--lr", callback=between(0), help="Learning rate of the new output layer (default: 1e-3 for images, 1e-2 for text).")]

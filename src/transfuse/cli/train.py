@@ -107,7 +107,7 @@ def finetune(
     split: SplitOptions,
     output: OutputOptions,
     backbone: Backbone = None,
-    strategy: Strategy = "lp-ft",
+    strategy: Strategy = None,
     from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Same architecture from random weights, same budget.")] = False,
     epochs: Epochs = 10,
     lr: Lr = None,
@@ -132,6 +132,7 @@ def finetune(
 
     source = data.load()
     backbone = backbone or default_backbone(source.kind)
+    strategy = strategy or ("full" if from_scratch else "lp-ft")  # nothing to probe on random weights
     config = FinetuneConfig(backbone=backbone, strategy=strategy, from_scratch=from_scratch, epochs=epochs, lr=lr,
                             backbone_lr=backbone_lr, layer_decay=layer_decay, l2sp=l2sp, probe_epochs=probe_epochs,
                             image_size=image_size, batch_size=batch_size or FinetuneConfig.batch_size,
