@@ -147,9 +147,12 @@ def test_keras_model_in_fit_predict_and_its_clear_refusals(keras_cnn, image_fold
     assert r.returncode == 0, r.stderr
     one = str(next((image_folder / "bag").glob("*.png")))
     assert cli("predict", str(tmp_path / "m"), one, env=env).returncode == 0
-    r = cli("finetune", str(image_folder), "--backbone", f"keras:{path}", env=env)
-    assert r.returncode == 2 and "Keras models run frozen here" in r.stderr and "train-source" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    r = cli("finetune", str(image_folder), "--backbone", f"keras:{path}", "--strategy", "full", "--epochs", "2",
+            "--out", str(tmp_path / "ft"), env=env)  # the Keras layers train under torch
+    assert r.returncode == 0, r.stderr
+    assert cli("predict", str(tmp_path / "ft"), one, env=env).returncode == 0
+    r = cli("finetune", str(image_folder), "--backbone", f"keras:{path}", "--from-scratch", env=env)
+    assert r.returncode == 2 and "no random-weights" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = cli("fit", str(image_folder), "--backbone", f"keras:{path}", "--weights", "random", env=env)
     assert r.returncode == 2 and "frozen Keras model" in r.stderr
 
@@ -248,3 +251,26 @@ def test_train_source_sizes_and_refusals(image_folder, tmp_path, cache_dir):
         get_spec(f"local:{tmp_path / 'nowhere'}")
     with pytest.raises(WeightsUnavailableError, match="train-source DATA --arch vgg11"):
         create_backbone("vgg11")
+
+
+def test_keras_fine_tuning_trains_the_keras_weights_and_groups_by_layer(keras_cnn):
+    """Fine-tuning a keras: backbone trains the Keras layers themselves (one group per layer up to the
+    one before the output), on a fresh copy: the features of the file stay as they were."""
+    from transfuse.finetune.strategy import parameter_groups
+
+    _, path = keras_cnn
+    name = f"keras:{path}"
+    backbone = create_backbone(name)
+    backbone.model.reset_classifier(3)
+    assert [g for g, _ in parameter_groups(backbone)] == ["Conv1", "Dense", "top", "classifier"]
+    x = torch.rand(4, 3, 28, 28)
+    before = create_backbone(name).forward_taps(x, ["Dense"])["Dense"]
+    optimizer = torch.optim.SGD(backbone.model.parameters(), lr=0.5)
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(backbone.model(x), torch.tensor([0, 1, 2, 0]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    trained = backbone.forward_taps(x, ["Dense"])["Dense"]
+    assert not torch.allclose(trained, before)  # the Keras weights moved
+    assert torch.equal(create_backbone(name).forward_taps(x, ["Dense"])["Dense"], before)  # a fresh copy did not

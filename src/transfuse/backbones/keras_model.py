@@ -7,8 +7,9 @@ are turned to NCHW, so pooling treats them like any CNN's.
 
 Pixels: the model gets RGB in [0, 1], or 0-255 when it starts with a ``Rescaling`` or
 ``Normalization`` layer (it scales them itself); a one-channel model gets the grey level. The
-model file's SHA-256 is its weights identity. Keras models are used frozen (features); loading is
-safe mode (no Python lambdas deserialised).
+model file's SHA-256 is its weights identity. Loading is
+safe mode (no Python lambdas deserialised). Fine-tuning trains a copy of the model with a new
+linear output layer on its last layer before the output (:class:`KerasNet`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from transfuse.backbones.base import Backbone, TapPoint
 from transfuse.backbones.inputs import InputSpec
@@ -43,16 +45,20 @@ def import_keras():
     return keras
 
 
-def load_keras_model(path: str):
+def load_keras_model(path: str, fresh: bool = False):
     """The model in ``path`` (safe mode: no lambdas deserialised), with a one-line error otherwise;
-    loaded once per process while the file does not change."""
+    loaded once per process while the file does not change, or ``fresh`` (a copy to train)."""
     from transfuse.backbones.weights import file_stamp
 
-    return _load(*file_stamp(path))
+    return _read(path) if fresh else _load(*file_stamp(path))
 
 
 @functools.lru_cache(maxsize=8)
 def _load(path: str, size: int, mtime_ns: int):
+    return _read(path)
+
+
+def _read(path: str):
     keras = import_keras()
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -116,11 +122,61 @@ def _keras_spec(name: str, stamp: tuple[str, int, int]) -> BackboneSpec:
 
 def _build(name: str, path: str, input_spec: InputSpec, channels: int, taps: tuple[TapSpec, ...],
            default: tuple[str, ...]):
-    model = load_keras_model(path)
-    return KerasBackbone(name=name, weights_id="", input_spec=input_spec, model=model,
-                         taps=[TapPoint(t.name, t.name, t.depth) for t in taps],
+    net = KerasNet(load_keras_model(path, fresh=True), channels, default[0])  # fresh: fine-tuning changes it
+    prefixes = net.layer_prefixes()
+    last = next(t.depth for t in taps if t.name == default[0])  # layers after it are not fine-tuning groups
+    return KerasBackbone(name=name, weights_id="", input_spec=input_spec, model=net,
+                         taps=[TapPoint(t.name, prefixes.get(t.name, t.name) if t.depth <= last else t.name, t.depth)
+                               for t in taps],
                          default_taps=default, channels=channels,
                          _shapes={t.name: t.shape for t in taps})
+
+
+class KerasNet(nn.Module):
+    """A Keras model as a timm-style network for fine-tuning: ``forward_features`` runs it up to
+    ``feature_layer`` (the layer before its output), ``forward_head`` pools a map or sequence and
+    applies a new linear ``classifier``. Inputs are NCHW like every image network here.
+
+    The Keras layers run in inference mode (``training=False``) while their weights train, as
+    Keras's own transfer-learning guide does: BatchNormalization keeps its moving statistics and
+    dropout inside the model is off."""
+
+    def __init__(self, model, channels: int, feature_layer: str) -> None:
+        super().__init__()
+        self.keras = model
+        self.channels, self.feature_layer = channels, feature_layer
+        self.__dict__["_body"] = None  # a keras.Model view sharing the weights: not a second registered copy
+        self.classifier = nn.Identity()
+
+    def layer_prefixes(self) -> dict[str, str]:
+        """Keras layer name -> the prefix of its parameters' names here (``keras._torch_params.Conv1``)."""
+        out = {}
+        for pname, _ in self.named_parameters():
+            head, sep, tail = pname.partition("_torch_params.")
+            if sep and "/" in tail:
+                out.setdefault(tail.split("/")[0], f"{head}{sep}{tail.split('/')[0]}")
+        return out
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self._body is None:
+            keras = import_keras()
+            self.__dict__["_body"] = keras.Model(self.keras.inputs, self.keras.get_layer(self.feature_layer).output)
+        if self.channels == 1 and x.shape[1] == 3:
+            x = x.mean(dim=1, keepdim=True)
+        out = self._body(x.permute(0, 2, 3, 1).contiguous(), training=False)
+        return out.permute(0, 3, 1, 2) if out.ndim == 4 else out
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim > 2:
+            x = x.flatten(2).mean(-1) if x.ndim == 4 else x.mean(1)
+        return self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        shape = self.keras.get_layer(self.feature_layer).output.shape
+        self.classifier = nn.Linear(int(shape[-1]), num_classes)
 
 
 @dataclass
@@ -130,20 +186,17 @@ class KerasBackbone(Backbone):
     channels: int = 3
     _submodels: dict = field(default_factory=dict, repr=False)
 
-    def network_inputs(self, inputs, good, device):
-        x = self.input_spec.normalize(inputs[good])  # (N, 3, H, W)
-        if self.channels == 1:
-            x = x.mean(dim=1, keepdim=True)
-        return (x,)
-
     def forward_raw(self, tensors, names, stop_early=True):
         self.check_taps(names)
         key = tuple(names)
         if key not in self._submodels:
             keras = import_keras()
-            self._submodels[key] = keras.Model(self.model.inputs, [self.model.get_layer(n).output for n in names])
+            model = self.model.keras
+            self._submodels[key] = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
         (x,) = tensors
-        with torch.no_grad():  # frozen: no graph kept
+        if self.channels == 1 and x.shape[1] == 3:
+            x = x.mean(dim=1, keepdim=True)  # a grey-level model
+        with torch.no_grad():  # features: no graph kept
             outputs = self._submodels[key](x.permute(0, 2, 3, 1).contiguous(), training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         return {n: o.permute(0, 3, 1, 2) if o.ndim == 4 else o for n, o in zip(names, map(torch.as_tensor, outputs))}

@@ -43,8 +43,8 @@ def describe(name: str) -> FeaturizerInfo:
         cls = fitted[name]
         return FeaturizerInfo(name, cls.modality, True, getattr(cls, "description", ""), False)
     spec = get_spec(name)
-    return FeaturizerInfo(name, spec.modality, False, spec.description, spec.trainable and spec.modality != "audio",
-                          spec.network)
+    return FeaturizerInfo(name, spec.modality, False, spec.description,
+                          spec.network in ("torch", "keras") and spec.modality != "audio", spec.network)
 
 
 def check_trainable(name: str) -> None:
@@ -54,8 +54,6 @@ def check_trainable(name: str) -> None:
         return
     if info.fitted:
         what = "fitted on the training texts, not a network"
-    elif info.network == "keras":
-        what = "Keras models run frozen here; to fine-tune your own source, train it with `transfuse train-source`"
     elif info.modality == "audio":
         what = "the audio encoders are frozen here"
     else:

@@ -75,7 +75,8 @@ class FinetunedModel:
         config = FinetuneConfig(**meta["finetune"])
         classes = list(meta["classes"])
         arch = meta.get("architecture") or config.backbone  # a local: source's own folder is not needed here
-        task = make_task(create_backbone(arch, weights="random"), config.image_size, augment=False)
+        weights = "random" if get_spec(arch).trainable else "pretrained"  # a Keras file is its own architecture
+        task = make_task(create_backbone(arch, weights=weights), config.image_size, augment=False)
         network = task.network(len(classes))
         try:
             network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})

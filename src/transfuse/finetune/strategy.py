@@ -112,7 +112,9 @@ def freeze_batchnorm(model: nn.Module, frozen: list[str]) -> None:
 
 
 def _under(name: str, prefix: str) -> bool:
-    return name == prefix or name.startswith(prefix + ".")
+    """Whether parameter or module ``name`` is ``prefix`` or inside it (``.`` in torch names, ``/`` in
+    the names Keras gives its variables)."""
+    return name == prefix or name.startswith(prefix + ".") or name.startswith(prefix + "/")
 
 
 def _classifier_name(model: nn.Module) -> str:
