@@ -274,3 +274,32 @@ def test_keras_fine_tuning_trains_the_keras_weights_and_groups_by_layer(keras_cn
     trained = backbone.forward_taps(x, ["Dense"])["Dense"]
     assert not torch.allclose(trained, before)  # the Keras weights moved
     assert torch.equal(create_backbone(name).forward_taps(x, ["Dense"])["Dense"], before)  # a fresh copy did not
+
+
+def test_weights_fetch_downloads_checks_and_places_keras_vgg_files(keras_vgg16, tmp_path, monkeypatch):
+    """`transfuse weights fetch vgg16` with the URL pointed at a local Keras file (no network here): the
+    file is checked against VGG16 before it lands, then vgg16's pretrained weights are that file."""
+    from transfuse.backbones import fetch
+
+    source = tmp_path / "served" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    source.parent.mkdir()
+    keras_vgg16.save_weights(str(source.with_suffix(".weights.h5")))
+    source.with_suffix(".weights.h5").rename(source)
+    monkeypatch.setattr(fetch, "weights_dir", lambda name: tmp_path / "weights" / name)
+    assert not get_spec("vgg16").weights.available()
+    monkeypatch.setitem(fetch.DOWNLOADABLE, "vgg19", fetch.WeightsFile(source.as_uri(), "vgg19"))
+    with pytest.raises(WeightsUnavailableError, match="does not fit"):
+        fetch.fetch("vgg19")  # a VGG16 file served as VGG19's: refused, nothing lands
+    assert not list((tmp_path / "weights" / "vgg19").glob("*.h5"))
+    monkeypatch.setitem(fetch.DOWNLOADABLE, "vgg16", fetch.WeightsFile(source.as_uri(), "vgg16"))
+    placed = fetch.fetch("vgg16")
+    assert placed.read_bytes() == source.read_bytes() and get_spec("vgg16").weights.available()
+    pretrained = create_backbone("vgg16")
+    from_file = create_backbone("vgg16", weights=str(source))
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(pretrained.forward_taps(x, ["block2_pool"])["block2_pool"],
+                       from_file.forward_taps(x, ["block2_pool"])["block2_pool"])
+    monkeypatch.setitem(fetch.DOWNLOADABLE, "vgg16", fetch.WeightsFile("http://127.0.0.1:9/none.h5", "vgg16"))
+    monkeypatch.setattr(fetch, "weights_dir", lambda name: tmp_path / "elsewhere" / name)
+    with pytest.raises(WeightsUnavailableError, match="could not download"):
+        fetch.fetch("vgg16")

