@@ -64,16 +64,18 @@ def backbones(as_json: Json = False) -> None:
         print(json.dumps(rows))
         return
     table = Table(title="backbones")
-    for col in ("name", "reads", "family", "params", "input", "here", "description"):
+    for col in ("name", "reads", "family", "params", "input", "licence", "here", "description"):
         table.add_column(col, justify="right" if col == "params" else "left")
     for r in rows:
         params = "-" if r["params"] is None else f"{r['params'] / 1e6:.1f}M" if r["params"] >= 1e5 else str(r["params"])
-        table.add_row(r["name"], r["modality"], r["family"], params, r["input"], "yes" if r["available"] else "no",
-                      r["description"])
+        table.add_row(r["name"], r["modality"], r["family"], params, r["input"].removeprefix("input "), r["license"],
+                      "yes" if r["available"] else "no", r["description"])
     out.print(table)
     missing = [r for r in rows if not r["available"]]
     for r in missing:
         out.print(f"{r['name']}: {r['get']}")
+    out.print("also: timm:<name>, torchvision:<name>, hf:<org/name> (hubs, online), keras:<model file>, "
+              "local:<folder from train-source or finetune>, small_cnn@<px>, gru@<width>, lstm@<width>")
 
 
 @weights_app.command("fetch")
