@@ -74,7 +74,7 @@ def test_bad_sequence_inputs_are_clear_errors(tmp_path, data_home):
     r = cli("fit", str(folder), "--backbone", "gru", "--weights", "random", env=env)
     assert r.returncode == 2 and "4 of 12 files could not be read as sequences" in r.stderr
     r = cli("fit", str(folder), "--backbone", "gru", "--weights", "random", "--skip-bad", "--test-size", "0.25",
-            env=env)
+            "--out", str(tmp_path / "model"), env=env)
     assert r.returncode == 0, r.stderr
 
 

@@ -151,8 +151,9 @@ def test_keras_model_in_fit_predict_and_its_clear_refusals(keras_cnn, image_fold
             "--out", str(tmp_path / "ft"), env=env)  # the Keras layers train under torch
     assert r.returncode == 0, r.stderr
     assert cli("predict", str(tmp_path / "ft"), one, env=env).returncode == 0
-    r = cli("finetune", str(image_folder), "--backbone", f"keras:{path}", "--from-scratch", env=env)
+    r = cli("finetune", str(image_folder), "--backbone", f"keras:{path}", "--from-scratch", env=env, cwd=tmp_path)
     assert r.returncode == 2 and "no random-weights" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "transfuse-models").exists()  # refused before training: no run folder left behind
     r = cli("fit", str(image_folder), "--backbone", f"keras:{path}", "--weights", "random", env=env)
     assert r.returncode == 2 and "frozen Keras model" in r.stderr
 

@@ -82,13 +82,19 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
            "image_size": cfg.image_size, "classes": classes, "seed": cfg.seed, "split": [test_size, split_seed],
            "batch_size": cfg.batch_size, "lr": [cfg.lr, cfg.backbone_lr, cfg.layer_decay, cfg.weight_decay, cfg.l2sp],
            "schedule": [cfg.probe_epochs, cfg.unfreeze_every, cfg.augment, cfg.val_fraction]}
+    created = None if resume else next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
     resumed_epoch = _start_run(out, run, resume, force)  # before any heavy work: a bad --out or --resume fails now
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before building: timm draws an init first
-    backbone = create_backbone(cfg.backbone, weights="random" if cfg.from_scratch else "pretrained")
-    task = make_task(backbone, cfg.image_size, cfg.augment)
-    bad = task.unreadable(source.items)
-    if bad and not skip_bad:
-        raise CorruptInputError.unreadable(bad, len(source), cached=False)
+    try:
+        backbone = create_backbone(cfg.backbone, weights="random" if cfg.from_scratch else "pretrained")
+        task = make_task(backbone, cfg.image_size, cfg.augment)
+        bad = task.unreadable(source.items)
+        if bad and not skip_bad:
+            raise CorruptInputError.unreadable(bad, len(source), cached=False)
+    except BaseException:
+        if created is not None:  # refused before training: leave none of the folders this run made
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     if bad:
         log.warning("skipped %d unreadable files", len(bad))
         bad_set = set(bad)
