@@ -1,4 +1,5 @@
-"""Commands that show what is there: layers, backbones, the cache; and fetching weights."""
+"""Commands that show what is there: layers, backbones, the cache, which source suits your data
+(rank); and fetching weights."""
 
 from __future__ import annotations
 
@@ -11,7 +12,18 @@ from rich import box
 from rich.table import Table
 
 from transfuse.cli.app import app, cache_app, out, weights_app
-from transfuse.cli.options import Json
+from transfuse.cli.options import (
+    Backbone,
+    DataOptions,
+    EngineOptions,
+    Json,
+    Layers,
+    OutputOptions,
+    Pooling,
+    SplitOptions,
+    Weights,
+    options,
+)
 
 
 @app.command()
@@ -132,3 +144,62 @@ def cache_prune(
                                             older_than_days=older_than if backbone is None else None)
     out.print(f"removed {removed['keys']} feature sets and {removed['shards'] + engines['files']} files "
               f"({(removed['bytes'] + engines['bytes']) / 1e6:.1f} MB of orphan or pruned data)")
+
+
+@app.command()
+@options(data=DataOptions, split=SplitOptions, engine=EngineOptions, output=OutputOptions)
+def rank(
+    data: DataOptions,
+    split: SplitOptions,
+    engine: EngineOptions,
+    output: OutputOptions,
+    backbones: Backbone = None,
+    layers: Layers = None,
+    pooling: Pooling = None,
+    weights: Weights = "pretrained",
+    score: Annotated[str, typer.Option("--score", help="Comma-separated scores, or all: logme, hscore, hscore_shrunk, leep, nce, nleep, transrate, gbc, knn, probe.")] = "logme,knn",
+    resamples: Annotated[int, typer.Option("--resamples", min=0, help="Seeded 80% subsamples each score is computed on again; the spread column is their standard deviation.")] = 5,
+    reduce: Annotated[Optional[int], typer.Option("--reduce", min=2, help="PCA to this many dimensions before scoring (off unless given; sparse TF-IDF is always reduced, to 256).")] = None,
+    no_fused: Annotated[bool, typer.Option("--no-fused", help="Do not add each backbone's taps concatenated as a candidate.")] = False,
+) -> None:
+    """Rank source models and their layers for your data before training anything: transferability
+    scores on the training split's features (cached), a rank per score and a combined rank. Default
+    candidates: every backbone of the data's kind whose weights are here, and TF-IDF for text."""
+    from transfuse.data.split import split_source
+    from transfuse.ranking import default_candidates
+    from transfuse.ranking import rank as run_rank
+
+    source = data.load()
+    train, _ = split_source(source, test_size=split.test_size, seed=split.seed)  # the test split stays unseen
+    names = [b.strip() for b in backbones.split(",") if b.strip()] if backbones else default_candidates(source.kind)
+    extract = {"pooling": pooling, "weights": weights, "cache": not engine.no_cache,
+               "runtime": engine.runtime or "auto", "precision": engine.precision or "auto",
+               "batch_size": engine.batch_size, "num_workers": engine.workers, "device": engine.device,
+               "progress": False if output.as_json else None}
+    start = time.perf_counter()
+    rows = run_rank([source.items[i] for i in train], [source.labels[i] for i in train], names,
+                    layers=[x.strip() for x in layers.split(",") if x.strip()] if layers else None, score=score,
+                    fused=not no_fused, resamples=resamples, reduce=reduce, seed=split.seed, **extract)
+    if output.out is not None:
+        output.out.mkdir(parents=True, exist_ok=True)
+        (output.out / "ranking.json").write_text(json.dumps(rows, indent=1) + "\n")
+    if output.as_json:
+        print(json.dumps(rows))
+        return
+    chosen = list(rows[0]["scores"]) if rows else []
+    table = Table(title=f"ranking on {source.name} ({len(train)} training items, seed {split.seed})", box=box.SIMPLE_HEAD)
+    for col in ("rank", "backbone", "layer", "dim", *chosen, "s"):
+        table.add_column(col, justify="left" if col in ("backbone", "layer") else "right", no_wrap=True)
+    spread = len(chosen) <= 2  # with more scores the spreads are in --json / ranking.json
+
+    def cell(r: dict, n: str) -> str:
+        if n not in r["scores"]:
+            return "-"
+        return f"{r['scores'][n]:.3g}" + (f" ± {r['spread'][n]:.2g}" if spread and n in r["spread"] else "")
+
+    for r in rows:
+        cells = [cell(r, n) for n in chosen]
+        table.add_row(f"{r['rank']:.1f}", r["backbone"], r["layer"], str(r["dim"]), *cells, f"{r['seconds']:.1f}")
+    out.print(table)
+    out.print(f"{len(rows)} candidates in {time.perf_counter() - start:.1f}s; best: {rows[0]['backbone']} "
+              f"{rows[0]['layer']} (rank is the mean of the ranks under {', '.join(chosen)})")

@@ -1,0 +1,59 @@
+"""`transfuse rank` and transfuse.ranking.rank: candidates from the cache, scores, spreads, ranks."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from transfuse.data import load_source
+from transfuse.errors import DataError
+from transfuse.ranking import rank
+
+from conftest import cli
+
+REVIEWS = Path(__file__).parents[1] / "examples" / "reviews.csv"
+
+
+def test_rank_orders_backbones_and_taps_on_real_weights(image_folder, tmp_path, cache_dir):
+    """Lite0's ImageNet features against the tiny test CNN on real Fashion-MNIST images: the pretrained
+    network's best tap comes first, every tap and the fused set is a candidate, LEEP/NCE read the
+    logits, and the records are what --json prints and --out keeps."""
+    env = {"TRANSFUSE_CACHE": cache_dir}
+    r = cli("rank", str(image_folder), "--backbones", "efficientnet_lite0,tiny_cnn", "--score", "logme,knn,leep",
+            "--resamples", "3", "--out", str(tmp_path / "r"), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert rows == json.loads((tmp_path / "r" / "ranking.json").read_text())
+    assert rows[0]["backbone"] == "efficientnet_lite0"
+    assert [row["rank"] for row in rows] == sorted(row["rank"] for row in rows)
+    lite = {row["layer"] for row in rows if row["backbone"] == "efficientnet_lite0"}
+    assert {"stem", "blocks.6", "features", "logits", "fused"} <= lite
+    assert all(set(row["scores"]) == {"logme", "knn", "leep"} and set(row["spread"]) == set(row["scores"])
+               for row in rows)  # both backbones have logits: LEEP for every candidate
+    again = cli("rank", str(image_folder), "--backbones", "efficientnet_lite0,tiny_cnn", env=env)
+    assert again.returncode == 0 and "0 extracted" in again.stderr  # from the cache
+    assert "best: efficientnet_lite0" in again.stdout
+
+
+def test_text_ranking_includes_the_tfidf_baseline(caplog):
+    source = load_source(REVIEWS, text_column="review", label_column="department")
+    keep = [i for i, label in enumerate(source.labels) if label in ("Tops", "Dresses")][:60]
+    items, labels = [source.items[i] for i in keep], [source.labels[i] for i in keep]
+    with caplog.at_level(logging.INFO, logger="transfuse.ranking"):
+        rows = rank(items, labels, ["tiny_text", "tfidf"], layers=["features"], score="logme,knn", resamples=2,
+                    cache=False, progress=False)
+    assert {(r["backbone"], r["layer"]) for r in rows} == {("tiny_text", "features"), ("tfidf", "tfidf")}
+    assert "truncated SVD" in caplog.text  # the reduction of sparse TF-IDF is said, not silent
+
+
+def test_rank_errors_are_clear(image_folder, cache_dir):
+    env = {"TRANSFUSE_CACHE": cache_dir}
+    r = cli("rank", str(image_folder), "--backbones", "tiny_cnn", "--score", "logme,bogus", env=env)
+    assert r.returncode == 2 and "unknown score 'bogus'" in r.stderr
+    r = cli("rank", str(image_folder), "--backbones", "tiny_cnn", "--layers", "nope", env=env)
+    assert r.returncode == 2 and "has no layer 'nope'" in r.stderr
+    with pytest.raises(DataError, match="different kinds of data"):
+        rank(["a.png", "b.txt"], ["x", "y"], ["tiny_cnn", "tfidf"])
