@@ -57,3 +57,21 @@ def test_rank_errors_are_clear(image_folder, cache_dir):
     assert r.returncode == 2 and "has no layer 'nope'" in r.stderr
     with pytest.raises(DataError, match="different kinds of data"):
         rank(["a.png", "b.txt"], ["x", "y"], ["tiny_cnn", "tfidf"])
+
+
+def test_fit_backbone_auto_ranks_within_the_budget_and_says_why(image_folder, tmp_path, cache_dir):
+    """--backbone auto with a budget that only lets the first (smallest) backbone run: it still
+    chooses, trains and records the choice, the ranking and what the budget left out."""
+    env = {"TRANSFUSE_CACHE": cache_dir}
+    r = cli("fit", str(image_folder), "--backbone", "auto", "--budget", "1s", "--out", str(tmp_path / "m"), "--json",
+            env=env)
+    assert r.returncode == 0, r.stderr
+    choice = json.loads(r.stdout)["source_choice"]
+    assert choice["backbone"] == "efficientnet_lite0" and "best combined rank under knn, logme" in choice["why"]
+    assert choice["ranking"][0]["layer"] == choice["layer"] and "dinov2_vits14" in choice["skipped"]
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["source_choice"] == choice
+    one = str(next((image_folder / "bag").glob("*.png")))
+    assert cli("predict", str(tmp_path / "m"), one, env=env).returncode == 0
+    for bad in ("0", "soon"):
+        r = cli("fit", str(image_folder), "--backbone", "auto", "--budget", bad, env=env)
+        assert r.returncode == 2 and "--budget" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -50,14 +50,15 @@ class Candidate:
 
 
 def default_candidates(modality: str) -> list[str]:
-    """What is ranked when no backbone is named: every declared backbone of ``modality`` whose weights
-    are on this machine (test models left out), and the fitted featurizers (the no-transfer baselines)."""
+    """What is ranked when no backbone is named: the fitted featurizers (the no-transfer baselines) and
+    every declared backbone of ``modality`` whose weights are on this machine (test models left out),
+    smallest first."""
     from transfuse.backbones import list_backbones
 
-    found = [s.name for s in list_backbones()
-             if s.modality == modality and s.family != "test" and s.network != "keras" and
-             (s.weights.available() and not s.weights.id.endswith(":none"))]
-    found += [name for name, cls in fitted_featurizers().items() if cls.modality == modality]
+    specs = [s for s in list_backbones() if s.modality == modality and s.family != "test" and s.network != "keras"
+             and s.weights.available() and not s.weights.id.endswith(":none")]
+    found = [name for name, cls in fitted_featurizers().items() if cls.modality == modality]  # cheapest first
+    found += [s.name for s in sorted(specs, key=lambda s: (s.params or 0, s.name))]
     if not found:
         raise DataError(f"no {modality} backbone has its weights on this machine; see `transfuse backbones`")
     return found
@@ -155,11 +156,12 @@ def _ranks(values: list[float | None]) -> list[float | None]:
 
 def rank(items: list[str], labels: list[str], backbones: list[str], *, layers: list[str] | None = None,
          score: str | list[str] | None = None, fused: bool = True, resamples: int = 5, reduce: int | None = None,
-         seed: int = 0, **extract) -> list[dict]:
+         seed: int = 0, budget: float | None = None, **extract) -> list[dict]:
     """Rank ``backbones`` (and their taps) for the labelled ``items``; records sorted by combined rank.
 
     ``extract`` goes to :func:`~transfuse.extract.extract_features` (pooling, weights, cache, runtime,
-    precision, batch_size, num_workers, progress, long_text).
+    precision, batch_size, num_workers, progress, long_text). With ``budget`` (seconds) no further
+    backbone is started once that much time has passed (the first always runs).
 
     >>> rank(paths, labels, ["efficientnet_lite0", "dinov2_vits14"], score="logme,knn")[0]["backbone"]  # doctest: +SKIP
     'efficientnet_lite0'
@@ -178,7 +180,11 @@ def rank(items: list[str], labels: list[str], backbones: list[str], *, layers: l
     modality = modalities.pop()
     need_probs = any(get_score(n).needs == "source_probs" for n in names)
     candidates: list[Candidate] = []
+    start = time.perf_counter()
     for backbone in backbones:
+        if budget is not None and candidates and time.perf_counter() - start > budget:
+            log.info("budget of %.0fs spent: %s not ranked", budget, ", ".join(backbones[backbones.index(backbone):]))
+            break
         candidates += _candidates(items, modality, backbone, layers if backbone not in fitted_featurizers() else None,
                                   fused, need_probs, reduce, seed, extract)
     subsets = _resamples(y, resamples, seed)

@@ -8,6 +8,7 @@ left out of that split (no reshuffle).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -116,6 +117,7 @@ class FitRequest:
     auto: bool = False
     cv: int = 5
     skip_bad: bool = False
+    budget: float | None = None  # seconds for choosing the source when featurizer.backbone is "auto"
 
 
 @dataclass
@@ -154,10 +156,14 @@ def fit(request: FitRequest) -> FitResult:
         raise DataError("--auto chooses the fusion, selection and C itself; drop --fusion, --select and "
                         "--head-param, or drop --auto")
     recipe.validate()  # bad names fail before any extraction
+    train, test = request.split.indices(source)  # the one split; bad splits fail before extraction too
+    choice = None
+    if request.featurizer.backbone == AUTO:
+        spec, choice = choose_source(source, train, request.featurizer, request.budget, request.split.seed)
+        request = dataclasses.replace(request, featurizer=spec)
     featurizer = request.featurizer.build(source.kind)
     if featurizer.fitted:
         _check_fitted_options(featurizer, recipe, request.auto)
-    train, test = request.split.indices(source)  # the one split; bad splits fail before extraction too
     out = request.output.path(source, request.featurizer.name(source.kind), recipe.head)
     if request.output.save:
         check_destination(out, force=request.output.force)  # nothing is lost, and no work is wasted
@@ -187,6 +193,8 @@ def fit(request: FitRequest) -> FitResult:
     metrics["split"] = {"train": len(train), "test": len(test), "seed": request.split.seed,
                         "test_size": request.split.test_size if source.splits is None else "manifest"}
     metrics["recipe"] = recipe.to_dict()
+    if choice is not None:
+        metrics["source_choice"] = choice
     if featurizer.fitted:
         model = trained
     else:
@@ -199,6 +207,40 @@ def fit(request: FitRequest) -> FitResult:
         saved = _save_fit(model, out, metrics, found, request, recipe, len(skipped), seen)
     return FitResult(model=model, metrics=metrics, out_dir=saved, n_train=len(train), n_test=len(test),
                      skipped=skipped, search=found)
+
+
+AUTO = "auto"  # --backbone auto: the source is chosen by ranking
+AUTO_SCORES = "knn,logme"
+
+
+def choose_source(source: Source, train: list[int], spec: FeaturizerSpec, budget: float | None = None,
+                  seed: int = 0) -> tuple[FeaturizerSpec, dict]:
+    """``--backbone auto``: rank the sources available for the data's kind (cheapest first, no new
+    backbone started once ``budget`` seconds have passed) on the training split, and take the best
+    candidate: a backbone and one tap, all its taps fused, or a fitted featurizer. Returns the
+    featurizer spec to use and the reasons (what :func:`fit` writes to ``metrics.json``)."""
+    from transfuse.ranking import FUSED, default_candidates, rank
+
+    start = time.perf_counter()
+    names = default_candidates(source.kind)
+    rows = rank([source.items[i] for i in train], [source.labels[i] for i in train], names, score=AUTO_SCORES,
+                resamples=0, seed=seed, budget=budget, pooling=spec.pooling, runtime=spec.runtime,
+                precision=spec.precision, long_text=spec.long_text, batch_size=spec.batch_size,
+                num_workers=spec.num_workers, device=spec.device, cache=spec.cache)
+    best = rows[0]
+    fitted = best["backbone"] == best["layer"]  # a fitted featurizer is its own only candidate
+    layers = None if fitted else get_spec(best["backbone"]).tap_names if best["layer"] == FUSED else [best["layer"]]
+    if layers is not None and best["layer"] == FUSED:
+        layers = [t for t in layers if t != "logits"] or layers
+    ranked = sorted({r["backbone"] for r in rows})
+    why = (f"best combined rank under {AUTO_SCORES.replace(',', ', ')} of {len(rows)} candidates from "
+           f"{len(ranked)} sources ({', '.join(ranked)}) on the {len(train)} training items, in "
+           f"{time.perf_counter() - start:.0f}s")
+    log.info("--backbone auto chose %s %s: %s", best["backbone"], best["layer"], why)
+    summary = [{k: r[k] for k in ("backbone", "layer", "dim", "scores", "rank")} for r in rows[:10]]
+    choice = {"backbone": best["backbone"], "layer": best["layer"], "why": why, "ranking": summary,
+              "skipped": sorted(set(names) - set(ranked))}
+    return dataclasses.replace(spec, backbone=best["backbone"], layers=layers), choice
 
 
 def fit_source(source: Source, *, backbone: str | None = None, layers: str | list[str] | None = None,

@@ -41,11 +41,29 @@ LabelColumn = Annotated[Optional[str], typer.Option("--label-column", help="Colu
 SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Leave out unreadable files and empty class folders (with a warning) instead of stopping.")]
 TestSize = Annotated[float, typer.Option("--test-size", callback=between(0, 1), help="Fraction of each class held out for testing (ignored when the manifest has a split column).")]
 Seed = Annotated[int, typer.Option("--seed", min=0, help="Seed of the train/test split (and of training).")]
-Backbone = Annotated[Optional[str], typer.Option("--backbone", "--backbones", "-b", help="Backbone name (see `transfuse backbones`), timm:<name> or hf:<org/name>; fit and search fuse several comma-separated. Default: efficientnet_lite0 for images, minilm_l6 for text, speech_embedding for audio.")]
+Backbone = Annotated[Optional[str], typer.Option("--backbone", "--backbones", "-b", help="Backbone name (see `transfuse backbones`), timm:<name> or hf:<org/name>; fit and search fuse several comma-separated; auto: rank the sources here and take the best (see transfuse rank). Default: efficientnet_lite0 for images, minilm_l6 for text, speech_embedding for audio.")]
 Layers = Annotated[Optional[str], typer.Option("--layers", "-l", help="Comma-separated tap names (see `transfuse layers`); default: features.")]
 Pooling = Annotated[Optional[str], typer.Option("--pooling", help="images: avg (default) | max | gem | cls; text: avg (default) | max | cls over the tokens; audio: meanstd (default) | avg | max over time")]
 Weights = Annotated[str, typer.Option("--weights", help="pretrained | random | PATH to a weights file.")]
 LongText = Annotated[str, typer.Option("--long-text", help="Texts longer than the encoder's window: truncate | chunk (read in windows, features averaged).")]
+
+
+def _seconds(value: Optional[str]) -> Optional[float]:
+    """``90``, ``90s``, ``15m``, ``1h`` -> seconds (typer callback)."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:], None)
+    try:
+        seconds = float(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        raise typer.BadParameter(f"give seconds or a duration like 90s, 15m, 1h; got {value!r}") from None
+    if seconds <= 0:
+        raise typer.BadParameter(f"must be above 0, got {value!r}")
+    return seconds
+
+
+Budget = Annotated[Optional[str], typer.Option("--budget", callback=_seconds, help="With --backbone auto: time for ranking the sources (90s, 15m, 1h); no new backbone is started after it.")]
 Runtime = Annotated[Optional[str], typer.Option("--runtime", help="Feature extraction engine: auto (the fastest that agrees with eager fp32), torch, compile (torch.compile ahead of time, built once per machine), onnx. Default: auto; a saved model uses the one it was trained with.")]
 Precision = Annotated[Optional[str], typer.Option("--precision", help="Numeric precision: auto | fp32 | bf16. Extraction: auto takes bf16 where the hardware has it and the features agree (a saved model: what it was trained with); fine-tuning: auto trains in bf16 on GPUs that support it.")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Items per batch (default: 4 on CPU and 64 on GPU for extraction, 32 for fine-tuning).")]
@@ -109,6 +127,7 @@ class FeatureOptions:
     pooling: Pooling = None
     weights: Weights = "pretrained"
     long_text: LongText = "truncate"
+    budget: Budget = None
 
 
 @dataclass

@@ -51,13 +51,16 @@ def _fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, engin
                                 cache=not engine.no_cache)
     res = fit(FitRequest(source=source, featurizer=featurizer, recipe=wanted, split=split.spec(),
                          output=OutputSpec(output.out, force=output.force), auto=auto, cv=cv,
-                         skip_bad=data.skip_bad))
+                         skip_bad=data.skip_bad, budget=features.budget))
     if output.as_json:
         extra = {"search": res.search.table()} if res.search else {}
         print(json.dumps({"model_dir": str(res.out_dir), **res.metrics, **extra}))
         return
     if res.search is not None:
         _print_search(res.search)
+    if "source_choice" in res.metrics:
+        choice = res.metrics["source_choice"]
+        out.print(f"--backbone auto: {choice['backbone']} {choice['layer']} ({choice['why']})")
     trained = Recipe.from_dict(res.metrics["recipe"])
     name = res.model.steps[0][1].backbone
     label = f"{name} + {trained.head}" if trained == Recipe(head=trained.head, head_params=trained.head_params) else \
