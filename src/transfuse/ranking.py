@@ -56,7 +56,7 @@ def default_candidates(modality: str) -> list[str]:
     from transfuse.backbones import list_backbones
 
     specs = [s for s in list_backbones() if s.modality == modality and s.family != "test" and s.network != "keras"
-             and s.weights.available() and not s.weights.id.endswith(":none")]
+             and s.weights.available()]  # an architecture without weights is never available
     found = [name for name, cls in fitted_featurizers().items() if cls.modality == modality]  # cheapest first
     found += [s.name for s in sorted(specs, key=lambda s: (s.params or 0, s.name))]
     if not found:

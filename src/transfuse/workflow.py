@@ -230,8 +230,6 @@ def choose_source(source: Source, train: list[int], spec: FeaturizerSpec, budget
     best = rows[0]
     fitted = best["backbone"] == best["layer"]  # a fitted featurizer is its own only candidate
     layers = None if fitted else get_spec(best["backbone"]).tap_names if best["layer"] == FUSED else [best["layer"]]
-    if layers is not None and best["layer"] == FUSED:
-        layers = [t for t in layers if t != "logits"] or layers
     ranked = sorted({r["backbone"] for r in rows})
     why = (f"best combined rank under {AUTO_SCORES.replace(',', ', ')} of {len(rows)} candidates from "
            f"{len(ranked)} sources ({', '.join(ranked)}) on the {len(train)} training items, in "

@@ -120,6 +120,14 @@ def _keras_spec(name: str, stamp: tuple[str, int, int]) -> BackboneSpec:
         license="the model owner's", params=int(model.count_params()), network="keras", default_taps=default)
 
 
+def keras_input(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """NCHW RGB as every image network here gets it -> what the Keras model takes: NHWC, grey levels
+    for a one-channel model."""
+    if channels == 1 and x.shape[1] == 3:
+        x = x.mean(dim=1, keepdim=True)
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
 def _build(name: str, path: str, input_spec: InputSpec, channels: int, taps: tuple[TapSpec, ...],
            default: tuple[str, ...]):
     net = KerasNet(load_keras_model(path, fresh=True), channels, default[0])  # fresh: fine-tuning changes it
@@ -161,9 +169,7 @@ class KerasNet(nn.Module):
         if self._body is None:
             keras = import_keras()
             self.__dict__["_body"] = keras.Model(self.keras.inputs, self.keras.get_layer(self.feature_layer).output)
-        if self.channels == 1 and x.shape[1] == 3:
-            x = x.mean(dim=1, keepdim=True)
-        out = self._body(x.permute(0, 2, 3, 1).contiguous(), training=False)
+        out = self._body(keras_input(x, self.channels), training=False)
         return out.permute(0, 3, 1, 2) if out.ndim == 4 else out
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,10 +200,8 @@ class KerasBackbone(Backbone):
             model = self.model.keras
             self._submodels[key] = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
         (x,) = tensors
-        if self.channels == 1 and x.shape[1] == 3:
-            x = x.mean(dim=1, keepdim=True)  # a grey-level model
         with torch.no_grad():  # features: no graph kept
-            outputs = self._submodels[key](x.permute(0, 2, 3, 1).contiguous(), training=False)
+            outputs = self._submodels[key](keras_input(x, self.channels), training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         return {n: o.permute(0, 3, 1, 2) if o.ndim == 4 else o for n, o in zip(names, map(torch.as_tensor, outputs))}
 

@@ -100,7 +100,20 @@ def labelled_loader(items: list[str], labels: np.ndarray, prepare, train: bool, 
                       num_workers=num_workers, collate_fn=collate_fn)
 
 
-class ImageTask:
+class _TimmStyleTask:
+    """A backbone whose model is timm-style: its own classifier is replaced, its taps are the groups."""
+
+    backbone: Backbone
+
+    def network(self, n_classes: int) -> nn.Module:
+        self.backbone.model.reset_classifier(n_classes)
+        return self.backbone.model
+
+    def groups(self) -> list[tuple[str, list[str]]]:
+        return parameter_groups(self.backbone)
+
+
+class ImageTask(_TimmStyleTask):
     """Images: timm transforms (augmented for training) at ``image_size``; the timm model's own
     classifier is replaced."""
 
@@ -109,13 +122,6 @@ class ImageTask:
     def __init__(self, backbone: Backbone, image_size: int, augment: bool = True) -> None:
         self.backbone, self.image_size = backbone, image_size
         self.train_tf, self.eval_tf = transforms(backbone.input_spec, image_size, augment)
-
-    def network(self, n_classes: int) -> nn.Module:
-        self.backbone.model.reset_classifier(n_classes)
-        return self.backbone.model
-
-    def groups(self) -> list[tuple[str, list[str]]]:
-        return parameter_groups(self.backbone)
 
     def unreadable(self, items: list[str]) -> list[str]:
         """Files that cannot be decoded (checked before any training starts)."""
@@ -198,20 +204,13 @@ class TextTask:
             yield self._encode([items[i] for i in pos]), torch.tensor(pos), torch.ones(len(pos), dtype=torch.bool)
 
 
-class SequenceTask:
+class SequenceTask(_TimmStyleTask):
     """Frame sequences (``.npy`` items): zero-padded batches with their lengths; no augmentation."""
 
     modality = "sequence"
 
     def __init__(self, backbone: Backbone) -> None:
         self.backbone = backbone
-
-    def network(self, n_classes: int) -> nn.Module:
-        self.backbone.model.reset_classifier(n_classes)
-        return self.backbone.model
-
-    def groups(self) -> list[tuple[str, list[str]]]:
-        return parameter_groups(self.backbone)
 
     def unreadable(self, items: list[str]) -> list[str]:
         from transfuse.data.sequences import SequenceFiles
