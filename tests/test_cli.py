@@ -76,18 +76,25 @@ def test_fusion_selection_flags_and_search(image_folder, tmp_path):
                    "unknown fusion 'attention'")
     one_line_error(cli("-q", "fit", str(image_folder), "--backbone", "tiny_cnn", "--select", "lasso"),
                    "unknown selection 'lasso'")
-    r = cli("-q", "search", str(image_folder), "--backbone", "tiny_cnn", "--cv", "3", "--out", str(tmp_path / "s"))
+    r = cli("-q", "search", str(image_folder), "--backbone", "tiny_cnn", "--cv", "3", "--out", str(tmp_path / "s"),
+            "--class-weight", "balanced", "--metric", "macro_f1")
     assert r.returncode == 0, r.stderr
-    assert "winner:" in r.stdout and (tmp_path / "s" / "search.json").is_file()
+    assert "winner:" in r.stdout and "macro f1 over 3 folds" in r.stdout and (tmp_path / "s" / "search.json").is_file()
+    saved = json.loads((tmp_path / "s" / "metrics.json").read_text())["recipe"]
+    assert saved["head_params"]["class_weight"] == "balanced"  # every searched recipe carried it; the winner too
+    one_line_error(cli("-q", "fit", str(image_folder), "--backbone", "tiny_cnn", "--class-weight", "heavy"),
+                   "--class-weight")
+    one_line_error(cli("-q", "search", str(image_folder), "--backbone", "tiny_cnn", "--metric", "auc"), "--metric")
 
 
 def test_finetune_command_and_its_errors(image_folder, tmp_path):
     model = tmp_path / "ft"
     args = ["-q", "finetune", str(image_folder), "--backbone", "tiny_cnn", "--image-size", "32", "--epochs", "2",
             "--out", str(model)]
-    r = cli(*args, "--strategy", "last:1", "--json")
+    r = cli(*args, "--strategy", "last:1", "--class-weight", "balanced", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["epochs_run"] == 2
+    assert '"class_weight": "balanced"' in (model / "config.json").read_text()  # saved with the run's config
     assert cli("-q", "predict", str(model), str(image_folder / "bag")).returncode == 0
     assert json.loads(cli("-q", "evaluate", str(model), str(image_folder), "--json").stdout)["n"] == 24
     one_line_error(cli(*args, "--strategy", "some"), "unknown strategy 'some'")

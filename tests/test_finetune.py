@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -132,3 +133,14 @@ def test_ddp_two_cpu_processes(image_folder, tmp_path):
     assert metrics["devices"] == 2 and metrics["epochs_run"] == 2
     model = load_model(out)
     assert len(model.predict([str(p) for p in sorted(image_folder.rglob("*.png"))[:3]])) == 3
+
+
+def test_balanced_loss_weights_are_scikit_learns():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from transfuse.finetune.train import _class_weights
+
+    y = np.array([0] * 30 + [1] * 5 + [2] * 10)
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=y)
+    assert np.allclose(_class_weights("balanced", y, 3).numpy(), expected)
+    assert _class_weights(None, y, 3) is None

@@ -166,7 +166,7 @@ def test_search_is_deterministic_and_prefers_the_informative_block():
     r1 = search(X[idx], y[idx], blocks, recipes, cv=3, seed=0, n_jobs=2)
     r2 = search(X[idx], y[idx], blocks, recipes, cv=3, seed=0, n_jobs=1)
     assert [r["candidate"] for r in r1.rows] == [r["candidate"] for r in r2.rows]  # same order, same winner
-    assert [r["cv_accuracy"] for r in r1.rows] == [r["cv_accuracy"] for r in r2.rows]
+    assert [r["cv_score"] for r in r1.rows] == [r["cv_score"] for r in r2.rows]
     singles = [r for r in r1.rows if r["single_layer"]]
     assert singles[0]["recipe"].layers == ("pixels",)
     assert "over the runner-up" in r1.reason

@@ -120,7 +120,7 @@ def test_bad_head_parameters_fail_before_extraction(image_folder, tmp_path):
     from transfuse.errors import DataError
 
     src = load_image_folder(image_folder)
-    with pytest.raises(DataError, match="has no parameter Cc; it takes C, max_iter"):
+    with pytest.raises(DataError, match="has no parameter Cc; it takes C, class_weight, max_iter"):
         fit_source(src, backbone="tiny_cnn", head_params={"Cc": 1}, cache=False, save=False)
     with pytest.raises(DataError, match="invalid logreg head parameter"):
         fit_source(src, backbone="tiny_cnn", head_params={"C": "abc"}, cache=False, save=False)

@@ -27,15 +27,28 @@ def test_rank_orders_backbones_and_taps_on_real_weights(image_folder, tmp_path, 
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert rows == json.loads((tmp_path / "r" / "ranking.json").read_text())
-    assert rows[0]["backbone"] == "efficientnet_lite0"
+    assert rows[0]["backbone"].startswith("efficientnet_lite0")
     assert [row["rank"] for row in rows] == sorted(row["rank"] for row in rows)
     lite = {row["layer"] for row in rows if row["backbone"] == "efficientnet_lite0"}
     assert {"stem", "blocks.6", "features", "logits", "fused"} <= lite
+    pair = [row for row in rows if row["backbone"] == "efficientnet_lite0,tiny_cnn"]  # the two best, fused
+    assert len(pair) == 1 and pair[0]["layer"].startswith("efficientnet_lite0:") and ",tiny_cnn:" in pair[0]["layer"]
+    assert set(pair[0]["scores"]) == {"logme", "knn"}  # no source head for the pair: no LEEP
     assert all(set(row["scores"]) == {"logme", "knn", "leep"} and set(row["spread"]) == set(row["scores"])
-               for row in rows)  # both backbones have logits: LEEP for every candidate
+               for row in rows if row is not pair[0])  # both backbones have logits: LEEP for every candidate
     again = cli("rank", str(image_folder), "--backbones", "efficientnet_lite0,tiny_cnn", env=env)
     assert again.returncode == 0 and "0 extracted" in again.stderr  # from the cache
     assert "best: efficientnet_lite0" in again.stdout
+
+
+def test_a_ranked_candidate_names_its_layers():
+    from transfuse.backbones import get_spec
+    from transfuse.workflow import _chosen_layers
+
+    assert _chosen_layers("efficientnet_lite0", "blocks.5") == ["blocks.5"]
+    assert _chosen_layers("efficientnet_lite0", "fused") == get_spec("efficientnet_lite0").tap_names
+    pair = _chosen_layers("efficientnet_lite0,tiny_cnn", "efficientnet_lite0:features,tiny_cnn:fused")
+    assert pair == ["efficientnet_lite0:features", *(f"tiny_cnn:{t}" for t in get_spec("tiny_cnn").tap_names)]
 
 
 def test_text_ranking_includes_the_tfidf_baseline(caplog):
@@ -75,3 +88,17 @@ def test_fit_backbone_auto_ranks_within_the_budget_and_says_why(image_folder, tm
     for bad in ("0", "soon"):
         r = cli("fit", str(image_folder), "--backbone", "auto", "--budget", bad, env=env)
         assert r.returncode == 2 and "--budget" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_fit_auto_without_a_backbone_ranks_then_searches_the_layers(image_folder, tmp_path, cache_dir):
+    """--auto alone chooses the source by ranking, then searches that backbone's layers; the features
+    of the training items come from the ranking's extraction (the same engine), not a second one."""
+    env = {"TRANSFUSE_CACHE": cache_dir}
+    r = cli("fit", str(image_folder), "--auto", "--cv", "2", "--budget", "1s", "--out", str(tmp_path / "m"),
+            "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["source_choice"]["backbone"] == "efficientnet_lite0" and "searches its layers" in out["source_choice"]["why"]
+    assert out["search"] and len(out["search"]) > 1  # layers x fusion x selection x C were tried
+    last = [line for line in r.stderr.splitlines() if "features:" in line and "from cache" in line][-1]
+    assert int(last.split(" from cache")[0].rsplit(" ", 1)[1]) >= out["split"]["train"]

@@ -13,6 +13,7 @@ from transfuse.transferability import get_score, scores
 from transfuse.transferability.hscore import hscore
 from transfuse.transferability.leep import leep, nce
 from transfuse.transferability.logme import logme
+from transfuse.transferability.sfda import sfda
 
 FEATURE_SCORES = sorted(name for name, s in scores().items() if s.needs == "features")
 
@@ -139,3 +140,20 @@ def test_shrunk_hscore_equals_its_definition_with_the_ledoit_wolf_covariance():
         means = np.stack([Xc[y == c].mean(axis=0) for c in range(3)])
         between = means[y].T @ means[y] / len(X)
         assert hscore(X, y, shrinkage=True) == pytest.approx(np.trace(np.linalg.inv(cov) @ between), rel=1e-6)
+
+
+def test_sfda_equals_two_fisher_stages_built_from_scikit_learn():
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    X, y = _data()
+    lda = LinearDiscriminantAnalysis(solver="eigen")
+    first = lda.fit(X, y).predict_proba(X)  # unshrunk Fisher stage = plain LDA
+    soft = np.exp(first) / np.exp(first).sum(axis=1, keepdims=True)
+    confidence = soft[np.arange(len(y)), y][:, None]
+    others = np.stack([X[y != c].mean(axis=0) for c in y])
+    mixed = confidence * X + (1 - confidence) * others
+    expected = lda.fit(mixed, y).predict_proba(mixed)[np.arange(len(y)), y].mean()
+    assert sfda(X, y, a=None) == pytest.approx(expected, rel=1e-8)
+    mixing = np.random.default_rng(3).normal(size=(8, 8)) + 3 * np.eye(8)
+    assert sfda(X @ mixing + 5.0, y, a=None) == pytest.approx(sfda(X, y, a=None), rel=1e-6)  # affine invariant
+    assert 1 / 3 < sfda(X, y) <= sfda(X, y, a=None) + 1e-9  # shrinkage blurs the classes here

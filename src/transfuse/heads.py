@@ -1,5 +1,8 @@
 """Probe heads: standardise, then a classifier, all sklearn-compatible.
 
+Every head but kNN takes ``class_weight="balanced"`` (each class weighted by the inverse of its
+frequency, so rare classes count as much as common ones: ``--class-weight balanced``).
+
 Each head is fitted with scikit-learn and then keeps what it learned as plain arrays in
 ``state_`` (standardisation, weights). Prediction runs on those arrays, so a head saved
 to safetensors and loaded back predicts exactly as before, with no pickle involved
@@ -43,6 +46,7 @@ class Head(ClassifierMixin, BaseEstimator):
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise DataError(f"a head needs at least 2 classes to learn from, got 1 class ({self.classes_[0]!r})")
+        self._weights = self._class_weights()
         if getattr(self, "standardize", True) and not sp.issparse(X):
             scaler = StandardScaler().fit(X)
             mean, scale = scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64)
@@ -59,6 +63,16 @@ class Head(ClassifierMixin, BaseEstimator):
 
     def _fit_state(self, Z: np.ndarray, y_idx: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def _class_weights(self) -> str | dict | None:
+        """``class_weight`` as the classifier (fitted on class indices) takes it: None, "balanced", or
+        ``{label: weight}`` turned into ``{index: weight}`` (unlisted classes weigh 1)."""
+        given = getattr(self, "class_weight", None)
+        if isinstance(given, dict):
+            return {i: float(given.get(c, given.get(str(c), 1.0))) for i, c in enumerate(self.classes_)}
+        if given not in (None, "balanced"):
+            raise DataError(f"class_weight must be 'balanced', a {{class: weight}} mapping or none, got {given!r}")
+        return given
 
     def _standardise(self, X) -> np.ndarray:
         check_is_fitted(self, "state_")
@@ -143,15 +157,17 @@ class LogisticHead(LinearHead):
 
     kind = "logreg"
 
-    def __init__(self, C: float = 1.0, max_iter: int = 1000, standardize: bool = True) -> None:
+    def __init__(self, C: float = 1.0, max_iter: int = 1000, standardize: bool = True,
+                 class_weight: str | None = None) -> None:
         self.C = C
         self.max_iter = max_iter
         self.standardize = standardize
+        self.class_weight = class_weight
 
     def _fit_state(self, Z, y_idx):
         from sklearn.linear_model import LogisticRegression
 
-        clf = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(Z, y_idx)
+        clf = LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self._weights).fit(Z, y_idx)
         self.n_iter_ = int(np.max(clf.n_iter_))
         return {"coef": clf.coef_, "intercept": clf.intercept_}
 
@@ -162,15 +178,17 @@ class LinearSVMHead(LinearHead):
     kind = "svm"
     has_proba = False
 
-    def __init__(self, C: float = 1.0, max_iter: int = 5000, standardize: bool = True) -> None:
+    def __init__(self, C: float = 1.0, max_iter: int = 5000, standardize: bool = True,
+                 class_weight: str | None = None) -> None:
         self.C = C
         self.max_iter = max_iter
         self.standardize = standardize
+        self.class_weight = class_weight
 
     def _fit_state(self, Z, y_idx):
         from sklearn.svm import LinearSVC
 
-        clf = LinearSVC(C=self.C, max_iter=self.max_iter).fit(Z, y_idx)
+        clf = LinearSVC(C=self.C, max_iter=self.max_iter, class_weight=self._weights).fit(Z, y_idx)
         self.n_iter_ = int(clf.n_iter_)
         return {"coef": clf.coef_, "intercept": np.atleast_1d(clf.intercept_)}
 
@@ -181,14 +199,15 @@ class RidgeHead(LinearHead):
     kind = "ridge"
     has_proba = False
 
-    def __init__(self, alpha: float = 1.0, standardize: bool = True) -> None:
+    def __init__(self, alpha: float = 1.0, standardize: bool = True, class_weight: str | None = None) -> None:
         self.alpha = alpha
         self.standardize = standardize
+        self.class_weight = class_weight
 
     def _fit_state(self, Z, y_idx):
         from sklearn.linear_model import RidgeClassifier
 
-        clf = RidgeClassifier(alpha=self.alpha).fit(Z, y_idx)
+        clf = RidgeClassifier(alpha=self.alpha, class_weight=self._weights).fit(Z, y_idx)
         return {"coef": np.atleast_2d(clf.coef_), "intercept": np.atleast_1d(clf.intercept_)}
 
 
@@ -237,19 +256,22 @@ class MLPHead(LinearHead):
     kind = "mlp"
 
     def __init__(self, hidden: int = 256, alpha: float = 1e-3, max_iter: int = 300, random_state: int = 0,
-                 standardize: bool = True) -> None:
+                 standardize: bool = True, class_weight: str | None = None) -> None:
         self.hidden = hidden
         self.alpha = alpha
         self.max_iter = max_iter
         self.random_state = random_state
         self.standardize = standardize
+        self.class_weight = class_weight
 
     def _fit_state(self, Z, y_idx):
         from sklearn.neural_network import MLPClassifier
+        from sklearn.utils.class_weight import compute_sample_weight
 
         early = len(y_idx) >= 50
+        weights = compute_sample_weight(self._weights, y_idx) if self._weights else None
         clf = MLPClassifier(hidden_layer_sizes=(self.hidden,), alpha=self.alpha, max_iter=self.max_iter,
-                            early_stopping=early, random_state=self.random_state).fit(Z, y_idx)
+                            early_stopping=early, random_state=self.random_state).fit(Z, y_idx, sample_weight=weights)
         self.n_iter_ = int(clf.n_iter_)
         return {"w0": clf.coefs_[0], "b0": clf.intercepts_[0], "w1": clf.coefs_[1], "b1": clf.intercepts_[1]}
 

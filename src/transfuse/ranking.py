@@ -1,8 +1,9 @@
 """Ranking sources before training: every backbone x tap (and each backbone's taps fused) scored by
 transferability scores on the labelled items, from features that go through the cache.
 
-A candidate is one backbone with one tap, all its requested taps concatenated (``fused``), or a
-fitted featurizer (``tfidf``: the no-transfer baseline can come out on top). Each score is computed
+A candidate is one backbone with one tap, all its requested taps concatenated (``fused``), a
+fitted featurizer (``tfidf``: the no-transfer baseline can come out on top), or, once the others are
+ranked, the best candidates of the two best backbones fused (``"a,b"``). Each score is computed
 on all items and on ``resamples`` seeded stratified 80 % subsamples (their spread says how much to
 trust a difference); candidates are ranked under each score (1 = best) and by the mean of those
 ranks. Scores that read the source head's probabilities (LEEP, NCE) use a backbone's ``logits``
@@ -38,6 +39,7 @@ class Candidate:
     layer: str
     X: np.ndarray = field(repr=False)
     probs: np.ndarray | None = field(default=None, repr=False)  # the source head's probabilities, if any
+    engine: str | None = None  # "runtime precision" that computed the features (None: fitted featurizer)
     seconds: float = 0.0  # extraction (shared by a backbone's candidates) plus scoring
     scores: dict[str, float] = field(default_factory=dict)
     spread: dict[str, float] = field(default_factory=dict)
@@ -46,7 +48,7 @@ class Candidate:
     def record(self) -> dict:
         return {"backbone": self.backbone, "layer": self.layer, "dim": int(self.X.shape[1]), "scores": self.scores,
                 "spread": self.spread, "ranks": self.ranks, "rank": self.ranks.get("combined"),
-                "seconds": round(self.seconds, 3)}
+                "engine": self.engine, "seconds": round(self.seconds, 3)}
 
 
 def default_candidates(modality: str) -> list[str]:
@@ -80,6 +82,12 @@ def score_names(chosen: str | list[str] | None) -> list[str]:
 def _standardise(X: np.ndarray) -> np.ndarray:
     std = X.std(axis=0)
     return (X - X.mean(axis=0)) / np.where(std > 0, std, 1.0)
+
+
+def fuse_blocks(blocks: list[np.ndarray]) -> np.ndarray:
+    """The ``fused`` candidate: every block standardised and weighted by 1/sqrt(its width), so each
+    tap has an equal say whatever its size, then concatenated."""
+    return np.hstack([_standardise(b) / np.sqrt(b.shape[1]) for b in blocks])
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -116,14 +124,15 @@ def _candidates(items: list[str], modality: str, backbone: str, layers: list[str
     probs = _softmax(features.X[:, features.slices["logits"]].astype(np.float64)) if "logits" in wanted and \
         need_probs else None
     blocks = {tap: features.X[:, features.slices[tap]].astype(np.float64) for tap in taps}
-    if fused and len(taps) > 1:  # every tap standardised, each block weighted by 1/sqrt(width): equal say
-        blocks[FUSED] = np.hstack([_standardise(b) / np.sqrt(b.shape[1]) for b in blocks.values()])
+    if fused and len(taps) > 1:
+        blocks[FUSED] = fuse_blocks(list(blocks.values()))
     seconds = (time.perf_counter() - start) / len(blocks)
+    engine = f"{features.engine.runtime} {features.engine.precision}" if features.engine else None
     out = []
     for tap, X in blocks.items():
         if reduce and X.shape[1] > reduce:
             X = _reduce(X, reduce, seed, "--reduce", f"{backbone}:{tap}")
-        out.append(Candidate(backbone, tap, X, probs=probs, seconds=seconds))
+        out.append(Candidate(backbone, tap, X, probs=probs, engine=engine, seconds=seconds))
     return out
 
 
@@ -154,10 +163,57 @@ def _ranks(values: list[float | None]) -> list[float | None]:
     return out
 
 
+def _score(candidate: Candidate, names: list[str], y: np.ndarray, subsets: list[np.ndarray]) -> None:
+    start = time.perf_counter()
+    for name in names:
+        spec = get_score(name)
+        values = candidate.probs if spec.needs == "source_probs" else candidate.X
+        if values is None:
+            continue
+        candidate.scores[name] = float(spec.fn(values, y))
+        if subsets:
+            candidate.spread[name] = float(np.std([spec.fn(values[s], y[s]) for s in subsets]))
+    candidate.seconds += time.perf_counter() - start
+
+
+def _assign_ranks(candidates: list[Candidate], names: list[str], warn: bool = True) -> None:
+    """Ranks under each score, and the combined rank (their mean); candidates sorted by it."""
+    for name in names:
+        column = [c.scores.get(name) for c in candidates]
+        present = [v for v in column if v is not None]
+        if warn and len(present) > 1 and np.ptp(present) <= 1e-9 * max(1.0, abs(present[0])):
+            log.warning("score %s gives every candidate the same value (%.4g): it cannot tell them apart here",
+                        name, present[0])
+        for candidate, r in zip(candidates, _ranks(column)):
+            candidate.ranks.pop(name, None)
+            if r is not None:
+                candidate.ranks[name] = r
+    for candidate in candidates:
+        own = [candidate.ranks[n] for n in names if n in candidate.ranks]
+        candidate.ranks["combined"] = float(np.mean(own)) if own else float("inf")
+    candidates.sort(key=lambda c: (c.ranks["combined"], c.backbone, c.layer))
+
+
+def _top_pair(candidates: list[Candidate]) -> Candidate | None:
+    """The best candidate of each of the two best-ranked backbones, fused (None with fewer than two)."""
+    best: dict[str, Candidate] = {}
+    for c in candidates:  # sorted best first; fitted featurizers are no transfer: not fused here
+        if c.backbone not in fitted_featurizers() and "," not in c.backbone:
+            best.setdefault(c.backbone, c)
+    if len(best) < 2:
+        return None
+    a, b = list(best.values())[:2]
+    engine = a.engine if a.engine == b.engine else None
+    return Candidate(f"{a.backbone},{b.backbone}", f"{a.backbone}:{a.layer},{b.backbone}:{b.layer}",
+                     fuse_blocks([a.X, b.X]), engine=engine, seconds=a.seconds + b.seconds)
+
+
 def rank(items: list[str], labels: list[str], backbones: list[str], *, layers: list[str] | None = None,
-         score: str | list[str] | None = None, fused: bool = True, resamples: int = 5, reduce: int | None = None,
-         seed: int = 0, budget: float | None = None, **extract) -> list[dict]:
+         score: str | list[str] | None = None, fused: bool = True, fuse_top: bool = True, resamples: int = 5,
+         reduce: int | None = None, seed: int = 0, budget: float | None = None, **extract) -> list[dict]:
     """Rank ``backbones`` (and their taps) for the labelled ``items``; records sorted by combined rank.
+    With ``fused`` each backbone's taps together are a candidate; with ``fuse_top`` so is the best
+    candidate of the two best backbones fused (backbone ``"a,b"``, layer ``"a:tap,b:tap"``).
 
     ``extract`` goes to :func:`~transfuse.extract.extract_features` (pooling, weights, cache, runtime,
     precision, batch_size, num_workers, progress, long_text). With ``budget`` (seconds) no further
@@ -189,27 +245,11 @@ def rank(items: list[str], labels: list[str], backbones: list[str], *, layers: l
                                   fused, need_probs, reduce, seed, extract)
     subsets = _resamples(y, resamples, seed)
     for candidate in candidates:
-        start = time.perf_counter()
-        for name in names:
-            spec = get_score(name)
-            values = candidate.probs if spec.needs == "source_probs" else candidate.X
-            if values is None:
-                continue
-            candidate.scores[name] = float(spec.fn(values, y))
-            if subsets:
-                candidate.spread[name] = float(np.std([spec.fn(values[s], y[s]) for s in subsets]))
-        candidate.seconds += time.perf_counter() - start
-    for name in names:
-        column = [c.scores.get(name) for c in candidates]
-        present = [v for v in column if v is not None]
-        if len(present) > 1 and np.ptp(present) <= 1e-9 * max(1.0, abs(present[0])):
-            log.warning("score %s gives every candidate the same value (%.4g): it cannot tell them apart here",
-                        name, present[0])
-        for candidate, r in zip(candidates, _ranks(column)):
-            if r is not None:
-                candidate.ranks[name] = r
-    for candidate in candidates:
-        own = [candidate.ranks[n] for n in names if n in candidate.ranks]
-        candidate.ranks["combined"] = float(np.mean(own)) if own else float("inf")
-    candidates.sort(key=lambda c: (c.ranks["combined"], c.backbone, c.layer))
+        _score(candidate, names, y, subsets)
+    _assign_ranks(candidates, names)
+    pair = _top_pair(candidates) if fuse_top else None
+    if pair is not None:  # the two best backbones together: taken when that ranks higher still
+        _score(pair, names, y, subsets)
+        candidates.append(pair)
+        _assign_ranks(candidates, names, warn=False)
     return [c.record() for c in candidates]

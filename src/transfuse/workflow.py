@@ -33,7 +33,7 @@ from transfuse.featurizers import backbone_list, check_trainable, make_featurize
 from transfuse.modeldir import TRAINING_ITEMS, check_destination, load_data
 from transfuse.pipeline import load_model, make_model, model_modality, save_model
 from transfuse.recipe import Recipe
-from transfuse.search import SearchResult, default_recipes, search
+from transfuse.search import SearchResult, check_metric, default_recipes, search
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ class FitRequest:
     cv: int = 5
     skip_bad: bool = False
     budget: float | None = None  # seconds for choosing the source when featurizer.backbone is "auto"
+    metric: str = "accuracy"  # what the --auto search maximises: accuracy, balanced_accuracy, macro_f1
 
 
 @dataclass
@@ -152,17 +153,25 @@ def fit(request: FitRequest) -> FitResult:
     of what was tried in ``search.json``).
     """
     source, recipe = request.source, request.recipe
-    if request.auto and (recipe.fusion or recipe.select or recipe.head_params):
+    kept = {k: v for k, v in recipe.head_params.items() if k == "class_weight"}  # --auto searches with it
+    if request.auto and (recipe.fusion or recipe.select or set(recipe.head_params) - set(kept)):
         raise DataError("--auto chooses the fusion, selection and C itself; drop --fusion, --select and "
                         "--head-param, or drop --auto")
     recipe.validate()  # bad names fail before any extraction
+    check_metric(request.metric)
     train, test = request.split.indices(source)  # the one split; bad splits fail before extraction too
     choice = None
-    if request.featurizer.backbone == AUTO:
-        spec, choice = choose_source(source, train, request.featurizer, request.budget, request.split.seed)
+    if request.featurizer.backbone == AUTO or (request.auto and request.featurizer.backbone is None):
+        # --auto without a backbone ranks the sources too, then searches the chosen one's layers
+        spec, choice = choose_source(source, train, request.featurizer, request.budget, request.split.seed,
+                                     pick_layers=not request.auto)
         request = dataclasses.replace(request, featurizer=spec)
     featurizer = request.featurizer.build(source.kind)
     if featurizer.fitted:
+        if choice is not None and request.auto:  # the ranking's verdict: no transfer; nothing to search
+            log.info("--auto: %s ranked first; it has no layers to search, so it is trained as it is",
+                     featurizer.kind)
+            request = dataclasses.replace(request, auto=False)
         _check_fitted_options(featurizer, recipe, request.auto)
     out = request.output.path(source, request.featurizer.name(source.kind), recipe.head)
     if request.output.save:
@@ -181,8 +190,8 @@ def fit(request: FitRequest) -> FitResult:
             train, test = without(source, train, test, set(bad))
         blocks = from_slices(featurizer.slices_)
         if request.auto:
-            found = search(X[train], y[train], blocks, default_recipes(blocks, recipe.head), cv=request.cv,
-                           seed=request.split.seed)
+            found = search(X[train], y[train], blocks, default_recipes(blocks, recipe.head, head_params=kept),
+                           cv=request.cv, seed=request.split.seed, metric=request.metric)
             recipe = found.best
             log.info("search picked: %s", found.reason)
         steps = recipe.build(blocks)
@@ -214,12 +223,13 @@ AUTO_SCORES = "knn,logme"
 
 
 def choose_source(source: Source, train: list[int], spec: FeaturizerSpec, budget: float | None = None,
-                  seed: int = 0) -> tuple[FeaturizerSpec, dict]:
+                  seed: int = 0, pick_layers: bool = True) -> tuple[FeaturizerSpec, dict]:
     """``--backbone auto``: rank the sources available for the data's kind (cheapest first, no new
     backbone started once ``budget`` seconds have passed) on the training split, and take the best
-    candidate: a backbone and one tap, all its taps fused, or a fitted featurizer. Returns the
-    featurizer spec to use and the reasons (what :func:`fit` writes to ``metrics.json``)."""
-    from transfuse.ranking import FUSED, default_candidates, rank
+    candidate: a backbone and one tap, all its taps fused, or a fitted featurizer (without
+    ``pick_layers`` only its backbone: ``--auto`` searches the layers). Returns the featurizer spec
+    to use and the reasons (what :func:`fit` writes to ``metrics.json``)."""
+    from transfuse.ranking import default_candidates, rank
 
     start = time.perf_counter()
     names = default_candidates(source.kind)
@@ -229,16 +239,36 @@ def choose_source(source: Source, train: list[int], spec: FeaturizerSpec, budget
                 num_workers=spec.num_workers, device=spec.device, cache=spec.cache)
     best = rows[0]
     fitted = best["backbone"] == best["layer"]  # a fitted featurizer is its own only candidate
-    layers = None if fitted else get_spec(best["backbone"]).tap_names if best["layer"] == FUSED else [best["layer"]]
+    layers = None if fitted or not pick_layers else _chosen_layers(best["backbone"], best["layer"])
     ranked = sorted({r["backbone"] for r in rows})
     why = (f"best combined rank under {AUTO_SCORES.replace(',', ', ')} of {len(rows)} candidates from "
            f"{len(ranked)} sources ({', '.join(ranked)}) on the {len(train)} training items, in "
-           f"{time.perf_counter() - start:.0f}s")
+           f"{time.perf_counter() - start:.0f}s" + ("" if pick_layers or fitted else "; --auto searches its layers"))
     log.info("--backbone auto chose %s %s: %s", best["backbone"], best["layer"], why)
     summary = [{k: r[k] for k in ("backbone", "layer", "dim", "scores", "rank")} for r in rows[:10]]
     choice = {"backbone": best["backbone"], "layer": best["layer"], "why": why, "ranking": summary,
               "skipped": sorted(set(names) - set(ranked))}
-    return dataclasses.replace(spec, backbone=best["backbone"], layers=layers), choice
+    chosen = dataclasses.replace(spec, backbone=best["backbone"], layers=layers)
+    if best.get("engine") and spec.runtime == "auto" and spec.precision == "auto":
+        # keep the engine the ranking measured with all taps, so its cached features are used as they are
+        runtime, precision = best["engine"].split()
+        chosen = dataclasses.replace(chosen, runtime=runtime, precision=precision)
+        choice["engine"] = best["engine"]
+    return chosen, choice
+
+
+def _chosen_layers(backbone: str, layer: str) -> list[str]:
+    """A ranked candidate's taps as ``--layers``: ``fused`` is every tap of the backbone; the fused
+    pair ``"a,b"`` names each backbone's (``"a:tap,b:fused"``)."""
+    from transfuse.ranking import FUSED
+
+    if "," not in backbone:
+        return get_spec(backbone).tap_names if layer == FUSED else [layer]
+    out = []
+    for part in layer.split(","):
+        name, tap = part.rsplit(":", 1)
+        out += [f"{name}:{t}" for t in _chosen_layers(name, tap)]
+    return out
 
 
 def fit_source(source: Source, *, backbone: str | None = None, layers: str | list[str] | None = None,
@@ -248,7 +278,7 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
                skip_bad: bool = False, out_dir: str | Path | None = None, save: bool = True,
                batch_size: int | None = None, num_workers: int | None = None, device: str | None = None,
                cache: bool | str = True, long_text: str = "truncate", runtime: str = "auto",
-               precision: str = "auto") -> FitResult:
+               precision: str = "auto", metric: str = "accuracy") -> FitResult:
     """:func:`fit` with its request spelled out as keywords. ``backbone`` defaults to the built-in one
     for the source's modality (``efficientnet_lite0`` for images, ``minilm_l6`` for text).
 
@@ -262,7 +292,7 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
                                   num_workers=num_workers, device=device, cache=cache),
         recipe=Recipe(fusion=fusion, select=select, head=head, head_params=dict(head_params or {})),
         split=SplitSpec(test_size=test_size, seed=seed), output=OutputSpec(out_dir=out_dir, save=save),
-        auto=auto, cv=cv, skip_bad=skip_bad))
+        auto=auto, cv=cv, skip_bad=skip_bad, metric=metric))
 
 
 def _check_fitted_options(featurizer, recipe: Recipe, auto: bool) -> None:
@@ -411,8 +441,10 @@ def compare_source(source: Source, out_dir: str | Path | None = None, *, backbon
     split = SplitSpec(test_size=test_size, seed=seed)
     rows = []
     start = time.perf_counter()
+    weighted = {"class_weight": finetune_params["class_weight"]} if finetune_params.get("class_weight") else {}
     probe = fit(FitRequest(source=source, featurizer=FeaturizerSpec(backbone=backbone), split=split,
-                           output=OutputSpec(out / "probe", force=force), skip_bad=skip_bad))
+                           recipe=Recipe(head_params=weighted), output=OutputSpec(out / "probe", force=force),
+                           skip_bad=skip_bad))
     rows.append({"method": "feature probe (logreg on features)", **_summary(probe.metrics),
                  "seconds": time.perf_counter() - start, "model_dir": str(out / "probe")})
     for (label, _, _), config in zip(runs, configs):

@@ -157,10 +157,10 @@ def rank(
     layers: Layers = None,
     pooling: Pooling = None,
     weights: Weights = "pretrained",
-    score: Annotated[str, typer.Option("--score", help="Comma-separated scores, or all: logme, hscore, hscore_shrunk, leep, nce, nleep, transrate, gbc, knn, probe.")] = "logme,knn",
+    score: Annotated[str, typer.Option("--score", help="Comma-separated scores, or all: logme, hscore, hscore_shrunk, leep, nce, nleep, transrate, gbc, sfda, knn, probe.")] = "logme,knn",
     resamples: Annotated[int, typer.Option("--resamples", min=0, help="Seeded 80% subsamples each score is computed on again; the spread column is their standard deviation.")] = 5,
     reduce: Annotated[Optional[int], typer.Option("--reduce", min=2, help="PCA to this many dimensions before scoring (off unless given; sparse TF-IDF is always reduced, to 256).")] = None,
-    no_fused: Annotated[bool, typer.Option("--no-fused", help="Do not add each backbone's taps concatenated as a candidate.")] = False,
+    no_fused: Annotated[bool, typer.Option("--no-fused", help="Do not add fused candidates (each backbone's taps concatenated, and the two best backbones together).")] = False,
 ) -> None:
     """Rank source models and their layers for your data before training anything: transferability
     scores on the training split's features (cached), a rank per score and a combined rank. Default
@@ -179,14 +179,15 @@ def rank(
     start = time.perf_counter()
     rows = run_rank([source.items[i] for i in train], [source.labels[i] for i in train], names,
                     layers=[x.strip() for x in layers.split(",") if x.strip()] if layers else None, score=score,
-                    fused=not no_fused, resamples=resamples, reduce=reduce, seed=split.seed, **extract)
+                    fused=not no_fused, fuse_top=not no_fused, resamples=resamples, reduce=reduce, seed=split.seed,
+                    **extract)
     if output.out is not None:
         output.out.mkdir(parents=True, exist_ok=True)
         (output.out / "ranking.json").write_text(json.dumps(rows, indent=1) + "\n")
     if output.as_json:
         print(json.dumps(rows))
         return
-    chosen = list(rows[0]["scores"]) if rows else []
+    chosen = list(dict.fromkeys(n for r in rows for n in r["scores"]))  # a candidate may lack one (LEEP: no head)
     table = Table(title=f"ranking on {source.name} ({len(train)} training items, seed {split.seed})", box=box.SIMPLE_HEAD)
     for col in ("rank", "backbone", "layer", "dim", *chosen, "s"):
         table.add_column(col, justify="left" if col in ("backbone", "layer") else "right", no_wrap=True)

@@ -63,7 +63,18 @@ def _seconds(value: Optional[str]) -> Optional[float]:
     return seconds
 
 
-Budget = Annotated[Optional[str], typer.Option("--budget", callback=_seconds, help="With --backbone auto: time for ranking the sources (90s, 15m, 1h); no new backbone is started after it.")]
+def _choice(*allowed: str):
+    """A typer callback that accepts only ``allowed`` (or nothing)."""
+    def check(value: Optional[str]) -> Optional[str]:
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(f"choose one of {', '.join(allowed)}; got {value!r}")
+        return value
+    return check
+
+
+ClassWeight = Annotated[Optional[str], typer.Option("--class-weight", callback=_choice("balanced"), help="balanced: weight each class by the inverse of its frequency (in the head, and in the fine-tuning loss), so rare classes count as much as common ones. Default: off.")]
+Metric = Annotated[str, typer.Option("--metric", callback=_choice("accuracy", "balanced_accuracy", "macro_f1"), help="What the cross-validated search (--auto, search) maximises: accuracy, balanced_accuracy or macro_f1 (for imbalanced classes).")]
+Budget = Annotated[Optional[str], typer.Option("--budget", callback=_seconds, help="With --backbone auto (or --auto without a backbone): time for ranking the sources (90s, 15m, 1h); no new backbone is started after it.")]
 Runtime = Annotated[Optional[str], typer.Option("--runtime", help="Feature extraction engine: auto (the fastest that agrees with eager fp32), torch, compile (torch.compile ahead of time, built once per machine), onnx. Default: auto; a saved model uses the one it was trained with.")]
 Precision = Annotated[Optional[str], typer.Option("--precision", help="Numeric precision: auto | fp32 | bf16. Extraction: auto takes bf16 where the hardware has it and the features agree (a saved model: what it was trained with); fine-tuning: auto trains in bf16 on GPUs that support it.")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Items per batch (default: 4 on CPU and 64 on GPU for extraction, 32 for fine-tuning).")]
@@ -74,7 +85,7 @@ HeadKind = Annotated[str, typer.Option("--head", help="logreg | svm | ridge | kn
 HeadParam = Annotated[list[str], typer.Option("--head-param", help="Head hyper-parameter KEY=VALUE (repeatable), e.g. C=0.5.")]
 Fusion = Annotated[Optional[str], typer.Option("--fusion", help="How to fuse several layers: concat (per-block standardised) | weighted (learned block weights) | scalar-mix (learned weighted sum of same-width layers, for transformers) | mlp (gated non-linear). Default with several layers: concat.")]
 Select = Annotated[Optional[str], typer.Option("--select", help="Selection/reduction, comma-separated: pca:0.95 | pca:64 | variance | kbest:512[:mutual_info] | l1:0.1 | group-lasso:N (keep N layer blocks).")]
-Auto = Annotated[bool, typer.Option("--auto", help="Try layers x fusion x selection x C by cross-validation on the training split and keep the best.")]
+Auto = Annotated[bool, typer.Option("--auto", help="Try layers x fusion x selection x C by cross-validation on the training split and keep the best; without --backbone the source is chosen first by ranking, as with --backbone auto.")]
 Cv = Annotated[int, typer.Option("--cv", min=2, help="Folds of the cross-validated search (--auto, search).")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Where results are written (default: transfuse-models/<data>-<what>-<time>).")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
@@ -154,13 +165,15 @@ class RecipeOptions:
 
     head: HeadKind = "logreg"
     head_param: HeadParam = field(default_factory=list)
+    class_weight: ClassWeight = None
     fusion: Fusion = None
     select: Select = None
     auto: Auto = False
     cv: Cv = 5
+    metric: Metric = "accuracy"
 
     def head_params(self) -> dict:
-        params = {}
+        params = {"class_weight": self.class_weight} if self.class_weight else {}
         for item in self.head_param:
             if "=" not in item:
                 raise typer.BadParameter(f"--head-param takes KEY=VALUE, got {item!r}")
@@ -177,7 +190,9 @@ class SearchOptions:
     """What ``search`` takes of the recipe: the head and the folds."""
 
     head: HeadKind = "logreg"
+    class_weight: ClassWeight = None
     cv: Cv = 5
+    metric: Metric = "accuracy"
 
 
 @dataclass

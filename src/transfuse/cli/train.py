@@ -14,6 +14,7 @@ from transfuse.cli.app import app, log, out
 from transfuse.cli.options import (
     Backbone,
     BatchSize,
+    ClassWeight,
     DataOptions,
     EngineOptions,
     Epochs,
@@ -35,7 +36,7 @@ from transfuse.cli.options import (
 
 
 def _fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, engine: EngineOptions,
-         wanted, output: OutputOptions, auto: bool, cv: int) -> None:
+         wanted, output: OutputOptions, auto: bool, cv: int, metric: str = "accuracy") -> None:
     """What ``fit`` and ``search`` run: one request to the workflow, one table back."""
     from transfuse.evaluate import metrics_table
     from transfuse.recipe import Recipe
@@ -51,7 +52,7 @@ def _fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, engin
                                 cache=not engine.no_cache)
     res = fit(FitRequest(source=source, featurizer=featurizer, recipe=wanted, split=split.spec(),
                          output=OutputSpec(output.out, force=output.force), auto=auto, cv=cv,
-                         skip_bad=data.skip_bad, budget=features.budget))
+                         skip_bad=data.skip_bad, budget=features.budget, metric=metric))
     if output.as_json:
         extra = {"search": res.search.table()} if res.search else {}
         print(json.dumps({"model_dir": str(res.out_dir), **res.metrics, **extra}))
@@ -60,7 +61,7 @@ def _fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, engin
         _print_search(res.search)
     if "source_choice" in res.metrics:
         choice = res.metrics["source_choice"]
-        out.print(f"--backbone auto: {choice['backbone']} {choice['layer']} ({choice['why']})")
+        out.print(f"source chosen by ranking: {choice['backbone']} {choice['layer']} ({choice['why']})")
     trained = Recipe.from_dict(res.metrics["recipe"])
     name = res.model.steps[0][1].backbone
     label = f"{name} + {trained.head}" if trained == Recipe(head=trained.head, head_params=trained.head_params) else \
@@ -72,10 +73,10 @@ def _fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, engin
 
 def _print_search(found) -> None:
     table = Table(title="cross-validated search on the training split (best first)")
-    for col in ("candidate", "cv accuracy", "± std", "fit s/fold"):
+    for col in ("candidate", f"cv {found.metric.replace('_', ' ')}", "± std", "fit s/fold"):
         table.add_column(col, justify="left" if col == "candidate" else "right")
     for row in found.table():
-        table.add_row(row["candidate"], f"{row['cv_accuracy']:.3f}", f"{row['cv_std']:.3f}", f"{row['fit_seconds']:.2f}")
+        table.add_row(row["candidate"], f"{row['cv_score']:.3f}", f"{row['cv_std']:.3f}", f"{row['fit_seconds']:.2f}")
     out.print(table)
     out.print(f"winner: {found.reason}")
 
@@ -89,7 +90,7 @@ def fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, recipe
     from transfuse.recipe import Recipe
 
     wanted = Recipe(fusion=recipe.fusion, select=recipe.select, head=recipe.head, head_params=recipe.head_params())
-    _fit(data, split, features, engine, wanted, output, recipe.auto, recipe.cv)
+    _fit(data, split, features, engine, wanted, output, recipe.auto, recipe.cv, recipe.metric)
 
 
 @app.command("search")
@@ -100,7 +101,9 @@ def search(data: DataOptions, split: SplitOptions, features: FeatureOptions, rec
     """`fit --auto`: search layers x fusion x selection x C by cross-validation, train and save the best."""
     from transfuse.recipe import Recipe
 
-    _fit(data, split, features, engine, Recipe(head=recipe.head), output, True, recipe.cv)
+    weighted = {"class_weight": recipe.class_weight} if recipe.class_weight else {}
+    _fit(data, split, features, engine, Recipe(head=recipe.head, head_params=weighted), output, True, recipe.cv,
+         recipe.metric)
 
 
 @app.command()
@@ -125,6 +128,7 @@ def finetune(
     resume: Resume = False,
     workers: Workers = None,
     devices: Annotated[int, typer.Option("--devices", min=1, help="Train with DDP on this many GPUs (or CPU processes without a GPU).")] = 1,
+    class_weight: ClassWeight = None,
 ) -> None:
     """Parameter-based transfer: train a new output layer, then fine-tune part or all of the network."""
     from transfuse.backbones import default_backbone
@@ -139,7 +143,8 @@ def finetune(
     config = FinetuneConfig(backbone=backbone, strategy=strategy, from_scratch=from_scratch, epochs=epochs, lr=lr,
                             backbone_lr=backbone_lr, layer_decay=layer_decay, l2sp=l2sp, probe_epochs=probe_epochs,
                             image_size=image_size, batch_size=batch_size or FinetuneConfig.batch_size,
-                            patience=patience, precision=precision or "auto", seed=split.seed)
+                            patience=patience, precision=precision or "auto", seed=split.seed,
+                            class_weight=class_weight)
     metrics, folder = run_finetune(source, config, OutputSpec(output.out, force=output.force), split.spec(), resume=resume,
                                    skip_bad=data.skip_bad, num_workers=workers, devices=devices,
                                    progress=False if output.as_json else None)  # Lightning's bar writes to stdout
@@ -162,6 +167,7 @@ def compare(
     strategies: Annotated[str, typer.Option("--strategies", help="Fine-tuning strategies to run besides scratch and the probe, comma-separated.")] = "head,lp-ft",
     epochs: Epochs = 10,
     image_size: ImageSize = None,
+    class_weight: ClassWeight = None,
 ) -> None:
     """Does transfer pay? Scratch vs feature probe vs fine-tuning strategies on one split, one table."""
     from transfuse.backbones import default_backbone
@@ -172,7 +178,8 @@ def compare(
     names = tuple(s.strip() for s in strategies.split(",") if s.strip())
     rows = compare_source(source, output.out, backbone=backbone, strategies=names, epochs=epochs,
                           image_size=image_size, seed=split.seed, test_size=split.test_size, skip_bad=data.skip_bad,
-                          force=output.force, progress=False if output.as_json else None)  # Lightning's bar writes to stdout
+                          force=output.force, progress=False if output.as_json else None,  # Lightning's bar: stdout
+                          class_weight=class_weight)
     if output.as_json:
         print(json.dumps(rows))
         return

@@ -32,6 +32,7 @@ class FinetuneConfig:
     augment: bool = True
     precision: str = "auto"
     seed: int = 0
+    class_weight: str | None = None  # "balanced": the loss weights each class by its inverse frequency
 
     @property
     def run_name(self) -> str:
@@ -61,6 +62,8 @@ class FinetuneConfig:
         if not 0 < self.layer_decay <= 1 or self.l2sp < 0 or self.weight_decay < 0:
             raise DataError(f"layer_decay must be in (0, 1] and l2sp, weight_decay at least 0; got {self.layer_decay}, "
                             f"{self.l2sp}, {self.weight_decay}")
+        if self.class_weight not in (None, "balanced"):
+            raise DataError(f"class_weight must be 'balanced' or none, got {self.class_weight!r}")
         if not 0 < self.val_fraction < 1:
             raise DataError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
         if self.strategy.split(":")[0] in ("lp-ft", "gradual") and self.epochs <= self.probe_epochs:

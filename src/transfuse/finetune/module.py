@@ -21,7 +21,8 @@ class TransferModule(L.LightningModule):
     def __init__(self, model: nn.Module, groups: list[tuple[str, list[str]]], strategy: Strategy, lr: float = 1e-3,
                  layer_decay: float = 0.75, weight_decay: float = 1e-4, probe_epochs: int = 3,
                  unfreeze_every: int = 1, l2sp: float = 0.0, label_smoothing: float = 0.1,
-                 backbone_lr: float | None = None, seed: int = 0) -> None:
+                 backbone_lr: float | None = None, seed: int = 0,
+                 class_weights: torch.Tensor | None = None) -> None:
         super().__init__()
         self.model = model.train()  # frozen parts go to eval per batch (on_train_batch_start)
         self.groups = groups
@@ -31,7 +32,9 @@ class TransferModule(L.LightningModule):
         self.l2sp = l2sp
         self.backbone_lr = backbone_lr
         self.seed = seed
-        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.label_smoothing = label_smoothing
+        # not persistent: the saved network's weights stay exactly the network's
+        self.register_buffer("class_weights", class_weights, persistent=False)
         classifier = groups[-1][1]
         # L2-SP anchors: the starting (pretrained) weights of everything but the new classifier
         self._anchor = {n: p.detach().clone() for n, p in model.named_parameters()
@@ -39,6 +42,10 @@ class TransferModule(L.LightningModule):
         self.frozen: list[str] = []
         self.n_trainable = 0
         self._sync(0)
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy with label smoothing, each class weighted as asked (``--class-weight``)."""
+        return nn.functional.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.label_smoothing)
 
     def _sync(self, epoch: int) -> None:
         n = self.strategy.trainable_at(epoch, len(self.groups), self.probe_epochs, self.unfreeze_every)
@@ -69,7 +76,7 @@ class TransferModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = self.loss(self.model(x), y)
+        loss = self._loss(self.model(x), y)
         if self._anchor:
             drift = sum(((p - self._anchor[n].to(p.device)) ** 2).sum()
                         for n, p in self.model.named_parameters() if p.requires_grad and n in self._anchor)
@@ -82,7 +89,7 @@ class TransferModule(L.LightningModule):
         logits = self.model(x)
         # sync_dist: with several processes every rank sees the same value, so early stopping and
         # checkpointing agree (a no-op with one process)
-        self.log("val_loss", self.loss(logits, y), on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val_loss", self._loss(logits, y), on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("val_acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):

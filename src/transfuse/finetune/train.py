@@ -110,7 +110,8 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
                             layer_decay=cfg.layer_decay,
                             weight_decay=cfg.weight_decay, probe_epochs=cfg.probe_epochs,
                             unfreeze_every=cfg.unfreeze_every, l2sp=cfg.l2sp,
-                            backbone_lr=top_lr if cfg.backbone_lr is None else cfg.backbone_lr, seed=cfg.seed)
+                            backbone_lr=top_lr if cfg.backbone_lr is None else cfg.backbone_lr, seed=cfg.seed,
+                            class_weights=_class_weights(cfg.class_weight, y[fit_idx], len(classes)))
 
     workers = default_workers(len(train), "cuda" if torch.cuda.is_available() else "cpu") if num_workers is None \
         else num_workers
@@ -267,3 +268,13 @@ def _validation_split(train: np.ndarray, y: np.ndarray, fraction: float, seed: i
             val.extend(rng.choice(idx, size=min(len(idx) - 1, max(1, round(fraction * len(idx)))), replace=False))
     val = np.sort(np.asarray(val, dtype=int))
     return np.setdiff1d(train, val), val
+
+
+def _class_weights(how: str | None, y: np.ndarray, k: int) -> torch.Tensor | None:
+    """``balanced``: each class weighted by n / (k · its count) on the items trained on (as
+    scikit-learn's ``class_weight="balanced"``); None: plain cross-entropy."""
+    if how is None:
+        return None
+    counts = np.bincount(y, minlength=k).astype(np.float64)
+    weights = len(y) / (k * np.maximum(counts, 1.0))
+    return torch.tensor(weights, dtype=torch.float32)

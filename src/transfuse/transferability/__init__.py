@@ -22,6 +22,7 @@ BUILTIN_MODULES = (
     "transfuse.transferability.leep",
     "transfuse.transferability.transrate",
     "transfuse.transferability.gbc",
+    "transfuse.transferability.sfda",
     "transfuse.transferability.proxies",
 )
 ENTRY_POINTS = "transfuse.scores"
