@@ -26,7 +26,7 @@ from transfuse.featurizers import fitted_featurizers, make_featurizer
 from transfuse.transferability import get_score, scores
 
 log = logging.getLogger(__name__)
-DEFAULT_SCORES = ("logme", "knn")
+DEFAULT_SCORES = ("logme", "gbc")  # see AUTO_SCORES in workflow.py and docs/benchmarks.md
 SPARSE_DIMS = 256  # TF-IDF is reduced to this many dimensions (truncated SVD) before scoring
 FUSED = "fused"
 
@@ -67,7 +67,7 @@ def default_candidates(modality: str) -> list[str]:
 
 
 def score_names(chosen: str | list[str] | None) -> list[str]:
-    """``"logme,knn"``, ``"all"`` or a list -> validated score names (default :data:`DEFAULT_SCORES`)."""
+    """``"logme,gbc"``, ``"all"`` or a list -> validated score names (default :data:`DEFAULT_SCORES`)."""
     if chosen is None:
         return list(DEFAULT_SCORES)
     names = chosen.split(",") if isinstance(chosen, str) else list(chosen)
@@ -79,15 +79,12 @@ def score_names(chosen: str | list[str] | None) -> list[str]:
     return names
 
 
-def _standardise(X: np.ndarray) -> np.ndarray:
-    std = X.std(axis=0)
-    return (X - X.mean(axis=0)) / np.where(std > 0, std, 1.0)
-
-
 def fuse_blocks(blocks: list[np.ndarray]) -> np.ndarray:
-    """The ``fused`` candidate: every block standardised and weighted by 1/sqrt(its width), so each
-    tap has an equal say whatever its size, then concatenated."""
-    return np.hstack([_standardise(b) / np.sqrt(b.shape[1]) for b in blocks])
+    """The ``fused`` candidate: the blocks concatenated as the networks give them. The scores are made
+    for a network's own features; standardising every column first (each block weighted by
+    1/sqrt(its width)) was measured on the image harness to drop LogME's mean weighted tau from 0.62
+    to 0.28, as it inflates near-constant columns (docs/benchmarks.md)."""
+    return np.hstack(blocks)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -219,7 +216,7 @@ def rank(items: list[str], labels: list[str], backbones: list[str], *, layers: l
     precision, batch_size, num_workers, progress, long_text). With ``budget`` (seconds) no further
     backbone is started once that much time has passed (the first always runs).
 
-    >>> rank(paths, labels, ["efficientnet_lite0", "dinov2_vits14"], score="logme,knn")[0]["backbone"]  # doctest: +SKIP
+    >>> rank(paths, labels, ["efficientnet_lite0", "dinov2_vits14"], score="logme,gbc")[0]["backbone"]  # doctest: +SKIP
     'efficientnet_lite0'
     """
     names = score_names(score)
