@@ -146,6 +146,13 @@ def cache_prune(
               f"({(removed['bytes'] + engines['bytes']) / 1e6:.1f} MB of orphan or pruned data)")
 
 
+def _names(backbone: str, layer: str) -> tuple[str, str]:
+    """How a candidate is shown: the fused pair ``"a,b"`` / ``"a:x,b:y"`` as ``a + b`` / ``x + y``."""
+    if "," not in backbone:
+        return backbone, layer
+    return " + ".join(backbone.split(",")), " + ".join(part.rsplit(":", 1)[1] for part in layer.split(","))
+
+
 @app.command()
 @options(data=DataOptions, split=SplitOptions, engine=EngineOptions, output=OutputOptions)
 def rank(
@@ -164,7 +171,8 @@ def rank(
 ) -> None:
     """Rank source models and their layers for your data before training anything: transferability
     scores on the training split's features (cached), a rank per score and a combined rank. Default
-    candidates: every backbone of the data's kind whose weights are here, and TF-IDF for text."""
+    candidates: every backbone of the data's kind whose weights are here (each tap, and its taps
+    together), TF-IDF for text, and the two best backbones fused."""
     from transfuse.data.split import split_source
     from transfuse.ranking import default_candidates
     from transfuse.ranking import rank as run_rank
@@ -189,8 +197,9 @@ def rank(
         return
     chosen = list(dict.fromkeys(n for r in rows for n in r["scores"]))  # a candidate may lack one (LEEP: no head)
     table = Table(title=f"ranking on {source.name} ({len(train)} training items, seed {split.seed})", box=box.SIMPLE_HEAD)
-    for col in ("rank", "backbone", "layer", "dim", *chosen, "s"):
-        table.add_column(col, justify="left" if col in ("backbone", "layer") else "right", no_wrap=True)
+    for col in ("rank", "backbone", "layer", "dim", *chosen, "s"):  # names wrap; numbers never do
+        table.add_column(col, justify="left" if col in ("backbone", "layer") else "right",
+                         no_wrap=col not in ("backbone", "layer"))
     spread = len(chosen) <= 2  # with more scores the spreads are in --json / ranking.json
 
     def cell(r: dict, n: str) -> str:
@@ -200,7 +209,8 @@ def rank(
 
     for r in rows:
         cells = [cell(r, n) for n in chosen]
-        table.add_row(f"{r['rank']:.1f}", r["backbone"], r["layer"], str(r["dim"]), *cells, f"{r['seconds']:.1f}")
+        table.add_row(f"{r['rank']:.1f}", *_names(r["backbone"], r["layer"]), str(r["dim"]), *cells,
+                      f"{r['seconds']:.1f}")
     out.print(table)
-    out.print(f"{len(rows)} candidates in {time.perf_counter() - start:.1f}s; best: {rows[0]['backbone']} "
-              f"{rows[0]['layer']} (rank is the mean of the ranks under {', '.join(chosen)})")
+    out.print(f"{len(rows)} candidates in {time.perf_counter() - start:.1f}s; best: "
+              f"{' '.join(_names(rows[0]['backbone'], rows[0]['layer']))} (rank is the mean of the ranks under {', '.join(chosen)})")
