@@ -374,15 +374,24 @@ def main() -> None:
     parser.add_argument("--modality", choices=sorted(TARGETS), default="image")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--finetuned", type=int, metavar="EPOCHS", help="fine-tuned ground truth instead (images)")
+    parser.add_argument("--from-json", action="store_true", help="rebuild the tables from the saved JSON only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.finetuned:
         return finetuned(args.finetuned)
     cache = str(WORK / "cache-ranking") if args.modality == "image" else True
     candidates = [c for c in CANDIDATES[args.modality] if not (args.quick and c[1] in QUICK_LEFT_OUT)]
-    results = {target: run_target(target, data, candidates, cache)
-               for target, data in TARGETS[args.modality](args.quick).items()}
     stem = "ranking" + ("" if args.modality == "image" else f"-{args.modality}") + ("-quick" if args.quick else "")
+    if args.from_json:  # e.g. after a change of AUTO_SCORES: the per-score numbers are all saved
+        import json
+
+        from common import RESULTS
+
+        saved = json.loads((RESULTS / f"{stem}.json").read_text())
+        results = {t: r for t, r in saved.items() if t != "when"}
+    else:
+        results = {target: run_target(target, data, candidates, cache)
+                   for target, data in TARGETS[args.modality](args.quick).items()}
     save_results(stem, report(results, args.modality), results)
 
 

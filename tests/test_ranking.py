@@ -80,7 +80,7 @@ def test_fit_backbone_auto_ranks_within_the_budget_and_says_why(image_folder, tm
             env=env)
     assert r.returncode == 0, r.stderr
     choice = json.loads(r.stdout)["source_choice"]
-    assert choice["backbone"] == "efficientnet_lite0" and "best combined rank under logme, gbc" in choice["why"]
+    assert choice["backbone"] == "efficientnet_lite0" and "best combined rank under logme, knn" in choice["why"]
     assert choice["ranking"][0]["layer"] == choice["layer"] and "dinov2_vits14" in choice["skipped"]
     assert json.loads((tmp_path / "m" / "metrics.json").read_text())["source_choice"] == choice
     one = str(next((image_folder / "bag").glob("*.png")))

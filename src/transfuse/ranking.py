@@ -26,7 +26,7 @@ from transfuse.featurizers import fitted_featurizers, make_featurizer
 from transfuse.transferability import get_score, scores
 
 log = logging.getLogger(__name__)
-DEFAULT_SCORES = ("logme", "gbc")  # see AUTO_SCORES in workflow.py and docs/benchmarks.md
+DEFAULT_SCORES = ("logme", "knn")  # see AUTO_SCORES in workflow.py and docs/benchmarks.md
 SPARSE_DIMS = 256  # TF-IDF is reduced to this many dimensions (truncated SVD) before scoring
 FUSED = "fused"
 
@@ -67,7 +67,7 @@ def default_candidates(modality: str) -> list[str]:
 
 
 def score_names(chosen: str | list[str] | None) -> list[str]:
-    """``"logme,gbc"``, ``"all"`` or a list -> validated score names (default :data:`DEFAULT_SCORES`)."""
+    """``"logme,knn"``, ``"all"`` or a list -> validated score names (default :data:`DEFAULT_SCORES`)."""
     if chosen is None:
         return list(DEFAULT_SCORES)
     names = chosen.split(",") if isinstance(chosen, str) else list(chosen)
@@ -216,7 +216,7 @@ def rank(items: list[str], labels: list[str], backbones: list[str], *, layers: l
     precision, batch_size, num_workers, progress, long_text). With ``budget`` (seconds) no further
     backbone is started once that much time has passed (the first always runs).
 
-    >>> rank(paths, labels, ["efficientnet_lite0", "dinov2_vits14"], score="logme,gbc")[0]["backbone"]  # doctest: +SKIP
+    >>> rank(paths, labels, ["efficientnet_lite0", "dinov2_vits14"], score="logme,knn")[0]["backbone"]  # doctest: +SKIP
     'efficientnet_lite0'
     """
     names = score_names(score)

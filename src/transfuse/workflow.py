@@ -219,7 +219,7 @@ def fit(request: FitRequest) -> FitResult:
 
 
 AUTO = "auto"  # --backbone auto: the source is chosen by ranking
-AUTO_SCORES = "logme,gbc"  # the lowest regret on the image harness (docs/benchmarks.md)
+AUTO_SCORES = "logme,knn"  # the best mean over the image, text and audio harness targets (docs/benchmarks.md)
 
 
 def choose_source(source: Source, train: list[int], spec: FeaturizerSpec, budget: float | None = None,
@@ -240,7 +240,7 @@ def choose_source(source: Source, train: list[int], spec: FeaturizerSpec, budget
     best = rows[0]
     fitted = best["backbone"] == best["layer"]  # a fitted featurizer is its own only candidate
     layers = None if fitted or not pick_layers else _chosen_layers(best["backbone"], best["layer"])
-    ranked = sorted({r["backbone"] for r in rows})
+    ranked = sorted({r["backbone"] for r in rows if "," not in r["backbone"]})  # the fused pair is no source
     why = (f"best combined rank under {AUTO_SCORES.replace(',', ', ')} of {len(rows)} candidates from "
            f"{len(ranked)} sources ({', '.join(ranked)}) on the {len(train)} training items, in "
            f"{time.perf_counter() - start:.0f}s" + ("" if pick_layers or fitted else "; --auto searches its layers"))

@@ -164,7 +164,7 @@ def rank(
     layers: Layers = None,
     pooling: Pooling = None,
     weights: Weights = "pretrained",
-    score: Annotated[str, typer.Option("--score", help="Comma-separated scores, or all: logme, hscore, hscore_shrunk, leep, nce, nleep, transrate, gbc, sfda, knn, probe.")] = "logme,gbc",
+    score: Annotated[str, typer.Option("--score", help="Comma-separated scores, or all: logme, hscore, hscore_shrunk, leep, nce, nleep, transrate, gbc, sfda, knn, probe.")] = "logme,knn",
     resamples: Annotated[int, typer.Option("--resamples", min=0, help="Seeded 80% subsamples each score is computed on again; the spread column is their standard deviation.")] = 5,
     reduce: Annotated[Optional[int], typer.Option("--reduce", min=2, help="PCA to this many dimensions before scoring (off unless given; sparse TF-IDF is always reduced, to 256).")] = None,
     no_fused: Annotated[bool, typer.Option("--no-fused", help="Do not add fused candidates (each backbone's taps concatenated, and the two best backbones together).")] = False,
