@@ -63,6 +63,10 @@ def test_bad_inputs_give_one_line_errors(image_folder, tmp_path):
 def test_usage_errors_exit_2():
     assert cli("fit", "--no-such-flag").returncode == 2
     assert cli("--help").returncode == 0
+    from transfuse import __version__
+
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"transfuse {__version__}"
 
 
 def test_fusion_selection_flags_and_search(image_folder, tmp_path):

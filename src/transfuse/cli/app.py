@@ -20,9 +20,18 @@ err = Console(stderr=True)
 log = logging.getLogger("transfuse")
 
 
+def _version(show: bool) -> None:
+    if show:
+        from transfuse import __version__
+
+        print(f"transfuse {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv: debug).")] = 0,
-          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")] = False) -> None:
+          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")] = False,
+          version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
     if verbose == 0:
