@@ -150,7 +150,8 @@ def test_sfda_equals_two_fisher_stages_built_from_scikit_learn():
     first = lda.fit(X, y).predict_proba(X)  # unshrunk Fisher stage = plain LDA
     soft = np.exp(first) / np.exp(first).sum(axis=1, keepdims=True)
     confidence = soft[np.arange(len(y)), y][:, None]
-    others = np.stack([X[y != c].mean(axis=0) for c in y])
+    class_means = np.stack([X[y == c].mean(axis=0) for c in range(3)])
+    others = np.stack([np.delete(class_means, c, axis=0).mean(axis=0) for c in y])  # the other classes' means
     mixed = confidence * X + (1 - confidence) * others
     expected = lda.fit(mixed, y).predict_proba(mixed)[np.arange(len(y)), y].mean()
     assert sfda(X, y, a=None) == pytest.approx(expected, rel=1e-8)

@@ -271,7 +271,8 @@ class MLPHead(LinearHead):
         early = len(y_idx) >= 50
         weights = compute_sample_weight(self._weights, y_idx) if self._weights else None
         clf = MLPClassifier(hidden_layer_sizes=(self.hidden,), alpha=self.alpha, max_iter=self.max_iter,
-                            early_stopping=early, random_state=self.random_state).fit(Z, y_idx, sample_weight=weights)
+                            early_stopping=early, random_state=self.random_state)
+        clf.fit(Z, y_idx, **({"sample_weight": weights} if weights is not None else {}))  # scikit-learn >= 1.7
         self.n_iter_ = int(clf.n_iter_)
         return {"w0": clf.coefs_[0], "b0": clf.intercepts_[0], "w1": clf.coefs_[1], "b1": clf.intercepts_[1]}
 

@@ -246,6 +246,8 @@ def rank(items: list[str], labels: list[str], backbones: list[str], *, layers: l
     _assign_ranks(candidates, names)
     pair = _top_pair(candidates) if fuse_top else None
     if pair is not None:  # the two best backbones together: taken when that ranks higher still
+        if reduce and pair.X.shape[1] > reduce:  # as wide as the others it is compared with
+            pair.X = _reduce(pair.X, reduce, seed, "--reduce", pair.backbone)
         _score(pair, names, y, subsets)
         candidates.append(pair)
         _assign_ranks(candidates, names, warn=False)

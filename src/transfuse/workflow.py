@@ -159,10 +159,16 @@ def fit(request: FitRequest) -> FitResult:
                         "--head-param, or drop --auto")
     recipe.validate()  # bad names fail before any extraction
     check_metric(request.metric)
+    if request.metric != "accuracy" and not request.auto:
+        log.warning("--metric %s only steers the --auto search; without it the recipe is trained as given",
+                    request.metric)
     train, test = request.split.indices(source)  # the one split; bad splits fail before extraction too
     choice = None
-    if request.featurizer.backbone == AUTO or (request.auto and request.featurizer.backbone is None):
-        # --auto without a backbone ranks the sources too, then searches the chosen one's layers
+    spec = request.featurizer
+    if spec.backbone == AUTO or (request.auto and spec.backbone is None and spec.layers is None
+                                 and spec.weights == "pretrained"):
+        # --auto without a backbone (or layers, or other weights) ranks the sources too, then searches
+        # the chosen one's layers
         spec, choice = choose_source(source, train, request.featurizer, request.budget, request.split.seed,
                                      pick_layers=not request.auto)
         request = dataclasses.replace(request, featurizer=spec)
@@ -249,10 +255,12 @@ def choose_source(source: Source, train: list[int], spec: FeaturizerSpec, budget
     choice = {"backbone": best["backbone"], "layer": best["layer"], "why": why, "ranking": summary,
               "skipped": sorted(set(names) - set(ranked))}
     chosen = dataclasses.replace(spec, backbone=best["backbone"], layers=layers)
-    if best.get("engine") and spec.runtime == "auto" and spec.precision == "auto":
+    from transfuse.engines.planner import RUNTIMES
+
+    engine = (best.get("engine") or "").split()
+    if engine and engine[0] in RUNTIMES and spec.runtime == "auto" and spec.precision == "auto":
         # keep the engine the ranking measured with all taps, so its cached features are used as they are
-        runtime, precision = best["engine"].split()
-        chosen = dataclasses.replace(chosen, runtime=runtime, precision=precision)
+        chosen = dataclasses.replace(chosen, runtime=engine[0], precision=engine[1])
         choice["engine"] = best["engine"]
     return chosen, choice
 
@@ -280,7 +288,8 @@ def fit_source(source: Source, *, backbone: str | None = None, layers: str | lis
                cache: bool | str = True, long_text: str = "truncate", runtime: str = "auto",
                precision: str = "auto", metric: str = "accuracy") -> FitResult:
     """:func:`fit` with its request spelled out as keywords. ``backbone`` defaults to the built-in one
-    for the source's modality (``efficientnet_lite0`` for images, ``minilm_l6`` for text).
+    for the source's modality (``efficientnet_lite0`` for images, ``minilm_l6`` for text); with
+    ``auto`` and no ``layers`` it is chosen by ranking (``"auto"``).
 
     >>> res = fit_source(load_source("examples/fashion"), layers="blocks.5,features", fusion="concat")  # doctest: +SKIP
     >>> round(res.metrics["accuracy"], 2), res.out_dir  # doctest: +SKIP

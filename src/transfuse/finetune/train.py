@@ -81,7 +81,8 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     run = {"backbone": cfg.backbone, "from_scratch": cfg.from_scratch, "strategy": cfg.strategy,
            "image_size": cfg.image_size, "classes": classes, "seed": cfg.seed, "split": [test_size, split_seed],
            "batch_size": cfg.batch_size, "lr": [cfg.lr, cfg.backbone_lr, cfg.layer_decay, cfg.weight_decay, cfg.l2sp],
-           "schedule": [cfg.probe_epochs, cfg.unfreeze_every, cfg.augment, cfg.val_fraction]}
+           "schedule": [cfg.probe_epochs, cfg.unfreeze_every, cfg.augment, cfg.val_fraction],
+           **({"class_weight": cfg.class_weight} if cfg.class_weight else {})}  # absent: runs from before resume
     created = None if resume else next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
     resumed_epoch = _start_run(out, run, resume, force)  # before any heavy work: a bad --out or --resume fails now
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before building: timm draws an init first

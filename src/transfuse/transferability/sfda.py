@@ -5,11 +5,11 @@ discriminant, fitted on the features, classifies the same items after they were 
    with the within scatter shrunk towards the identity, ``(1-λ) S_w + λ I`` and an adaptive
    ``λ = exp(-a · largest eigenvalue of S_w)``; class probabilities are the softmax of the linear
    discriminant (class means, shared covariance) in that space.
-2. Self-challenge (ConfMix): each item moves towards the mean of the *other* classes by one minus
-   its softened confidence in its own class (the published implementation softens the first
+2. Self-challenge (ConfMix): each item moves towards the mean of the *other* classes' means by one
+   minus its softened confidence in its own class (the published implementation softens the first
    stage's probabilities with one more softmax).
 3. The score is the mean probability of the true class under a second Fisher stage fitted on the
-   mixed items: in (0, 1], higher is better.
+   mixed items with the first stage's λ: in (0, 1], higher is better.
 
 Everything happens in the row space of the centred features (``X = U S Vᵀ``): the scatter matrices
 and the class means lie in it, and the regularised problem has no other non-zero solution, so the
@@ -30,9 +30,9 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def _fisher_probabilities(Z: np.ndarray, y: np.ndarray, k: int, a: float | None,
-                          shrinkage: float | None = None) -> np.ndarray:
-    """Class probabilities per item of the regularised Fisher discriminant fitted on ``Z``.
-    ``shrinkage`` fixes λ; otherwise ``exp(-a · σ_max(S_w))`` (``a=None``: λ = 0)."""
+                          shrinkage: float | None = None) -> tuple[np.ndarray, float]:
+    """Class probabilities per item of the regularised Fisher discriminant fitted on ``Z``, and the
+    λ used. ``shrinkage`` fixes λ; otherwise ``exp(-a · σ_max(S_w))`` (``a=None``: λ = 0)."""
     n, d = Z.shape
     priors = np.bincount(y, minlength=k) / n
     means = np.stack([Z[y == c].mean(axis=0) for c in range(k)])
@@ -48,7 +48,7 @@ def _fisher_probabilities(Z: np.ndarray, y: np.ndarray, k: int, a: float | None,
     W = vectors[:, np.argsort(values)[::-1][: max(1, min(k - 1, d))]]  # Wᵀ S W = I: a whitened space
     P, M = Z @ W, means @ W
     discriminant = P @ M.T - 0.5 * (M ** 2).sum(axis=1) + np.log(priors)
-    return _softmax(discriminant)
+    return _softmax(discriminant), shrinkage
 
 
 def _row_space(X: np.ndarray) -> np.ndarray:
@@ -70,13 +70,12 @@ def sfda(features, labels, a: float | None = 5.0) -> float:
     X, y, k = check_inputs(features, labels)
     Z = _row_space(X)
     items = np.arange(len(y))
-    confidence = _softmax(_fisher_probabilities(Z, y, k, a))[items, y][:, None]
+    first, shrinkage = _fisher_probabilities(Z, y, k, a)
+    confidence = _softmax(first)[items, y][:, None]
     means = np.stack([Z[y == c].mean(axis=0) for c in range(k)])
-    counts = np.bincount(y, minlength=k)[:, None]
-    others = (means.T @ counts).T  # sum of all items, less each class's own, over the rest's count
-    others = (others - means * counts) / (len(y) - counts)
+    others = (means.sum(axis=0) - means) / (k - 1)  # each class's: the mean of the other classes' means
     mixed = confidence * Z + (1 - confidence) * others[y]
-    return float(_fisher_probabilities(mixed, y, k, a)[items, y].mean())
+    return float(_fisher_probabilities(mixed, y, k, a, shrinkage)[0][items, y].mean())
 
 
 SCORES = (Score("sfda", sfda, description="true-class probability of a regularised Fisher discriminant after "
