@@ -38,6 +38,7 @@ import logging
 import time
 
 import numpy as np
+from scipy.special import softmax
 from scipy.stats import kendalltau, rankdata, weightedtau
 
 from transfuse.extract import extract_features
@@ -204,9 +205,7 @@ def candidate_features(label, backbone, weights, taps, train, test, cache) -> tu
         out[f"{label} fused"] = (fuse_blocks([X[:n] for X in blocks.values()]), raw[:n], raw[n:], False)
     probs = None
     if heads:
-        logits = feats.X[:n, feats.slices["logits"]].astype(np.float64)
-        z = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs = z / z.sum(axis=1, keepdims=True)
+        probs = softmax(feats.X[:n, feats.slices["logits"]].astype(np.float64), axis=1)
     return out, probs
 
 

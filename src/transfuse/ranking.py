@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import softmax
+from scipy.stats import rankdata
 
 from transfuse.backbones import get_spec
 from transfuse.errors import DataError
@@ -87,11 +89,6 @@ def fuse_blocks(blocks: list[np.ndarray]) -> np.ndarray:
     return np.hstack(blocks)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
 def _reduce(X, dims: int, seed: int, why: str, name: str) -> np.ndarray:
     from sklearn.decomposition import PCA, TruncatedSVD
 
@@ -118,7 +115,7 @@ def _candidates(items: list[str], modality: str, backbone: str, layers: list[str
     if features.failed:
         raise DataError(f"{len(features.failed)} items could not be read by {backbone}; rank needs every item "
                         f"(remove them, or rank with --skip-bad dropped items first)")
-    probs = _softmax(features.X[:, features.slices["logits"]].astype(np.float64)) if "logits" in wanted and \
+    probs = softmax(features.X[:, features.slices["logits"]].astype(np.float64), axis=1) if "logits" in wanted and \
         need_probs else None
     blocks = {tap: features.X[:, features.slices[tap]].astype(np.float64) for tap in taps}
     if fused and len(taps) > 1:
@@ -146,17 +143,10 @@ def _resamples(y: np.ndarray, count: int, seed: int) -> list[np.ndarray]:
 
 def _ranks(values: list[float | None]) -> list[float | None]:
     """1 = highest; ties share their mean rank; missing values get no rank."""
-    present = [(v, i) for i, v in enumerate(values) if v is not None and np.isfinite(v)]
+    present = [i for i, v in enumerate(values) if v is not None and np.isfinite(v)]
     out: list[float | None] = [None] * len(values)
-    order = sorted(present, key=lambda t: -t[0])
-    position = 0
-    while position < len(order):
-        end = position
-        while end + 1 < len(order) and order[end + 1][0] == order[position][0]:
-            end += 1
-        for _, i in order[position:end + 1]:
-            out[i] = (position + end) / 2 + 1
-        position = end + 1
+    for i, r in zip(present, rankdata([-values[i] for i in present])):
+        out[i] = float(r)
     return out
 
 

@@ -20,13 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.linalg import eigh
+from scipy.special import softmax
 
 from transfuse.transferability.base import Score, check_inputs
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def _fisher_probabilities(Z: np.ndarray, y: np.ndarray, k: int, a: float | None,
@@ -48,7 +44,7 @@ def _fisher_probabilities(Z: np.ndarray, y: np.ndarray, k: int, a: float | None,
     W = vectors[:, np.argsort(values)[::-1][: max(1, min(k - 1, d))]]  # Wᵀ S W = I: a whitened space
     P, M = Z @ W, means @ W
     discriminant = P @ M.T - 0.5 * (M ** 2).sum(axis=1) + np.log(priors)
-    return _softmax(discriminant), shrinkage
+    return softmax(discriminant, axis=1), shrinkage
 
 
 def _row_space(X: np.ndarray) -> np.ndarray:
@@ -71,7 +67,7 @@ def sfda(features, labels, a: float | None = 5.0) -> float:
     Z = _row_space(X)
     items = np.arange(len(y))
     first, shrinkage = _fisher_probabilities(Z, y, k, a)
-    confidence = _softmax(first)[items, y][:, None]
+    confidence = softmax(first, axis=1)[items, y][:, None]
     means = np.stack([Z[y == c].mean(axis=0) for c in range(k)])
     others = (means.sum(axis=0) - means) / (k - 1)  # each class's: the mean of the other classes' means
     mixed = confidence * Z + (1 - confidence) * others[y]
