@@ -60,7 +60,15 @@ def _model(cls, digits, tmp_path):
     source = load_image_folder(_images(tmp_path))
     config = FinetuneConfig(backbone="tiny_cnn", strategy="full", epochs=1, image_size=32, batch_size=8)
     finetune_source(source, config, tmp_path / "trained", progress=False)
-    return load_model(tmp_path / "trained"), source.items
+    tuned = load_model(tmp_path / "trained")
+    if cls.kind != "ensemble":
+        return tuned, source.items
+    from transfuse.featurizers.extractor import FeatureExtractor
+
+    tuned.tta = True  # the mirrored image's probabilities are averaged in: saved with the member
+    probe = Pipeline([("features", FeatureExtractor("tiny_cnn", cache=str(tmp_path / "cache"))),
+                      ("head", LogisticHead())]).fit(source.items, source.labels)
+    return cls([probe, tuned], weights=[1, 3], labels=["probe", "fine-tuned"]), source.items
 
 
 def _images(tmp_path: Path) -> Path:

@@ -25,3 +25,13 @@ def test_pool_maps_and_tokens():
 def test_bad_pooling():
     with pytest.raises(DataError, match="choose one of"):
         check_pooling("median")
+
+
+def test_avgmax_pools_average_and_maximum_side_by_side():
+    x = torch.randn(3, 8, 5, 5)
+    both = pool(x, "avgmax")
+    assert both.shape == (3, 16)
+    torch.testing.assert_close(both, torch.cat([pool(x, "avg"), pool(x, "max")], dim=1))
+    tokens = torch.randn(2, 7, 4)
+    torch.testing.assert_close(pool(tokens, "avgmax", 1), torch.cat([tokens[:, 1:].mean(1), tokens[:, 1:].amax(1)], 1))
+    assert check_pooling("avgmax", "text") == "avgmax"

@@ -32,6 +32,7 @@ BUILTIN_MODULES = (
     "transfuse.selection",
     "transfuse.heads",
     "transfuse.finetune.model",
+    "transfuse.ensemble",
 )
 ENTRY_POINTS = "transfuse.parts"
 log = logging.getLogger(__name__)

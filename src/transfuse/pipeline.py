@@ -12,13 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 
 from transfuse.errors import ModelDirError
 from transfuse.modeldir import FORMAT_VERSION, load_parts, read_config, save_parts
 from transfuse.parts import Part
 
-__all__ = ["FORMAT_VERSION", "load_model", "make_model", "model_modality", "read_config", "save_model"]
+__all__ = ["FORMAT_VERSION", "load_model", "make_model", "model_modality", "pipeline_scores", "read_config",
+           "save_model"]
 
 
 def make_model(featurizer, head, steps: list[tuple[str, object]] | None = None) -> Pipeline:
@@ -95,3 +97,15 @@ def model_modality(model) -> str:
     """What a loaded model reads: "image", "text" or "audio"."""
     first = model.steps[0][1] if isinstance(model, Pipeline) else model
     return first.modality
+
+
+def pipeline_scores(model: Pipeline, items: list, on_error: str = "raise") -> tuple[np.ndarray, np.ndarray | None]:
+    """``(readable mask, probabilities of the readable items)`` of a probe pipeline (None when its head
+    gives none); unreadable files raise unless ``on_error="skip"``."""
+    model.steps[0][1].configure(on_error=on_error)
+    X = model.steps[0][1].transform(items)
+    ok = np.ones(X.shape[0], bool) if sp.issparse(X) else ~np.isnan(X).any(axis=1)  # tfidf reads any text
+    if not ok.any():
+        return ok, np.zeros((0, len(model.steps[-1][1].classes_)))
+    rest = model[1:]
+    return ok, rest.predict_proba(X[ok]) if hasattr(model.steps[-1][1], "predict_proba") else None

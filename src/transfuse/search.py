@@ -91,7 +91,7 @@ def search(X: np.ndarray, y, blocks: Blocks, recipes: list[Recipe] | None = None
     if folds < 2:
         raise DataError(f"cross-validation needs at least 2 examples per class, the smallest class has {smallest}")
     splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(X, y))
-    log.info("search: %d candidates x %d folds", len(recipes), folds)
+    log.debug("search: %d candidates x %d folds", len(recipes), folds)
     jobs = [(i, f) for i in range(len(recipes)) for f in range(folds)]
     scores = Parallel(n_jobs=n_jobs)(
         delayed(_score)(recipes[i], blocks, X, y, *splits[f], metric) for i, f in jobs)

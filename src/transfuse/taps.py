@@ -8,7 +8,7 @@ import torch
 
 from transfuse.errors import DataError
 
-POOLINGS = ("avg", "max", "gem", "cls")
+POOLINGS = ("avg", "max", "gem", "avgmax", "cls")
 GEM_P = 3.0
 
 
@@ -24,7 +24,7 @@ def parse_layers(layers: str | Iterable[str] | None) -> list[str] | None:
     return out or None
 
 
-TEXT_POOLINGS = ("avg", "max", "cls")  # over the tokens under the padding mask
+TEXT_POOLINGS = ("avg", "max", "avgmax", "cls")  # over the tokens under the padding mask
 AUDIO_POOLINGS = ("meanstd", "avg", "max")  # over the frames that cover real audio
 SEQUENCE_POOLINGS = ("last", "avg", "max", "meanstd")  # over the real frames; last: the state after the last one
 DEFAULT_POOLING = {"image": "avg", "text": "avg", "audio": "meanstd", "sequence": "last"}
@@ -44,9 +44,10 @@ def check_pooling(pooling: str | None, modality: str = "image") -> str:
 def pool(x: torch.Tensor, pooling: str, num_prefix_tokens: int = 0) -> torch.Tensor:
     """Reduce a tap output to ``(N, D)``.
 
-    4-D ``(N, C, H, W)`` maps are pooled over space (avg, max, GeM with p=3; ``cls``
-    falls back to avg). 3-D ``(N, T, D)`` token sequences: ``cls`` takes token 0, the
-    others pool over the non-prefix tokens. 2-D outputs pass through.
+    4-D ``(N, C, H, W)`` maps are pooled over space (avg, max, GeM with p=3, ``avgmax``: average
+    and maximum side by side, 2C wide; ``cls`` falls back to avg). 3-D ``(N, T, D)`` token
+    sequences: ``cls`` takes token 0, the others pool over the non-prefix tokens. 2-D outputs pass
+    through.
 
     >>> pool(torch.ones(2, 8, 7, 7), "avg").shape
     torch.Size([2, 8])
@@ -54,6 +55,8 @@ def pool(x: torch.Tensor, pooling: str, num_prefix_tokens: int = 0) -> torch.Ten
     x = x.float()
     if x.ndim == 2:
         return x
+    if pooling == "avgmax" and x.ndim in (3, 4):
+        return torch.cat([pool(x, "avg", num_prefix_tokens), pool(x, "max", num_prefix_tokens)], dim=1)
     if x.ndim == 4:
         if pooling == "max":
             return x.amax(dim=(2, 3))

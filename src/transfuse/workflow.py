@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 
 from transfuse.backbones import default_backbone, get_spec
@@ -31,7 +30,7 @@ from transfuse.errors import CorruptInputError, DataError
 from transfuse.evaluate import classification_metrics, plot_confusion
 from transfuse.featurizers import backbone_list, check_trainable, make_featurizer, refuse_options
 from transfuse.modeldir import TRAINING_ITEMS, check_destination, load_data
-from transfuse.pipeline import load_model, make_model, model_modality, save_model
+from transfuse.pipeline import load_model, make_model, model_modality, pipeline_scores, save_model
 from transfuse.recipe import Recipe
 from transfuse.search import SearchResult, check_metric, default_recipes, search
 
@@ -513,14 +512,12 @@ def predict_arrays(model, items: list[str], on_error: str = "raise") -> tuple[np
     """``(readable mask, labels of the readable items, their probabilities or None)`` for a probe
     pipeline or a fine-tuned model; unreadable files raise unless ``on_error="skip"``."""
     if isinstance(model, Pipeline):
-        model.steps[0][1].configure(on_error=on_error)
-        X = model.steps[0][1].transform(items)
-        ok = np.ones(X.shape[0], bool) if sp.issparse(X) else ~np.isnan(X).any(axis=1)  # tfidf reads any text
+        ok, proba = pipeline_scores(model, items, on_error)
         if not ok.any():
             return ok, np.array([]), None
-        rest = model[1:]
-        proba = rest.predict_proba(X[ok]) if hasattr(model.steps[-1][1], "predict_proba") else None
-        return ok, rest.predict(X[ok]), proba
+        if proba is None:  # a head without probabilities: its own predictions
+            return ok, model[1:].predict(model.steps[0][1].transform([p for p, good in zip(items, ok) if good])), None
+        return ok, _classes(model)[proba.argmax(1)], proba
     ok, proba = model.scores(items)
     if not ok.all() and on_error == "raise":
         raise CorruptInputError.unreadable([p for p, good in zip(items, ok) if not good], len(items), cached=False)

@@ -104,8 +104,11 @@ class TextBackbone(Backbone):
     def pool_raw(self, raw: dict[str, torch.Tensor], tensors: tuple[torch.Tensor, ...], inputs, good: list[int],
                  taps: list[str], pooling: str) -> dict[str, torch.Tensor]:
         """Each tap's token states pooled under the padding mask, then the windows of one text
-        combined (token-weighted mean, or max)."""
+        combined (token-weighted mean, or max; ``avgmax``: both side by side)."""
         check_pooling(pooling, "text")
+        if pooling == "avgmax":
+            avg, top = (self.pool_raw(raw, tensors, inputs, good, taps, p) for p in ("avg", "max"))
+            return {tap: torch.cat([avg[tap], top[tap]], dim=1) for tap in taps}
         mask = tensors[1]
         owner = inputs["owner"].to(mask.device)
         n_items = int(owner.max()) + 1

@@ -1,7 +1,7 @@
 """The ``transfuse`` command: thin commands over the Python API.
 
 ``app.py`` holds the application, ``options.py`` the flags and the groups commands share;
-``train.py`` (fit, search, finetune, compare), ``use.py`` (predict, evaluate) and ``inspect.py``
+``train.py`` (fit, search, finetune, compare), ``auto.py`` (auto), ``use.py`` (predict, evaluate) and ``inspect.py``
 (layers, backbones, cache, weights) the commands.
 
 Exit codes: 0 success, 2 bad usage or bad input (one-line message), 1 unexpected failure.
@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from transfuse.cli import inspect, train, use  # noqa: F401  (the commands register themselves on the app)
+from transfuse.cli import auto, inspect, train, use  # noqa: F401  (the commands register themselves on the app)
 from transfuse.cli.app import app, err, log
 from transfuse.errors import TransfuseError
 

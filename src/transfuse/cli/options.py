@@ -43,7 +43,7 @@ TestSize = Annotated[float, typer.Option("--test-size", callback=between(0, 1), 
 Seed = Annotated[int, typer.Option("--seed", min=0, help="Seed of the train/test split (and of training).")]
 Backbone = Annotated[Optional[str], typer.Option("--backbone", "--backbones", "-b", help="Backbone name (see `transfuse backbones`), timm:<name> or hf:<org/name>; fit and search fuse several comma-separated; auto: rank the sources here and take the best (see transfuse rank). Default: efficientnet_lite0 for images, minilm_l6 for text, speech_embedding for audio; with --auto (and search) and no --layers, ranked as with auto.")]
 Layers = Annotated[Optional[str], typer.Option("--layers", "-l", help="Comma-separated tap names (see `transfuse layers`); default: features.")]
-Pooling = Annotated[Optional[str], typer.Option("--pooling", help="images: avg (default) | max | gem | cls; text: avg (default) | max | cls over the tokens; audio: meanstd (default) | avg | max over time")]
+Pooling = Annotated[Optional[str], typer.Option("--pooling", help="images: avg (default) | max | gem | avgmax (both side by side) | cls; text: avg (default) | max | avgmax | cls over the tokens; audio: meanstd (default) | avg | max over time")]
 Weights = Annotated[str, typer.Option("--weights", help="pretrained | random | PATH to a weights file.")]
 LongText = Annotated[str, typer.Option("--long-text", help="Texts longer than the encoder's window: truncate | chunk (read in windows, features averaged).")]
 
@@ -52,15 +52,26 @@ def _seconds(value: Optional[str]) -> Optional[float]:
     """``90``, ``90s``, ``15m``, ``1h`` -> seconds (typer callback)."""
     if value is None:
         return None
-    text = value.strip().lower()
-    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:], None)
+    budget = _budget(value)
+    if budget.seconds is None or budget.trials is not None:
+        raise typer.BadParameter(f"give seconds or a duration like 90s, 15m, 1h; got {value!r}")
+    return budget.seconds
+
+
+def _budget(value: str):
+    from transfuse.auto.budget import parse_budget
+    from transfuse.errors import DataError
+
     try:
-        seconds = float(text[:-1] if scale else text) * (scale or 1)
-    except ValueError:
-        raise typer.BadParameter(f"give seconds or a duration like 90s, 15m, 1h; got {value!r}") from None
-    if seconds <= 0:
-        raise typer.BadParameter(f"must be above 0, got {value!r}")
-    return seconds
+        return parse_budget(value)
+    except DataError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _auto_budget(value: str) -> str:
+    """Checked here (a clear usage error), read again by ``auto`` itself."""
+    _budget(value)
+    return value
 
 
 def _choice(*allowed: str):
@@ -75,6 +86,7 @@ def _choice(*allowed: str):
 ClassWeight = Annotated[Optional[str], typer.Option("--class-weight", callback=_choice("balanced"), help="balanced: weight each class by the inverse of its frequency (in the head, and in the fine-tuning loss), so rare classes count as much as common ones. Default: off.")]
 Metric = Annotated[str, typer.Option("--metric", callback=_choice("accuracy", "balanced_accuracy", "macro_f1"), help="What the cross-validated search (--auto, search) maximises: accuracy, balanced_accuracy or macro_f1 (for imbalanced classes).")]
 Budget = Annotated[Optional[str], typer.Option("--budget", callback=_seconds, help="With --backbone auto (or --auto without a backbone): time for ranking the sources (90s, 15m, 1h); no new backbone is started after it.")]
+AutoBudget = Annotated[str, typer.Option("--budget", callback=_auto_budget, help="Wall-clock time on this machine (90s, 15m, 1h30m), a number of trials (40 trials; each cross-validated candidate and each fine-tuning run is one), or both (15m,40t).")]
 Runtime = Annotated[Optional[str], typer.Option("--runtime", help="Feature extraction engine: auto (the fastest that agrees with eager fp32), torch, compile (torch.compile ahead of time, built once per machine), onnx. Default: auto; a saved model uses the one it was trained with.")]
 Precision = Annotated[Optional[str], typer.Option("--precision", help="Numeric precision: auto | fp32 | bf16. Extraction: auto takes bf16 where the hardware has it and the features agree (a saved model: what it was trained with); fine-tuning: auto trains in bf16 on GPUs that support it.")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Items per batch (default: 4 on CPU and 64 on GPU for extraction, 32 for fine-tuning).")]

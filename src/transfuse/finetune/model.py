@@ -17,14 +17,18 @@ class FinetunedModel:
     """A fine-tuned network with its classes and input preparation: ``predict_proba(items)``.
     Items are image paths or texts, as the backbone's modality says. Saved as a part of kind
     ``finetuned`` (role ``model``: a whole classifier): the network's state dict as arrays, its
-    :class:`FinetuneConfig` and classes as meta."""
+    :class:`FinetuneConfig` and classes as meta. With ``tta`` an image's probabilities are the mean
+    over the image and its mirror image (test-time augmentation; ``transfuse auto`` turns it on when
+    it helps on validation)."""
 
     kind = "finetuned"
     role = "model"
 
-    def __init__(self, model: torch.nn.Module, classes: list[str], task, config: FinetuneConfig) -> None:
+    def __init__(self, model: torch.nn.Module, classes: list[str], task, config: FinetuneConfig,
+                 tta: bool = False) -> None:
         self.model, self.classes_, self.task, self.config = model, np.asarray(classes), task, config
         self.modality = task.modality
+        self.tta = bool(tta) and self.modality == "image"  # a mirrored text or clip means nothing
 
     @torch.inference_mode()
     def scores(self, items: list[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +41,10 @@ class FinetunedModel:
             ok[idx.numpy()] = good.numpy()
             if good.any():
                 x = x[good].to(device) if torch.is_tensor(x) else {k: v[good].to(device) for k, v in x.items()}
-                proba[idx[good].numpy()] = torch.softmax(self.model(x).float(), 1).cpu().numpy()
+                p = torch.softmax(self.model(x).float(), 1)
+                if self.tta:
+                    p = (p + torch.softmax(self.model(torch.flip(x, dims=[3])).float(), 1)) / 2
+                proba[idx[good].numpy()] = p.cpu().numpy()
         return ok, proba[ok]
 
     def predict_proba(self, items: list[str], batch_size: int = 32) -> np.ndarray:
@@ -65,7 +72,7 @@ class FinetunedModel:
                   for k, v in self.model.state_dict().items()}
         meta = {"finetune": asdict(self.config), "classes": [str(c) for c in self.classes_], "modality": self.modality,
                 "taps": list(self.task.backbone.tap_names),  # for readers of the folder (local: rebuilds its own)
-                "architecture": architecture(self.config.backbone)}
+                "architecture": architecture(self.config.backbone), "tta": self.tta}
         return arrays, meta
 
     @classmethod
@@ -82,7 +89,7 @@ class FinetunedModel:
             network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
         except RuntimeError as exc:
             raise ValueError(f"the saved network does not fit {config.backbone} ({str(exc)[:200]})") from None
-        return cls(network.eval(), classes, task, config)
+        return cls(network.eval(), classes, task, config, tta=bool(meta.get("tta", False)))
 
 
 PARTS = (FinetunedModel,)

@@ -8,6 +8,7 @@ import logging
 import shutil
 import time
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ def _precision(choice: str) -> str:
 def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *, test_size: float = 0.2,
                     split_seed: int = 0, resume: bool = False, skip_bad: bool = False,
                     num_workers: int | None = None, devices: int = 1, progress: bool | None = None,
-                    force: bool = False) -> dict:
+                    force: bool = False, max_seconds: float | None = None) -> dict:
     """Fine-tune ``cfg.backbone`` on the train split of ``source``; score on the test split; save to ``out_dir``.
 
     The train/test split is the same as ``fit``'s for the same seed, so probe and fine-tune numbers
@@ -59,7 +60,8 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     ``devices > 1`` trains with DDP, one process per device (GPUs, or CPU processes when there is
     no GPU); Lightning starts the extra processes by re-running the current command, so call it
     from a script or the CLI, not a notebook. Only the first process scores and saves; the others
-    return an empty dict.
+    return an empty dict. ``max_seconds`` stops training once that much time has passed (Lightning's
+    ``max_time``; the best epoch so far is what is kept).
 
     >>> finetune_source(load_source("examples/fashion"), FinetuneConfig(strategy="lp-ft", epochs=5), "m")  # doctest: +SKIP
     """
@@ -101,7 +103,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
         bad_set = set(bad)
         train, test = without(source, train, test, {i for i, p in enumerate(source.items) if p in bad_set})
     y = np.array([classes.index(lab) for lab in source.labels])
-    fit_idx, val_idx = _validation_split(np.asarray(train), y, cfg.val_fraction, cfg.seed)
+    fit_idx, val_idx = validation_split(np.asarray(train), y, cfg.val_fraction, cfg.seed)
 
     network = task.network(len(classes))
     head_lr, top_lr = DEFAULT_LRS[task.modality]
@@ -131,6 +133,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
         raise DataError(f"devices must be at least 1, got {devices}")
     trainer = L.Trainer(
         max_epochs=cfg.epochs, accelerator="auto", devices=devices,
+        max_time=None if max_seconds is None else timedelta(seconds=max(1.0, max_seconds)),
         strategy=DDPStrategy(find_unused_parameters=True) if devices > 1 else "auto",  # frozen groups get no grads
         precision=precision, deterministic=True, logger=_loggers(out, resumed_epoch), enable_progress_bar=show,
         enable_model_summary=False,
@@ -258,7 +261,7 @@ def _resumable(out: Path, run: dict) -> int:
     return int(checkpoint.get("epoch", 0))
 
 
-def _validation_split(train: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(train: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified hold-out of the training split for early stopping (one item per class at least,
     and never the last item of a class)."""
     rng = np.random.default_rng(seed)

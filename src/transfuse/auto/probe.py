@@ -1,0 +1,170 @@
+"""Probe trials for ``transfuse auto``: a featurizer configuration (backbone or backbones, layers,
+pooling, engine) and a recipe (layers used, fusion, selection, head and its regularisation), scored
+by stratified cross-validation on the training split only.
+
+Features come through the feature cache (the ranking has already filled it for every tap of the
+ranked backbones), and are kept in memory per configuration, so a trial costs one head fitted per
+fold. Work stops being started once the stage's deadline would be passed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import Pipeline
+
+from transfuse.auto.budget import Budget
+from transfuse.auto.trials import TrialLog
+from transfuse.blocks import Blocks, from_slices
+from transfuse.recipe import Recipe
+from transfuse.search import METRICS, search
+from transfuse.workflow import FeaturizerSpec
+
+log = logging.getLogger("transfuse.auto")
+CHUNK = 6  # recipes scored between two looks at the clock
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One probe configuration: how items become features, and what is trained on them."""
+
+    spec: FeaturizerSpec
+    recipe: Recipe
+
+    def label(self, modality: str) -> str:
+        pooling = f"[{self.spec.pooling}]" if self.spec.pooling else ""
+        return f"{self.spec.name(modality)}{pooling} | {self.recipe.label()}"
+
+    def key(self) -> tuple:
+        return (self.spec, repr(self.recipe.to_dict()))
+
+
+class Prober:
+    """Scores trials on ``items``/``labels`` (the training split) and remembers every score."""
+
+    def __init__(self, items: list, labels: np.ndarray, modality: str, trials: TrialLog, budget: Budget,
+                 metric: str = "accuracy", cv: int = 5, seed: int = 0) -> None:
+        self.items, self.labels, self.modality = items, np.asarray(labels), modality
+        self.trials, self.budget, self.metric, self.cv, self.seed = trials, budget, metric, cv, seed
+        self.deadline = float("inf")  # seconds since the budget started after which no trial starts
+        self.reserve_trials = 0  # trials kept for later stages (fine-tuning) under a trial budget
+        self._features: dict[FeaturizerSpec, tuple[np.ndarray, Blocks, float]] = {}
+        self.scored: dict[tuple, dict] = {}
+        self.best: tuple[Trial, dict] | None = None
+
+    # -- time ----------------------------------------------------------------------------------------
+    def can_start(self, seconds: float = 0.0) -> bool:
+        return self.budget.elapsed() + seconds <= self.deadline and \
+            self.budget.trials_left() > self.reserve_trials
+
+    # -- features ------------------------------------------------------------------------------------
+    def features(self, spec: FeaturizerSpec) -> tuple[np.ndarray, Blocks, float]:
+        """The training items' features under ``spec`` (from the cache where it has them), their
+        blocks, and the seconds it took."""
+        if spec not in self._features:
+            self.trials.doing(f"features: {spec.name(self.modality)} {spec.pooling or ''}".strip())
+            start = time.perf_counter()
+            featurizer = spec.build(self.modality)
+            X = featurizer.fit_transform(self.items)
+            self._features[spec] = (X, from_slices(featurizer.slices_), time.perf_counter() - start)
+        return self._features[spec]
+
+    # -- scoring -------------------------------------------------------------------------------------
+    def score(self, spec: FeaturizerSpec, recipes: list[Recipe], stage: str) -> list[dict]:
+        """Cross-validate ``recipes`` on ``spec``'s features, a few at a time while the deadline allows;
+        returns the rows of the trials scored now."""
+        fresh = [r for r in recipes if Trial(spec, r).key() not in self.scored]
+        if not fresh or not self.can_start():
+            return []
+        if spec.backbone is not None and _fitted(spec):
+            return self._score_fitted(spec, fresh)
+        X, blocks, _ = self.features(spec)
+        rows, per_recipe = [], None
+        for start in range(0, len(fresh), CHUNK):
+            chunk = fresh[start:start + CHUNK]
+            if self.budget.trials is not None:
+                chunk = chunk[: max(0, int(self.budget.trials_left()) - self.reserve_trials)]
+            if not self.can_start((per_recipe or 0.0) * len(chunk)) or not chunk:
+                self.trials.note(f"{stage}: {len(fresh) - start} candidates left unscored (budget)")
+                break
+            self.trials.doing(f"{stage}: {len(chunk)} candidates on {spec.name(self.modality)}")
+            began = time.perf_counter()
+            found = search(X, self.labels, blocks, chunk, cv=self.cv, seed=self.seed, metric=self.metric)
+            per_recipe = (time.perf_counter() - began) / len(chunk)
+            for row in sorted(found.rows, key=lambda r: r["order"]):
+                rows.append(self._keep(Trial(spec, row["recipe"]), row["cv_score"], row["cv_std"],
+                                       row["fit_seconds"] * self.cv))
+        return rows
+
+    def _score_fitted(self, spec: FeaturizerSpec, recipes: list[Recipe]) -> list[dict]:
+        """A fitted featurizer (TF-IDF) learns from the items: it is fitted inside each fold too."""
+        smallest = int(np.unique(self.labels, return_counts=True)[1].min())
+        folds = StratifiedKFold(n_splits=min(self.cv, smallest), shuffle=True, random_state=self.seed)
+        rows = []
+        for recipe in recipes:
+            if not self.can_start():
+                break
+            self.trials.doing(f"{spec.backbone} | {recipe.label()}")
+            began = time.perf_counter()
+            model = Pipeline([("features", spec.build(self.modality)), *recipe.build({})])
+            scores = cross_val_score(model, np.asarray(self.items, dtype=object), self.labels, cv=folds,
+                                     scoring=lambda est, X, y: METRICS[self.metric](y, est.predict(X)))
+            rows.append(self._keep(Trial(spec, recipe), scores.mean(), scores.std(), time.perf_counter() - began))
+        return rows
+
+    def _keep(self, trial: Trial, score: float, std: float, seconds: float) -> dict:
+        row = self.trials.record(trial.label(self.modality), score, std, seconds,
+                                 featurizer=_spec_dict(trial.spec), recipe=trial.recipe.to_dict())
+        self.scored[trial.key()] = row
+        if self.best is None or row["cv_score"] > self.best[1]["cv_score"]:
+            self.best = (trial, row)
+        return row
+
+    def best_of(self, backbone: str) -> tuple[Trial, dict] | None:
+        """The best trial so far whose featurizer is ``backbone`` alone."""
+        found = None
+        for key, row in self.scored.items():
+            spec = key[0]
+            if spec.backbone == backbone and (found is None or row["cv_score"] > found[1]["cv_score"]):
+                found = (Trial(spec, _recipe(row)), row)
+        return found
+
+
+def _recipe(row: dict) -> Recipe:
+    return Recipe.from_dict(row["recipe"])
+
+
+def _fitted(spec: FeaturizerSpec) -> bool:
+    from transfuse.featurizers import fitted_featurizers
+
+    return spec.backbone in fitted_featurizers()
+
+
+def _spec_dict(spec: FeaturizerSpec) -> dict:
+    keep = ("backbone", "layers", "pooling", "runtime", "precision")
+    return {k: getattr(spec, k) for k in keep if getattr(spec, k) not in (None, "auto")}
+
+
+# -- the search space, stage by stage -------------------------------------------------------------
+
+POOLING_VARIANTS = {"image": ("max", "gem", "avgmax"), "text": ("max", "avgmax", "cls"), "audio": ("avg", "max")}
+
+
+def head_variants(recipe: Recipe, class_weight: str | None, metric: str) -> list[Recipe]:
+    """The head and its regularisation around ``recipe``: logistic regression at four strengths, a
+    linear SVM at three, ridge and a small MLP; with a metric other than accuracy and no class
+    weight given, each also with ``class_weight="balanced"``."""
+    grid = [("logreg", {"C": c}) for c in (0.01, 0.1, 1.0, 10.0)] + [("svm", {"C": c}) for c in (0.01, 0.1, 1.0)] + \
+        [("ridge", {}), ("mlp", {})]
+    weights = [{"class_weight": class_weight}] if class_weight else \
+        ([{}, {"class_weight": "balanced"}] if metric != "accuracy" else [{}])
+    return [dataclasses.replace(recipe, head=head, head_params={**params, **w}) for head, params in grid for w in weights]
+
+
+def with_pooling(spec: FeaturizerSpec, pooling: str) -> FeaturizerSpec:
+    return dataclasses.replace(spec, pooling=pooling)

@@ -1,0 +1,432 @@
+"""``transfuse auto``: from labelled data to the best model found within a budget.
+
+Stages, on the training split only (the test split is read once, by the model that is kept):
+1. rank the sources available for the data's kind, keep the top few backbones;
+2. plan fine-tuning: time a few real training steps of the best trainable backbone and decide
+   whether enough epochs fit in what the budget leaves; if so, the probe stages get a share;
+3. probe: the plain ``fit`` configuration (the fallback: what ``auto`` must never be worse than),
+   then for each kept backbone its layers, fused or alone, selection and regularisation; pooling
+   variants of the best; the two best backbones fused; heads and their regularisation; all scored
+   by cross-validation;
+4. fine-tune the planned backbone under a hard time limit, then compare the probe, the fine-tuned
+   network (and with test-time augmentation) and both averaged on a validation hold-out;
+5. keep the winner, score it on the test split, save it like any model with the decision path in
+   ``metrics.json`` (``auto``) and every trial in ``auto.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from transfuse.auto.budget import Budget, parse_budget
+from transfuse.auto.probe import POOLING_VARIANTS, Prober, Trial, head_variants, with_pooling
+from transfuse.auto.trials import TrialLog
+from transfuse.auto.tune import choose, config_for, plan_epochs, run_finetune
+from transfuse.backbones import default_backbone
+from transfuse.data.fingerprint import digest_ids
+from transfuse.data.source import Source
+from transfuse.errors import DataError
+from transfuse.evaluate import classification_metrics, plot_confusion
+from transfuse.featurizers import check_trainable, fitted_featurizers
+from transfuse.modeldir import TRAINING_ITEMS, check_destination
+from transfuse.pipeline import save_model
+from transfuse.recipe import Recipe
+from transfuse.search import METRICS, check_metric, default_recipes
+from transfuse.taps import parse_layers
+from transfuse.workflow import AUTO_SCORES, FeaturizerSpec, FitRequest, OutputSpec, SplitSpec, auto_layers, fit
+
+log = logging.getLogger("transfuse.auto")
+
+
+@dataclass(frozen=True)
+class AutoRequest:
+    """One ``auto`` run: the data, the budget (``"15m"``, ``"40 trials"``, seconds or a
+    :class:`Budget`), the split, where the model goes, the objective (``metric``), an optional class
+    weight for every head and loss, whether fine-tuning may run (None: when it fits the budget),
+    how many ranked backbones are probed, and run-time extraction settings (batch_size,
+    num_workers, device, cache)."""
+
+    source: Source
+    budget: str | float | Budget = "10m"
+    split: SplitSpec = field(default_factory=SplitSpec)
+    output: OutputSpec = field(default_factory=OutputSpec)
+    metric: str = "accuracy"
+    class_weight: str | None = None
+    finetune: bool | None = None
+    cv: int = 5
+    backbones: int = 2
+    engine: dict = field(default_factory=dict)
+    progress: bool | None = None
+
+
+@dataclass
+class AutoResult:
+    """The kept model, its test metrics (with the decision path under ``auto``), where it was saved,
+    and every trial."""
+
+    model: object
+    metrics: dict
+    out_dir: Path | None
+    trials: list[dict]
+    n_train: int
+    n_test: int
+
+
+def run_auto(request: AutoRequest) -> AutoResult:
+    """Find and save the best model for ``request.source`` within its budget (see the module docstring).
+
+    >>> res = run_auto(AutoRequest(load_source("examples/fashion"), budget="5m"))  # doctest: +SKIP
+    >>> res.metrics["auto"]["winner"]["why"]  # doctest: +SKIP
+    """
+    budget = parse_budget(request.budget).restart()
+    check_metric(request.metric)
+    if request.class_weight not in (None, "balanced"):
+        raise DataError(f"--class-weight must be 'balanced' or left out, got {request.class_weight!r}")
+    if request.backbones < 1:
+        raise DataError(f"keep at least one ranked backbone, got {request.backbones}")
+    source = request.source
+    train, test = request.split.indices(source)  # bad splits fail before any work
+    out = request.output.path(source, "auto")
+    if request.output.save:
+        check_destination(out, force=request.output.force)
+    items, y = [source.items[i] for i in train], np.asarray(source.labels)[train]
+    trials = TrialLog(budget, request.metric, request.progress)
+    try:
+        run = _Run(request, budget, trials, items, y, len(test), out)
+        run.rank()
+        run.plan_finetune()
+        run.probe()
+        return run.finish(train, test)
+    finally:
+        trials.close()
+
+
+class _Run:
+    """The state of one ``auto`` run between its stages."""
+
+    def __init__(self, request: AutoRequest, budget: Budget, trials: TrialLog, items: list, y: np.ndarray,
+                 n_test: int, out: Path) -> None:
+        self.request, self.budget, self.trials, self.items, self.y = request, budget, trials, items, y
+        self.out = out  # the fine-tuning run's scratch folder goes beside it
+        self.kind, self.n_test = request.source.kind, n_test
+        weight = {"class_weight": request.class_weight} if request.class_weight else {}
+        self.weight = weight
+        self.prober = Prober(items, y, self.kind, trials, budget, request.metric, request.cv, request.split.seed)
+        self.top: list[str] = []
+        self.engines: dict[str, tuple[str, str]] = {}
+        self.extract_seconds: dict[str, float] = {}
+        self.ranking: list[dict] = []
+        self.plan = None  # (config, estimate) of the fine-tuning to run
+
+    # -- 1. rank ---------------------------------------------------------------------------------
+    def rank(self) -> None:
+        from transfuse.engines.planner import RUNTIMES
+        from transfuse.ranking import default_candidates, rank
+
+        with self.trials.stage("rank sources"):
+            names = default_candidates(self.kind)
+            share = None if self.budget.seconds is None else 0.3 * self.budget.seconds
+            self.trials.doing(f"ranking {len(names)} sources")
+            rows = rank(self.items, list(self.y), names, score=AUTO_SCORES, resamples=0, seed=self.request.split.seed,
+                        budget=share, fuse_top=False, **self.request.engine)
+            self.ranking = [{k: r[k] for k in ("backbone", "layer", "dim", "scores", "rank")} for r in rows]
+            for r in rows:
+                self.extract_seconds[r["backbone"]] = self.extract_seconds.get(r["backbone"], 0.0) + r["seconds"]
+                engine = (r.get("engine") or "").split()
+                if engine and engine[0] in RUNTIMES:
+                    self.engines[r["backbone"]] = (engine[0], engine[1])
+            ranked = list(dict.fromkeys(r["backbone"] for r in rows))
+            self.top = ranked[: self.request.backbones]
+            skipped = sorted(set(names) - set(ranked))
+            self.trials.note(f"ranked {len(rows)} candidates of {len(ranked)} sources by {AUTO_SCORES}; kept "
+                             f"{', '.join(self.top)}" + (f"; not ranked in time: {', '.join(skipped)}" if skipped else ""))
+
+    def spec(self, backbone: str, layers=None, pooling: str | None = None) -> FeaturizerSpec:
+        """How ``backbone`` is read: the ranking's engine kept, so its cached features are used as they are."""
+        runtime, precision = self.engines.get(backbone, ("auto", "auto")) if "," not in backbone else \
+            _shared_engine([self.engines.get(b) for b in backbone.split(",")])
+        settings = {k: v for k, v in self.request.engine.items() if k in ("batch_size", "num_workers", "device", "cache")}
+        layers = ",".join(layers) if isinstance(layers, (list, tuple)) else layers  # specs are compared and hashed
+        return FeaturizerSpec(backbone=backbone, layers=layers, pooling=pooling, runtime=runtime, precision=precision,
+                              **settings)
+
+    # -- 2. plan fine-tuning -----------------------------------------------------------------------
+    def plan_finetune(self) -> None:
+        from transfuse.finetune.estimate import estimate_epoch
+        from transfuse.finetune.train import validation_split
+
+        if self.request.finetune is False:
+            return
+        trainable, reason = [], ""
+        for name in self.top:
+            try:
+                check_trainable(name)
+                trainable.append(name)
+            except DataError as exc:
+                reason = str(exc).split(";")[0]
+        with self.trials.stage("plan fine-tuning"):
+            if not trainable:
+                self.trials.note(f"no fine-tuning: {reason}")
+                return
+            backbone = trainable[0]
+            config = config_for(backbone, 10, self.request.split.seed, self.request.class_weight)
+            y_idx = np.unique(self.y, return_inverse=True)[1]
+            fit_idx, val_idx = validation_split(np.arange(len(self.y)), y_idx, config.val_fraction, config.seed)
+            self.trials.doing(f"timing a few training steps of {backbone}")
+            estimate = estimate_epoch(self.items, list(self.y), config, len(fit_idx), len(val_idx))
+            reserve = self.final_reserve(estimate)
+            if self.budget.seconds is None:  # a trial budget: the run is one trial, at the usual length
+                self.plan = (config, estimate)
+                self.prober.reserve_trials = 1
+                self.trials.note(f"fine-tuning {backbone} planned for {config.epochs} epochs (about "
+                                 f"{estimate.epoch:.0f}s each here)")
+                return
+            left = self.budget.left() - reserve
+            probe_share = max(0.35 * left, 30.0)
+            epochs = plan_epochs(estimate, left - probe_share)
+            needs = estimate.setup + 3 * estimate.epoch
+            if not epochs:
+                self.trials.note(f"no fine-tuning: {backbone} needs about {needs:.0f}s for 3 epochs here "
+                                 f"({estimate.epoch:.0f}s each), and the budget leaves {max(0, left - probe_share):.0f}s "
+                                 f"after the probe trials")
+                return
+            self.plan = (dataclasses.replace(config, epochs=epochs), estimate)
+            self.prober.deadline = self.budget.elapsed() + probe_share
+            self.trials.note(f"fine-tuning {backbone} fits: about {estimate.epoch:.0f}s per epoch here, {epochs} "
+                             f"epochs planned after {probe_share:.0f}s of probe trials")
+
+    def final_reserve(self, estimate=None) -> float:
+        """Seconds to keep for the end: the test items' features for the kept backbones, the
+        fine-tuned network's predictions (twice, for test-time augmentation), saving."""
+        n = max(len(self.y), 1)
+        extract = sum(self.extract_seconds.get(b, 0.0) for b in self.top) * self.n_test / n
+        predict = 0.0 if estimate is None else \
+            2 * estimate.eval_batch * math.ceil((self.n_test + estimate.n_val) / estimate.batch_size) * 2
+        return 1.2 * (extract + predict) + 5.0
+
+    # -- 3. probe ----------------------------------------------------------------------------------
+    def probe(self) -> None:
+        prober = self.prober
+        if self.budget.seconds is not None and self.plan is None:
+            prober.deadline = max(0.0, self.budget.seconds - self.final_reserve())
+        with self.trials.stage("plain fit (the fallback)"):
+            base = self.spec(default_backbone(self.kind))
+            prober.score(base, [Recipe(head_params=dict(self.weight))], "plain fit")
+        with self.trials.stage("layers and fusion per backbone"):
+            for name in self.top:
+                if name in fitted_featurizers():
+                    prober.score(self.spec(name), [Recipe(head_params={"C": c, **self.weight}) for c in (1.0, 10.0)],
+                                 name)
+                    continue
+                spec = self.spec(name, layers=auto_layers(name))
+                if not prober.can_start():
+                    break
+                _, blocks, _ = prober.features(spec)
+                prober.score(spec, default_recipes(blocks, "logreg", head_params=dict(self.weight)), name)
+        with self.trials.stage("pooling"):
+            self.try_poolings()
+        with self.trials.stage("the two best backbones fused"):
+            self.try_pair()
+        with self.trials.stage("head and regularisation"):
+            if prober.best is not None:
+                trial = prober.best[0]
+                fitted = trial.spec.backbone in fitted_featurizers()
+                recipes = [r for r in head_variants(trial.recipe, self.request.class_weight, self.request.metric)
+                           if not fitted or r.head in ("logreg", "svm", "ridge")]
+                prober.score(trial.spec, recipes, "heads")
+        if prober.best is None:
+            raise DataError(f"the budget ({self.budget.describe()}) ended before a single candidate was scored; "
+                            f"give a larger --budget")
+
+    def try_poolings(self) -> None:
+        best = self._best_extractor()
+        if best is None:
+            return
+        trial, _ = best
+        name = trial.spec.backbone
+        X0 = self.prober.features(trial.spec)[0]
+        for pooling in POOLING_VARIANTS.get(self.kind, ()):
+            if pooling == trial.spec.pooling:
+                continue
+            if not self.prober.can_start(self.extract_seconds.get(name, 0.0)):
+                self.trials.note(f"pooling {pooling} not tried: its extraction would pass the deadline")
+                break
+            spec = with_pooling(trial.spec, pooling)
+            X = self.prober.features(spec)[0]
+            if X.shape == X0.shape and np.allclose(X, X0):
+                self.trials.note(f"{name}'s taps are already vectors: pooling changes nothing")
+                break
+            self.prober.score(spec, [trial.recipe], f"pooling {pooling}")
+
+    def try_pair(self) -> None:
+        extractors = [b for b in self.top if b not in fitted_featurizers()]
+        if len(extractors) < 2:
+            self.trials.note("fewer than two backbones kept: nothing to fuse")
+            return
+        layers = []
+        for name in extractors[:2]:
+            found = self.prober.best_of(name)
+            if found is None:
+                return
+            trial = found[0]
+            taps = list(trial.recipe.layers) if trial.recipe.layers else parse_layers(trial.spec.layers) or ["features"]
+            layers += [f"{name}:{tap}" for tap in taps]
+        if not self.prober.can_start(sum(self.extract_seconds.get(b, 0.0) for b in extractors[:2]) * 0.2):
+            return
+        spec = self.spec(",".join(extractors[:2]), layers=layers)
+        cs = [{"C": c, **self.weight} for c in (0.1, 1.0)]
+        recipes = [Recipe(fusion="concat", head_params=c) for c in cs] + \
+            [Recipe(fusion="concat", select="pca:0.95", head_params=cs[1]), Recipe(fusion="weighted", head_params=cs[1])]
+        self.prober.score(spec, recipes, "fused pair")
+
+    def _best_extractor(self) -> tuple[Trial, dict] | None:
+        """The best trial on one pretrained backbone (pooling applies to it)."""
+        rows = [found for found in (self.prober.best_of(b) for b in self.top if b not in fitted_featurizers())
+                if found is not None]
+        return max(rows, key=lambda tr: tr[1]["cv_score"]) if rows else None
+
+    # -- 4 and 5. fine-tune, choose, save -----------------------------------------------------------
+    def finish(self, train: list[int], test: list[int]) -> AutoResult:
+        request, source = self.request, self.request.source
+        trial, row = self.prober.best
+        with self.trials.stage("train the best probe"):
+            self.trials.doing(f"training {trial.label(self.kind)} on the training split")
+            probe = fit(FitRequest(source=source, featurizer=trial.spec, recipe=trial.recipe, split=request.split,
+                                   output=OutputSpec(save=False)))
+        baseline = next((r for r in self.trials.trials if r["stage"] == "plain fit (the fallback)"), None)
+        why = (f"{row['candidate']} had the best cross-validated {request.metric.replace('_', ' ')} "
+               f"({row['cv_score']:.3f} ± {row['cv_std']:.3f}) of {len(self.prober.scored)} probe trials")
+        if baseline is not None and baseline is not row:
+            why += f"; {row['cv_score'] - baseline['cv_score']:+.3f} over the plain fit configuration"
+        model, metrics, winner = probe.model, dict(probe.metrics), "probe"
+        verdict, tuned = None, None
+        if self.plan is not None:
+            verdict, tuned = self.finetune_and_choose(probe.model, train, test)
+        if verdict is not None and verdict.winner != "probe":
+            ft_model, ft_metrics = tuned
+            winner = verdict.winner
+            why = f"{verdict.why}; the probe was {why}"
+            if winner == "ensemble":
+                from transfuse.ensemble import EnsembleModel
+
+                model = EnsembleModel([probe.model, ft_model], labels=["probe", "fine-tuned"])
+            else:
+                model = ft_model
+            with self.trials.stage("score the winner"):
+                test_items = [source.items[i] for i in test]
+                predicted = [str(p) for p in model.predict(test_items)]
+                metrics = classification_metrics([source.labels[i] for i in test], predicted,
+                                                 classes=[str(c) for c in model.classes_])
+                metrics["split"] = probe.metrics["split"]
+                metrics["probe"] = _summary(probe.metrics)
+        elif verdict is not None:
+            why = f"{why}; {verdict.why}"
+        decision = {"winner": {"kind": winner, "candidate": row["candidate"] if winner == "probe" else winner,
+                               "why": why},
+                    "budget": self.budget.to_dict(), "metric": request.metric, "stages": self.trials.stages,
+                    "baseline": baseline and {k: baseline[k] for k in ("candidate", "cv_score", "cv_std")},
+                    "validation": verdict.scores if verdict else None,
+                    "fine_tuned": tuned and {**_summary(tuned[1]), "epochs_run": tuned[1].get("epochs_run"),
+                                             "train_seconds": round(tuned[1].get("train_seconds", 0.0), 1)},
+                    "sources": {"kept": self.top, "ranking": self.ranking[:10]}}
+        metrics["auto"] = decision
+        log.info("kept the %s: %s", winner, why)
+        saved = None
+        if request.output.save:
+            saved = self.save(model, metrics, self.out, train)
+        return AutoResult(model=model, metrics=metrics, out_dir=saved, trials=self.trials.trials,
+                          n_train=len(train), n_test=len(test))
+
+    def finetune_and_choose(self, probe_model: Pipeline, train: list[int], test: list[int]):
+        from transfuse.finetune.train import validation_split
+
+        request, source = self.request, self.request.source
+        config, estimate = self.plan
+        with self.trials.stage("fine-tune"):
+            seconds = None
+            if self.budget.seconds is not None:
+                seconds = self.budget.left() - self.final_reserve(estimate)
+                epochs = plan_epochs(estimate, seconds)
+                if not epochs:
+                    self.trials.note(f"no fine-tuning: {seconds:.0f}s left, fewer than 3 epochs of {config.backbone}")
+                    return None, None
+                config = dataclasses.replace(config, epochs=epochs)
+            self.trials.doing(f"fine-tuning {config.backbone} ({config.epochs} epochs, lp-ft)")
+            began = time.perf_counter()
+            ft_model, ft_metrics = run_finetune(source, config, request.split.test_size, request.split.seed,
+                                                self.out.parent, seconds)
+            self.budget.spend()
+            self.trials.note(f"fine-tuned {config.backbone}: {ft_metrics['epochs_run']} epochs in "
+                             f"{time.perf_counter() - began:.0f}s")
+        with self.trials.stage("choose on validation"):
+            y_all = np.array([source.classes.index(lab) for lab in source.labels])
+            fit_idx, val_idx = validation_split(np.asarray(train), y_all, config.val_fraction, config.seed)
+            classes = [str(c) for c in ft_model.classes_]
+            val_items = [source.items[i] for i in val_idx]
+            y_val = np.asarray(source.labels)[val_idx].astype(str)
+            probe_val = self.probe_on_validation(train, fit_idx, val_idx, classes)
+            options = {"probe": probe_val, "fine-tuned": ft_model.predict_proba(val_items)}
+            if ft_model.modality == "image":
+                ft_model.tta = True
+                options["fine-tuned + TTA"] = ft_model.predict_proba(val_items)
+                ft_model.tta = False
+            tuned = max((k for k in options if k != "probe"),
+                        key=lambda k: _score(request.metric, y_val, options[k], classes))
+            options["ensemble"] = (probe_val + options[tuned]) / 2
+            verdict = choose(y_val, options, classes, request.metric)
+            if verdict.winner in ("fine-tuned + TTA",) or (verdict.winner == "ensemble" and tuned != "fine-tuned"):
+                ft_model.tta = True
+            self.trials.note(verdict.why)
+        return verdict, (ft_model, ft_metrics)
+
+    def probe_on_validation(self, train: list[int], fit_idx: np.ndarray, val_idx: np.ndarray,
+                            classes: list[str]) -> np.ndarray:
+        """The chosen probe trained on the training split minus the validation items, its
+        probabilities on them (columns in ``classes`` order)."""
+        trial = self.prober.best[0]
+        position = {item: k for k, item in enumerate(train)}
+        fit_pos, val_pos = [position[i] for i in fit_idx], [position[i] for i in val_idx]
+        if trial.spec.backbone in fitted_featurizers():
+            X = np.asarray(self.items, dtype=object)
+            model = Pipeline([("features", trial.spec.build(self.kind)), *trial.recipe.build({})])
+        else:
+            X, blocks, _ = self.prober.features(trial.spec)
+            model = Pipeline(trial.recipe.build(blocks))
+        model.fit(X[fit_pos], self.y[fit_pos])
+        proba = model.predict_proba(X[val_pos])
+        order = [list(map(str, model.classes_)).index(c) for c in classes]
+        return proba[:, order]
+
+    def save(self, model, metrics: dict, out: Path, train: list[int]) -> Path:
+        source = self.request.source
+        title = f"auto: {metrics['auto']['winner']['candidate']}"
+        record = {**metrics["auto"], "trials": self.trials.trials}
+        files = {"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title),
+                 "auto.json": lambda path: path.write_text(json.dumps(record, indent=2, default=str) + "\n")}
+        seen = digest_ids([source.items[i] for i in train], source.kind)
+        return save_model(model, out, metrics=metrics, force=self.request.output.force, data={TRAINING_ITEMS: seen},
+                          extra={"data": {"name": source.name, "kind": source.kind, "n_items": len(source)}},
+                          files=files)
+
+
+def _score(metric: str, y: np.ndarray, proba: np.ndarray, classes: list[str]) -> float:
+    return float(METRICS[metric](y, np.asarray(classes)[proba.argmax(1)]))
+
+
+def _summary(metrics: dict) -> dict:
+    return {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1") if k in metrics}
+
+
+def _shared_engine(engines: list) -> tuple[str, str]:
+    """One engine for several backbones: theirs when they agree, else ``auto``."""
+    return engines[0] if engines and all(e == engines[0] and e is not None for e in engines) else ("auto", "auto")
+

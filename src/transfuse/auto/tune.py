@@ -1,0 +1,84 @@
+"""Fine-tuning inside ``transfuse auto``: whether it fits the budget (a few real steps timed first), the
+run itself under a hard time limit, and the choice between the probe, the fine-tuned network (with
+or without test-time augmentation) and both averaged, on a validation hold-out of the training
+split that neither the probe's choice nor the test split has seen."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from transfuse.data.source import Source
+from transfuse.finetune.config import FinetuneConfig
+from transfuse.search import METRICS
+
+log = logging.getLogger("transfuse.auto")
+MIN_EPOCHS = 3  # one head-only epoch and two with the top of the network unfrozen
+MAX_EPOCHS = 15
+
+
+@dataclass
+class Verdict:
+    """What the validation hold-out chose: ``winner`` (probe, fine-tuned, fine-tuned + TTA, ensemble),
+    every option's score, and why."""
+
+    winner: str
+    scores: dict[str, float]
+    why: str
+
+
+def plan_epochs(estimate, seconds: float) -> int:
+    """Epochs to train in ``seconds`` (0 when fewer than :data:`MIN_EPOCHS` fit), at most :data:`MAX_EPOCHS`."""
+    epochs = min(MAX_EPOCHS, estimate.epochs_within(seconds))
+    return epochs if epochs >= MIN_EPOCHS else 0
+
+
+def config_for(backbone: str, epochs: int, seed: int, class_weight: str | None) -> FinetuneConfig:
+    """Linear probe, then the top of the network at decayed learning rates, with augmentation; a
+    shorter probe phase when few epochs fit."""
+    return FinetuneConfig(backbone=backbone, strategy="lp-ft", epochs=max(epochs, MIN_EPOCHS),
+                          probe_epochs=1 if epochs < 8 else 2, patience=3, seed=seed, class_weight=class_weight,
+                          augment=True)
+
+
+def run_finetune(source: Source, config: FinetuneConfig, test_size: float, seed: int, beside: Path,
+                 max_seconds: float | None) -> tuple[object, dict]:
+    """Fine-tune in a scratch folder beside the output (removed afterwards); returns the fine-tuned
+    model and its metrics on the test split (recorded, never used to choose)."""
+    from transfuse.finetune.train import finetune_source
+    from transfuse.pipeline import load_model
+
+    beside.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".auto-finetune-", dir=beside))
+    try:
+        metrics = finetune_source(source, config, work / "run", test_size=test_size, split_seed=seed,
+                                  progress=False, max_seconds=max_seconds)
+        return load_model(work / "run"), metrics
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def choose(y_val: np.ndarray, options: dict[str, np.ndarray], classes: list[str], metric: str) -> Verdict:
+    """Score each option's validation probabilities (columns in ``classes`` order) under ``metric``;
+    the probe keeps ties, and the others must beat it by at least one validation item, since the
+    fine-tuned network's best epoch was itself picked on these items."""
+    score = METRICS[metric]
+    scores = {name: float(score(y_val, np.asarray(classes)[p.argmax(1)])) for name, p in options.items()}
+    margin = 1.0 / max(len(y_val), 1)
+    best = "probe"
+    for name, value in scores.items():
+        if name != "probe" and value >= scores["probe"] + margin - 1e-12 and value > scores[best]:
+            best = name
+    what = metric.replace("_", " ")
+    listed = ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+    if best == "probe":
+        why = (f"on the {len(y_val)} validation items ({what}: {listed}) nothing beat the probe by one item or more")
+    else:
+        why = (f"on the {len(y_val)} validation items ({what}: {listed}) {best} beat the probe by "
+               f"{scores[best] - scores['probe']:+.3f}")
+    return Verdict(best, scores, why)

@@ -1,0 +1,76 @@
+"""How long fine-tuning would take here: a few real training steps, timed, before any run is started."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from transfuse.backbones import create_backbone, get_spec
+from transfuse.finetune.config import FinetuneConfig
+from transfuse.finetune.task import make_task
+
+
+@dataclass(frozen=True)
+class EpochEstimate:
+    """Seconds per training batch (every group trainable: the dearest case) and per evaluation batch,
+    and the resulting seconds per epoch for ``n_fit`` training and ``n_val`` validation items."""
+
+    train_batch: float
+    eval_batch: float
+    n_fit: int
+    n_val: int
+    batch_size: int
+    setup: float  # building the network (paid again by the run)
+
+    @property
+    def epoch(self) -> float:
+        return (self.train_batch * math.ceil(self.n_fit / self.batch_size)
+                + self.eval_batch * math.ceil(max(self.n_val, 1) / self.batch_size))
+
+    def epochs_within(self, seconds: float) -> int:
+        """Whole epochs that fit in ``seconds`` after the set-up."""
+        return max(0, int((seconds - self.setup) // max(self.epoch, 1e-9)))
+
+
+def estimate_epoch(items: list[str], labels: list[str], config: FinetuneConfig, n_fit: int, n_val: int,
+                   steps: int = 2) -> EpochEstimate:
+    """Time ``steps`` training steps (after one warm-up step) and as many evaluation batches of
+    ``config.backbone`` on the first items, with every parameter trainable.
+
+    >>> estimate_epoch(paths, labels, FinetuneConfig(), n_fit=800, n_val=150).epoch  # doctest: +SKIP
+    41.7
+    """
+    start = time.perf_counter()
+    cfg = config.for_backbone(get_spec(config.backbone))
+    torch.manual_seed(cfg.seed)
+    task = make_task(create_backbone(cfg.backbone, weights="pretrained"), cfg.image_size, cfg.augment)
+    classes = sorted(set(labels))
+    y = np.array([classes.index(lab) for lab in labels])
+    network = task.network(len(classes)).train()
+    setup = time.perf_counter() - start
+    optimizer = torch.optim.AdamW([p for p in network.parameters()], lr=1e-5)
+    n = min(len(items), cfg.batch_size * (steps + 1))
+    times = []
+    t0 = time.perf_counter()
+    for x, target in task.loader(list(items[:n]), y[:n], True, cfg.batch_size, cfg.seed, 0):  # decoding counts
+        loss = torch.nn.functional.cross_entropy(network(x).float(), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append((time.perf_counter() - t0) / len(target) * cfg.batch_size)  # a short last batch, scaled
+        t0 = time.perf_counter()
+    train_batch = float(np.mean(times[1:] or times))
+    network.eval()
+    evals = []
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        for x, target in task.loader(list(items[:n]), y[:n], False, cfg.batch_size, cfg.seed, 0):
+            network(x)
+            evals.append((time.perf_counter() - t0) / len(target) * cfg.batch_size)
+            t0 = time.perf_counter()
+    return EpochEstimate(train_batch=train_batch, eval_batch=float(np.mean(evals)), n_fit=n_fit, n_val=n_val,
+                         batch_size=cfg.batch_size, setup=setup)
