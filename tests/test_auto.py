@@ -89,3 +89,15 @@ def test_auto_refuses_what_it_cannot_do_before_any_work(image_folder, tmp_path):
     with pytest.raises(Exception, match="notes|not a transfuse model|holds"):
         run_auto(AutoRequest(source, output=OutputSpec(tmp_path / "mine")))
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_class_with_one_training_item_gets_the_plain_fit_as_fit_would_train_it(image_folder, tmp_path, cache_dir):
+    for extra in sorted((image_folder / "bag").glob("*.png"))[2:]:
+        extra.unlink()  # bag: two images, one of them held out for testing
+    source = load_image_folder(image_folder)
+    res = run_auto(AutoRequest(source, budget="60s", output=OutputSpec(tmp_path / "m"), engine={"cache": cache_dir},
+                               progress=False))
+    decision = res.metrics["auto"]
+    assert decision["winner"]["kind"] == "probe" and "too few" in decision["winner"]["why"]
+    assert [s["stage"] for s in decision["stages"]] == ["plain fit (the fallback)", "train the best probe"]
+    assert load_model(res.out_dir).predict(source.items[:2]).shape == (2,)

@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 
 from transfuse.errors import CorruptInputError, DataError
 from transfuse.parts import json_ready, part_class
-from transfuse.pipeline import model_modality, pipeline_scores
+from transfuse.pipeline import model_modality, pipeline_outputs
 
 
 class EnsembleModel:
@@ -33,6 +33,10 @@ class EnsembleModel:
         kinds = {model_modality(m) for m in members}
         if len(kinds) > 1:
             raise DataError(f"the members of an ensemble read one kind of items; these read {', '.join(sorted(kinds))}")
+        scoreless = [i for i, m in enumerate(members) if isinstance(m, Pipeline) and not hasattr(m, "predict_proba")]
+        if scoreless:
+            raise DataError(f"member {scoreless[0]}'s head ({members[scoreless[0]].steps[-1][1].kind}) gives no "
+                            f"probabilities to average; use logreg, mlp or knn in an ensemble")
         classes = [sorted(str(c) for c in _classes(m)) for m in members]
         if any(c != classes[0] for c in classes):
             raise DataError("the members of an ensemble must know the same classes")
@@ -111,9 +115,7 @@ def _classes(model) -> np.ndarray:
 
 def _member_scores(member, items: list) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(member, Pipeline):
-        ok, proba = pipeline_scores(member, items, on_error="skip")
-        if proba is None:
-            raise DataError(f"{member.steps[-1][1].kind} gives no probabilities; it cannot be an ensemble member")
+        ok, _, proba = pipeline_outputs(member, items, on_error="skip")
         return ok, proba
     return member.scores(items)
 

@@ -19,7 +19,7 @@ from transfuse.errors import ModelDirError
 from transfuse.modeldir import FORMAT_VERSION, load_parts, read_config, save_parts
 from transfuse.parts import Part
 
-__all__ = ["FORMAT_VERSION", "load_model", "make_model", "model_modality", "pipeline_scores", "read_config",
+__all__ = ["FORMAT_VERSION", "load_model", "make_model", "model_modality", "pipeline_outputs", "read_config",
            "save_model"]
 
 
@@ -99,13 +99,15 @@ def model_modality(model) -> str:
     return first.modality
 
 
-def pipeline_scores(model: Pipeline, items: list, on_error: str = "raise") -> tuple[np.ndarray, np.ndarray | None]:
-    """``(readable mask, probabilities of the readable items)`` of a probe pipeline (None when its head
-    gives none); unreadable files raise unless ``on_error="skip"``."""
+def pipeline_outputs(model: Pipeline, items: list, on_error: str = "raise") -> tuple[np.ndarray, np.ndarray,
+                                                                                   np.ndarray | None]:
+    """``(readable mask, labels of the readable items, their probabilities or None)`` of a probe pipeline
+    (None when its head gives scores only: svm, ridge); unreadable files raise unless ``on_error="skip"``.
+    The featurizer runs once."""
     model.steps[0][1].configure(on_error=on_error)
     X = model.steps[0][1].transform(items)
     ok = np.ones(X.shape[0], bool) if sp.issparse(X) else ~np.isnan(X).any(axis=1)  # tfidf reads any text
     if not ok.any():
-        return ok, np.zeros((0, len(model.steps[-1][1].classes_)))
-    rest = model[1:]
-    return ok, rest.predict_proba(X[ok]) if hasattr(model.steps[-1][1], "predict_proba") else None
+        return ok, np.array([]), None
+    rest, X = model[1:], X[ok]
+    return ok, rest.predict(X), rest.predict_proba(X) if hasattr(rest, "predict_proba") else None

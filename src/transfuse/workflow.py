@@ -30,7 +30,7 @@ from transfuse.errors import CorruptInputError, DataError
 from transfuse.evaluate import classification_metrics, plot_confusion
 from transfuse.featurizers import backbone_list, check_trainable, make_featurizer, refuse_options
 from transfuse.modeldir import TRAINING_ITEMS, check_destination, load_data
-from transfuse.pipeline import load_model, make_model, model_modality, pipeline_scores, save_model
+from transfuse.pipeline import load_model, make_model, model_modality, pipeline_outputs, save_model
 from transfuse.recipe import Recipe
 from transfuse.search import SearchResult, check_metric, default_recipes, search
 
@@ -512,12 +512,7 @@ def predict_arrays(model, items: list[str], on_error: str = "raise") -> tuple[np
     """``(readable mask, labels of the readable items, their probabilities or None)`` for a probe
     pipeline or a fine-tuned model; unreadable files raise unless ``on_error="skip"``."""
     if isinstance(model, Pipeline):
-        ok, proba = pipeline_scores(model, items, on_error)
-        if not ok.any():
-            return ok, np.array([]), None
-        if proba is None:  # a head without probabilities: its own predictions
-            return ok, model[1:].predict(model.steps[0][1].transform([p for p, good in zip(items, ok) if good])), None
-        return ok, _classes(model)[proba.argmax(1)], proba
+        return pipeline_outputs(model, items, on_error)
     ok, proba = model.scores(items)
     if not ok.all() and on_error == "raise":
         raise CorruptInputError.unreadable([p for p, good in zip(items, ok) if not good], len(items), cached=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -63,7 +64,7 @@ def parse_budget(text: str | float | int | Budget | None) -> Budget:
     (5400.0, 40)
     """
     if isinstance(text, Budget):
-        return text
+        return dataclasses.replace(text)  # a run restarts its own copy
     if text is None:
         return Budget()
     if isinstance(text, (int, float)):

@@ -55,6 +55,7 @@ class Prober:
         self.reserve_trials = 0  # trials kept for later stages (fine-tuning) under a trial budget
         self._features: dict[FeaturizerSpec, tuple[np.ndarray, Blocks, float]] = {}
         self.scored: dict[tuple, dict] = {}
+        self.measured: dict[str, float] = {}  # backbone -> seconds of an extraction that was not all cache hits
         self.best: tuple[Trial, dict] | None = None
 
     # -- time ----------------------------------------------------------------------------------------
@@ -71,27 +72,32 @@ class Prober:
             start = time.perf_counter()
             featurizer = spec.build(self.modality)
             X = featurizer.fit_transform(self.items)
-            self._features[spec] = (X, from_slices(featurizer.slices_), time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            if seconds > 1.0:
+                self.measured[spec.backbone] = max(self.measured.get(spec.backbone, 0.0), seconds)
+            self._features[spec] = (X, from_slices(featurizer.slices_), seconds)
         return self._features[spec]
 
     # -- scoring -------------------------------------------------------------------------------------
-    def score(self, spec: FeaturizerSpec, recipes: list[Recipe], stage: str) -> list[dict]:
-        """Cross-validate ``recipes`` on ``spec``'s features, a few at a time while the deadline allows;
-        returns the rows of the trials scored now."""
+    def score(self, spec: FeaturizerSpec, recipes: list[Recipe], stage: str, force: bool = False) -> list[dict]:
+        """Cross-validate ``recipes`` on ``spec``'s features, a few at a time while the deadline allows
+        (``force``: the first ones whatever the clock says); returns the rows of the trials scored now."""
         fresh = [r for r in recipes if Trial(spec, r).key() not in self.scored]
-        if not fresh or not self.can_start():
+        if not fresh or not (force or self.can_start()):
             return []
         if spec.backbone is not None and _fitted(spec):
             return self._score_fitted(spec, fresh)
         X, blocks, _ = self.features(spec)
-        rows, per_recipe = [], None
-        for start in range(0, len(fresh), CHUNK):
-            chunk = fresh[start:start + CHUNK]
-            if self.budget.trials is not None:
+        rows, per_recipe, start = [], None, 0
+        while start < len(fresh):
+            size = 2 if per_recipe is None and self.deadline < float("inf") else CHUNK  # a first, cheap measure
+            chunk = fresh[start:start + size]
+            if self.budget.trials is not None and not force:
                 chunk = chunk[: max(0, int(self.budget.trials_left()) - self.reserve_trials)]
-            if not self.can_start((per_recipe or 0.0) * len(chunk)) or not chunk:
+            if not force and (not chunk or not self.can_start((per_recipe or 0.0) * len(chunk))):
                 self.trials.note(f"{stage}: {len(fresh) - start} candidates left unscored (budget)")
                 break
+            force = False
             self.trials.doing(f"{stage}: {len(chunk)} candidates on {spec.name(self.modality)}")
             began = time.perf_counter()
             found = search(X, self.labels, blocks, chunk, cv=self.cv, seed=self.seed, metric=self.metric)
@@ -99,6 +105,7 @@ class Prober:
             for row in sorted(found.rows, key=lambda r: r["order"]):
                 rows.append(self._keep(Trial(spec, row["recipe"]), row["cv_score"], row["cv_std"],
                                        row["fit_seconds"] * self.cv))
+            start += len(chunk)
         return rows
 
     def _score_fitted(self, spec: FeaturizerSpec, recipes: list[Recipe]) -> list[dict]:
@@ -107,7 +114,7 @@ class Prober:
         folds = StratifiedKFold(n_splits=min(self.cv, smallest), shuffle=True, random_state=self.seed)
         rows = []
         for recipe in recipes:
-            if not self.can_start():
+            if rows and not self.can_start():
                 break
             self.trials.doing(f"{spec.backbone} | {recipe.label()}")
             began = time.perf_counter()

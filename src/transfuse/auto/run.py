@@ -16,7 +16,6 @@ Stages, on the training split only (the test split is read once, by the model th
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -102,9 +101,13 @@ def run_auto(request: AutoRequest) -> AutoResult:
     trials = TrialLog(budget, request.metric, request.progress)
     try:
         run = _Run(request, budget, trials, items, y, len(test), out)
-        run.rank()
-        run.plan_finetune()
-        run.probe()
+        smallest = int(np.unique(y, return_counts=True)[1].min())
+        if smallest < 2:  # nothing to cross-validate: the plain fit configuration, as `fit` would train it
+            run.too_few(smallest)
+        else:
+            run.rank()
+            run.plan_finetune()
+            run.probe()
         return run.finish(train, test)
     finally:
         trials.close()
@@ -126,6 +129,19 @@ class _Run:
         self.extract_seconds: dict[str, float] = {}
         self.ranking: list[dict] = []
         self.plan = None  # (config, estimate) of the fine-tuning to run
+
+    def too_few(self, smallest: int) -> None:
+        with self.trials.stage("plain fit (the fallback)"):
+            trial = Trial(self.spec(default_backbone(self.kind)), Recipe(head_params=dict(self.weight)))
+            row = {"stage": "plain fit (the fallback)", "candidate": trial.label(self.kind), "cv_score": None,
+                   "cv_std": None, "seconds": 0.0, "at": round(self.budget.elapsed(), 1)}
+            self.prober.best = (trial, row)
+            self.trials.note(f"the smallest class has {smallest} training item: too few to cross-validate or "
+                             f"to hold items out, so the plain fit configuration is trained as it is")
+
+    def cost(self, backbone: str) -> float:
+        """Seconds one extraction of the training items by ``backbone`` took (the ranking's, or one measured since)."""
+        return max(self.extract_seconds.get(backbone, 0.0), self.prober.measured.get(backbone, 0.0))
 
     # -- 1. rank ---------------------------------------------------------------------------------
     def rank(self) -> None:
@@ -179,6 +195,8 @@ class _Run:
                 return
             backbone = trainable[0]
             config = config_for(backbone, 10, self.request.split.seed, self.request.class_weight)
+            if self.budget.trials is not None:
+                self.prober.reserve_trials = 1  # the fine-tuning run is a trial too
             y_idx = np.unique(self.y, return_inverse=True)[1]
             fit_idx, val_idx = validation_split(np.arange(len(self.y)), y_idx, config.val_fraction, config.seed)
             self.trials.doing(f"timing a few training steps of {backbone}")
@@ -186,7 +204,6 @@ class _Run:
             reserve = self.final_reserve(estimate)
             if self.budget.seconds is None:  # a trial budget: the run is one trial, at the usual length
                 self.plan = (config, estimate)
-                self.prober.reserve_trials = 1
                 self.trials.note(f"fine-tuning {backbone} planned for {config.epochs} epochs (about "
                                  f"{estimate.epoch:.0f}s each here)")
                 return
@@ -195,11 +212,12 @@ class _Run:
             epochs = plan_epochs(estimate, left - probe_share)
             needs = estimate.setup + 3 * estimate.epoch
             if not epochs:
+                self.prober.reserve_trials = 0
                 self.trials.note(f"no fine-tuning: {backbone} needs about {needs:.0f}s for 3 epochs here "
                                  f"({estimate.epoch:.0f}s each), and the budget leaves {max(0, left - probe_share):.0f}s "
                                  f"after the probe trials")
                 return
-            self.plan = (dataclasses.replace(config, epochs=epochs), estimate)
+            self.plan = (config_for(backbone, epochs, self.request.split.seed, self.request.class_weight), estimate)
             self.prober.deadline = self.budget.elapsed() + probe_share
             self.trials.note(f"fine-tuning {backbone} fits: about {estimate.epoch:.0f}s per epoch here, {epochs} "
                              f"epochs planned after {probe_share:.0f}s of probe trials")
@@ -208,7 +226,7 @@ class _Run:
         """Seconds to keep for the end: the test items' features for the kept backbones, the
         fine-tuned network's predictions (twice, for test-time augmentation), saving."""
         n = max(len(self.y), 1)
-        extract = sum(self.extract_seconds.get(b, 0.0) for b in self.top) * self.n_test / n
+        extract = sum(self.cost(b) for b in self.top) * self.n_test / n
         predict = 0.0 if estimate is None else \
             2 * estimate.eval_batch * math.ceil((self.n_test + estimate.n_val) / estimate.batch_size) * 2
         return 1.2 * (extract + predict) + 5.0
@@ -220,7 +238,7 @@ class _Run:
             prober.deadline = max(0.0, self.budget.seconds - self.final_reserve())
         with self.trials.stage("plain fit (the fallback)"):
             base = self.spec(default_backbone(self.kind))
-            prober.score(base, [Recipe(head_params=dict(self.weight))], "plain fit")
+            prober.score(base, [Recipe(head_params=dict(self.weight))], "plain fit", force=True)
         with self.trials.stage("layers and fusion per backbone"):
             for name in self.top:
                 if name in fitted_featurizers():
@@ -257,7 +275,7 @@ class _Run:
         for pooling in POOLING_VARIANTS.get(self.kind, ()):
             if pooling == trial.spec.pooling:
                 continue
-            if not self.prober.can_start(self.extract_seconds.get(name, 0.0)):
+            if not self.prober.can_start(self.cost(name)):
                 self.trials.note(f"pooling {pooling} not tried: its extraction would pass the deadline")
                 break
             spec = with_pooling(trial.spec, pooling)
@@ -280,7 +298,8 @@ class _Run:
             trial = found[0]
             taps = list(trial.recipe.layers) if trial.recipe.layers else parse_layers(trial.spec.layers) or ["features"]
             layers += [f"{name}:{tap}" for tap in taps]
-        if not self.prober.can_start(sum(self.extract_seconds.get(b, 0.0) for b in extractors[:2]) * 0.2):
+        if not self.prober.can_start(0.2 * sum(self.cost(b) for b in extractors[:2])):
+            self.trials.note("the fused pair not tried: its features would pass the deadline")
             return
         spec = self.spec(",".join(extractors[:2]), layers=layers)
         cs = [{"C": c, **self.weight} for c in (0.1, 1.0)]
@@ -303,14 +322,22 @@ class _Run:
             probe = fit(FitRequest(source=source, featurizer=trial.spec, recipe=trial.recipe, split=request.split,
                                    output=OutputSpec(save=False)))
         baseline = next((r for r in self.trials.trials if r["stage"] == "plain fit (the fallback)"), None)
-        why = (f"{row['candidate']} had the best cross-validated {request.metric.replace('_', ' ')} "
-               f"({row['cv_score']:.3f} ± {row['cv_std']:.3f}) of {len(self.prober.scored)} probe trials")
+        if row["cv_score"] is None:
+            why = f"{row['candidate']}: too few training items per class to compare anything"
+        else:
+            why = (f"{row['candidate']} had the best cross-validated {request.metric.replace('_', ' ')} "
+                   f"({row['cv_score']:.3f} ± {row['cv_std']:.3f}) of {len(self.prober.scored)} probe trials")
         if baseline is not None and baseline is not row:
             why += f"; {row['cv_score'] - baseline['cv_score']:+.3f} over the plain fit configuration"
         model, metrics, winner = probe.model, dict(probe.metrics), "probe"
         verdict, tuned = None, None
         if self.plan is not None:
-            verdict, tuned = self.finetune_and_choose(probe.model, train, test)
+            try:
+                verdict, tuned = self.finetune_and_choose(probe.model, train, test)
+            except Exception as exc:  # noqa: BLE001  (a failed fine-tune must not lose the probe found)
+                log.warning("fine-tuning failed (%s: %s); keeping the probe", type(exc).__name__, str(exc)[:200])
+                self.trials.note(f"fine-tuning failed ({type(exc).__name__}); the probe is kept")
+                verdict, tuned = None, None
         if verdict is not None and verdict.winner != "probe":
             ft_model, ft_metrics = tuned
             winner = verdict.winner
@@ -324,9 +351,9 @@ class _Run:
             with self.trials.stage("score the winner"):
                 test_items = [source.items[i] for i in test]
                 predicted = [str(p) for p in model.predict(test_items)]
-                metrics = classification_metrics([source.labels[i] for i in test], predicted,
+                metrics = classification_metrics([str(source.labels[i]) for i in test], predicted,
                                                  classes=[str(c) for c in model.classes_])
-                metrics["split"] = probe.metrics["split"]
+                metrics["split"] = ft_metrics["split"] if winner != "ensemble" else probe.metrics["split"]
                 metrics["probe"] = _summary(probe.metrics)
         elif verdict is not None:
             why = f"{why}; {verdict.why}"
@@ -351,20 +378,25 @@ class _Run:
 
         request, source = self.request, self.request.source
         config, estimate = self.plan
-        with self.trials.stage("fine-tune"):
+        with self.trials.stage("fine-tune") as stage:
             seconds = None
+            if self.budget.trials_left() < 1:
+                self.trials.note("no fine-tuning: no trial left in the budget")
+                return None, None
             if self.budget.seconds is not None:
                 seconds = self.budget.left() - self.final_reserve(estimate)
                 epochs = plan_epochs(estimate, seconds)
                 if not epochs:
                     self.trials.note(f"no fine-tuning: {seconds:.0f}s left, fewer than 3 epochs of {config.backbone}")
                     return None, None
-                config = dataclasses.replace(config, epochs=epochs)
+                config = config_for(config.backbone, epochs, config.seed, config.class_weight)
+                seconds -= estimate.setup  # building the network is not in Lightning's clock
             self.trials.doing(f"fine-tuning {config.backbone} ({config.epochs} epochs, lp-ft)")
             began = time.perf_counter()
             ft_model, ft_metrics = run_finetune(source, config, request.split.test_size, request.split.seed,
                                                 self.out.parent, seconds)
             self.budget.spend()
+            stage["extra"] = 1
             self.trials.note(f"fine-tuned {config.backbone}: {ft_metrics['epochs_run']} epochs in "
                              f"{time.perf_counter() - began:.0f}s")
         with self.trials.stage("choose on validation"):
@@ -373,7 +405,7 @@ class _Run:
             classes = [str(c) for c in ft_model.classes_]
             val_items = [source.items[i] for i in val_idx]
             y_val = np.asarray(source.labels)[val_idx].astype(str)
-            probe_val = self.probe_on_validation(train, fit_idx, val_idx, classes)
+            probe_val, has_proba = self.probe_on_validation(train, fit_idx, val_idx, classes)
             options = {"probe": probe_val, "fine-tuned": ft_model.predict_proba(val_items)}
             if ft_model.modality == "image":
                 ft_model.tta = True
@@ -381,7 +413,8 @@ class _Run:
                 ft_model.tta = False
             tuned = max((k for k in options if k != "probe"),
                         key=lambda k: _score(request.metric, y_val, options[k], classes))
-            options["ensemble"] = (probe_val + options[tuned]) / 2
+            if has_proba:  # scores alone (svm, ridge) are not probabilities to average
+                options["ensemble"] = (probe_val + options[tuned]) / 2
             verdict = choose(y_val, options, classes, request.metric)
             if verdict.winner in ("fine-tuned + TTA",) or (verdict.winner == "ensemble" and tuned != "fine-tuned"):
                 ft_model.tta = True
@@ -389,9 +422,10 @@ class _Run:
         return verdict, (ft_model, ft_metrics)
 
     def probe_on_validation(self, train: list[int], fit_idx: np.ndarray, val_idx: np.ndarray,
-                            classes: list[str]) -> np.ndarray:
-        """The chosen probe trained on the training split minus the validation items, its
-        probabilities on them (columns in ``classes`` order)."""
+                            classes: list[str]) -> tuple[np.ndarray, bool]:
+        """The chosen probe trained on the training split minus the validation items: its
+        probabilities on them (columns in ``classes`` order; its predictions one-hot when the head
+        gives scores only), and whether they are probabilities."""
         trial = self.prober.best[0]
         position = {item: k for k, item in enumerate(train)}
         fit_pos, val_pos = [position[i] for i in fit_idx], [position[i] for i in val_idx]
@@ -402,9 +436,12 @@ class _Run:
             X, blocks, _ = self.prober.features(trial.spec)
             model = Pipeline(trial.recipe.build(blocks))
         model.fit(X[fit_pos], self.y[fit_pos])
+        if not hasattr(model, "predict_proba"):
+            predicted = np.asarray(model.predict(X[val_pos])).astype(str)
+            return (predicted[:, None] == np.asarray(classes)[None]).astype(float), False
         proba = model.predict_proba(X[val_pos])
         order = [list(map(str, model.classes_)).index(c) for c in classes]
-        return proba[:, order]
+        return proba[:, order], True
 
     def save(self, model, metrics: dict, out: Path, train: list[int]) -> Path:
         source = self.request.source

@@ -50,7 +50,7 @@ class TrialLog:
             yield entry
         finally:
             entry["seconds"] = round(time.perf_counter() - start, 1)
-            entry["trials"] = len(self.trials) - before
+            entry["trials"] = len(self.trials) - before + entry.pop("extra", 0)  # runs that are trials too
 
     def note(self, text: str) -> None:
         """Something this stage decided, and why (logged, and kept in the decision path)."""

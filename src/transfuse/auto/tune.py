@@ -1,7 +1,8 @@
 """Fine-tuning inside ``transfuse auto``: whether it fits the budget (a few real steps timed first), the
 run itself under a hard time limit, and the choice between the probe, the fine-tuned network (with
-or without test-time augmentation) and both averaged, on a validation hold-out of the training
-split that neither the probe's choice nor the test split has seen."""
+or without test-time augmentation) and both averaged, on a validation hold-out of the training split
+(the fine-tuning run's own: no model is trained on it, though the probe's cross-validation and the
+run's choice of its best epoch have seen it; the test split is never read)."""
 
 from __future__ import annotations
 
@@ -65,8 +66,8 @@ def run_finetune(source: Source, config: FinetuneConfig, test_size: float, seed:
 
 def choose(y_val: np.ndarray, options: dict[str, np.ndarray], classes: list[str], metric: str) -> Verdict:
     """Score each option's validation probabilities (columns in ``classes`` order) under ``metric``;
-    the probe keeps ties, and the others must beat it by at least one validation item, since the
-    fine-tuned network's best epoch was itself picked on these items."""
+    the probe keeps ties, and the others must beat it by at least ``1 / n`` (one item's worth of
+    accuracy), since the fine-tuned network's best epoch was itself picked on these items."""
     score = METRICS[metric]
     scores = {name: float(score(y_val, np.asarray(classes)[p.argmax(1)])) for name, p in options.items()}
     margin = 1.0 / max(len(y_val), 1)

@@ -39,7 +39,8 @@ class EpochEstimate:
 def estimate_epoch(items: list[str], labels: list[str], config: FinetuneConfig, n_fit: int, n_val: int,
                    steps: int = 2) -> EpochEstimate:
     """Time ``steps`` training steps (after one warm-up step) and as many evaluation batches of
-    ``config.backbone`` on the first items, with every parameter trainable.
+    ``config.backbone`` on the first items, with every parameter trainable, on the device and in the
+    precision fine-tuning will use (a GPU in bf16 where it has it, else the CPU in fp32).
 
     >>> estimate_epoch(paths, labels, FinetuneConfig(), n_fit=800, n_val=150).epoch  # doctest: +SKIP
     41.7
@@ -50,17 +51,23 @@ def estimate_epoch(items: list[str], labels: list[str], config: FinetuneConfig, 
     task = make_task(create_backbone(cfg.backbone, weights="pretrained"), cfg.image_size, cfg.augment)
     classes = sorted(set(labels))
     y = np.array([classes.index(lab) for lab in labels])
-    network = task.network(len(classes)).train()
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where Lightning's "auto" accelerator trains
+    bf16 = device == "cuda" and torch.cuda.is_bf16_supported() and cfg.precision in ("auto", "bf16")
+    network = task.network(len(classes)).to(device).train()
     setup = time.perf_counter() - start
     optimizer = torch.optim.AdamW([p for p in network.parameters()], lr=1e-5)
     n = min(len(items), cfg.batch_size * (steps + 1))
     times = []
     t0 = time.perf_counter()
     for x, target in task.loader(list(items[:n]), y[:n], True, cfg.batch_size, cfg.seed, 0):  # decoding counts
-        loss = torch.nn.functional.cross_entropy(network(x).float(), target)
+        x, target = _to(x, device), target.to(device)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(network(x).float(), target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
         times.append((time.perf_counter() - t0) / len(target) * cfg.batch_size)  # a short last batch, scaled
         t0 = time.perf_counter()
     train_batch = float(np.mean(times[1:] or times))
@@ -69,8 +76,16 @@ def estimate_epoch(items: list[str], labels: list[str], config: FinetuneConfig, 
     with torch.inference_mode():
         t0 = time.perf_counter()
         for x, target in task.loader(list(items[:n]), y[:n], False, cfg.batch_size, cfg.seed, 0):
-            network(x)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                network(_to(x, device))
+            if device == "cuda":
+                torch.cuda.synchronize()
             evals.append((time.perf_counter() - t0) / len(target) * cfg.batch_size)
             t0 = time.perf_counter()
     return EpochEstimate(train_batch=train_batch, eval_batch=float(np.mean(evals)), n_fit=n_fit, n_val=n_val,
                          batch_size=cfg.batch_size, setup=setup)
+
+
+def _to(x, device: str):
+    """A batch (a tensor, or a dict of them for text) on ``device``."""
+    return x.to(device) if torch.is_tensor(x) else {k: v.to(device) for k, v in x.items()}
