@@ -52,6 +52,9 @@ _EXPORTS = {
     "fit": "transfuse.workflow",
     "fit_source": "transfuse.workflow",
     "FitRequest": "transfuse.workflow",
+    "run_auto": "transfuse.auto.run",
+    "AutoRequest": "transfuse.auto.run",
+    "EnsembleModel": "transfuse.ensemble",
     "TransfuseError": "transfuse.errors",
 }
 

@@ -110,19 +110,52 @@ class Prober:
 
     def _score_fitted(self, spec: FeaturizerSpec, recipes: list[Recipe]) -> list[dict]:
         """A fitted featurizer (TF-IDF) learns from the items: it is fitted inside each fold too."""
-        smallest = int(np.unique(self.labels, return_counts=True)[1].min())
-        folds = StratifiedKFold(n_splits=min(self.cv, smallest), shuffle=True, random_state=self.seed)
         rows = []
         for recipe in recipes:
             if rows and not self.can_start():
                 break
             self.trials.doing(f"{spec.backbone} | {recipe.label()}")
             began = time.perf_counter()
-            model = Pipeline([("features", spec.build(self.modality)), *recipe.build({})])
-            scores = cross_val_score(model, np.asarray(self.items, dtype=object), self.labels, cv=folds,
-                                     scoring=lambda est, X, y: METRICS[self.metric](y, est.predict(X)))
+            scores = self._fitted_cv(Trial(spec, recipe), self.seed)
             rows.append(self._keep(Trial(spec, recipe), scores.mean(), scores.std(), time.perf_counter() - began))
         return rows
+
+    def _fitted_cv(self, trial: Trial, seed: int) -> np.ndarray:
+        smallest = int(np.unique(self.labels, return_counts=True)[1].min())
+        folds = StratifiedKFold(n_splits=min(self.cv, smallest), shuffle=True, random_state=seed)
+        model = Pipeline([("features", trial.spec.build(self.modality)), *trial.recipe.build({})])
+        return cross_val_score(model, np.asarray(self.items, dtype=object), self.labels, cv=folds,
+                               scoring=lambda est, X, y: METRICS[self.metric](y, est.predict(X)))
+
+    def confirm(self, top: int = 5, repeats: int = 2) -> list[dict] | None:
+        """The ``top`` trials scored again on ``repeats`` new sets of folds; the best mean over all
+        its fold sets becomes the best trial (the highest of many noisy scores is optimistic, and
+        fresh folds shrink that). Returns their rows, or None when the deadline came first."""
+        ranked = sorted(self.scored.items(), key=lambda kv: -kv[1]["cv_score"])[:top]
+        if len(ranked) < 2:
+            return None
+        out = []
+        for key, row in ranked:
+            if not self.can_start(row["seconds"] * repeats):
+                self.trials.note(f"confirmed {len(out)} of the top {len(ranked)} on new folds before the deadline")
+                break
+            trial = Trial(key[0], _recipe(row))
+            self.trials.doing(f"new folds: {row['candidate']}")
+            scores = [row["cv_score"]]
+            for r in range(1, repeats + 1):
+                if _fitted(trial.spec):
+                    scores.append(float(self._fitted_cv(trial, self.seed + r).mean()))
+                else:
+                    X, blocks, _ = self.features(trial.spec)
+                    found = search(X, self.labels, blocks, [trial.recipe], cv=self.cv, seed=self.seed + r,
+                                   metric=self.metric)
+                    scores.append(found.rows[0]["cv_score"])
+            row["confirmed"] = round(float(np.mean(scores)), 4)
+            out.append((trial, row))
+        if not out:
+            return None
+        self.best = max(out, key=lambda tr: tr[1]["confirmed"])
+        return [row for _, row in out]
 
     def _keep(self, trial: Trial, score: float, std: float, seconds: float) -> dict:
         row = self.trials.record(trial.label(self.modality), score, std, seconds,

@@ -226,7 +226,9 @@ class _Run:
         """Seconds to keep for the end: the test items' features for the kept backbones, the
         fine-tuned network's predictions (twice, for test-time augmentation), saving."""
         n = max(len(self.y), 1)
-        extract = sum(self.cost(b) for b in self.top) * self.n_test / n
+        best = self.prober.best
+        kept = best[0].spec.backbone.split(",") if best is not None and best[0].spec.backbone else self.top
+        extract = sum(self.cost(b) for b in kept) * self.n_test / n
         predict = 0.0 if estimate is None else \
             2 * estimate.eval_batch * math.ceil((self.n_test + estimate.n_val) / estimate.batch_size) * 2
         return 1.2 * (extract + predict) + 5.0
@@ -250,6 +252,8 @@ class _Run:
                     break
                 _, blocks, _ = prober.features(spec)
                 prober.score(spec, default_recipes(blocks, "logreg", head_params=dict(self.weight)), name)
+        with self.trials.stage("more sources"):
+            self.more_sources()
         with self.trials.stage("pooling"):
             self.try_poolings()
         with self.trials.stage("the two best backbones fused"):
@@ -261,9 +265,28 @@ class _Run:
                 recipes = [r for r in head_variants(trial.recipe, self.request.class_weight, self.request.metric)
                            if not fitted or r.head in ("logreg", "svm", "ridge")]
                 prober.score(trial.spec, recipes, "heads")
+        with self.trials.stage("confirm the best on new folds"):
+            confirmed = prober.confirm()
+            if confirmed:
+                trial, row = prober.best
+                self.trials.note(f"{row['candidate']}: {row['confirmed']:.3f} over 3 sets of folds, the best of the "
+                                 f"top {len(confirmed)}")
         if prober.best is None:
             raise DataError(f"the budget ({self.budget.describe()}) ended before a single candidate was scored; "
                             f"give a larger --budget")
+
+    def more_sources(self) -> None:
+        """The next ranked backbones' layers, while the deadline leaves time for their features."""
+        ranked = [r["backbone"] for r in self.ranking]
+        rest = [b for b in dict.fromkeys(ranked) if b not in self.top and "," not in b and b not in fitted_featurizers()]
+        for name in rest:
+            if not self.prober.can_start(self.cost(name) + 5.0):
+                self.trials.note(f"{len(rest) - rest.index(name)} more ranked sources not probed (budget)")
+                return
+            spec = self.spec(name, layers=auto_layers(name))
+            _, blocks, _ = self.prober.features(spec)
+            self.prober.score(spec, default_recipes(blocks, "logreg", head_params=dict(self.weight)), name)
+            self.top.append(name)
 
     def try_poolings(self) -> None:
         best = self._best_extractor()
@@ -286,9 +309,11 @@ class _Run:
             self.prober.score(spec, [trial.recipe], f"pooling {pooling}")
 
     def try_pair(self) -> None:
-        extractors = [b for b in self.top if b not in fitted_featurizers()]
+        probed = [(b, self.prober.best_of(b)) for b in self.top if b not in fitted_featurizers()]
+        extractors = [b for b, found in sorted([p for p in probed if p[1] is not None],
+                                               key=lambda p: -p[1][1]["cv_score"])]
         if len(extractors) < 2:
-            self.trials.note("fewer than two backbones kept: nothing to fuse")
+            self.trials.note("fewer than two backbones probed: nothing to fuse")
             return
         layers = []
         for name in extractors[:2]:
@@ -326,7 +351,8 @@ class _Run:
             why = f"{row['candidate']}: too few training items per class to compare anything"
         else:
             why = (f"{row['candidate']} had the best cross-validated {request.metric.replace('_', ' ')} "
-                   f"({row['cv_score']:.3f} ± {row['cv_std']:.3f}) of {len(self.prober.scored)} probe trials")
+                   f"({row['cv_score']:.3f} ± {row['cv_std']:.3f}) of {len(self.prober.scored)} probe trials"
+                   + (f", {row['confirmed']:.3f} over three sets of folds" if "confirmed" in row else ""))
         if baseline is not None and baseline is not row:
             why += f"; {row['cv_score'] - baseline['cv_score']:+.3f} over the plain fit configuration"
         model, metrics, winner = probe.model, dict(probe.metrics), "probe"
