@@ -143,6 +143,8 @@ def run_row(target: str, per_class: int | None, budgets: list[str], with_oracle:
         row[f"auto_{budget}_pick"] = m["auto"]["winner"]["candidate"]
         row[f"auto_{budget}_probe"] = m.get("probe", {}).get("accuracy", acc)  # its probe, whatever won
         row[f"auto_{budget}_used"] = m["auto"]["budget"]["used_seconds"]
+        row[f"auto_{budget}_finetuned"] = (m["auto"].get("fine_tuned") or {}).get("accuracy")  # when one ran
+        row[f"auto_{budget}_notes"] = [n for s in m["auto"]["stages"] for n in s["notes"]]
         row[f"auto_{budget}_engine"] = m.get("extraction")
     if with_oracle:
         start = time.perf_counter()

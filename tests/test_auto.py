@@ -38,9 +38,12 @@ def test_auto_within_a_trial_budget_saves_the_model_and_the_decision_path(image_
     """Probe only: the plain fit configuration is tried first (the fallback), no more trials than the
     budget allows, and metrics.json / auto.json say what was tried and why the winner won."""
     r = cli("auto", str(image_folder), "--budget", "8 trials,40s", "--no-finetune", "--cv", "2", "--out",
-            str(tmp_path / "m"), "--json", env={"TRANSFUSE_CACHE": cache_dir})
+            str(tmp_path / "m"), env={"TRANSFUSE_CACHE": cache_dir, "COLUMNS": "100"})
     assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
+    flat = " ".join(r.stdout.split())  # the console wraps long lines
+    assert "what auto did" in flat and "kept: " in flat
+    assert "model saved to" in flat and "trials (budget: 8 trials,40s)" in flat
+    out = json.loads((tmp_path / "m" / "metrics.json").read_text())
     decision = out["auto"]
     assert decision["budget"]["used_trials"] <= 8 and decision["budget"]["trials"] == 8
     assert decision["baseline"]["candidate"].startswith("efficientnet_lite0 | logreg head")

@@ -7,6 +7,7 @@ import time
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from transfuse.cli.app import app, log, out
@@ -36,7 +37,7 @@ def auto(
     metric: Metric = "accuracy",
     class_weight: ClassWeight = None,
     finetune: Annotated[bool, typer.Option("--finetune/--no-finetune", help="Allow fine-tuning when the budget leaves time for it (the default), or probe pretrained features only.")] = True,
-    backbones: Annotated[int, typer.Option("--keep", min=1, help="How many of the ranked sources are probed.")] = 2,
+    backbones: Annotated[int, typer.Option("--keep", min=1, help="How many of the best-ranked sources are probed first (more follow while the budget allows).")] = 2,
     cv: Cv = 5,
     batch_size: BatchSize = None,
     workers: Workers = None,
@@ -66,19 +67,23 @@ def auto(
         return
     decision = res.metrics["auto"]
     stages = Table(title="what auto did")
-    for col in ("stage", "seconds", "trials", "decided"):
-        stages.add_column(col, justify="left" if col in ("stage", "decided") else "right", overflow="fold")
+    for col in ("stage", "seconds", "trials"):
+        stages.add_column(col, justify="left" if col == "stage" else "right")
     for s in decision["stages"]:
-        stages.add_row(s["stage"], f"{s['seconds']:.0f}", str(s["trials"]), "; ".join(s["notes"]))
+        stages.add_row(s["stage"], f"{s['seconds']:.0f}", str(s["trials"]))
     out.print(stages)
+    for s in decision["stages"]:
+        for note in s["notes"]:
+            out.print(f"- {escape(note)}", highlight=False)
     best = sorted(res.trials, key=lambda r: -r["cv_score"])[:8]
     table = Table(title=f"best trials (cross-validated {metric.replace('_', ' ')} on the training split)")
     for col in ("candidate", "cv", "± std"):
         table.add_column(col, justify="left" if col == "candidate" else "right", overflow="fold")
     for r in best:
-        table.add_row(r["candidate"], f"{r['cv_score']:.3f}", f"{r['cv_std']:.3f}")
+        table.add_row(escape(r["candidate"]), f"{r['cv_score']:.3f}", f"{r['cv_std']:.3f}")
     out.print(table)
-    out.print(f"kept: {decision['winner']['why']}")
+    out.print(f"kept: {escape(decision['winner']['why'])}", highlight=False)
     out.print(metrics_table(res.metrics, title=f"auto ({decision['winner']['kind']}) on {source.name}, test split"))
-    out.print(f"trained on {res.n_train}, tested on {res.n_test}; {time.perf_counter() - t0:.0f}s of a "
-              f"{budget} budget; model saved to {res.out_dir} (every trial in auto.json)")
+    out.print(f"trained on {res.n_train}, tested on {res.n_test}; {time.perf_counter() - t0:.0f}s and "
+              f"{decision['budget']['used_trials']} trials (budget: {budget}); model saved to {res.out_dir} (every "
+              f"trial in auto.json)")

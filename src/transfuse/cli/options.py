@@ -84,9 +84,13 @@ def _choice(*allowed: str):
 
 
 ClassWeight = Annotated[Optional[str], typer.Option("--class-weight", callback=_choice("balanced"), help="balanced: weight each class by the inverse of its frequency (in the head, and in the fine-tuning loss), so rare classes count as much as common ones. Default: off.")]
-Metric = Annotated[str, typer.Option("--metric", callback=_choice("accuracy", "balanced_accuracy", "macro_f1"), help="What the cross-validated search (--auto, search) maximises: accuracy, balanced_accuracy or macro_f1 (for imbalanced classes).")]
-Budget = Annotated[Optional[str], typer.Option("--budget", callback=_seconds, help="With --backbone auto (or --auto without a backbone): time for ranking the sources (90s, 15m, 1h); no new backbone is started after it.")]
-AutoBudget = Annotated[str, typer.Option("--budget", callback=_auto_budget, help="Wall-clock time on this machine (90s, 15m, 1h30m), a number of trials (40 trials; each cross-validated candidate and each fine-tuning run is one), or both (15m,40t).")]
+Metric = Annotated[str, typer.Option("--metric", callback=_choice("accuracy", "balanced_accuracy", "macro_f1"), help="What the cross-validated search (fit --auto, search, auto) maximises: accuracy, balanced_accuracy or macro_f1 (for imbalanced classes).")]
+_BUDGET_HELP = ("What may be spent. auto: wall-clock time on this machine (90s, 15m, 1h30m), a number of trials "
+                "(40 trials; each cross-validated candidate and each fine-tuning run is one), or both (15m,40t). "
+                "fit --backbone auto (or --auto without a backbone): the time for ranking the sources; no new "
+                "backbone is started after it.")
+Budget = Annotated[Optional[str], typer.Option("--budget", callback=_seconds, help=_BUDGET_HELP)]
+AutoBudget = Annotated[str, typer.Option("--budget", callback=_auto_budget, help=_BUDGET_HELP)]
 Runtime = Annotated[Optional[str], typer.Option("--runtime", help="Feature extraction engine: auto (the fastest that agrees with eager fp32), torch, compile (torch.compile ahead of time, built once per machine), onnx. Default: auto; a saved model uses the one it was trained with.")]
 Precision = Annotated[Optional[str], typer.Option("--precision", help="Numeric precision: auto | fp32 | bf16. Extraction: auto takes bf16 where the hardware has it and the features agree (a saved model: what it was trained with); fine-tuning: auto trains in bf16 on GPUs that support it.")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Items per batch (default: 4 on CPU and 64 on GPU for extraction, 32 for fine-tuning).")]
@@ -98,7 +102,7 @@ HeadParam = Annotated[list[str], typer.Option("--head-param", help="Head hyper-p
 Fusion = Annotated[Optional[str], typer.Option("--fusion", help="How to fuse several layers: concat (per-block standardised) | weighted (learned block weights) | scalar-mix (learned weighted sum of same-width layers, for transformers) | mlp (gated non-linear). Default with several layers: concat.")]
 Select = Annotated[Optional[str], typer.Option("--select", help="Selection/reduction, comma-separated: pca:0.95 | pca:64 | variance | kbest:512[:mutual_info] | l1:0.1 | group-lasso:N (keep N layer blocks).")]
 Auto = Annotated[bool, typer.Option("--auto", help="Try layers x fusion x selection x C by cross-validation on the training split and keep the best; without --backbone the source is chosen first by ranking, as with --backbone auto.")]
-Cv = Annotated[int, typer.Option("--cv", min=2, help="Folds of the cross-validated search (--auto, search).")]
+Cv = Annotated[int, typer.Option("--cv", min=2, help="Folds of the cross-validated search (fit --auto, search, auto).")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Where results are written (default: transfuse-models/<data>-<what>-<time>).")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace whatever --out holds, even when it is not a transfuse model (its files are lost).")]
