@@ -52,7 +52,8 @@ def auto(
 
     source = data.load()
     if data.skip_bad:
-        log.warning("--skip-bad: unreadable files were left out of the data; auto needs every remaining item readable")
+        log.warning("--skip-bad leaves out empty class folders only: auto needs every file readable (an unreadable "
+                    "one stops the ranking with its name; remove it, or use `transfuse fit --skip-bad`)")
     log.info("data %s: %d %s items, %d classes; budget %s", source.name, len(source), source.kind,
              len(source.classes), budget)
     t0 = time.perf_counter()
