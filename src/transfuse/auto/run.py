@@ -250,7 +250,11 @@ class _Run:
                 spec = self.spec(name, layers=auto_layers(name))
                 if not prober.can_start():
                     break
-                _, blocks, _ = prober.features(spec)
+                try:
+                    _, blocks, _ = prober.features(spec)
+                except DataError as exc:
+                    self.trials.note(f"{name} not probed: {exc}")
+                    continue
                 prober.score(spec, default_recipes(blocks, "logreg", head_params=dict(self.weight)), name)
         with self.trials.stage("more sources"):
             self.more_sources()
@@ -284,7 +288,11 @@ class _Run:
                 self.trials.note(f"{len(rest) - rest.index(name)} more ranked sources not probed (budget)")
                 return
             spec = self.spec(name, layers=auto_layers(name))
-            _, blocks, _ = self.prober.features(spec)
+            try:
+                _, blocks, _ = self.prober.features(spec)
+            except DataError as exc:
+                self.trials.note(f"{name} not probed: {exc}")
+                continue
             self.prober.score(spec, default_recipes(blocks, "logreg", head_params=dict(self.weight)), name)
             self.top.append(name)
 
@@ -302,7 +310,11 @@ class _Run:
                 self.trials.note(f"pooling {pooling} not tried: its extraction would pass the deadline")
                 break
             spec = with_pooling(trial.spec, pooling)
-            X = self.prober.features(spec)[0]
+            try:
+                X = self.prober.features(spec)[0]
+            except DataError as exc:  # a frozen encoder that returns one vector per item
+                self.trials.note(f"no pooling variants for {name}: {exc}")
+                break
             if X.shape == X0.shape and np.allclose(X, X0):
                 self.trials.note(f"{name}'s taps are already vectors: pooling changes nothing")
                 break
