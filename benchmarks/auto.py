@@ -34,7 +34,7 @@ from transfuse.data.source import Source
 from transfuse.recipe import Recipe
 from transfuse.workflow import FeaturizerSpec, FitRequest, OutputSpec, fit
 
-from common import RESULTS, WORK, markdown_table, save_results
+from common import RESULTS, WORK, kit_split, markdown_table, save_results
 
 TEST_PER_CLASS = 100
 
@@ -82,14 +82,7 @@ def drums(per_class: int | None) -> Source:
 
     hits = drum_hits()
     paths, y, kits = np.asarray(hits["path"]), np.asarray(hits["label"]), np.asarray(hits["kit"])
-    rng = np.random.default_rng(0)  # whole kits to the test side until it holds ~30 % of the hits
-    test_kits, n = [], 0
-    for kit in rng.permutation(sorted(set(kits))):
-        if n >= 0.3 * len(kits):
-            break
-        test_kits.append(kit)
-        n += int((kits == kit).sum())
-    test = np.isin(kits, test_kits)
+    test = kit_split(kits, 0)
     tr = np.flatnonzero(~test)[_draw(y[~test], per_class)]
     te = np.flatnonzero(test)
     return _source("drums", "audio", paths[tr], y[tr], paths[te], y[te])

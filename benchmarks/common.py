@@ -37,6 +37,19 @@ def finetune_data() -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     return p_pool, tr_y[pool], p_test, te_y[test]
 
 
+def kit_split(kits: np.ndarray, seed: int = 0, share: float = 0.3) -> np.ndarray:
+    """Drum hits: whole kits (seeded order) go to the test side until it holds ``share`` of the hits;
+    returns the test mask."""
+    rng = np.random.default_rng(seed)
+    test_kits, n = [], 0
+    for kit in rng.permutation(sorted(set(kits))):
+        if n >= share * len(kits):
+            break
+        test_kits.append(kit)
+        n += int((kits == kit).sum())
+    return np.isin(kits, test_kits)
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     """A GitHub-flavoured markdown table."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

@@ -46,7 +46,7 @@ from transfuse.ranking import fuse_blocks
 from transfuse.transferability import scores
 from transfuse.workflow import AUTO_SCORES
 
-from common import WORK, markdown_table, save_results
+from common import WORK, kit_split, markdown_table, save_results
 
 CANDIDATES = {  # modality -> (label, backbone, weights, taps)
     "image": [
@@ -164,14 +164,7 @@ def audio_targets(quick: bool) -> dict:
     paths, y, kits = np.asarray(hits["path"]), np.asarray(hits["label"]), np.asarray(hits["kit"])
     out = {}
     for seed in (0,) if quick else (0, 1, 2):
-        rng = np.random.default_rng(seed)  # whole kits to the test side until it holds ~30 % of the hits
-        test_kits, n = [], 0
-        for kit in rng.permutation(sorted(set(kits))):
-            if n >= 0.3 * len(kits):
-                break
-            test_kits.append(kit)
-            n += int((kits == kit).sum())
-        test = np.isin(kits, test_kits)
+        test = kit_split(kits, seed)
         out[f"drums, kit split {seed}"] = (list(paths[~test]), y[~test], list(paths[test]), y[test])
     return out
 

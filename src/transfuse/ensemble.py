@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 
 from transfuse.errors import CorruptInputError, DataError
 from transfuse.parts import json_ready, part_class
-from transfuse.pipeline import model_modality, pipeline_outputs
+from transfuse.pipeline import model_classes, model_modality, pipeline_outputs
 
 
 class EnsembleModel:
@@ -37,7 +37,7 @@ class EnsembleModel:
         if scoreless:
             raise DataError(f"member {scoreless[0]}'s head ({members[scoreless[0]].steps[-1][1].kind}) gives no "
                             f"probabilities to average; use logreg, mlp or knn in an ensemble")
-        classes = [sorted(str(c) for c in _classes(m)) for m in members]
+        classes = [sorted(str(c) for c in model_classes(m)) for m in members]
         if any(c != classes[0] for c in classes):
             raise DataError("the members of an ensemble must know the same classes")
         weights = [1.0 / len(members)] * len(members) if weights is None else [float(w) for w in weights]
@@ -55,7 +55,7 @@ class EnsembleModel:
         each = []
         for member in self.members:
             good, proba = _member_scores(member, items)
-            order = [list(map(str, _classes(member))).index(c) for c in self.classes_]
+            order = [list(map(str, model_classes(member))).index(c) for c in self.classes_]
             full = np.zeros((len(items), len(self.classes_)))
             full[good] = proba[:, order]
             ok &= good
@@ -107,10 +107,6 @@ class EnsembleModel:
                 parts.append((entry["name"], part_class(entry["kind"]).from_state(own, entry["meta"])))
             members.append(parts[0][1] if len(parts) == 1 else Pipeline(parts))
         return cls(members, meta["weights"], meta.get("labels"))
-
-
-def _classes(model) -> np.ndarray:
-    return model.steps[-1][1].classes_ if isinstance(model, Pipeline) else model.classes_
 
 
 def _member_scores(member, items: list) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from transfuse.errors import ModelDirError
 from transfuse.modeldir import FORMAT_VERSION, load_parts, read_config, save_parts
 from transfuse.parts import Part
 
-__all__ = ["FORMAT_VERSION", "load_model", "make_model", "model_modality", "pipeline_outputs", "read_config",
+__all__ = ["FORMAT_VERSION", "load_model", "make_model", "model_classes", "model_modality", "pipeline_outputs", "read_config",
            "save_model"]
 
 
@@ -91,6 +91,11 @@ def _holds_together(model: Pipeline, model_dir) -> None:
     except Exception as exc:  # noqa: BLE001  (any failure here means the saved parts disagree)
         raise ModelDirError(f"{model_dir}: its parts do not fit together ({type(exc).__name__}: {str(exc)[:200]}); "
                             f"the save is broken or was edited, fit again") from None
+
+
+def model_classes(model) -> np.ndarray:
+    """The class labels a loaded model (a Pipeline or one whole-model part) predicts."""
+    return model.steps[-1][1].classes_ if isinstance(model, Pipeline) else model.classes_
 
 
 def model_modality(model) -> str:

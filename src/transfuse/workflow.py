@@ -30,7 +30,7 @@ from transfuse.errors import CorruptInputError, DataError
 from transfuse.evaluate import classification_metrics, plot_confusion
 from transfuse.featurizers import backbone_list, check_trainable, make_featurizer, refuse_options
 from transfuse.modeldir import TRAINING_ITEMS, check_destination, load_data
-from transfuse.pipeline import load_model, make_model, model_modality, pipeline_outputs, save_model
+from transfuse.pipeline import load_model, make_model, model_classes, model_modality, pipeline_outputs, save_model
 from transfuse.recipe import Recipe
 from transfuse.search import SearchResult, check_metric, default_recipes, search
 
@@ -453,19 +453,20 @@ def compare_source(source: Source, out_dir: str | Path | None = None, *, backbon
     probe = fit(FitRequest(source=source, featurizer=FeaturizerSpec(backbone=backbone), split=split,
                            recipe=Recipe(head_params=weighted), output=OutputSpec(out / "probe", force=force),
                            skip_bad=skip_bad))
-    rows.append({"method": "feature probe (logreg on features)", **_summary(probe.metrics),
+    rows.append({"method": "feature probe (logreg on features)", **metric_summary(probe.metrics),
                  "seconds": time.perf_counter() - start, "model_dir": str(out / "probe")})
     for (label, _, _), config in zip(runs, configs):
         metrics, folder = finetune(source, config, OutputSpec(out / config.run_name, force=force), split,
                                    skip_bad=skip_bad, progress=progress)
-        rows.append({"method": label, **_summary(metrics), "seconds": metrics["train_seconds"],
+        rows.append({"method": label, **metric_summary(metrics), "seconds": metrics["train_seconds"],
                      "model_dir": str(folder)})
     (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
     return rows
 
 
-def _summary(metrics: dict) -> dict:
-    return {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+def metric_summary(metrics: dict) -> dict:
+    """Accuracy, balanced accuracy and macro-F1 of a metrics dict (those it has)."""
+    return {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1") if k in metrics}
 
 
 # -- evaluate and predict -------------------------------------------------------------------------------
@@ -480,7 +481,7 @@ def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, 
     reads = model_modality(model)
     if reads != source.kind:
         raise DataError(f"{model_dir} reads {reads} but the data is {source.kind}; evaluate it on {reads} data")
-    classes = [str(c) for c in _classes(model)]
+    classes = [str(c) for c in model_classes(model)]
     unknown = sorted(set(source.labels) - set(classes))
     if unknown:
         raise DataError(f"labels {unknown} are not classes of the model ({', '.join(classes)}); "
@@ -504,10 +505,6 @@ def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, 
     return metrics
 
 
-def _classes(model) -> np.ndarray:
-    return model.steps[-1][1].classes_ if isinstance(model, Pipeline) else model.classes_
-
-
 def predict_arrays(model, items: list[str], on_error: str = "raise") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``(readable mask, labels of the readable items, their probabilities or None)`` for a probe
     pipeline or a fine-tuned model; unreadable files raise unless ``on_error="skip"``."""
@@ -524,7 +521,7 @@ def predict_paths(model, items: list[str], on_error: str = "raise") -> list[dict
     ``probabilities`` (when the model has them)."""
     key = "text" if model_modality(model) == "text" else "path"
     ok, labels, proba = predict_arrays(model, items, on_error)
-    classes = _classes(model)
+    classes = model_classes(model)
     records: list[dict] = [{key: p, "label": None, "error": "unreadable"} for p in items]
     for j, i in enumerate(np.flatnonzero(ok)):
         rec = {key: items[i], "label": str(labels[j])}

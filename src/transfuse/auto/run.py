@@ -29,7 +29,7 @@ from sklearn.pipeline import Pipeline
 from transfuse.auto.budget import Budget, parse_budget
 from transfuse.auto.probe import POOLING_VARIANTS, Prober, Trial, head_variants, with_pooling
 from transfuse.auto.trials import TrialLog
-from transfuse.auto.tune import choose, config_for, plan_epochs, run_finetune
+from transfuse.auto.tune import choose, config_for, plan_epochs, run_finetune, score_of
 from transfuse.backbones import default_backbone
 from transfuse.data.fingerprint import digest_ids
 from transfuse.data.source import Source
@@ -39,9 +39,18 @@ from transfuse.featurizers import check_trainable, fitted_featurizers
 from transfuse.modeldir import TRAINING_ITEMS, check_destination
 from transfuse.pipeline import save_model
 from transfuse.recipe import Recipe
-from transfuse.search import METRICS, check_metric, default_recipes
+from transfuse.search import check_metric, default_recipes
 from transfuse.taps import parse_layers
-from transfuse.workflow import AUTO_SCORES, FeaturizerSpec, FitRequest, OutputSpec, SplitSpec, auto_layers, fit
+from transfuse.workflow import (
+    AUTO_SCORES,
+    FeaturizerSpec,
+    FitRequest,
+    OutputSpec,
+    SplitSpec,
+    auto_layers,
+    fit,
+    metric_summary,
+)
 
 log = logging.getLogger("transfuse.auto")
 
@@ -392,7 +401,7 @@ class _Run:
                 metrics = classification_metrics([str(source.labels[i]) for i in test], predicted,
                                                  classes=[str(c) for c in model.classes_])
                 metrics["split"] = ft_metrics["split"] if winner != "ensemble" else probe.metrics["split"]
-                metrics["probe"] = _summary(probe.metrics)
+                metrics["probe"] = metric_summary(probe.metrics)
         elif verdict is not None:
             why = f"{why}; {verdict.why}"
         decision = {"winner": {"kind": winner, "candidate": row["candidate"] if winner == "probe" else winner,
@@ -400,7 +409,7 @@ class _Run:
                     "budget": self.budget.to_dict(), "metric": request.metric, "stages": self.trials.stages,
                     "baseline": baseline and {k: baseline[k] for k in ("candidate", "cv_score", "cv_std")},
                     "validation": verdict.scores if verdict else None,
-                    "fine_tuned": tuned and {**_summary(tuned[1]), "epochs_run": tuned[1].get("epochs_run"),
+                    "fine_tuned": tuned and {**metric_summary(tuned[1]), "epochs_run": tuned[1].get("epochs_run"),
                                              "train_seconds": round(tuned[1].get("train_seconds", 0.0), 1)},
                     "sources": {"kept": self.top, "ranking": self.ranking[:10]}}
         metrics["auto"] = decision
@@ -450,7 +459,7 @@ class _Run:
                 options["fine-tuned + TTA"] = ft_model.predict_proba(val_items)
                 ft_model.tta = False
             tuned = max((k for k in options if k != "probe"),
-                        key=lambda k: _score(request.metric, y_val, options[k], classes))
+                        key=lambda k: score_of(request.metric, y_val, options[k], classes))
             if has_proba:  # scores alone (svm, ridge) are not probabilities to average
                 options["ensemble"] = (probe_val + options[tuned]) / 2
             verdict = choose(y_val, options, classes, request.metric)
@@ -491,14 +500,6 @@ class _Run:
         return save_model(model, out, metrics=metrics, force=self.request.output.force, data={TRAINING_ITEMS: seen},
                           extra={"data": {"name": source.name, "kind": source.kind, "n_items": len(source)}},
                           files=files)
-
-
-def _score(metric: str, y: np.ndarray, proba: np.ndarray, classes: list[str]) -> float:
-    return float(METRICS[metric](y, np.asarray(classes)[proba.argmax(1)]))
-
-
-def _summary(metrics: dict) -> dict:
-    return {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1") if k in metrics}
 
 
 def _shared_engine(engines: list) -> tuple[str, str]:

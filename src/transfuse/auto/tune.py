@@ -64,6 +64,11 @@ def run_finetune(source: Source, config: FinetuneConfig, test_size: float, seed:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def score_of(metric: str, y: np.ndarray, proba: np.ndarray, classes: list[str]) -> float:
+    """``metric`` of the predictions that probabilities (columns in ``classes`` order) make."""
+    return float(METRICS[metric](y, np.asarray(classes)[proba.argmax(1)]))
+
+
 def choose(y_val: np.ndarray, options: dict[str, np.ndarray], classes: list[str], metric: str,
            alpha: float = 0.1) -> Verdict:
     """Score each option's validation probabilities (columns in ``classes`` order) under ``metric``,
