@@ -50,7 +50,8 @@ class AudioBackbone(Backbone):
         long recording never inflates a whole batch of short ones."""
         from torch.utils.data import DataLoader
 
-        from transfuse.data.audio import AudioFiles, durations, pad_batch
+        from transfuse.data.audio import durations
+        from transfuse.data.datasets import AudioFiles, pad_batch
 
         if num_workers is None:
             num_workers = default_workers(len(items), device)

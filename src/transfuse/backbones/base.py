@@ -127,7 +127,7 @@ class Backbone:
         """
         from torch.utils.data import DataLoader
 
-        from transfuse.data.images import ImageFiles
+        from transfuse.data.datasets import ImageFiles
 
         if num_workers is None:
             num_workers = default_workers(len(items), device)

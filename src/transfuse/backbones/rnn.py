@@ -82,7 +82,7 @@ class SequenceBackbone(Backbone):
     def batches(self, items: list[str], batch_size: int, num_workers: int | None, device: str):
         from torch.utils.data import DataLoader
 
-        from transfuse.data.sequences import SequenceFiles, pad_frames
+        from transfuse.data.datasets import SequenceFiles, pad_frames
 
         if num_workers is None:
             num_workers = default_workers(len(items), device)

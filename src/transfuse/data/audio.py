@@ -7,8 +7,6 @@ from math import gcd
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from transfuse.errors import CorruptInputError
 
@@ -65,31 +63,3 @@ def durations(paths: list[str]) -> list[float]:
         except Exception:  # noqa: BLE001  (any unreadable header: the decoder reports it properly)
             out.append(0.0)
     return out
-
-
-class AudioFiles(Dataset):
-    """Decodes and resamples audio in DataLoader workers; failures come back flagged."""
-
-    def __init__(self, paths: list[str], sample_rate: int) -> None:
-        self.paths, self.sample_rate = paths, sample_rate
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            return torch.from_numpy(decode_audio(self.paths[i], self.sample_rate)), i, True
-        except CorruptInputError as exc:
-            log.debug("%s", exc)
-        return torch.zeros(0), i, False
-
-
-def pad_batch(items: list[tuple[torch.Tensor, int, bool]], min_samples: int = 0):
-    """Collate waveforms of different lengths: zero-padded at the end to the longest (and to
-    ``min_samples``). Returns ``((waves, lengths), positions, ok)``."""
-    waves, idx, ok = zip(*items)
-    lengths = torch.tensor([len(w) for w in waves])
-    out = torch.zeros(len(waves), max(min_samples, int(lengths.max()) if len(lengths) else 0))
-    for j, w in enumerate(waves):
-        out[j, : len(w)] = w
-    return (out, lengths), torch.tensor(idx), torch.tensor(ok)

@@ -6,10 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
 
 from transfuse.errors import CorruptInputError, DataError
 
@@ -73,28 +70,3 @@ def find_images(inputs: list[str | Path], extensions: frozenset[str] = IMAGE_EXT
         raise DataError(f"no {what} files found in {', '.join(map(str, inputs))} "
                         f"(looked for {', '.join(sorted(extensions))})")
     return found
-
-
-class ImageFiles(Dataset):
-    """Decodes and preprocesses images in DataLoader workers; failures come back flagged.
-
-    With ``pixels=True`` the transform ends at a PIL image and items are ``(H, W, 3)`` uint8
-    tensors (normalised later, per batch); otherwise whatever tensor the transform makes."""
-
-    def __init__(self, paths: list[str], transform, size: int, pixels: bool = False) -> None:
-        self.paths, self.transform, self.size, self.pixels = paths, transform, size, pixels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            out = self.transform(decode_image(self.paths[i]))
-            return (torch.from_numpy(np.array(out, dtype=np.uint8)) if self.pixels else out), i, True
-        except CorruptInputError as exc:
-            log.debug("%s", exc)
-        except Exception as exc:  # a transform failing on odd content is a bad input too
-            log.debug("cannot preprocess %s: %s", self.paths[i], exc)
-        blank = torch.zeros(self.size, self.size, 3, dtype=torch.uint8) if self.pixels else \
-            torch.zeros(3, self.size, self.size)
-        return blank, i, False

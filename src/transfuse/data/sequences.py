@@ -14,8 +14,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from transfuse.errors import CorruptInputError, DataError
 
@@ -64,37 +62,6 @@ def sequence_width(paths: list[str]) -> int:
         except CorruptInputError:
             continue
     raise DataError("no readable sequence among the items; each must be a .npy array of shape (frames, width)")
-
-
-class SequenceFiles(Dataset):
-    """Reads items in DataLoader workers; failures come back flagged (one blank frame)."""
-
-    def __init__(self, paths: list[str], width: int) -> None:
-        self.paths, self.width = paths, width
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            frames = read_sequence(self.paths[i])
-            if frames.shape[1] != self.width:
-                raise CorruptInputError(f"sequence {self.paths[i]} has {frames.shape[1]} values per frame; the network "
-                                        f"reads {self.width}", [self.paths[i]])
-            return torch.from_numpy(frames), i, True
-        except CorruptInputError as exc:
-            log.debug("%s", exc)
-            return torch.zeros(1, self.width), i, False
-
-
-def pad_frames(rows) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """``((frames (B, T, width) zero-padded, lengths), positions, ok)`` of one batch."""
-    frames, positions, ok = zip(*rows)
-    lengths = torch.tensor([f.shape[0] for f in frames])
-    padded = torch.zeros(len(frames), int(lengths.max()), frames[0].shape[1])
-    for row, f in enumerate(frames):
-        padded[row, : f.shape[0]] = f
-    return (padded, lengths), torch.tensor(positions), torch.tensor(ok)
 
 
 def unpack_array_file(path: str | Path) -> Path:

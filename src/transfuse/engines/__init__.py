@@ -13,23 +13,29 @@ they keep.
 Extraction asks :func:`plan` for a :class:`Plan` and :func:`runner` for the runner of its taps.
 """
 
-from transfuse.engines.calibrate import CALIBRATION_ITEMS, Calibration, check_key, worst_cosine
-from transfuse.engines.compiled import compile_id, package_built
-from transfuse.engines.hardware import autocast, device_kind, native_bf16
-from transfuse.engines.planner import (
-    COMPILE_MIN_ITEMS,
-    PRECISIONS,
-    RUNTIMES,
-    Plan,
-    capabilities,
-    check_request,
-    compile_pays,
-    min_cosine,
-    plan,
-    validate,
-)
-from transfuse.engines.runners import runner
-from transfuse.engines.store import CHECKS_FILE, EngineStore
+import importlib
+
+# Resolved on first use (PEP 562), so that importing the package (as the cache listing and the
+# planner's constants do) never imports torch: only calibrating, compiling and running need it.
+_EXPORTS = {
+    "CALIBRATION_ITEMS": "calibrate", "Calibration": "calibrate", "check_key": "calibrate", "worst_cosine": "calibrate",
+    "compile_id": "compiled", "package_built": "compiled",
+    "autocast": "hardware", "device_kind": "hardware", "native_bf16": "hardware",
+    "COMPILE_MIN_ITEMS": "planner", "PRECISIONS": "planner", "RUNTIMES": "planner", "Plan": "planner",
+    "capabilities": "planner", "check_request": "planner", "compile_pays": "planner", "min_cosine": "planner",
+    "plan": "planner", "validate": "planner",
+    "runner": "runners",
+    "CHECKS_FILE": "store", "EngineStore": "store",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CALIBRATION_ITEMS",
@@ -55,3 +61,7 @@ __all__ = [
     "validate",
     "worst_cosine",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -9,14 +9,15 @@ import os
 import socket
 import warnings
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from transfuse.atomic import exclusive_lock
 from transfuse.cache import make_key
 from transfuse.engines.hardware import autocast, device_kind, engine_versions, quiet_inductor
 from transfuse.errors import DataError
+
+if TYPE_CHECKING:  # torch is imported where a package is built or run, not to name one
+    import torch
 
 log = logging.getLogger(__name__)
 COMPILE_FORMAT = 1  # bump when the compiled network changes (its inputs, outputs or wrapper)
@@ -35,6 +36,8 @@ class CompiledRunner:
     """Runs a compiled package: input tensors in, a dict of the raw outputs of every tap out."""
 
     def __init__(self, path: str, outputs: list[str], device: str = "cpu") -> None:
+        import torch
+
         with quiet_inductor():
             import torch._inductor as inductor
 
@@ -50,16 +53,20 @@ class CompiledRunner:
         return dict(zip(self.taps, outputs))
 
 
-class _Autocast(nn.Module):
-    """A network run under bf16 autocast (or not), so the precision is compiled into the package."""
+def _under_autocast(network, device: str, precision: str):
+    """``network`` run under bf16 autocast (or not), so the precision is compiled into the package."""
+    from torch import nn
 
-    def __init__(self, network: nn.Module, device: str, precision: str) -> None:
-        super().__init__()
-        self.network, self.device, self.precision = network, device, precision
+    class Autocast(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
 
-    def forward(self, *tensors: torch.Tensor):
-        with autocast(self.device, self.precision):
-            return self.network(*tensors)
+        def forward(self, *tensors):
+            with autocast(device, precision):
+                return self.network(*tensors)
+
+    return Autocast()
 
 
 def compile_network(backbone, sample: tuple[torch.Tensor, ...], precision: str, device: str, path: Path,
@@ -69,9 +76,10 @@ def compile_network(backbone, sample: tuple[torch.Tensor, ...], precision: str, 
     half file; one build at a time (a file lock), and a working package another process built
     meanwhile is used as it is. ``broken``: the inode of a package at ``path`` found not to work,
     replaced (not one built since). Callers drop loaded copies of ``path`` afterwards."""
+    import torch
     from torch.export import Dim
 
-    network = _Autocast(backbone.tap_network(backbone.tap_names).eval(), device, precision)
+    network = _under_autocast(backbone.tap_network(backbone.tap_names).eval(), device, precision)
     # every input's batch (and token) axes dynamic, their ranges inferred by the exporter
     shapes = tuple({axis: Dim.DYNAMIC for axis in backbone.dynamic_axes} for _ in backbone.input_names)
     sample = tuple(_two_or_more(t) for t in sample)  # a batch of one would be compiled as a constant
@@ -109,6 +117,8 @@ def _opens(path: Path, outputs: list[str], device: str) -> bool:
 
 
 def _two_or_more(t: torch.Tensor) -> torch.Tensor:
+    import torch
+
     if t.shape[0] >= 2:
         return t
     doubled = torch.cat([t, t])

@@ -10,11 +10,11 @@ import logging
 import platform
 import shutil
 
-import torch
-
 
 def autocast(device: str, precision: str):
     """bf16 autocast on ``device`` when ``precision`` says so (a no-op context otherwise)."""
+    import torch
+
     kind = "cuda" if device.startswith("cuda") else "cpu"
     return torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -24,6 +24,8 @@ def native_bf16(device: str) -> bool:
     """True when ``device`` computes bf16 in hardware (not emulated, which would be slower than fp32):
     CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX."""
     if device.startswith("cuda"):
+        import torch
+
         return torch.cuda.is_available() and torch.cuda.get_device_capability(torch.device(device))[0] >= 8
     if device.startswith("cpu"):
         return bool(cpu_bf16_features())
@@ -33,6 +35,8 @@ def native_bf16(device: str) -> bool:
 @functools.lru_cache(maxsize=1)
 def cpu_bf16_features() -> tuple[str, ...]:
     """The CPU's native bf16 instruction sets that torch reports (``avx512_bf16``, ``amx_tile``)."""
+    import torch
+
     cpu = getattr(torch, "cpu", None)
     return tuple(name for name in ("avx512_bf16", "amx_tile")
                  if bool(getattr(cpu, f"_is_{name}_supported", lambda: False)()))
@@ -89,6 +93,8 @@ def device_kind(device: str) -> str:
     """What decides how a device computes: the GPU model; or the CPU's bf16/AMX support and a
     fingerprint of its model and instruction sets (compiled kernels use every instruction the CPU
     has, so a package built on one CPU may crash another)."""
+    import torch
+
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
     return "cpu:" + ",".join(cpu_bf16_features()) + ":" + _cpu_fingerprint()

@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from transfuse.backbones.base import Backbone, InputSpec, TapPoint
-from transfuse.data.images import ImageFiles, decode_image
+from transfuse.data.datasets import ImageFiles
+from transfuse.data.images import decode_image
 from transfuse.errors import CorruptInputError, DataError
 from transfuse.finetune.strategy import parameter_groups
 
@@ -213,14 +214,14 @@ class SequenceTask(_TimmStyleTask):
         self.backbone = backbone
 
     def unreadable(self, items: list[str]) -> list[str]:
-        from transfuse.data.sequences import SequenceFiles
+        from transfuse.data.datasets import SequenceFiles
 
         files = SequenceFiles(items, self.backbone.input_spec.width)
         return [items[i] for i in range(len(items)) if not files[i][2]]
 
     @staticmethod
     def _collate(rows):
-        from transfuse.data.sequences import pad_frames
+        from transfuse.data.datasets import pad_frames
 
         frames, labels = zip(*rows)
         (padded, lengths), _, _ = pad_frames([(f, i, True) for i, f in enumerate(frames)])
