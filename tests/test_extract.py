@@ -56,6 +56,16 @@ def test_cache_key_separates_pooling_weights_and_taps(image_folder, cache_dir):
     assert not np.allclose(base.X, extract_features(paths, backbone="tiny_cnn", cache=cache_dir, pooling="max").X)
 
 
+def test_cls_pooling_on_a_convolutional_map_is_an_error(image_folder, cache_dir):
+    from transfuse.errors import DataError
+
+    with pytest.raises(DataError, match="class token.*features.*avg, max"):
+        extract_features(paths_of(image_folder)[:2], backbone="tiny_cnn", pooling="cls", cache=cache_dir)
+    logits = extract_features(paths_of(image_folder)[:2], backbone="tiny_cnn", layers="logits", pooling="cls",
+                              cache=cache_dir)  # a vector has nothing to pool: any pooling passes it through
+    assert logits.X.shape == (2, 10)
+
+
 def test_corrupt_files_raise_after_caching_the_rest(image_folder, cache_dir):
     bad = image_folder / "bag" / "broken.png"
     bad.write_bytes(Path(paths_of(image_folder)[0]).read_bytes()[:40])  # truncated PNG

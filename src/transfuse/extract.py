@@ -12,12 +12,11 @@ import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from transfuse.backbones import create_backbone, get_spec, resolve_weights
-from transfuse.backbones.base import Backbone
 from transfuse.cache import FeatureCache, make_key
 from transfuse.config import default_device
 from transfuse.data.fingerprint import item_digest
@@ -33,11 +32,16 @@ from transfuse.engines import (
     runner,
 )
 from transfuse.errors import CorruptInputError, DataError
+from transfuse.progress import progress as show_progress
 from transfuse.taps import check_pooling, parse_layers
+
+if TYPE_CHECKING:  # a built network: only extraction itself needs torch
+    from transfuse.backbones.base import Backbone
 
 log = logging.getLogger(__name__)
 FORMAT = "v1"  # bump when pooling or layout changes so old cache entries are not reused
 _WHAT = {"image": "images", "audio": "audio", "sequence": "sequences"}
+_UNITS = {"text": "text", "audio": "clip", "sequence": "seq"}  # of the progress bar (images: img)
 FLUSH_ROWS = 256  # pooled rows buffered per tap before one shard is written to the cache
 
 
@@ -92,6 +96,17 @@ def open_cache(cache: FeatureCache | bool | str | os.PathLike | None) -> Feature
     return FeatureCache() if cache else None
 
 
+def _check_cls(spec, taps: list[str], pooling: str) -> None:
+    """``cls`` takes a transformer's class token; on a convolutional map there is none (it would be
+    an average under another name and another cache key)."""
+    shapes = {t.name: t.shape for t in spec.taps}
+    maps = [tap for tap in taps if pooling == "cls" and len(shapes.get(tap, ())) == 3]
+    if maps:
+        raise DataError(f"pooling 'cls' takes the class token of a transformer's token sequence, but {spec.name} layer "
+                        f"{', '.join(maps)} is not one ({'x'.join(map(str, shapes[maps[0]]))}); use avg, max, gem or "
+                        f"avgmax")
+
+
 def extract_features(
     paths: list[str],
     backbone: str = "efficientnet_lite0",
@@ -136,6 +151,7 @@ def extract_features(
         raise DataError(f"long_text must be 'truncate' or 'chunk', got {long_text!r}")
     weights_id = resolve_weights(spec, weights).identity
     taps = spec.check_taps(parse_layers(layers) or list(spec.default_taps))
+    _check_cls(spec, taps, pooling)
     paths = [str(p) for p in paths]
     if not paths:
         raise DataError("no inputs to extract features from")
@@ -308,8 +324,7 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
                 pending[tap].clear()
         pending_digests.clear()
 
-    bar = tqdm(total=len(paths), desc=f"extract {job.backbone}", unit={"text": "text", "audio": "clip", "sequence": "seq"}.get(bb.modality, "img"),
-                 disable=not _show_progress(progress))
+    bar = show_progress(len(paths), f"extract {job.backbone}", _UNITS.get(bb.modality, "img"), _show_progress(progress))
     start = time.perf_counter()
     with bar:
         try:

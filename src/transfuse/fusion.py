@@ -11,7 +11,8 @@
 All take ``blocks`` (the layout extraction recorded), ``use`` (the block names to fuse; None =
 all) and ``select_blocks`` (keep at most that many of them, chosen by group lasso on the
 training data). The learned fusions are trained
-in torch; ``transform`` runs from the saved arrays in numpy.
+in torch (:mod:`transfuse.fusion_net`, imported by their ``fit``); ``transform`` runs from the saved
+arrays in numpy, so a saved model predicts without torch.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy.special import softmax
 from sklearn.utils.multiclass import check_classification_targets
-from torch import nn
 
 from transfuse.blocks import Blocks, layout
 from transfuse.errors import DataError
@@ -118,31 +117,6 @@ class ConcatFusion(Fusion):
         return np.concatenate([Z[:, s] for s in self._kept()], axis=1).astype(np.float32)
 
 
-class _FusionNet(nn.Module):
-    def __init__(self, widths: list[int], width: int, n_classes: int, gated: bool, dropout: float,
-                 project: bool = True) -> None:
-        super().__init__()
-        self.gated = gated
-        self.proj = nn.ModuleList(nn.Linear(w, width) if project else nn.Identity() for w in widths)
-        self.alpha = nn.Parameter(torch.zeros(len(widths)))
-        self.gate = nn.Linear(width, 1, bias=False)
-        self.gate_bias = nn.Parameter(torch.zeros(len(widths)))
-        self.drop = nn.Dropout(dropout)
-        self.classifier = nn.Linear(width, n_classes)
-
-    def fuse(self, blocks: list[torch.Tensor]) -> torch.Tensor:
-        H = torch.stack([p(b) for p, b in zip(self.proj, blocks)], dim=1)  # (n, blocks, width)
-        if self.gated:
-            H = torch.relu(H)
-            g = torch.softmax(self.gate(H).squeeze(-1) + self.gate_bias, dim=1)
-        else:
-            g = torch.softmax(self.alpha, dim=0).expand(H.shape[0], -1)
-        return (g.unsqueeze(-1) * H).sum(dim=1)
-
-    def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
-        return self.classifier(self.drop(self.fuse(blocks)))
-
-
 class _LearnedFusion(Fusion):
     gated = False
     project = True  # False: blocks are mixed as they are (all must have the same width)
@@ -176,10 +150,14 @@ class _LearnedFusion(Fusion):
             raise DataError(f"{self.kind} fusion mixes layers of one width (a transformer's hidden layers); got "
                             f"widths {dict(zip([n for n, _ in pairs], widths))}: use weighted or concat")
         width = int(self.width) if self.project else widths[0]
+        import torch
+
+        from transfuse.fusion_net import FusionNet, train_fusion
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
-            net = _FusionNet(widths, width, len(classes), self.gated, float(self.dropout), self.project)
-            epochs = _train(net, [Z[:, s] for _, s in pairs], y_idx, self)
+            net = FusionNet(widths, width, len(classes), self.gated, float(self.dropout), self.project)
+            epochs = train_fusion(net, [Z[:, s] for _, s in pairs], y_idx, self)
         state = {"mean": prep.mean, "scale": prep.scale}
         for i, p in enumerate(net.proj if self.project else []):
             state[f"proj.{i}"] = p.weight.detach().numpy().T.astype(np.float64)
@@ -235,44 +213,6 @@ class GatedFusion(_LearnedFusion):
     kind = "gated"
     aliases = ("mlp",)
     gated = True
-
-
-def _train(net: _FusionNet, blocks: list[np.ndarray], y_idx: np.ndarray, cfg: _LearnedFusion) -> int:
-    """Full-batch AdamW on cross-entropy; early stopping on a stratified 20% split when every
-    class has at least 5 items. Returns the epoch whose weights were kept."""
-    n = len(y_idx)
-    counts = np.bincount(y_idx)
-    rng = np.random.default_rng(cfg.random_state)
-    val = np.zeros(n, dtype=bool)
-    if counts.min() >= 5:
-        for c in range(len(counts)):
-            idx = np.flatnonzero(y_idx == c)
-            val[rng.choice(idx, size=max(1, len(idx) // 5), replace=False)] = True
-    tensors = [torch.as_tensor(b, dtype=torch.float32) for b in blocks]
-    target = torch.as_tensor(y_idx)
-    tr = torch.as_tensor(~val)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
-    best, best_epoch, best_state = np.inf, 0, None
-    for epoch in range(1, int(cfg.max_epochs) + 1):
-        net.train()
-        opt.zero_grad()
-        loss = loss_fn(net([t[tr] for t in tensors]), target[tr])
-        loss.backward()
-        opt.step()
-        if val.any():
-            net.eval()
-            with torch.no_grad():
-                v = loss_fn(net([t[~tr] for t in tensors]), target[~tr]).item()
-            if v < best - 1e-4:
-                best, best_epoch = v, epoch
-                best_state = {k: t.clone() for k, t in net.state_dict().items()}
-            elif epoch - best_epoch >= cfg.patience:
-                break
-    if best_state is not None:
-        net.load_state_dict(best_state)
-        return best_epoch
-    return int(cfg.max_epochs)
 
 
 PARTS = (ConcatFusion, WeightedFusion, ScalarMixFusion, GatedFusion)

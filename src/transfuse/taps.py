@@ -1,12 +1,17 @@
-"""Tap specifications and pooling: how a layer's output becomes one vector per item."""
+"""Tap specifications and pooling: how a layer's output becomes one vector per item.
+
+The names and checks need no torch (a saved model is validated without it); the pooling
+functions import it when they run."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-import torch
+from typing import TYPE_CHECKING
 
 from transfuse.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 POOLINGS = ("avg", "max", "gem", "avgmax", "cls")
 GEM_P = 3.0
@@ -49,9 +54,12 @@ def pool(x: torch.Tensor, pooling: str, num_prefix_tokens: int = 0) -> torch.Ten
     sequences: ``cls`` takes token 0, the others pool over the non-prefix tokens. 2-D outputs pass
     through.
 
+    >>> import torch
     >>> pool(torch.ones(2, 8, 7, 7), "avg").shape
     torch.Size([2, 8])
     """
+    import torch
+
     x = x.float()
     if x.ndim == 2:
         return x
@@ -80,9 +88,12 @@ def pool_frames(h: torch.Tensor, valid: torch.Tensor, pooling: str) -> torch.Ten
     rest is padding): ``avg``, ``max``, ``meanstd`` (mean and standard deviation side by side, 2D)
     or ``last`` (the frame at ``valid - 1``: a recurrent network's state after the whole item).
 
+    >>> import torch
     >>> pool_frames(torch.arange(6.).view(1, 3, 2), torch.tensor([2]), "last").tolist()
     [[2.0, 3.0]]
     """
+    import torch
+
     h = h.float()
     if pooling == "last":
         index = (valid.long().clamp(min=1) - 1).to(h.device)

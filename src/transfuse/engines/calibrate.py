@@ -7,8 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from transfuse.cache import make_key
 from transfuse.engines.compiled import compile_id, compile_network
@@ -17,6 +16,9 @@ from transfuse.engines.onnx import export_onnx
 from transfuse.engines.planner import Candidate
 from transfuse.engines.runners import forget, load_runner, opens
 from transfuse.engines.store import EngineStore
+
+if TYPE_CHECKING:  # imported where it runs: loading this module needs no torch
+    import torch
 
 log = logging.getLogger(__name__)
 CALIBRATION_ITEMS = 8
@@ -99,6 +101,8 @@ class Calibration:
 
 def worst_cosine(ref: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> float:
     """The smallest per-item cosine similarity between two sets of pooled tap features."""
+    import torch
+
     worst = 1.0
     for tap, a in ref.items():
         a, b = a.double(), other[tap].double()

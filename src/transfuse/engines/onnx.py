@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from transfuse.onnxrt import onnx_session
+
+if TYPE_CHECKING:  # imported where it runs: loading this module needs no torch
+    import torch
 
 
 class OnnxRunner:
@@ -21,6 +24,8 @@ class OnnxRunner:
         self.taps = taps
 
     def __call__(self, tensors: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        import torch
+
         feeds = {name: t.detach().cpu().contiguous().numpy() for name, t in zip(self.inputs, tensors)}
         outputs = self.session.run(self.taps, feeds)
         return {tap: torch.from_numpy(np.asarray(o)) for tap, o in zip(self.taps, outputs)}
@@ -29,6 +34,8 @@ class OnnxRunner:
 def export_onnx(backbone, taps: list[str], sample: tuple[torch.Tensor, ...], path: Path) -> str:
     """Export ``backbone.tap_network(taps)`` to ``path`` with all ``taps`` as outputs, the batch (and
     sequence) axes dynamic; written beside and renamed, so a killed export leaves no half file."""
+    import torch
+
     network = backbone.tap_network(taps).eval()
     names = backbone.input_names
     axes = {name: dict(backbone.dynamic_axes) for name in names}

@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from transfuse.backbones import get_spec, resolve_weights
 from transfuse.config import default_device
+from transfuse.data.inmemory import item_files
 from transfuse.engines import PRECISIONS, RUNTIMES, EngineStore, package_built
 from transfuse.engines import validate as validate_engine
 from transfuse.errors import DataError, EngineError, ModelDirError, TransfuseError, UnknownBackboneError
@@ -200,8 +201,12 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _extract(self, X) -> Features:
         """Features of every backbone in ``backbone`` (comma-separated), side by side; with several
-        backbones each block is named ``<backbone>:<layer>``."""
-        paths = [str(p) for p in np.asarray(X, dtype=object).ravel()]
+        backbones each block is named ``<backbone>:<layer>``. Items may be in memory (see
+        :mod:`transfuse.data.inmemory`)."""
+        with item_files(X, self.modality) as paths:
+            return self._extract_paths(paths)
+
+    def _extract_paths(self, paths: list[str]) -> Features:
         self._check_weights()
         names = backbone_list(self.backbone)
         device = self.device or default_device()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from transfuse.backbones import create_backbone, get_spec
+from transfuse.data.inmemory import item_files
 from transfuse.errors import CorruptInputError
 from transfuse.finetune.config import FinetuneConfig
-from transfuse.finetune.task import make_task
+
+if TYPE_CHECKING:  # torch is imported when a network is built or run: the part table needs no torch
+    import torch
 
 
 class FinetunedModel:
@@ -30,9 +33,17 @@ class FinetunedModel:
         self.modality = task.modality
         self.tta = bool(tta) and self.modality == "image"  # a mirrored text or clip means nothing
 
-    @torch.inference_mode()
     def scores(self, items: list[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """``(readable mask, probabilities of the readable items)``, decoding every file once."""
+        """``(readable mask, probabilities of the readable items)``, decoding every file once; items may
+        be in memory (see :mod:`transfuse.data.inmemory`)."""
+        import torch
+
+        with item_files(items, self.modality) as paths, torch.inference_mode():
+            return self._scores(paths, batch_size)
+
+    def _scores(self, items: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
         self.model.eval()
         device = next(self.model.parameters()).device
         ok = np.zeros(len(items), dtype=bool)
@@ -51,7 +62,7 @@ class FinetunedModel:
         """Class probabilities, one row per item (raises for unreadable files)."""
         ok, proba = self.scores(items, batch_size)
         if not ok.all():
-            raise CorruptInputError.unreadable([p for p, good in zip(items, ok) if not good], len(items),
+            raise CorruptInputError.unreadable([str(p) for p, good in zip(items, ok) if not good], len(items),
                                                cached=False)
         return proba
 
@@ -68,6 +79,8 @@ class FinetunedModel:
     # -- the part protocol ----------------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, np.ndarray], dict]:
         """The network's state dict (fp32 numpy arrays), and its fine-tuning config and classes."""
+        import torch
+
         arrays = {k: v.detach().cpu().float().numpy() if v.dtype == torch.bfloat16 else v.detach().cpu().numpy()
                   for k, v in self.model.state_dict().items()}
         meta = {"finetune": asdict(self.config), "classes": [str(c) for c in self.classes_], "modality": self.modality,
@@ -79,6 +92,10 @@ class FinetunedModel:
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict) -> FinetunedModel:
         """The architecture rebuilt from the config (no pretrained weights read), then the saved
         state loaded strictly."""
+        import torch
+
+        from transfuse.finetune.task import make_task
+
         config = FinetuneConfig(**meta["finetune"])
         classes = list(meta["classes"])
         arch = meta.get("architecture") or config.backbone  # a local: source's own folder is not needed here

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
 import warnings
 from datetime import timedelta
@@ -70,6 +71,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     from lightning.pytorch.strategies import DDPStrategy
 
     from transfuse.evaluate import classification_metrics, plot_confusion
+    from transfuse.finetune.callbacks import EpochLog, StderrBar
     from transfuse.finetune.module import TransferModule
 
     strategy = parse_strategy(cfg.strategy)
@@ -135,9 +137,11 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
         max_epochs=cfg.epochs, accelerator="auto", devices=devices,
         max_time=None if max_seconds is None else timedelta(seconds=max(1.0, max_seconds)),
         strategy=DDPStrategy(find_unused_parameters=True) if devices > 1 else "auto",  # frozen groups get no grads
-        precision=precision, deterministic=True, logger=_loggers(out, resumed_epoch), enable_progress_bar=show,
+        precision=precision, deterministic=True, logger=_loggers(out, resumed_epoch),
+        enable_progress_bar=show and sys.stderr.isatty(),  # in a log file, EpochLog's lines say the same
         enable_model_summary=False,
-        callbacks=[checkpoints, EarlyStopping(monitor="val_acc", mode="max", patience=cfg.patience)],
+        callbacks=[checkpoints, EarlyStopping(monitor="val_acc", mode="max", patience=cfg.patience), EpochLog(),
+                   *([StderrBar()] if show and sys.stderr.isatty() else [])],
         log_every_n_steps=1,
     )
     ckpt = str(last) if resume else None
