@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import load_digits
 from sklearn.pipeline import Pipeline
 
@@ -39,8 +40,11 @@ def _step(cls, digits, tmp_path):
 
 
 def _head(cls, digits, tmp_path):
+    from sklearn.ensemble import RandomForestClassifier
+
     X, y = digits
-    return Pipeline([("head", cls().fit(X, y))]), X
+    head = cls(RandomForestClassifier(n_estimators=5, random_state=0)) if cls.kind == "sklearn" else cls()
+    return Pipeline([("head", head.fit(X, y))]), X
 
 
 def _featurizer(cls, digits, tmp_path):
@@ -132,8 +136,31 @@ def test_a_part_kind_this_installation_does_not_know_is_a_clear_error(tmp_path, 
 
 
 def test_save_model_refuses_what_is_not_a_part(tmp_path, digits):
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
     X, y = digits
-    with pytest.raises(ModelDirError, match="'head' is not one"):
-        save_model(Pipeline([("head", LogisticRegression(max_iter=200).fit(X, y))]), tmp_path / "m")
+    with pytest.raises(ModelDirError, match="'scale' is not one"):
+        save_model(Pipeline([("scale", StandardScaler()), ("head", LogisticHead(max_iter=200))]).fit(X, y), tmp_path / "m")
+
+
+class _Foreign(ClassifierMixin, BaseEstimator):  # a classifier of the user's own: loading it would run their code
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return np.repeat(self.classes_[:1], len(X))
+
+
+def test_any_sklearn_classifier_is_saved_without_pickle_and_foreign_ones_are_refused(tmp_path, digits):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    X, y = digits
+    model = Pipeline([("head", HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(X, y))])
+    loaded = load_model(save_model(model, tmp_path / "m"))  # wrapped in the sklearn part, stored by skops
+    assert loaded.kind == "sklearn"  # a one-step pipeline loads as its part
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    assert not any(p.suffix in (".pkl", ".pickle", ".joblib") for p in (tmp_path / "m").iterdir())
+    with pytest.raises(ModelDirError, match="_Foreign cannot be saved safely.*not part of scikit-learn.*logreg"):
+        save_model(Pipeline([("head", _Foreign().fit(X, y))]), tmp_path / "f")
+    assert not (tmp_path / "f").exists()

@@ -31,6 +31,7 @@ BUILTIN_MODULES = (
     "transfuse.fusion",
     "transfuse.selection",
     "transfuse.heads",
+    "transfuse.sklearn_head",
     "transfuse.finetune.model",
     "transfuse.ensemble",
 )

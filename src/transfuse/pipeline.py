@@ -32,7 +32,8 @@ def save_model(model, out_dir: str | Path, metrics: dict | None = None, extra: d
                files: dict | None = None, force: bool = False, data: dict | None = None) -> Path:
     """Save a fitted model (a Pipeline of transfuse parts, or one part such as a fine-tuned network)
     to ``out_dir`` and return its path. An existing model there is replaced whole or not at all;
-    other contents are refused unless ``force``. ``files`` maps extra file names to callables
+    other contents are refused unless ``force``. The head may be any fitted scikit-learn classifier
+    (see :mod:`transfuse.sklearn_head`). ``files`` maps extra file names to callables
     ``fn(path)`` that write them (plots); ``data`` holds arrays about the model (the digest ids
     of its training items, which ``evaluate`` uses to flag overlap).
 
@@ -40,6 +41,11 @@ def save_model(model, out_dir: str | Path, metrics: dict | None = None, extra: d
     PosixPath('models/fashion')
     """
     parts = list(model.steps) if isinstance(model, Pipeline) else [("model", model)]
+    name, last = parts[-1]
+    if isinstance(model, Pipeline) and not isinstance(last, Part) and hasattr(last, "predict"):
+        from transfuse.sklearn_head import SklearnHead
+
+        parts[-1] = (name, SklearnHead(last))  # any scikit-learn classifier, stored without pickle
     strangers = [name for name, part in parts if not isinstance(part, Part)]
     if strangers:
         raise ModelDirError(f"save_model saves transfuse parts (a featurizer, fusion and selection steps, a head, or a "
