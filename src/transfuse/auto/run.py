@@ -233,13 +233,15 @@ class _Run:
 
     def final_reserve(self, estimate=None) -> float:
         """Seconds to keep for the end: the test items' features for the kept backbones, the
-        fine-tuned network's predictions (twice, for test-time augmentation), saving."""
+        fine-tuned network's predictions (in the run and in the choice; images twice, for test-time
+        augmentation), saving."""
         n = max(len(self.y), 1)
         best = self.prober.best
         kept = best[0].spec.backbone.split(",") if best is not None and best[0].spec.backbone else self.top
         extract = sum(self.cost(b) for b in kept) * self.n_test / n
+        passes = 2 if self.kind == "image" else 1  # test-time augmentation adds the mirrored images
         predict = 0.0 if estimate is None else \
-            2 * estimate.eval_batch * math.ceil((self.n_test + estimate.n_val) / estimate.batch_size) * 2
+            2 * passes * estimate.eval_batch * math.ceil((self.n_test + estimate.n_val) / estimate.batch_size)
         return 1.2 * (extract + predict) + 5.0
 
     # -- 3. probe ----------------------------------------------------------------------------------

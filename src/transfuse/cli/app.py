@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import Annotated
 
 import typer
@@ -37,3 +38,11 @@ def _main(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, he
     if verbose == 0:
         for noisy in ("timm", "PIL", "lightning", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.showwarning = _log_warning  # one log line, not the library's source line under it
+    if quiet:
+        warnings.simplefilter("ignore")  # -q: the libraries' warnings too
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    where = filename.rsplit("site-packages/", 1)[-1]
+    logging.getLogger("transfuse.warnings").warning("%s: %s (%s:%d)", category.__name__, message, where, lineno)

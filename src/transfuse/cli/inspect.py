@@ -24,6 +24,7 @@ from transfuse.cli.options import (
     Weights,
     options,
 )
+from transfuse.cli.tables import middle
 
 
 @app.command()
@@ -116,7 +117,7 @@ def cache_ls(as_json: Json = False) -> None:
         table.add_column(col, no_wrap=True, justify="right" if col in ("dim", "items", "MB") else "left")
     for e in entries:
         weights = " (random)" if ":random" in e.weights else " (file)" if e.weights.startswith("file:") else ""
-        table.add_row(e.backbone + weights, e.tap, e.pooling, e.engine or "-", str(e.dim), str(e.items),
+        table.add_row(middle(e.backbone + weights, 20), middle(e.tap, 12), e.pooling, e.engine or "-", str(e.dim), str(e.items),
                       f"{e.bytes / 1e6:.1f}", time.strftime("%m-%d %H:%M", time.localtime(e.last_used)))
     out.print(table)
     out.print(f"{len(entries)} feature sets, {sum(e.bytes for e in entries) / 1e6:.1f} MB")

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from transfuse.cli.app import app, out
 from transfuse.cli.options import DataOptions, EngineOptions, SkipBad, TextColumn, options
+from transfuse.cli.tables import middle
 
 ModelDir = Annotated[Path, typer.Argument(help="A model directory written by `transfuse fit` or `transfuse finetune`.")]
 
@@ -53,12 +54,13 @@ def predict(
         print(json.dumps(records))
         return
     table = Table(title=f"predictions of {model_dir}")
-    table.add_column("text" if modality == "text" else "path", overflow="ellipsis", no_wrap=True, max_width=60)
+    table.add_column("text" if modality == "text" else "path", overflow="ellipsis", no_wrap=True, max_width=48)
     table.add_column("label")
     table.add_column("probability", justify="right")
     for rec in records:
         p = rec.get("probabilities", {}).get(rec["label"]) if rec["label"] else None
-        table.add_row(rec.get("path", rec.get("text")), rec["label"] or f"[{rec.get('error')}]",
+        name = rec["text"] if "text" in rec else middle(rec["path"], 48)  # a path keeps its file name
+        table.add_row(name, rec["label"] or f"[{rec.get('error')}]",
                       "" if p is None else f"{p:.3f}")
     out.print(table)
     if out_file is not None:
