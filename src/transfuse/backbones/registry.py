@@ -8,6 +8,9 @@ from :func:`register_backbone` calls. Prefixed names resolve on the fly: ``timm:
 ``weights`` is ``"pretrained"`` (default), ``"random"`` (seeded random init: the no-transfer
 baseline) or a path to a weights file, resolved the same way for every family
 (:func:`~transfuse.backbones.weights.resolve_weights`).
+
+Reading specs imports the listed modules, which import no torch; only ``create_backbone`` (through a
+spec's ``build``) and resolving ``timm:``/``torchvision:``/``hf:``/``keras:``/``local:`` names do.
 """
 
 from __future__ import annotations

@@ -4,21 +4,21 @@ Dense``, to train on a source task (``transfuse train-source DATA --arch small-c
 Its taps carry those names; ``logits`` is the source task's output layer after ``Dense`` (the one
 fine-tuning replaces). Convolutions are 3x3 without padding (Keras's default) and ReLU follows each
 convolution and ``Dense``. ``Flatten -> Dense`` fixes the input size: ``small_cnn`` reads 28 px
-images (MNIST-like), ``small_cnn@N`` reads N px ones.
+images (MNIST-like), ``small_cnn@N`` reads N px ones. The network: :mod:`transfuse.backbones.nets.small_cnn`.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from transfuse.backbones.base import Backbone, TapPoint
 from transfuse.backbones.inputs import InputSpec
 from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
 from transfuse.backbones.weights import architecture_only
 from transfuse.errors import UnknownBackboneError
+
+if TYPE_CHECKING:
+    from transfuse.backbones.nets.base import Backbone
 
 NAME, PREFIX = "small_cnn", "small_cnn@"
 SIZE = 28
@@ -32,32 +32,6 @@ TAPS = (("Conv1", "conv1"), ("Pool1", "pool1"), ("Conv2", "conv2"), ("Pool2", "p
 def _side(size: int) -> int:
     """Spatial side after Conv2 -> Pool2."""
     return ((size - 2) // 2 - 2) // 2
-
-
-class SmallCNN(nn.Module):
-    """The network, with timm's ``forward_features`` (up to Dense) / ``forward_head`` / ``reset_classifier``."""
-
-    def __init__(self, size: int = SIZE, num_classes: int = 10) -> None:
-        super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(3, WIDTHS[0], 3), nn.ReLU())
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Sequential(nn.Conv2d(WIDTHS[0], WIDTHS[1], 3), nn.ReLU())
-        self.pool2 = nn.MaxPool2d(2)
-        self.flatten = nn.Flatten()
-        self.dense = nn.Sequential(nn.Linear(WIDTHS[1] * _side(size) ** 2, DENSE), nn.ReLU())
-        self.classifier = nn.Linear(DENSE, num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier = nn.Linear(DENSE, num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense(self.flatten(self.pool2(self.conv2(self.pool1(self.conv1(x))))))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _tap_specs(size: int) -> tuple[TapSpec, ...]:
@@ -78,10 +52,13 @@ def small_cnn_spec(size: int = SIZE) -> BackboneSpec:
     input_spec = InputSpec(size=size, crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear")
 
     def build(pretrained: bool) -> Backbone:
+        from transfuse.backbones.nets.base import Backbone, TapPoint
+        from transfuse.backbones.nets.small_cnn import SmallCNN
+
         if pretrained:
             architecture_only(name, "small-cnn")()
         taps = [TapPoint(tap, module, depth) for depth, (tap, module) in enumerate(TAPS)]
-        return Backbone(name=name, weights_id="", input_spec=input_spec, model=SmallCNN(size),
+        return Backbone(name=name, weights_id="", input_spec=input_spec, model=SmallCNN(size, WIDTHS, DENSE),
                         taps=[*taps, TapPoint("logits", "logits", len(TAPS))], default_taps=("Dense",))
 
     flat = WIDTHS[1] * _side(size) ** 2

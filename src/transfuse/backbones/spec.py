@@ -2,20 +2,20 @@
 
 Specs are data. Listing backbones, validating a layer name, showing tap shapes or planning an
 engine never needs the network or its weights; only ``build`` does. An adapter module lists its
-specs in ``BACKBONES = (...)`` and imports no registry (see :mod:`transfuse.plugins`).
+specs in ``BACKBONES = (...)`` and imports no registry (see :mod:`transfuse.plugins`); its ``build``
+imports the network (from :mod:`transfuse.backbones.nets`, where all torch code lives) when called.
+This module imports no network code, not even for type hints: the networks may then use the data
+modules (inputs, weights) without an import cycle.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 from transfuse.backbones.inputs import AudioSpec, InputSpec, SequenceSpec, TextSpec
 from transfuse.errors import UnknownLayerError, WeightsUnavailableError
-
-if TYPE_CHECKING:
-    from transfuse.backbones.base import Backbone
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,14 @@ class WeightsSource:
 class BackboneSpec:
     """A backbone as data: identity, input contract, tap points, weights, provenance; plus ``build``.
 
-    ``build(pretrained)`` returns the network (a :class:`~transfuse.backbones.base.Backbone`) with its
+    ``build(pretrained)`` returns the network (a :class:`~transfuse.backbones.nets.base.Backbone`) with its
     pretrained weights loaded, or with none (``False``: the architecture alone, which the registry
     seeds for ``--weights random`` or fills from a weights file). ``network`` says what runs it:
     ``torch`` (trainable, every engine), ``onnx`` or ``numpy`` (frozen encoders run their own way).
     """
 
     name: str
-    build: Callable[[bool], Backbone]
+    build: Callable[[bool], Any]  # -> transfuse.backbones.nets.base.Backbone
     input_spec: InputSpec | TextSpec | AudioSpec | SequenceSpec
     taps: tuple[TapSpec, ...]
     weights: WeightsSource
@@ -102,3 +102,10 @@ class BackboneSpec:
             raise UnknownLayerError(f"backbone {self.name!r} has no layer {', '.join(map(repr, bad))}; available: "
                                     f"{', '.join(self.tap_names)} (see `transfuse layers {self.name}`)")
         return names
+
+
+def declared_taps(backbone) -> tuple[TapSpec, ...]:
+    """The tap specs of a built network (one dummy forward pass): how specs of families whose
+    architecture is only known at run time (timm, torchvision, a trained folder) describe their taps."""
+    shapes = backbone.tap_shapes()
+    return tuple(TapSpec(t.name, t.depth, tuple(shapes[t.name])) for t in backbone.taps)

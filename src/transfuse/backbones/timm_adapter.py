@@ -1,15 +1,16 @@
 """timm models: tap points from ``feature_info`` plus the final feature map and logits; any
-``timm:<name>`` resolves to a spec, its weights downloaded from the hub only when built."""
+``timm:<name>`` resolves to a spec, its weights downloaded from the hub only when built.
+
+Importing this module imports neither torch nor timm; resolving a ``timm:`` name does (its taps
+come from the architecture built without weights).
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from torch import nn
-
-from transfuse.backbones.base import FINAL_TAPS, Backbone, TapPoint
 from transfuse.backbones.inputs import InputSpec
-from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
+from transfuse.backbones.spec import BackboneSpec, WeightsSource, declared_taps
 from transfuse.config import SETTINGS
 from transfuse.errors import UnknownBackboneError, WeightsUnavailableError
 
@@ -29,31 +30,13 @@ def input_spec_from_cfg(cfg) -> InputSpec:
     )
 
 
-def wrap_timm_model(name: str, model: nn.Module, input_spec: InputSpec,
-                    modules: list[tuple[str, str]] | None = None) -> Backbone:
-    """Wrap a timm model; ``modules`` lists ``(tap name, module path)`` in depth order,
-    defaulting to the model's ``feature_info``."""
-    if modules is None:
-        info = getattr(model, "feature_info", None) or []
-        modules = [(i["module"], i["module"]) for i in info]
-    taps = [TapPoint(tap, path, depth) for depth, (tap, path) in enumerate(modules)]
-    taps += [TapPoint(n, n, len(modules) + i) for i, n in enumerate(FINAL_TAPS)]
-    return Backbone(name=name, weights_id="", input_spec=input_spec, model=model, taps=taps,
-                    num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0))
-
-
-def declared_taps(backbone: Backbone) -> tuple[TapSpec, ...]:
-    """The tap specs of a built network (one dummy forward pass): how specs of families whose
-    architecture is only known at run time (timm, a Keras file) describe their taps."""
-    shapes = backbone.tap_shapes()
-    return tuple(TapSpec(t.name, t.depth, tuple(shapes[t.name])) for t in backbone.taps)
-
-
 @lru_cache(maxsize=16)
 def timm_spec(name: str) -> BackboneSpec:
     """The spec of ``timm:<model>``: its taps come from the architecture built without weights (no
     download); pretrained weights are downloaded from the hub only when built, and never offline."""
     import timm
+
+    from transfuse.backbones.nets.base import wrap_timm_model
 
     model_name = name[len(PREFIX):]
     if not timm.is_model(model_name):
@@ -64,7 +47,7 @@ def timm_spec(name: str) -> BackboneSpec:
     input_spec = input_spec_from_cfg(cfg) if cfg is not None else InputSpec()
     hub_id = (getattr(cfg, "hf_hub_id", None) or model_name) if cfg is not None else model_name
 
-    def build(pretrained: bool) -> Backbone:
+    def build(pretrained: bool):
         if pretrained and SETTINGS.offline:
             raise WeightsUnavailableError(
                 f"{name} needs weights from the Hugging Face hub, but offline mode is on (HF_HUB_OFFLINE); unset it "

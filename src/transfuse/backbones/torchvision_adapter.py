@@ -6,79 +6,23 @@ weights are torchvision's default ones, downloaded by torchvision when the netwo
 offline); ``--weights FILE`` takes a torchvision state dict (``.pth``, ``.safetensors``).
 Transformers (vit, swin, maxvit) and networks whose forward is not a plain sequence (densenet,
 googlenet, inception, squeezenet) are refused with the timm name to use instead.
+
+Importing this module imports neither torch nor torchvision; resolving a ``torchvision:`` name does.
+The wrapping network: :mod:`transfuse.backbones.nets.torchvision_adapter`.
 """
 
 from __future__ import annotations
 
 import functools
 
-import torch
-from torch import nn
-
-from transfuse.backbones.base import FINAL_TAPS, Backbone, TapPoint
 from transfuse.backbones.inputs import InputSpec
-from transfuse.backbones.spec import BackboneSpec, WeightsSource
+from transfuse.backbones.spec import BackboneSpec, WeightsSource, declared_taps
 from transfuse.config import SETTINGS
 from transfuse.errors import UnknownBackboneError, WeightsUnavailableError
 
 PREFIX = "torchvision:"
 FAMILIES = ("resnet", "resnext", "wide_resnet", "regnet", "vgg", "alexnet", "mobilenet_v2", "mobilenet_v3",
             "efficientnet", "convnext", "mnasnet", "shufflenet")
-HEAD_CHILDREN = ("avgpool", "fc", "classifier", "dropout")
-SEQUENCES = ("features", "layers")
-
-
-class TorchvisionNet(nn.Module):
-    """A torchvision classifier split into ``forward_features`` (the body) and ``forward_head``."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        children = list(net.named_children())
-        cut = next(i for i, (name, _) in enumerate(children) if name in HEAD_CHILDREN)
-        self.body_names = [name for name, _ in children[:cut]]
-        self.head_names = [name for name, _ in children[cut:]]
-        self.classifier_name = "net." + next(n for n in reversed(self.head_names) if n in ("fc", "classifier"))
-        self.pretrained_cfg = {"classifier": self.classifier_name}  # where fine-tuning finds the output layer
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for name in self.body_names:
-            x = getattr(self.net, name)(x)
-        return x
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        if "avgpool" in self.head_names:
-            x = self.net.avgpool(x)
-        elif x.ndim == 4:
-            x = x.mean(dim=(2, 3), keepdim=True)
-        classifier = self.get_submodule(self.classifier_name)
-        first = classifier[0] if isinstance(classifier, nn.Sequential) else classifier
-        if isinstance(first, (nn.Linear, nn.Dropout)):
-            x = torch.flatten(x, 1)
-        return classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the last linear layer of the head (timm's method name, as fine-tuning needs)."""
-        classifier = self.get_submodule(self.classifier_name)
-        owner, attr = (classifier, None) if isinstance(classifier, nn.Sequential) else (None, self.classifier_name)
-        if owner is not None:
-            index = max(i for i, m in enumerate(owner) if isinstance(m, nn.Linear))
-            owner[index] = nn.Linear(owner[index].in_features, num_classes)
-        else:
-            parent, _, leaf = attr.rpartition(".")
-            setattr(self.get_submodule(parent), leaf, nn.Linear(classifier.in_features, num_classes))
-
-    def tap_modules(self) -> list[tuple[str, str]]:
-        """``(tap name, module path)`` of the body in order: stages of a features sequence, else the
-        children that hold parameters."""
-        if len(self.body_names) == 1 and self.body_names[0] in SEQUENCES:
-            seq = self.body_names[0]
-            return [(f"{seq}.{i}", f"net.{seq}.{i}") for i in range(len(getattr(self.net, seq)))]
-        return [(name, f"net.{name}") for name in self.body_names
-                if any(True for _ in getattr(self.net, name).parameters())]
 
 
 def _weights_enum(model_name: str):
@@ -104,6 +48,8 @@ def torchvision_spec(name: str) -> BackboneSpec:
     """The spec of ``torchvision:<model>`` (taps from the architecture built without weights)."""
     from torchvision import models
 
+    from transfuse.backbones.nets.torchvision_adapter import wrap_torchvision_model
+
     model_name = name[len(PREFIX):]
     if model_name not in models.list_models(module=models):
         raise UnknownBackboneError(f"torchvision has no classification model {model_name!r}; list them with "
@@ -115,7 +61,7 @@ def torchvision_spec(name: str) -> BackboneSpec:
     weights = _weights_enum(model_name)
     input_spec = _input_spec(weights)
 
-    def build(pretrained: bool) -> Backbone:
+    def build(pretrained: bool):
         if pretrained and weights is None:
             raise WeightsUnavailableError(f"torchvision has no pretrained weights for {model_name}; use --weights FILE "
                                           f"or --weights random")
@@ -129,14 +75,7 @@ def torchvision_spec(name: str) -> BackboneSpec:
                 raise
             raise WeightsUnavailableError(f"could not download torchvision's weights for {model_name} "
                                           f"({type(exc).__name__}: {str(exc)[:150]}); pass --weights FILE") from None
-        wrapped = TorchvisionNet(net)
-        modules = wrapped.tap_modules()
-        taps = [TapPoint(tap, path, depth) for depth, (tap, path) in enumerate(modules)]
-        taps += [TapPoint(n, n, len(modules) + i) for i, n in enumerate(FINAL_TAPS)]
-        return Backbone(name=name, weights_id="", input_spec=input_spec, model=wrapped, taps=taps,
-                        default_taps=("features",), weights_target=net)
-
-    from transfuse.backbones.timm_adapter import declared_taps
+        return wrap_torchvision_model(name, net, input_spec)
 
     architecture = build(False)
     identity = f"torchvision:{type(weights).__name__}.{weights.name}" if weights is not None else f"torchvision:{model_name}"

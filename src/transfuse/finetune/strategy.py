@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from transfuse.backbones.base import FINAL_TAPS, Backbone
+from transfuse.backbones.nets.base import FINAL_TAPS, Backbone
 from transfuse.errors import DataError
 
 STRATEGIES = ("head", "last:N", "full", "lp-ft", "gradual")

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from transfuse.backbones.base import Backbone, InputSpec, TapPoint
+from transfuse.backbones.inputs import InputSpec
+from transfuse.backbones.nets.base import Backbone, TapPoint
 from transfuse.data.datasets import ImageFiles
 from transfuse.data.images import decode_image
 from transfuse.errors import CorruptInputError, DataError

@@ -1,4 +1,6 @@
-"""The built backbone: a network with named tap points, one forward pass for many taps.
+"""The built backbone: a network with named tap points, one forward pass for many taps; and
+:func:`wrap_timm_model`, which gives any timm-convention network (``forward_features`` /
+``forward_head``) its tap points.
 
 What is known without building it (input contract, tap names and shapes, weights) is its
 :class:`~transfuse.backbones.spec.BackboneSpec`.
@@ -179,6 +181,19 @@ class Backbone:
             out = self.forward_taps(x, self.tap_names)
             self._shapes = {n: tuple(out[n].shape[1:]) for n in self.tap_names}
         return self._shapes
+
+
+def wrap_timm_model(name: str, model: nn.Module, input_spec: InputSpec,
+                    modules: list[tuple[str, str]] | None = None) -> Backbone:
+    """Wrap a timm model; ``modules`` lists ``(tap name, module path)`` in depth order,
+    defaulting to the model's ``feature_info``."""
+    if modules is None:
+        info = getattr(model, "feature_info", None) or []
+        modules = [(i["module"], i["module"]) for i in info]
+    taps = [TapPoint(tap, path, depth) for depth, (tap, path) in enumerate(modules)]
+    taps += [TapPoint(n, n, len(modules) + i) for i, n in enumerate(FINAL_TAPS)]
+    return Backbone(name=name, weights_id="", input_spec=input_spec, model=model, taps=taps,
+                    num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0))
 
 
 class _TapNetwork(nn.Module):
