@@ -16,7 +16,7 @@ def test_fit_in_a_log_file_has_lines_not_bar_frames_and_json_says_where_the_mode
     assert r.returncode == 0, r.stderr
     where = json.loads(r.stdout)["model_dir"]
     assert (tmp_path / where / "config.json").is_file()
-    assert f"no --out given: the results go to {where}" in r.stderr
+    assert f"no --out given: the model is in {where}" in r.stderr
     assert "\r" not in r.stderr and "%|" not in r.stderr  # no tqdm frames
 
 

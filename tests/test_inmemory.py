@@ -24,7 +24,7 @@ def test_every_in_memory_form_gives_the_features_of_its_file(image_folder, cache
 
     path = sorted(image_folder.rglob("*.png"))[0]
     rgb = np.asarray(Image.open(path).convert("RGB"))
-    forms = [Image.open(path), rgb, rgb.astype(np.float32) / 255, torch.from_numpy(rgb).permute(2, 0, 1),
+    forms = [Image.open(path), rgb, rgb.astype(np.float32) / 255, torch.from_numpy(rgb.copy()).permute(2, 0, 1),
              path.read_bytes(), rgb[:, :, :1].copy()]
     ext = _extractor(cache_dir)
     want = ext.fit_transform([str(path)])

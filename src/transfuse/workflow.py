@@ -93,8 +93,6 @@ class OutputSpec:
         """Where this job's results go; never inside the data folder (the next run would read them as a
         class), whatever ``force`` says."""
         out = Path(self.out_dir) if self.out_dir is not None else default_out_dir(source, *what)
-        if self.out_dir is None and self.save:
-            log.info("no --out given: the results go to %s", out)
         if source.root is not None:
             data = Path(source.root)
             resolved = out.resolve()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated
 
@@ -64,7 +63,7 @@ def auto(
                                class_weight=class_weight, finetune=None if finetune else False, cv=cv,
                                backbones=backbones, engine=engine, progress=False if output.as_json else None))
     if output.as_json:
-        print(json.dumps({"model_dir": str(res.out_dir), **res.metrics}, default=str))
+        output.json({"model_dir": str(res.out_dir), **res.metrics})
         return
     decision = res.metrics["auto"]
     stages = Table(title="what auto did")

@@ -19,6 +19,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from transfuse.cli.app import log
+
 
 def between(low: float | None = None, high: float | None = None):
     """A callback that accepts numbers strictly between ``low`` and ``high`` (None: unbounded), for
@@ -218,6 +220,13 @@ class OutputOptions:
     out: Out = None
     as_json: Json = False
     force: Force = False
+
+    def json(self, result: dict) -> None:
+        """``result`` as one JSON line on stdout; without ``--out``, a log line on stderr says where the
+        model folder went (the JSON holds it too, as ``model_dir``)."""
+        if self.out is None and result.get("model_dir"):
+            log.info("no --out given: the model is in %s", result["model_dir"])
+        print(json.dumps(result, default=str))
 
 
 def options(**groups: type):

@@ -55,7 +55,7 @@ def _fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, engin
                          skip_bad=data.skip_bad, budget=features.budget, metric=metric))
     if output.as_json:
         extra = {"search": res.search.table()} if res.search else {}
-        print(json.dumps({"model_dir": str(res.out_dir), **res.metrics, **extra}))
+        output.json({"model_dir": str(res.out_dir), **res.metrics, **extra})
         return
     if res.search is not None:
         _print_search(res.search)
@@ -151,7 +151,7 @@ def finetune(
     if not metrics:  # a DDP worker process: the first process reports
         return
     if output.as_json:
-        print(json.dumps({"model_dir": str(folder), **metrics}))
+        output.json({"model_dir": str(folder), **metrics})
         return
     out.print(metrics_table(metrics, title=f"{backbone} {config.run_name} on {source.name}, test split"))
     out.print(f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f}s; model saved to {folder}")
@@ -225,7 +225,7 @@ def train_source(
         return
     folder = Path(folder).resolve()  # a local: name that works from any working directory
     if output.as_json:
-        print(json.dumps({"model_dir": str(folder), "backbone": f"local:{folder}", **metrics}))
+        output.json({"model_dir": str(folder), "backbone": f"local:{folder}", **metrics})
         return
     out.print(metrics_table(metrics, title=f"{arch or 'source network'} trained from scratch on {source.name}, "
                                            f"test split"))
