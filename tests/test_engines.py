@@ -122,6 +122,32 @@ def test_uint8_batches_give_the_timm_transform_exactly():
     assert torch.equal(spec.normalize(pixels), expected)
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "vgg16", "tiny_cnn"])
+def test_the_torch_free_resize_and_crop_is_timms_pixel_for_pixel(name):
+    from PIL import Image
+
+    from transfuse.engines.onnx_images import resize_and_crop
+
+    spec = get_spec(name).input_spec
+    rng = np.random.default_rng(0)
+    for w, h in [(28, 28), (300, 200), (97, 411), (224, 224), (640, 480)]:
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8))
+        ours = np.asarray(resize_and_crop(img, spec.size, spec.crop_pct, spec.interpolation))
+        assert np.array_equal(ours, np.asarray(spec.geometry()(img))), (name, w, h)
+
+
+def test_the_torch_free_onnx_path_gives_the_backbones_features(cache_dir, monkeypatch):
+    import transfuse.extract as extract
+
+    files = paths(6)
+    for pooling in ("avg", "avgmax", "gem"):
+        free = extract_features(files, layers=TAPS, pooling=pooling, cache=False, runtime="onnx", progress=False)
+        with monkeypatch.context() as m:
+            m.setattr(extract, "serves", lambda *a: False)  # the built backbone's batches and pooling
+            built = extract_features(files, layers=TAPS, pooling=pooling, cache=False, runtime="onnx", progress=False)
+        np.testing.assert_allclose(free.X, built.X, rtol=1e-5, atol=1e-5)
+
+
 def test_onnx_agrees_with_eager_and_is_exported_once(cache_dir):
     files = paths()
     eager = extract_features(files, layers=TAPS, cache=cache_dir, runtime="torch", precision="fp32", progress=False)

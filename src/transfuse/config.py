@@ -43,9 +43,18 @@ def default_device() -> str:
     """The torch device extraction runs on unless told otherwise."""
     if SETTINGS.device:
         return SETTINGS.device
+    if not _nvidia_driver():  # no GPU to find: the answer without importing torch (a second and a half)
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _nvidia_driver() -> bool:
+    """Whether an NVIDIA driver is loaded (Linux), or this may be another system where only torch can tell."""
+    if not os.path.isdir("/proc"):
+        return True
+    return os.path.exists("/proc/driver/nvidia/version")
 
 
 def default_workers(n_items: int, device: str) -> int:

@@ -7,6 +7,7 @@ runner), keeps what the feature cache already holds, and extracts the rest batch
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -18,7 +19,7 @@ import numpy as np
 
 from transfuse.backbones import create_backbone, get_spec, resolve_weights
 from transfuse.cache import FeatureCache, make_key
-from transfuse.config import default_device
+from transfuse.config import default_device, default_workers
 from transfuse.data.fingerprint import item_digest
 from transfuse.engines import (
     COMPILE_MIN_ITEMS,
@@ -31,6 +32,7 @@ from transfuse.engines import (
     plan,
     runner,
 )
+from transfuse.engines.onnx_images import OnnxImages, serves
 from transfuse.errors import CorruptInputError, DataError
 from transfuse.progress import progress as show_progress
 from transfuse.taps import check_pooling, parse_layers
@@ -310,7 +312,7 @@ class _Job:
 def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size: int,
                     num_workers: int | None, device: str, progress: bool | None) -> set[str]:
     """Extract ``paths`` batch by batch, flushing to the cache every FLUSH_ROWS; return failed digests."""
-    bb = _ready_backbone(job.backbone, job.weights, job.weights_id, device, job.long_text)
+    bb = _front_end(job, len(paths), device)
     engine_runner = runner(job.engine, job.taps, bb.tap_names, device)
     batches = bb.batches(paths, batch_size or bb.default_batch_size(device), num_workers, device)
     failed: set[str] = set()
@@ -342,6 +344,15 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
     return failed
 
 
+def _front_end(job: _Job, n_items: int, device: str):
+    """What reads and embeds the items: the built backbone, or for images on an exported ONNX graph
+    that decoding inline anyway, the torch-free image path (:mod:`transfuse.engines.onnx_images`)."""
+    spec = get_spec(job.backbone)
+    if job.engine.runtime == "onnx" and serves(spec, job.taps, job.pooling) and default_workers(n_items, device) == 0:
+        return OnnxImages(spec)
+    return _ready_backbone(job.backbone, job.weights, job.weights_id, device, job.long_text)
+
+
 def _ready_backbone(name: str, weights: str, weights_id: str, device: str, long_text: str) -> Backbone:
     bb = get_backbone(name, weights, weights_id, device)
     if bb.modality == "text":
@@ -355,10 +366,12 @@ def _forward_batch(bb: Backbone, job: _Job, inputs, batch_digests: list[str], ok
     Returns the digests of the items that could not be decoded."""
     good = [j for j in range(len(batch_digests)) if bool(ok[j])]
     if good:
-        with autocast(device, job.engine.precision):
+        torch_free = isinstance(bb, OnnxImages)  # autocast would import torch for nothing (ONNX runs fp32)
+        with contextlib.nullcontext() if torch_free else autocast(device, job.engine.precision):
             pooled = bb.embed(inputs, good, job.taps, job.pooling, device, runner=runner)
         for tap in job.taps:
-            vecs = pooled[tap].float().cpu().numpy().astype(np.float32)
+            vecs = pooled[tap]
+            vecs = (vecs if isinstance(vecs, np.ndarray) else vecs.float().cpu().numpy()).astype(np.float32)
             if not np.isfinite(vecs).all():
                 hint = "check the weights file" if (job.engine.runtime, job.engine.precision) == ("torch", "fp32") else \
                     "try --runtime torch --precision fp32, and check the weights file"

@@ -34,12 +34,27 @@ def native_bf16(device: str) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def cpu_bf16_features() -> tuple[str, ...]:
-    """The CPU's native bf16 instruction sets that torch reports (``avx512_bf16``, ``amx_tile``)."""
+    """The CPU's native bf16 instruction sets (``avx512_bf16``, ``amx_tile``): the kernel's CPU flags
+    on Linux (no torch import), what torch reports elsewhere."""
+    flags = _cpu_flags()
+    if flags is not None:
+        return tuple(name for name in ("avx512_bf16", "amx_tile") if name in flags)
     import torch
 
     cpu = getattr(torch, "cpu", None)
     return tuple(name for name in ("avx512_bf16", "amx_tile")
                  if bool(getattr(cpu, f"_is_{name}_supported", lambda: False)()))
+
+
+def _cpu_flags() -> set[str] | None:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
 
 
 @functools.lru_cache(maxsize=1)
@@ -93,10 +108,11 @@ def device_kind(device: str) -> str:
     """What decides how a device computes: the GPU model; or the CPU's bf16/AMX support and a
     fingerprint of its model and instruction sets (compiled kernels use every instruction the CPU
     has, so a package built on one CPU may crash another)."""
-    import torch
+    if device.startswith("cuda"):
+        import torch
 
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(torch.device(device))
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(torch.device(device))
     return "cpu:" + ",".join(cpu_bf16_features()) + ":" + _cpu_fingerprint()
 
 

@@ -23,7 +23,11 @@ class OnnxRunner:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.taps = taps
 
-    def __call__(self, tensors: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    def __call__(self, tensors: tuple) -> dict:
+        """Tensors in, torch tensors out; numpy arrays in (the torch-free image path), arrays out."""
+        if all(isinstance(t, np.ndarray) for t in tensors):
+            outputs = self.session.run(self.taps, dict(zip(self.inputs, tensors)))
+            return dict(zip(self.taps, outputs))
         import torch
 
         feeds = {name: t.detach().cpu().contiguous().numpy() for name, t in zip(self.inputs, tensors)}
