@@ -161,6 +161,53 @@ def test_any_sklearn_classifier_is_saved_without_pickle_and_foreign_ones_are_ref
     assert loaded.kind == "sklearn"  # a one-step pipeline loads as its part
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
     assert not any(p.suffix in (".pkl", ".pickle", ".joblib") for p in (tmp_path / "m").iterdir())
-    with pytest.raises(ModelDirError, match="_Foreign cannot be saved safely.*not part of scikit-learn.*logreg"):
+    with pytest.raises(ModelDirError, match="_Foreign cannot be saved safely.*neither a scikit-learn estimator.*logreg"):
         save_model(Pipeline([("head", _Foreign().fit(X, y))]), tmp_path / "f")
     assert not (tmp_path / "f").exists()
+
+
+def _crafted_skops(marker: Path) -> bytes:
+    """A skops file whose ``solver`` is a call to a scikit-learn *function* that runs a script: what
+    a model folder from a stranger could hold."""
+    import io
+    import zipfile
+
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = np.random.default_rng(0).random((20, 3)), np.arange(20) % 2
+    src = zipfile.ZipFile(io.BytesIO(sio.dumps(LogisticRegression().fit(X, y))))
+    schema = json.loads(src.read("schema.json"))
+    script = f"import pathlib; pathlib.Path({str(marker)!r}).write_text('ran')"
+    text = {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode", "content": json.dumps(script),
+            "is_json": True}
+    schema["content"]["content"]["solver"] = {
+        "__class__": "assert_run_python_script_without_output", "__module__": "sklearn.utils._testing",
+        "__loader__": "ConstructorFromReduceNode",
+        "content": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode", "content": [text]}}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, json.dumps(schema) if name == "schema.json" else src.read(name))
+    return out.getvalue()
+
+
+def test_a_crafted_sklearn_head_is_refused_before_anything_runs(tmp_path):
+    from transfuse.sklearn_head import SklearnHead
+
+    marker = tmp_path / "ran"
+    crafted = np.frombuffer(_crafted_skops(marker), np.uint8).copy()
+    with pytest.raises(ModelDirError, match="not trusted.*assert_run_python_script_without_output"):
+        SklearnHead.from_state({"skops": crafted}, {"estimator": "sklearn.linear_model.LogisticRegression"})
+    assert not marker.exists()
+
+
+def test_sklearn_heads_without_probabilities_load_and_predict(tmp_path, digits):
+    from sklearn.svm import LinearSVC
+
+    X, y = digits
+    model = Pipeline([("head", LinearSVC().fit(X, y))])
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    assert not hasattr(loaded, "predict_proba")
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    np.testing.assert_array_equal(loaded.decision_function(X), model.decision_function(X))
