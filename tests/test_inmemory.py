@@ -50,6 +50,8 @@ def test_a_loaded_model_predicts_arrays_and_the_same_array_is_a_cache_hit(image_
 
 @pytest.mark.parametrize("bad, match", [
     (np.full((8, 8, 3), 2.0, np.float32), "values in \\[0, 1\\]"),
+    (np.full((8, 8, 3), 300, np.int64), "integer image array must hold values in 0-255"),
+    (np.ones((8, 8), bool), "must hold numbers"),
     (np.zeros((8, 8, 5), np.uint8), "H x W or H x W x 1/3/4"),
     (np.full((8, 8), np.nan, np.float32), "NaN"),
     ({"not": "an image"}, "an image model takes"),
@@ -65,4 +67,29 @@ def test_texts_stay_texts_and_other_things_are_refused():
     with pytest.raises(DataError, match="a text model takes strings"):
         with item_files(["fine", np.zeros(3)], "text"):
             pass
-    assert as_list("one text") == ["one text"] and len(as_list(np.zeros((3, 4, 4)))) == 3
+    assert as_list("one text") == ["one text"] and len(as_list(np.zeros((3, 8, 8)))) == 3
+
+
+def test_a_lone_image_is_one_item_and_a_stack_is_many():
+    import torch
+
+    image = np.zeros((28, 28, 3), np.uint8)
+    assert len(as_list(image)) == 1 and len(as_list(image[:, :, 0])) == 1
+    assert len(as_list(torch.zeros(3, 28, 28))) == 1 and len(as_list(np.zeros((6, 28, 28), np.uint8))) == 6
+    assert len(as_list(Image.new("RGB", (8, 8)))) == 1 and len(as_list(bytearray(b"abc"))) == 1
+    assert as_list(np.array([["good film"], ["bad film"]]), "text") == ["good film", "bad film"]  # a table's column
+    assert len(as_list(np.zeros((40, 13), np.float32), "sequence")) == 1
+
+
+def test_integer_images_and_unreadable_items_are_named_by_position(image_folder, cache_dir):
+    path = sorted(image_folder.rglob("*.png"))[0]
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    ext = _extractor(cache_dir)
+    np.testing.assert_allclose(ext.fit_transform([rgb.astype(np.int64)]), ext.transform([rgb]), rtol=1e-6)
+    from transfuse.errors import CorruptInputError
+
+    with pytest.raises(CorruptInputError, match="item 1 \\(bytes\\)") as info:
+        ext.transform([rgb, b"not an image", str(path)])
+    assert "transfuse-items-" not in str(info.value)
+    skipped = ext.set_params(on_error="skip").transform([rgb, b"not an image"])
+    assert np.isnan(skipped[1]).all() and np.isfinite(skipped[0]).all()
