@@ -54,3 +54,8 @@ def test_predict_table_fits_80_columns_and_keeps_file_names(image_folder, tmp_pa
     assert r.returncode == 0, r.stderr
     assert max(len(line) for line in r.stdout.splitlines()) <= 80
     assert all(p.name in r.stdout for p in deep.iterdir())  # shortened in the middle, file names whole
+
+
+def test_cls_pooling_on_a_cnn_is_a_one_line_error(image_folder):
+    r = cli("-q", "fit", str(image_folder), "--backbone", "tiny_cnn", "--pooling", "cls")
+    assert r.returncode == 2 and "class token" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -59,11 +59,14 @@ def test_cache_key_separates_pooling_weights_and_taps(image_folder, cache_dir):
 def test_cls_pooling_on_a_convolutional_map_is_an_error(image_folder, cache_dir):
     from transfuse.errors import DataError
 
+    paths = paths_of(image_folder)[:2]
     with pytest.raises(DataError, match="class token.*features.*avg, max"):
-        extract_features(paths_of(image_folder)[:2], backbone="tiny_cnn", pooling="cls", cache=cache_dir)
-    logits = extract_features(paths_of(image_folder)[:2], backbone="tiny_cnn", layers="logits", pooling="cls",
-                              cache=cache_dir)  # a vector has nothing to pool: any pooling passes it through
-    assert logits.X.shape == (2, 10)
+        FeatureExtractor(backbone="tiny_cnn", pooling="cls", cache=cache_dir).fit(paths)
+    logits = FeatureExtractor(backbone="tiny_cnn", layers="logits", pooling="cls", cache=cache_dir).fit_transform(paths)
+    assert logits.shape == (2, 10)  # a vector has nothing to pool: any pooling passes it through
+    saved = FeatureExtractor.from_state(*FeatureExtractor(backbone="tiny_cnn", cache=cache_dir).fit(paths).get_state())
+    saved.pooling = "cls"  # as a model saved before the check holds it: it still predicts
+    assert saved.transform(paths).shape == (2, 32)
 
 
 def test_corrupt_files_raise_after_caching_the_rest(image_folder, cache_dir):

@@ -98,9 +98,10 @@ def open_cache(cache: FeatureCache | bool | str | os.PathLike | None) -> Feature
     return FeatureCache() if cache else None
 
 
-def _check_cls(spec, taps: list[str], pooling: str) -> None:
+def check_cls(spec, taps: list[str], pooling: str | None) -> None:
     """``cls`` takes a transformer's class token; on a convolutional map there is none (it would be
-    an average under another name and another cache key)."""
+    an average under another name and another cache key). Checked when a featurizer is fitted, not
+    when a saved one predicts: models saved before the check keep predicting as they did."""
     shapes = {t.name: t.shape for t in spec.taps}
     maps = [tap for tap in taps if pooling == "cls" and len(shapes.get(tap, ())) == 3]
     if maps:
@@ -153,7 +154,6 @@ def extract_features(
         raise DataError(f"long_text must be 'truncate' or 'chunk', got {long_text!r}")
     weights_id = resolve_weights(spec, weights).identity
     taps = spec.check_taps(parse_layers(layers) or list(spec.default_taps))
-    _check_cls(spec, taps, pooling)
     paths = [str(p) for p in paths]
     if not paths:
         raise DataError("no inputs to extract features from")

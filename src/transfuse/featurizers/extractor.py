@@ -20,7 +20,7 @@ from transfuse.data.inmemory import item_files
 from transfuse.engines import PRECISIONS, RUNTIMES, EngineStore, package_built
 from transfuse.engines import validate as validate_engine
 from transfuse.errors import DataError, EngineError, ModelDirError, TransfuseError, UnknownBackboneError
-from transfuse.extract import Features, extract_features, open_cache
+from transfuse.extract import Features, check_cls, extract_features, open_cache
 from transfuse.taps import AUDIO_POOLINGS, POOLINGS, SEQUENCE_POOLINGS, parse_layers
 
 log = logging.getLogger(__name__)
@@ -251,6 +251,13 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         except InvalidParameterError as exc:
             raise DataError(str(exc)) from None
 
+    def _check_pooling(self) -> None:
+        """``cls`` pooling only where there is a class token (see :func:`~transfuse.extract.check_cls`)."""
+        names = backbone_list(self.backbone)
+        for name in names:
+            spec = get_spec(name)
+            check_cls(spec, layers_of(name, self.layers, names) or list(spec.default_taps), self.pooling)
+
     def _remember(self, layers: list[str], slices: dict[str, slice]) -> None:
         self.layers_ = list(layers)
         self.slices_ = dict(slices)
@@ -261,12 +268,14 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None) -> FeatureExtractor:
         """Extract (and cache) features of ``X`` and record the column layout."""
         self._check_params()
+        self._check_pooling()
         feats = self._extract(X)
         self._remember(list(feats.slices), feats.slices)
         return self
 
     def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
         self._check_params()
+        self._check_pooling()
         feats = self._extract(X)
         self._remember(list(feats.slices), feats.slices)
         return feats.X
