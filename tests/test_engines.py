@@ -146,6 +146,9 @@ def test_the_torch_free_onnx_path_gives_the_backbones_features(cache_dir, monkey
             m.setattr(extract, "serves", lambda *a: False)  # the built backbone's batches and pooling
             built = extract_features(files, layers=TAPS, pooling=pooling, cache=False, runtime="onnx", progress=False)
         np.testing.assert_allclose(free.X, built.X, rtol=1e-5, atol=1e-5)
+    workers = extract_features(files, layers=TAPS, pooling="gem", cache=False, runtime="onnx", num_workers=1,
+                               progress=False)
+    assert np.array_equal(workers.X, free.X)  # decoded in a DataLoader worker: the same rows, bit for bit
 
 
 def test_onnx_agrees_with_eager_and_is_exported_once(cache_dir):

@@ -43,18 +43,20 @@ def default_device() -> str:
     """The torch device extraction runs on unless told otherwise."""
     if SETTINGS.device:
         return SETTINGS.device
-    if not _nvidia_driver():  # no GPU to find: the answer without importing torch (a second and a half)
+    if not _gpu_possible():  # no GPU to find: the answer without importing torch (a second and a half)
         return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _nvidia_driver() -> bool:
-    """Whether an NVIDIA driver is loaded (Linux), or this may be another system where only torch can tell."""
+def _gpu_possible() -> bool:
+    """Whether a GPU torch could use may be here: an NVIDIA driver (Linux), WSL's GPU bridge, a ROCm
+    device, or a system without /proc (where only torch can tell)."""
     if not os.path.isdir("/proc"):
         return True
-    return os.path.exists("/proc/driver/nvidia/version")
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0",
+                                           "/dev/dxg", "/dev/kfd"))
 
 
 def default_workers(n_items: int, device: str) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 
 from transfuse.backbones import create_backbone, get_spec, resolve_weights
 from transfuse.cache import FeatureCache, make_key
-from transfuse.config import default_device, default_workers
+from transfuse.config import default_device
 from transfuse.data.fingerprint import item_digest
 from transfuse.engines import (
     COMPILE_MIN_ITEMS,
@@ -312,7 +312,7 @@ class _Job:
 def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size: int,
                     num_workers: int | None, device: str, progress: bool | None) -> set[str]:
     """Extract ``paths`` batch by batch, flushing to the cache every FLUSH_ROWS; return failed digests."""
-    bb = _front_end(job, len(paths), device)
+    bb = _front_end(job, device)
     engine_runner = runner(job.engine, job.taps, bb.tap_names, device)
     batches = bb.batches(paths, batch_size or bb.default_batch_size(device), num_workers, device)
     failed: set[str] = set()
@@ -344,11 +344,11 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
     return failed
 
 
-def _front_end(job: _Job, n_items: int, device: str):
-    """What reads and embeds the items: the built backbone, or for images on an exported ONNX graph
-    that decoding inline anyway, the torch-free image path (:mod:`transfuse.engines.onnx_images`)."""
+def _front_end(job: _Job, device: str):
+    """What reads and embeds the items: the built backbone, or for images on an exported ONNX graph the
+    image path that needs no torch network (:mod:`transfuse.engines.onnx_images`)."""
     spec = get_spec(job.backbone)
-    if job.engine.runtime == "onnx" and serves(spec, job.taps, job.pooling) and default_workers(n_items, device) == 0:
+    if job.engine.runtime == "onnx" and serves(spec, job.taps, job.pooling):
         return OnnxImages(spec)
     return _ready_backbone(job.backbone, job.weights, job.weights_id, device, job.long_text)
 

@@ -1,9 +1,11 @@
 """The image path of the ONNX Runtime engine without torch: decode and resize with PIL, normalise
 and pool with numpy, run the exported tap graph.
 
-It stands in for the built backbone during extraction (the same ``batches`` / ``embed`` calls),
-so a model whose features come from an exported graph predicts a new image without importing
-torch, timm or torchvision (about 3 s of a cold start on 2 cores). The resize and crop are timm's
+It stands in for the built backbone whenever images run on an exported graph (the same ``batches`` /
+``embed`` calls), so every row under an ONNX cache key is pooled the same way, and a model whose
+features come from an exported graph predicts a new image without importing torch, timm or
+torchvision (about 3 s of a cold start on 2 cores); many items on a machine with decoding workers
+still decode in torch's DataLoader. The resize and crop are timm's
 eval transform written in PIL, pixel for pixel (tests compare the two); pooling is the same
 arithmetic as :func:`transfuse.taps.pool` for convolutional maps and vectors.
 """
@@ -21,6 +23,9 @@ from transfuse.taps import GEM_P
 
 log = logging.getLogger(__name__)
 POOLINGS = ("avg", "max", "gem", "avgmax")
+# families whose built backbone is the plain Backbone: timm's eval preprocessing, NCHW images in, no
+# tokens (a family with its own batches or inputs, such as Keras models or a plugin's, is not served)
+BASE_FAMILIES = frozenset({"efficientnet-lite", "vgg", "small-cnn", "timm", "torchvision", "test"})
 _FILTERS = {"bicubic": 3, "bilinear": 2, "nearest": 0, "lanczos": 1, "box": 4, "hamming": 5}  # PIL's numbers
 
 
@@ -28,7 +33,8 @@ def serves(spec, taps: list[str], pooling: str) -> bool:
     """Whether this path computes what the backbone would: a torch image network whose requested
     taps are maps ``(C, H, W)`` or vectors, pooled by a pooling that needs no token layout."""
     shapes = {t.name: t.shape for t in spec.taps}
-    return (spec.modality == "image" and spec.network == "torch" and pooling in POOLINGS
+    family = spec.family.removeprefix("own (").removesuffix(")")  # a source trained here: its architecture's
+    return (spec.modality == "image" and spec.network == "torch" and family in BASE_FAMILIES and pooling in POOLINGS
             and all(len(shapes.get(tap, ())) in (1, 3) for tap in taps))
 
 
@@ -75,7 +81,24 @@ class OnnxImages:
         return 4
 
     def batches(self, items: list[str], batch_size: int, num_workers: int | None, device: str):
-        """``(pixels (B, H, W, 3) uint8, positions, ok)`` per batch, decoded inline."""
+        """``(pixels (B, H, W, 3) uint8, positions, ok)`` per batch: decoded inline, or in DataLoader
+        workers where extraction would use them (the same pixels: timm's geometry either way)."""
+        from transfuse.config import default_workers
+
+        workers = default_workers(len(items), device) if num_workers is None else num_workers
+        if workers > 0:
+            from torch.utils.data import DataLoader
+
+            from transfuse.data.datasets import ImageFiles
+
+            spec = self.input_spec
+            for pixels, idx, ok in DataLoader(ImageFiles(items, spec.geometry(), spec.size, pixels=True),
+                                              batch_size=batch_size, num_workers=workers, shuffle=False):
+                yield pixels.numpy(), idx.numpy(), ok.numpy()
+            return
+        yield from self._inline(items, batch_size)
+
+    def _inline(self, items: list[str], batch_size: int):
         spec, size = self.input_spec, self.input_spec.size
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
