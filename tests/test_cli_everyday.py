@@ -54,6 +54,11 @@ def test_predict_table_fits_80_columns_and_keeps_file_names(image_folder, tmp_pa
     assert r.returncode == 0, r.stderr
     assert max(len(line) for line in r.stdout.splitlines()) <= 80
     assert all(p.name in r.stdout for p in deep.iterdir())  # shortened in the middle, file names whole
+    for args in (["cache", "ls"], ["backbones"]):
+        r = cli(*args, env={"COLUMNS": "80"})
+        assert r.returncode == 0 and max(len(line) for line in r.stdout.splitlines()) <= 80, args
+    assert "tiny_cnn" in cli("cache", "ls", env={"COLUMNS": "80"}).stdout
+    assert "efficientnet_lite0 " in cli("backbones", env={"COLUMNS": "80"}).stdout  # names whole, not cut
 
 
 def test_cls_pooling_on_a_cnn_is_a_one_line_error(image_folder):

@@ -77,12 +77,18 @@ def backbones(as_json: Json = False) -> None:
         print(json.dumps(rows))
         return
     table = Table(title="backbones")
-    for col in ("name", "reads", "family", "params", "input", "licence", "here", "description"):
-        table.add_column(col, justify="right" if col == "params" else "left")
+    wide = out.width >= 140  # family, input and licence too; on a narrow terminal they are in --json
+    columns = ("name", "reads", "family", "params", "input", "licence", "here", "description") if wide else \
+        ("name", "reads", "params", "here", "description")
+    for col in columns:  # names whole (they are what you type), the description wraps
+        table.add_column(col, justify="right" if col == "params" else "left", no_wrap=col != "description",
+                         ratio=1 if col == "description" else None)
     for r in rows:
         params = "-" if r["params"] is None else f"{r['params'] / 1e6:.1f}M" if r["params"] >= 1e5 else str(r["params"])
-        table.add_row(r["name"], r["modality"], r["family"], params, r["input"].removeprefix("input "), r["license"],
-                      "yes" if r["available"] else "no", r["description"])
+        cells = {"name": r["name"], "reads": r["modality"], "family": r["family"], "params": params,
+                 "input": r["input"].removeprefix("input "), "licence": r["license"],
+                 "here": "yes" if r["available"] else "no", "description": r["description"]}
+        table.add_row(*(cells[c] for c in columns))
     out.print(table)
     missing = [r for r in rows if not r["available"]]
     for r in missing:
@@ -112,13 +118,16 @@ def cache_ls(as_json: Json = False) -> None:
     if as_json:
         print(json.dumps([e.__dict__ for e in entries]))
         return
-    table = Table(title=f"feature cache at {cache.root}", box=box.SIMPLE_HEAD)
-    for col in ("backbone", "layer", "pooling", "engine", "dim", "items", "MB", "last used"):
-        table.add_column(col, no_wrap=True, justify="right" if col in ("dim", "items", "MB") else "left")
+    table = Table(title=f"feature cache at {cache.root}", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True,
+                  show_edge=False)
+    widths = {"dim": 4, "items": 6, "MB": 6, "used": 5}  # numbers whole; names shortened in the middle
+    for col in ("backbone", "layer", "pool", "engine", "dim", "items", "MB", "used"):
+        table.add_column(col, no_wrap=True, justify="right" if col in ("dim", "items", "MB") else "left",
+                         min_width=widths.get(col))
     for e in entries:
         weights = " (random)" if ":random" in e.weights else " (file)" if e.weights.startswith("file:") else ""
-        table.add_row(middle(e.backbone + weights, 20), middle(e.tap, 12), e.pooling, e.engine or "-", str(e.dim), str(e.items),
-                      f"{e.bytes / 1e6:.1f}", time.strftime("%m-%d %H:%M", time.localtime(e.last_used)))
+        table.add_row(middle(e.backbone + weights, 16), middle(e.tap, 11), e.pooling, e.engine or "-", str(e.dim), str(e.items),
+                      f"{e.bytes / 1e6:.1f}", time.strftime("%m-%d", time.localtime(e.last_used)))
     out.print(table)
     out.print(f"{len(entries)} feature sets, {sum(e.bytes for e in entries) / 1e6:.1f} MB")
     engines = EngineStore(cache.root).files()

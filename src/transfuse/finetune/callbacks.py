@@ -23,6 +23,9 @@ class EpochLog(Callback):
     def on_train_start(self, trainer, module) -> None:
         if not trainer.is_global_zero:
             return
+        kept = getattr(trainer.checkpoint_callback, "best_model_score", None)
+        if kept is not None and trainer.current_epoch > 0:  # resumed: the best so far is the checkpoint's
+            self.best = (float(kept), trainer.current_epoch)  # (its epoch is not recorded; the last one done)
         rates = [f"{g['lr']:.2g}" for g in trainer.optimizers[0].param_groups] if trainer.optimizers else []
         log.info("fine-tuning %d parameter groups (input to output: %s); learning rates from the head down: %s; "
                  "strategy %s", len(module.groups), ", ".join(name for name, _ in module.groups), ", ".join(rates),
