@@ -99,7 +99,7 @@ def test_finetune_command_and_its_errors(image_folder, tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["epochs_run"] == 2  # stdout holds the JSON alone
     assert "learning rates" in r.stderr and "epoch 2/2:" in r.stderr and "val acc" in r.stderr
-    assert "best epoch" in r.stderr and "\r" not in r.stderr  # log lines, no bar frames
+    assert "best: epoch" in r.stderr and "\r" not in r.stderr  # log lines, no bar frames
     assert '"class_weight": "balanced"' in (model / "config.json").read_text()  # saved with the run's config
     assert cli("-q", "predict", str(model), str(image_folder / "bag")).returncode == 0
     assert json.loads(cli("-q", "evaluate", str(model), str(image_folder), "--json").stdout)["n"] == 24

@@ -25,7 +25,7 @@ class EpochLog(Callback):
             return
         kept = getattr(trainer.checkpoint_callback, "best_model_score", None)
         if kept is not None and trainer.current_epoch > 0:  # resumed: the best so far is the checkpoint's
-            self.best = (float(kept), trainer.current_epoch)  # (its epoch is not recorded; the last one done)
+            self.best = (float(kept), 0)  # an epoch before resuming (the checkpoint does not say which)
         rates = [f"{g['lr']:.2g}" for g in trainer.optimizers[0].param_groups] if trainer.optimizers else []
         log.info("fine-tuning %d parameter groups (input to output: %s); learning rates from the head down: %s; "
                  "strategy %s", len(module.groups), ", ".join(name for name, _ in module.groups), ", ".join(rates),
@@ -55,7 +55,8 @@ class EpochLog(Callback):
 
     def on_train_end(self, trainer, module) -> None:
         if trainer.is_global_zero and self.best is not None:
-            log.info("best epoch %d (val acc %.3f): its weights are kept", self.best[1], self.best[0])
+            which = f"epoch {self.best[1]}" if self.best[1] else "an epoch before resuming"
+            log.info("best: %s (val acc %.3f); its weights are kept", which, self.best[0])
 
 
 class StderrBar(TQDMProgressBar):
