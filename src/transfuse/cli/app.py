@@ -38,9 +38,13 @@ def _main(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, he
     if verbose == 0:
         for noisy in ("timm", "PIL", "lightning", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    warnings.showwarning = _log_warning  # one log line, not the library's source line under it
-    if quiet:
-        warnings.simplefilter("ignore")  # -q: the libraries' warnings too
+    # one log line, not the library's source line under it; -q: none, even from filters a library
+    # adds when it is imported later (Lightning turns its deprecations back on)
+    warnings.showwarning = _drop_warning if quiet else _log_warning
+
+
+def _drop_warning(*args, **kwargs) -> None:
+    return None
 
 
 def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
