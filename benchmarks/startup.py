@@ -54,7 +54,8 @@ def _run(src: Path, args: list[str], env: dict) -> tuple[float, bool]:
     seconds = time.perf_counter() - start
     if r.returncode != 0:
         raise RuntimeError(f"{args}: {r.stderr[-800:]}")
-    return seconds, any(line.rstrip().endswith("| torch") for line in r.stderr.splitlines())
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    return seconds, "torch" in imported
 
 
 def _new_image(i: int) -> str:
