@@ -295,7 +295,7 @@ def make_head(kind: str = "logreg", **params) -> Head:
     >>> make_head("ridge", alpha=10.0)
     RidgeHead(alpha=10.0)
     """
-    heads = part_kinds("head")
+    heads = {k: c for k, c in part_kinds("head").items() if getattr(c, "by_name", True)}
     if kind not in heads:
         raise DataError(f"unknown head {kind!r}; choose one of {', '.join(heads)}")
     allowed = sorted(heads[kind]().get_params())

@@ -78,6 +78,7 @@ class SklearnHead(ClassifierMixin, BaseEstimator):
 
     kind = "sklearn"
     role = "head"
+    by_name = False  # wraps a classifier you fitted: not a head make_head (or --head) builds
 
     def __init__(self, estimator) -> None:
         self.estimator = estimator
