@@ -7,7 +7,6 @@ runner), keeps what the feature cache already holds, and extracts the rest batch
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -96,18 +95,6 @@ def open_cache(cache: FeatureCache | bool | str | os.PathLike | None) -> Feature
     if isinstance(cache, (str, os.PathLike)):
         return FeatureCache(cache)
     return FeatureCache() if cache else None
-
-
-def check_cls(spec, taps: list[str], pooling: str | None) -> None:
-    """``cls`` takes a transformer's class token; on a convolutional map there is none (it would be
-    an average under another name and another cache key). Checked when a featurizer is fitted, not
-    when a saved one predicts: models saved before the check keep predicting as they did."""
-    shapes = {t.name: t.shape for t in spec.taps}
-    maps = [tap for tap in taps if pooling == "cls" and len(shapes.get(tap, ())) == 3]
-    if maps:
-        raise DataError(f"pooling 'cls' takes the class token of a transformer's token sequence, but {spec.name} layer "
-                        f"{', '.join(maps)} is not one ({'x'.join(map(str, shapes[maps[0]]))}); use avg, max, gem or "
-                        f"avgmax")
 
 
 def extract_features(
@@ -366,8 +353,7 @@ def _forward_batch(bb: Backbone, job: _Job, inputs, batch_digests: list[str], ok
     Returns the digests of the items that could not be decoded."""
     good = [j for j in range(len(batch_digests)) if bool(ok[j])]
     if good:
-        torch_free = isinstance(bb, OnnxImages)  # autocast would import torch for nothing (ONNX runs fp32)
-        with contextlib.nullcontext() if torch_free else autocast(device, job.engine.precision):
+        with autocast(device, job.engine.precision):
             pooled = bb.embed(inputs, good, job.taps, job.pooling, device, runner=runner)
         for tap in job.taps:
             vecs = pooled[tap]

@@ -12,11 +12,14 @@ import shutil
 
 
 def autocast(device: str, precision: str):
-    """bf16 autocast on ``device`` when ``precision`` says so (a no-op context otherwise)."""
+    """bf16 autocast on ``device`` when ``precision`` says so (a no-op context otherwise, without
+    importing torch: the ONNX image path runs without it)."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
     import torch
 
     kind = "cuda" if device.startswith("cuda") else "cpu"
-    return torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=precision == "bf16")
+    return torch.autocast(device_type=kind, dtype=torch.bfloat16)
 
 
 @functools.lru_cache(maxsize=8)
@@ -46,15 +49,19 @@ def cpu_bf16_features() -> tuple[str, ...]:
                  if bool(getattr(cpu, f"_is_{name}_supported", lambda: False)()))
 
 
-def _cpu_flags() -> set[str] | None:
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str, ...] | None:
+    """The lines of /proc/cpuinfo, read once (None where there is no such file)."""
     try:
         with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+            return tuple(info)
     except OSError:
-        pass
-    return None
+        return None
+
+
+def _cpu_flags() -> set[str] | None:
+    flags = next((line for line in _cpuinfo() or () if line.startswith("flags")), None)
+    return None if flags is None else set(flags.split(":", 1)[1].split())
 
 
 @functools.lru_cache(maxsize=1)
@@ -123,15 +130,11 @@ _ISA_FLAGS = ("sse", "ssse", "avx", "amx", "fma", "f16c", "bmi", "popcnt", "movb
 @functools.lru_cache(maxsize=1)
 def _cpu_fingerprint() -> str:
     described = platform.machine() + platform.processor()
-    try:
-        with open("/proc/cpuinfo") as info:
-            lines = set(info)
-        described += "".join(sorted(line for line in lines if line.startswith(("model name", "Features", "CPU part"))))
-        for line in lines:  # instruction sets only: mitigation flags change with kernel and microcode updates
-            if line.startswith("flags"):
-                described += " ".join(sorted(f for f in line.split(":", 1)[1].split() if f.startswith(_ISA_FLAGS)))
-    except OSError:  # not Linux: the platform strings are what there is
-        pass
+    lines = set(_cpuinfo() or ())  # not Linux: the platform strings are what there is
+    described += "".join(sorted(line for line in lines if line.startswith(("model name", "Features", "CPU part"))))
+    for line in lines:  # instruction sets only: mitigation flags change with kernel and microcode updates
+        if line.startswith("flags"):
+            described += " ".join(sorted(f for f in line.split(":", 1)[1].split() if f.startswith(_ISA_FLAGS)))
     return hashlib.sha256(described.encode()).hexdigest()[:12]
 
 

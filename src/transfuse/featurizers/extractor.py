@@ -20,7 +20,7 @@ from transfuse.data.inmemory import item_files
 from transfuse.engines import PRECISIONS, RUNTIMES, EngineStore, package_built
 from transfuse.engines import validate as validate_engine
 from transfuse.errors import DataError, EngineError, ModelDirError, TransfuseError, UnknownBackboneError
-from transfuse.extract import Features, check_cls, extract_features, open_cache
+from transfuse.extract import Features, extract_features, open_cache
 from transfuse.taps import AUDIO_POOLINGS, POOLINGS, SEQUENCE_POOLINGS, parse_layers
 
 log = logging.getLogger(__name__)
@@ -252,11 +252,21 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             raise DataError(str(exc)) from None
 
     def _check_pooling(self) -> None:
-        """``cls`` pooling only where there is a class token (see :func:`~transfuse.extract.check_cls`)."""
+        """``cls`` takes a transformer's class token; a convolutional map has none (it would be an
+        average under another name and another cache key). Checked when fitting, not when a saved
+        extractor predicts: models saved before the check keep predicting as they did."""
+        if self.pooling != "cls":
+            return
         names = backbone_list(self.backbone)
         for name in names:
             spec = get_spec(name)
-            check_cls(spec, layers_of(name, self.layers, names) or list(spec.default_taps), self.pooling)
+            shapes = {tap.name: tap.shape for tap in spec.taps}
+            taps = layers_of(name, self.layers, names) or spec.default_taps
+            maps = [tap for tap in taps if len(shapes.get(tap, ())) == 3]
+            if maps:
+                raise DataError(f"pooling 'cls' takes the class token of a transformer's token sequence, but {name} "
+                                f"layer {', '.join(maps)} is not one ({'x'.join(map(str, shapes[maps[0]]))}); use avg, "
+                                f"max, gem or avgmax")
 
     def _remember(self, layers: list[str], slices: dict[str, slice]) -> None:
         self.layers_ = list(layers)
@@ -267,10 +277,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None) -> FeatureExtractor:
         """Extract (and cache) features of ``X`` and record the column layout."""
-        self._check_params()
-        self._check_pooling()
-        feats = self._extract(X)
-        self._remember(list(feats.slices), feats.slices)
+        self.fit_transform(X)
         return self
 
     def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:

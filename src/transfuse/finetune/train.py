@@ -125,6 +125,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
         return task.loader([source.items[i] for i in idx], y[idx], train, cfg.batch_size, cfg.seed, workers)
 
     show = log.getEffectiveLevel() <= logging.INFO if progress is None else progress
+    bar = show and sys.stderr.isatty()  # Lightning's bar on a terminal; in a log file EpochLog's lines say the same
     if log.getEffectiveLevel() > logging.DEBUG:  # Lightning's start-up chatter only at debug level
         for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -138,10 +139,9 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
         max_time=None if max_seconds is None else timedelta(seconds=max(1.0, max_seconds)),
         strategy=DDPStrategy(find_unused_parameters=True) if devices > 1 else "auto",  # frozen groups get no grads
         precision=precision, deterministic=True, logger=_loggers(out, resumed_epoch),
-        enable_progress_bar=show and sys.stderr.isatty(),  # in a log file, EpochLog's lines say the same
-        enable_model_summary=False,
+        enable_progress_bar=bar, enable_model_summary=False,
         callbacks=[checkpoints, EarlyStopping(monitor="val_acc", mode="max", patience=cfg.patience), EpochLog(),
-                   *([StderrBar()] if show and sys.stderr.isatty() else [])],
+                   *([StderrBar()] if bar else [])],
         log_every_n_steps=1,
     )
     ckpt = str(last) if resume else None
