@@ -58,10 +58,15 @@ def test_auto_within_a_trial_budget_saves_the_model_and_the_decision_path(image_
     assert set(model.predict(source.items[:4])) <= set(source.classes)
 
 
-def test_auto_fine_tunes_when_it_fits_and_keeps_the_time_budget(image_folder, tmp_path, cache_dir):
-    """A 75-second budget on 24 images: a few timed steps say fine-tuning fits, it runs, and the probe,
-    the fine-tuned network (with and without TTA) and both averaged are compared on validation items;
-    the run ends within the budget (a few percent over at most) and the saved model predicts the same."""
+def test_auto_fine_tunes_when_it_fits_and_keeps_the_time_budget(image_folder, tmp_path, cache_dir, monkeypatch):
+    """A 75-second budget on 24 images: the ranking reads a stratified sample (its cap lowered to 12
+    here), a few timed steps say fine-tuning fits, it runs with its validation curve recorded, and
+    the probe, the fine-tuned network (with and without TTA) and both averaged are compared on
+    validation items; the run ends within the budget (a few percent over at most) and the saved
+    model predicts the same."""
+    import transfuse.auto.run
+
+    monkeypatch.setattr(transfuse.auto.run, "RANK_ITEMS", 12)
     source = load_image_folder(image_folder)
     start = time.perf_counter()
     res = run_auto(AutoRequest(source, budget="75s", cv=2, output=OutputSpec(tmp_path / "m"),
@@ -73,6 +78,8 @@ def test_auto_fine_tunes_when_it_fits_and_keeps_the_time_budget(image_folder, tm
     assert "fine-tune" in stages and "choose on validation" in stages, decision["stages"]
     assert set(decision["validation"]) == {"probe", "fine-tuned", "fine-tuned + TTA", "ensemble"}
     assert decision["fine_tuned"]["epochs_run"] >= 1
+    assert len(decision["fine_tuned"]["val_acc_per_epoch"]) == decision["fine_tuned"]["epochs_run"]
+    assert any("ranking on a stratified 12 of the" in n for n in decision["stages"][0]["notes"]), decision["stages"][0]
     loaded = load_model(res.out_dir)
     test_items = source.items[:6]
     np.testing.assert_allclose(loaded.predict_proba(test_items), res.model.predict_proba(test_items), atol=1e-5) \

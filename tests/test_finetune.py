@@ -144,3 +144,26 @@ def test_balanced_loss_weights_are_scikit_learns():
     expected = compute_class_weight("balanced", classes=np.arange(3), y=y)
     assert np.allclose(_class_weights("balanced", y, 3).numpy(), expected)
     assert _class_weights(None, y, 3) is None
+
+
+def test_the_learning_curve_rule_stops_only_a_run_that_cannot_catch_up():
+    from transfuse.finetune.callbacks import CannotCatchUp
+
+    rule = CannotCatchUp(target=0.80, after=3)
+    assert rule.verdict([0.5, 0.6], 10) is None  # too early to judge
+    assert rule.verdict([0.5, 0.6, 0.7], 10) is None  # +0.05 an epoch reaches 1.05 by epoch 10
+    assert rule.verdict([0.5, 0.5, 0.5, 0.5], 10).startswith("after epoch 4 of 10")  # flat, 0.3 short
+    assert rule.verdict([0.5, 0.5, 0.5, 0.5], 4) is None  # the last epoch: nothing left to save
+    assert rule.verdict([0.81, 0.70, 0.72, 0.74], 6) is None  # the best epoch already passed it
+    assert CannotCatchUp(target=0.95, after=3).verdict([0.79, 0.70, 0.72, 0.74], 6) is not None
+
+
+def test_a_run_that_cannot_reach_its_target_stops_early_and_keeps_its_best_epoch(image_folder, tmp_path):
+    from transfuse.finetune.callbacks import CannotCatchUp
+
+    rule = CannotCatchUp(target=1.01, after=3)  # no run reaches it
+    metrics = finetune_source(load_image_folder(image_folder), tiny_cfg(strategy="lp-ft", epochs=8), tmp_path / "m",
+                              progress=False, callbacks=(rule,))
+    assert rule.stopped and 3 <= len(rule.curve) < 8, rule.curve  # stopped once the curve went flat
+    assert rule.stopped.startswith(f"after epoch {len(rule.curve)} of 8") and metrics["epochs_run"] == len(rule.curve)
+    assert load_model(tmp_path / "m").predict(load_image_folder(image_folder).items[:2]).shape == (2,)

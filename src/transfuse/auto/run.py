@@ -53,6 +53,7 @@ from transfuse.workflow import (
 )
 
 log = logging.getLogger("transfuse.auto")
+RANK_ITEMS = 1000  # under a time budget, the ranking reads at most this many training items
 
 
 @dataclass(frozen=True)
@@ -160,12 +161,15 @@ class _Run:
         with self.trials.stage("rank sources"):
             names = default_candidates(self.kind)
             share = None if self.budget.seconds is None else 0.3 * self.budget.seconds
-            self.trials.doing(f"ranking {len(names)} sources")
-            rows = rank(self.items, list(self.y), names, score=AUTO_SCORES, resamples=0, seed=self.request.split.seed,
-                        budget=share, fuse_top=False, **self.request.engine)
+            part = self.ranking_sample()
+            self.trials.doing(f"ranking {len(names)} sources" + (
+                f" on {len(part)} of the {len(self.y)} training items" if len(part) < len(self.y) else ""))
+            rows = rank([self.items[i] for i in part], list(self.y[part]), names, score=AUTO_SCORES, resamples=0,
+                        seed=self.request.split.seed, budget=share, fuse_top=False, **self.request.engine)
             self.ranking = [{k: r[k] for k in ("backbone", "layer", "dim", "scores", "rank")} for r in rows]
+            scale = len(self.y) / len(part)  # what extracting every training item will cost
             for r in rows:
-                self.extract_seconds[r["backbone"]] = self.extract_seconds.get(r["backbone"], 0.0) + r["seconds"]
+                self.extract_seconds[r["backbone"]] = self.extract_seconds.get(r["backbone"], 0.0) + scale * r["seconds"]
                 engine = (r.get("engine") or "").split()
                 if engine and engine[0] in RUNTIMES:
                     self.engines[r["backbone"]] = (engine[0], engine[1])
@@ -174,6 +178,20 @@ class _Run:
             skipped = sorted(set(names) - set(ranked))
             self.trials.note(f"ranked {len(rows)} candidates of {len(ranked)} sources by {AUTO_SCORES}; kept "
                              f"{', '.join(self.top)}" + (f"; not ranked in time: {', '.join(skipped)}" if skipped else ""))
+
+    def ranking_sample(self) -> np.ndarray:
+        """The training items the ranking reads: all of them, or under a time budget on large data a
+        stratified sample of :data:`RANK_ITEMS` (transferability scores order the sources as well from
+        a thousand items, and the time goes to probing the kept ones on every item)."""
+        every = np.arange(len(self.y))
+        if self.budget.seconds is None or len(self.y) <= RANK_ITEMS or 2 * len(np.unique(self.y)) > RANK_ITEMS:
+            return every
+        from sklearn.model_selection import train_test_split
+
+        part = train_test_split(every, train_size=RANK_ITEMS, stratify=self.y, random_state=self.request.split.seed)[0]
+        self.trials.note(f"ranking on a stratified {RANK_ITEMS} of the {len(self.y)} training items (the budget "
+                         f"is better spent probing the kept sources on all of them)")
+        return np.sort(part)
 
     def spec(self, backbone: str, layers=None, pooling: str | None = None) -> FeaturizerSpec:
         """How ``backbone`` is read: the ranking's engine kept, so its cached features are used as they are."""
@@ -412,7 +430,9 @@ class _Run:
                     "baseline": baseline and {k: baseline[k] for k in ("candidate", "cv_score", "cv_std")},
                     "validation": verdict.scores if verdict else None,
                     "fine_tuned": tuned and {**metric_summary(tuned[1]), "epochs_run": tuned[1].get("epochs_run"),
-                                             "train_seconds": round(tuned[1].get("train_seconds", 0.0), 1)},
+                                             "train_seconds": round(tuned[1].get("train_seconds", 0.0), 1),
+                                             "val_acc_per_epoch": tuned[1].get("curve"),
+                                             "stopped": tuned[1].get("stopped")},
                     "sources": {"kept": self.top, "ranking": self.ranking[:10]}}
         metrics["auto"] = decision
         log.info("kept the %s: %s", winner, why)
@@ -423,10 +443,16 @@ class _Run:
                           n_train=len(train), n_test=len(test))
 
     def finetune_and_choose(self, probe_model: Pipeline, train: list[int], test: list[int]):
+        from transfuse.finetune.callbacks import CannotCatchUp
         from transfuse.finetune.train import validation_split
 
         request, source = self.request, self.request.source
         config, estimate = self.plan
+        y_all = np.array([source.classes.index(lab) for lab in source.labels])
+        fit_idx, val_idx = validation_split(np.asarray(train), y_all, config.val_fraction, config.seed)
+        classes = list(map(str, source.classes))  # the fine-tuned network's columns
+        y_val = np.asarray(source.labels)[val_idx].astype(str)
+        probe_val, has_proba = self.probe_on_validation(train, fit_idx, val_idx, classes)
         with self.trials.stage("fine-tune") as stage:
             seconds = None
             if self.budget.trials_left() < 1:
@@ -440,21 +466,25 @@ class _Run:
                     return None, None
                 config = config_for(config.backbone, epochs, config.seed, config.class_weight)
                 seconds -= estimate.setup  # building the network is not in Lightning's clock
-            self.trials.doing(f"fine-tuning {config.backbone} ({config.epochs} epochs, lp-ft)")
+            # the learning curve against the probe: a run that cannot reach the probe's accuracy on
+            # the validation items by its last epoch is stopped, and its time is not spent
+            target = float(np.mean(np.asarray(classes)[probe_val.argmax(1)] == y_val))
+            curve = CannotCatchUp(target, after=config.probe_epochs + 2)
+            self.trials.doing(f"fine-tuning {config.backbone} ({config.epochs} epochs, lp-ft; the probe has "
+                              f"{target:.3f} on the validation items)")
             began = time.perf_counter()
             ft_model, ft_metrics = run_finetune(source, config, request.split.test_size, request.split.seed,
-                                                self.out.parent, seconds)
+                                                self.out.parent, seconds, callbacks=(curve,))
             self.budget.spend()
             stage["extra"] = 1
+            ft_metrics["curve"] = [round(a, 4) for a in curve.curve]
             self.trials.note(f"fine-tuned {config.backbone}: {ft_metrics['epochs_run']} epochs in "
-                             f"{time.perf_counter() - began:.0f}s")
+                             f"{time.perf_counter() - began:.0f}s"
+                             + (f"; stopped early, {curve.stopped}" if curve.stopped else ""))
+            if curve.stopped:
+                ft_metrics["stopped"] = curve.stopped
         with self.trials.stage("choose on validation"):
-            y_all = np.array([source.classes.index(lab) for lab in source.labels])
-            fit_idx, val_idx = validation_split(np.asarray(train), y_all, config.val_fraction, config.seed)
-            classes = [str(c) for c in ft_model.classes_]
             val_items = [source.items[i] for i in val_idx]
-            y_val = np.asarray(source.labels)[val_idx].astype(str)
-            probe_val, has_proba = self.probe_on_validation(train, fit_idx, val_idx, classes)
             options = {"probe": probe_val, "fine-tuned": ft_model.predict_proba(val_items)}
             if ft_model.modality == "image":
                 ft_model.tta = True

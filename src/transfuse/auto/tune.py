@@ -48,9 +48,10 @@ def config_for(backbone: str, epochs: int, seed: int, class_weight: str | None) 
 
 
 def run_finetune(source: Source, config: FinetuneConfig, test_size: float, seed: int, beside: Path,
-                 max_seconds: float | None) -> tuple[object, dict]:
+                 max_seconds: float | None, callbacks: tuple = ()) -> tuple[object, dict]:
     """Fine-tune in a scratch folder beside the output (removed afterwards); returns the fine-tuned
-    model and its metrics on the test split (recorded, never used to choose)."""
+    model and its metrics on the test split (recorded, never used to choose). ``callbacks`` go to the
+    trainer."""
     from transfuse.finetune.train import finetune_source
     from transfuse.pipeline import load_model
 
@@ -58,7 +59,7 @@ def run_finetune(source: Source, config: FinetuneConfig, test_size: float, seed:
     work = Path(tempfile.mkdtemp(prefix=".auto-finetune-", dir=beside))
     try:
         metrics = finetune_source(source, config, work / "run", test_size=test_size, split_seed=seed,
-                                  progress=False, max_seconds=max_seconds)
+                                  progress=False, max_seconds=max_seconds, callbacks=callbacks)
         return load_model(work / "run"), metrics
     finally:
         shutil.rmtree(work, ignore_errors=True)

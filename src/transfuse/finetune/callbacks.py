@@ -59,6 +59,43 @@ class EpochLog(Callback):
             log.info("best: %s (val acc %.3f); its weights are kept", which, self.best[0])
 
 
+class CannotCatchUp(Callback):
+    """Stops training once the validation accuracy curve cannot reach ``target`` by the last epoch:
+    after ``after`` epochs (so the unfrozen network has had some epochs to move), the best accuracy so
+    far plus its rise per epoch over the last ``window`` epochs, extended linearly to the planned last
+    epoch, is still below ``target``. Curves flatten, so the straight line is the optimistic case:
+    a run stopped by it would not have got there. ``record`` keeps the curve and the reason."""
+
+    def __init__(self, target: float, after: int, window: int = 2) -> None:
+        self.target, self.after, self.window = target, max(after, window + 1), window
+        self.curve: list[float] = []
+        self.stopped: str | None = None
+
+    def on_validation_epoch_end(self, trainer, module) -> None:
+        if trainer.sanity_checking or "val_acc" not in trainer.callback_metrics:
+            return
+        self.curve.append(float(trainer.callback_metrics["val_acc"]))
+        reason = self.verdict(self.curve, trainer.max_epochs)
+        if reason is not None:
+            self.stopped = reason
+            trainer.should_stop = True
+            log.info("stopping: %s", reason)
+
+    def verdict(self, curve: list[float], last_epoch: int) -> str | None:
+        """Why training should stop after ``curve`` (validation accuracy per epoch), or None."""
+        epoch = len(curve)
+        if epoch < self.after or epoch >= last_epoch:
+            return None
+        best = max(curve)
+        rise = max(0.0, (best - max(curve[: epoch - self.window])) / self.window)
+        reach = best + rise * (last_epoch - epoch)
+        if reach >= self.target:
+            return None
+        return (f"after epoch {epoch} of {last_epoch} the best validation accuracy is {best:.3f}, rising "
+                f"{rise:.3f} an epoch over the last {self.window}: at most {reach:.3f} by epoch {last_epoch}, "
+                f"below the {self.target:.3f} to reach")
+
+
 class StderrBar(TQDMProgressBar):
     """Lightning's tqdm bars, written to stderr instead of stdout."""
 

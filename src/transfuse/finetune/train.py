@@ -9,6 +9,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def _precision(choice: str) -> str:
 def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *, test_size: float = 0.2,
                     split_seed: int = 0, resume: bool = False, skip_bad: bool = False,
                     num_workers: int | None = None, devices: int = 1, progress: bool | None = None,
-                    force: bool = False, max_seconds: float | None = None) -> dict:
+                    force: bool = False, max_seconds: float | None = None, callbacks: Sequence = ()) -> dict:
     """Fine-tune ``cfg.backbone`` on the train split of ``source``; score on the test split; save to ``out_dir``.
 
     The train/test split is the same as ``fit``'s for the same seed, so probe and fine-tune numbers
@@ -62,7 +63,8 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     no GPU); Lightning starts the extra processes by re-running the current command, so call it
     from a script or the CLI, not a notebook. Only the first process scores and saves; the others
     return an empty dict. ``max_seconds`` stops training once that much time has passed (Lightning's
-    ``max_time``; the best epoch so far is what is kept).
+    ``max_time``; the best epoch so far is what is kept). ``callbacks`` are more Lightning callbacks
+    for the trainer (``auto`` stops a run that cannot catch up with its probe).
 
     >>> finetune_source(load_source("examples/fashion"), FinetuneConfig(strategy="lp-ft", epochs=5), "m")  # doctest: +SKIP
     """
@@ -141,7 +143,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
         precision=precision, deterministic=True, logger=_loggers(out, resumed_epoch),
         enable_progress_bar=bar, enable_model_summary=False,
         callbacks=[checkpoints, EarlyStopping(monitor="val_acc", mode="max", patience=cfg.patience), EpochLog(),
-                   *([StderrBar()] if bar else [])],
+                   *([StderrBar()] if bar else []), *callbacks],
         log_every_n_steps=1,
     )
     ckpt = str(last) if resume else None
