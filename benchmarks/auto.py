@@ -147,7 +147,7 @@ def oracle(source: Source, trials: list[dict], finetuned: dict | None) -> tuple[
     return best, label
 
 
-def run_row(target: str, per_class: int | None, budgets: list[str], with_oracle: bool) -> dict:
+def run_row(target: str, per_class: int | None, budgets: list[str], with_oracle: bool, fit_auto: bool = True) -> dict:
     source = TARGETS[target](per_class)
     n_train = source.splits.count("train")
     row = {"target": target, "labels": per_class or "all", "n_train": n_train,
@@ -155,8 +155,10 @@ def run_row(target: str, per_class: int | None, budgets: list[str], with_oracle:
     print(f"== {target}, {row['labels']} per class: {n_train} training, {row['n_test']} test items", flush=True)
     out = OutputSpec(WORK / "auto-runs" / "unused", save=False)
     row["fit"], row["fit_s"], _ = _timed(lambda: fit(FitRequest(source=source, output=out)).metrics)
-    row["fit_auto"], row["fit_auto_s"], m = _timed(lambda: fit(FitRequest(source=source, auto=True, output=out)).metrics)
-    row["fit_auto_source"] = m.get("source_choice", {}).get("backbone")
+    if fit_auto:
+        row["fit_auto"], row["fit_auto_s"], m = _timed(lambda: fit(FitRequest(source=source, auto=True,
+                                                                              output=out)).metrics)
+        row["fit_auto_source"] = m.get("source_choice", {}).get("backbone")
     for budget in budgets:
         acc, secs, m = _timed(lambda: run_auto(AutoRequest(source=source, budget=budget, output=out,
                                                             progress=False)).metrics)
@@ -165,7 +167,10 @@ def run_row(target: str, per_class: int | None, budgets: list[str], with_oracle:
         row[f"auto_{budget}_pick"] = m["auto"]["winner"]["candidate"]
         row[f"auto_{budget}_probe"] = m.get("probe", {}).get("accuracy", acc)  # its probe, whatever won
         row[f"auto_{budget}_used"] = m["auto"]["budget"]["used_seconds"]
-        row[f"auto_{budget}_finetuned"] = (m["auto"].get("fine_tuned") or {}).get("accuracy")  # when one ran
+        tuned = m["auto"].get("fine_tuned") or {}  # when one ran
+        row[f"auto_{budget}_finetuned"] = tuned.get("accuracy")
+        row[f"auto_{budget}_ft_curve"], row[f"auto_{budget}_ft_stopped"] = tuned.get("val_acc_per_epoch"), \
+            tuned.get("stopped")
         row[f"auto_{budget}_notes"] = [n for s in m["auto"]["stages"] for n in s["notes"]]
         row[f"auto_{budget}_engine"] = m.get("extraction")
     if with_oracle:
@@ -183,7 +188,7 @@ def report(rows: list[dict], budgets: list[str]) -> str:
     body = []
     for r in rows:
         cells = [r["target"], r["labels"], r["n_train"], f"{r['fit']:.3f} ({r['fit_s']:.0f}s)",
-                 f"{r['fit_auto']:.3f} ({r['fit_auto_s']:.0f}s)"]
+                 f"{r['fit_auto']:.3f} ({r['fit_auto_s']:.0f}s)" if "fit_auto" in r else "-"]
         cells += [f"{r[f'auto_{b}']:.3f} ({r[f'auto_{b}_s']:.0f}s)" for b in budgets]
         cells.append(f"{r['oracle']:.3f}" if "oracle" in r else "-")
         cells.append("; ".join(f"{b}: {r[f'auto_{b}_winner']}" for b in budgets))
@@ -197,6 +202,7 @@ def main() -> None:
     parser.add_argument("--labels", default="10,100", help="training items per class, comma-separated ('all')")
     parser.add_argument("--budgets", default="5m")
     parser.add_argument("--oracle", action="store_true")
+    parser.add_argument("--no-fit-auto", action="store_true", help="skip the unbudgeted fit --auto (slow on all labels)")
     parser.add_argument("--name", default="auto")
     parser.add_argument("--from-json", action="store_true", help="rebuild the table from the saved JSON")
     args = parser.parse_args()
@@ -208,7 +214,8 @@ def main() -> None:
         rows = []
         for target in args.targets.split(","):
             for labels in args.labels.split(","):
-                rows.append(run_row(target, None if labels == "all" else int(labels), budgets, args.oracle))
+                rows.append(run_row(target, None if labels == "all" else int(labels), budgets, args.oracle,
+                                    not args.no_fit_auto))
     save_results(args.name, report(rows, budgets), {"rows": rows, "budgets": budgets})
 
 
