@@ -172,6 +172,7 @@ def run_row(target: str, per_class: int | None, budgets: list[str], with_oracle:
         row[f"auto_{budget}_ft_curve"], row[f"auto_{budget}_ft_stopped"] = tuned.get("val_acc_per_epoch"), \
             tuned.get("stopped")
         row[f"auto_{budget}_notes"] = [n for s in m["auto"]["stages"] for n in s["notes"]]
+        row[f"auto_{budget}_stages"] = {s["stage"]: s["seconds"] for s in m["auto"]["stages"]}
         row[f"auto_{budget}_engine"] = m.get("extraction")
     if with_oracle:
         start = time.perf_counter()

@@ -513,7 +513,7 @@ def predict_arrays(model, items: list[str], on_error: str = "raise") -> tuple[np
     ok, proba = model.scores(items)
     if not ok.all() and on_error == "raise":
         raise CorruptInputError.unreadable([p for p, good in zip(items, ok) if not good], len(items), cached=False)
-    return ok, model.classes_[proba.argmax(1)], proba
+    return ok, model.classes_[proba.argmax(1)], proba if getattr(model, "has_proba", True) else None
 
 
 def predict_paths(model, items: list[str], on_error: str = "raise") -> list[dict]:

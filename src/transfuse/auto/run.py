@@ -257,20 +257,22 @@ class _Run:
         best = self.prober.best
         kept = best[0].spec.backbone.split(",") if best is not None and best[0].spec.backbone else self.top
         extract = sum(self.cost(b) for b in kept) * self.n_test / n
+        # its head trained on every training item: a cross-validation fold's fit on a larger share
+        head = 0.0 if best is None or not best[1].get("seconds") else 1.5 * best[1]["seconds"] / self.request.cv
         passes = 2 if self.kind == "image" else 1  # test-time augmentation adds the mirrored images
         predict = 0.0 if estimate is None else \
             2 * passes * estimate.eval_batch * math.ceil((self.n_test + estimate.n_val) / estimate.batch_size)
-        return 1.2 * (extract + predict) + 5.0
+        return 1.2 * (extract + predict + head) + 5.0
 
     # -- 3. probe ----------------------------------------------------------------------------------
     def probe(self) -> None:
         prober = self.prober
-        if self.budget.seconds is not None and self.plan is None:
-            prober.deadline = max(0.0, self.budget.seconds - self.final_reserve())
         with self.trials.stage("plain fit (the fallback)"):
+            self.update_deadline()
             base = self.spec(default_backbone(self.kind))
             prober.score(base, [Recipe(head_params=dict(self.weight))], "plain fit", force=True)
         with self.trials.stage("layers and fusion per backbone"):
+            self.update_deadline()
             for name in self.top:
                 if name in fitted_featurizers():
                     prober.score(self.spec(name), [Recipe(head_params={"C": c, **self.weight}) for c in (1.0, 10.0)],
@@ -286,12 +288,16 @@ class _Run:
                     continue
                 prober.score(spec, default_recipes(blocks, "logreg", head_params=dict(self.weight)), name)
         with self.trials.stage("more sources"):
+            self.update_deadline()
             self.more_sources()
         with self.trials.stage("pooling"):
+            self.update_deadline()
             self.try_poolings()
         with self.trials.stage("the two best backbones fused"):
+            self.update_deadline()
             self.try_pair()
         with self.trials.stage("head and regularisation"):
+            self.update_deadline()
             if prober.best is not None:
                 trial = prober.best[0]
                 fitted = trial.spec.backbone in fitted_featurizers()
@@ -299,6 +305,7 @@ class _Run:
                            if not fitted or r.head in ("logreg", "svm", "ridge")]
                 prober.score(trial.spec, recipes, "heads")
         with self.trials.stage("confirm the best on new folds"):
+            self.update_deadline()
             confirmed = prober.confirm()
             if confirmed:
                 trial, row = prober.best
@@ -307,6 +314,12 @@ class _Run:
         if prober.best is None:
             raise DataError(f"the budget ({self.budget.describe()}) ended before a single candidate was scored; "
                             f"give a larger --budget")
+
+    def update_deadline(self) -> None:
+        """Without fine-tuning planned, probe trials may start until the end's reserve, which grows
+        with what the best trial so far will cost to train and apply (so it is recomputed per stage)."""
+        if self.budget.seconds is not None and self.plan is None:
+            self.prober.deadline = max(0.0, self.budget.seconds - self.final_reserve())
 
     def more_sources(self) -> None:
         """The next ranked backbones' layers, while the deadline leaves time for their features."""

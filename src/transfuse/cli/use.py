@@ -1,4 +1,4 @@
-"""Commands that use a saved model: predict, evaluate."""
+"""Commands that use a saved model: predict, evaluate, export."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from transfuse.cli.options import DataOptions, EngineOptions, SkipBad, TextColum
 from transfuse.cli.tables import middle
 
 ModelDir = Annotated[Path, typer.Argument(help="A model directory written by `transfuse fit` or `transfuse finetune`.")]
+ModelOrOnnx = Annotated[Path, typer.Argument(help="A model directory written by `transfuse fit`, `finetune` or `auto`, or an .onnx file written by `transfuse export`.")]
 
 
 @app.command()
 @options(engine=EngineOptions)
 def predict(
-    model_dir: ModelDir,
+    model_dir: ModelOrOnnx,
     inputs: Annotated[list[Path], typer.Argument(help="Image (or audio) files or folders; for a text model, .txt files (one text per line) or CSV/JSONL tables.")],
     engine: EngineOptions,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Write predictions to a .csv or .json file.")] = None,
@@ -33,7 +34,12 @@ def predict(
     from transfuse.pipeline import load_model, model_modality
     from transfuse.workflow import predict_paths
 
-    model = load_model(model_dir, **engine.settings())
+    if model_dir.suffix == ".onnx" and model_dir.is_file():  # runs on ONNX Runtime alone
+        from transfuse.export.runtime import ExportedModel
+
+        model = ExportedModel(model_dir)
+    else:
+        model = load_model(model_dir, **engine.settings())
     modality = model_modality(model)
     if modality == "text":
         items = [text for f in inputs for text in read_texts(f, text_column)]
@@ -111,3 +117,20 @@ def evaluate(
         rest = f"; on the {unseen['n']} unseen items: accuracy {unseen['accuracy']:.3f}" if unseen else ""
         out.print(f"{overlap['seen']} of {metrics['n']} items were used to train this model (their scores are "
                   f"optimistic){rest}")
+
+
+@app.command()
+def export(
+    model_dir: ModelDir,
+    out_file: Annotated[Path, typer.Option("--out", help="The .onnx file to write (a .json with the classes and preprocessing goes beside it).")] = Path("model.onnx"),
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset of the graph (default 17, as the backbones are exported).")] = None,
+) -> None:
+    """Write a saved model as one ONNX graph, pixels in, class probabilities out, checked against
+    transfuse's own predictions; `transfuse predict model.onnx FILES` runs it without torch."""
+    from transfuse.export import export_model
+
+    exported = export_model(model_dir, out_file, opset=opset)
+    size = exported.path.stat().st_size / 2**20
+    out.print(f"wrote {exported.path} ({size:.1f} MB; {exported.metadata['output']} of "
+              f"{len(exported.metadata['classes'])} classes) and {exported.sidecar}")
+    out.print(f"input: {exported.metadata['preprocessing']}")

@@ -37,20 +37,26 @@ class OnnxRunner:
 
 def export_onnx(backbone, taps: list[str], sample: tuple[torch.Tensor, ...], path: Path) -> str:
     """Export ``backbone.tap_network(taps)`` to ``path`` with all ``taps`` as outputs, the batch (and
-    sequence) axes dynamic; written beside and renamed, so a killed export leaves no half file."""
+    sequence) axes dynamic."""
+    names = list(backbone.input_names)
+    axes = {name: dict(backbone.dynamic_axes) for name in [*names, *taps]}
+    return export_module(backbone.tap_network(taps), sample, path, names, taps, axes)
+
+
+def export_module(module, sample: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str],
+                  axes: dict[str, dict[int, str]], opset: int = 17) -> str:
+    """Export a torch module in eval mode to ``path`` (TorchScript exporter: the graphs every engine
+    here was checked with); written beside and renamed, so a killed export leaves no half file."""
     import torch
 
-    network = backbone.tap_network(taps).eval()
-    names = backbone.input_names
-    axes = {name: dict(backbone.dynamic_axes) for name in names}
-    axes.update({tap: dict(backbone.dynamic_axes) for tap in taps})
+    module = module.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     try:
         with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # tracer warnings about Python control flow: the taps are fixed
-            torch.onnx.export(network, tuple(t.cpu() for t in sample), str(partial), input_names=list(names),
-                              output_names=taps, dynamic_axes=axes, opset_version=17, dynamo=False)
+            warnings.simplefilter("ignore")  # tracer warnings about Python control flow: the graph is fixed
+            torch.onnx.export(module, tuple(t.cpu() for t in sample), str(partial), input_names=inputs,
+                              output_names=outputs, dynamic_axes=axes, opset_version=opset, dynamo=False)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)

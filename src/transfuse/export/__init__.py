@@ -1,0 +1,155 @@
+"""``transfuse export``: a saved model as one ONNX graph, input to class probabilities.
+
+Each part kind has an exporter, declared in a module's ``EXPORTS = ((kind, function), ...)``: the
+built-in modules below, then the entry-point group ``transfuse.exports`` (so a plugin's part kind
+brings its own export). An exporter takes the :class:`~transfuse.export.graph.Graph`, the loaded
+part and the name of the tensor before it, adds its operators from the part's saved state and
+returns the name of its output. The pieces are composed in the model's order into one graph, which
+is checked against transfuse's own prediction before it is written.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from transfuse.errors import DataError
+from transfuse.plugins import declared
+
+BUILTIN_MODULES = ("transfuse.export.featurizer", "transfuse.export.steps", "transfuse.export.heads",
+                   "transfuse.export.finetuned")
+ENTRY_POINTS = "transfuse.exports"
+CHECK_ITEMS = 4
+TOLERANCE = 1e-4  # probabilities (or scores) from the graph and from transfuse in fp32
+REFUSED = {"tfidf": "TF-IDF features are a vocabulary lookup on raw text, which ONNX graphs do not take as input",
+           "sklearn": "a scikit-learn classifier of your own has no exporter; use one of transfuse's heads"}
+
+
+@functools.cache
+def exporters() -> dict:
+    """``{part kind: exporter}`` of the built-in modules and plugins (the first declaration wins)."""
+    table: dict = {}
+    for kind, function in declared("EXPORTS", BUILTIN_MODULES, ENTRY_POINTS):
+        table.setdefault(kind, function)
+    return table
+
+
+@dataclass
+class Exported:
+    """What ``export_model`` wrote: the ONNX file, the JSON beside it, and the metadata."""
+
+    path: Path
+    sidecar: Path
+    metadata: dict
+
+
+def export_model(model_dir: str | Path, out: str | Path, opset: int | None = None) -> Exported:
+    """Write the model in ``model_dir`` as one ONNX graph to ``out`` (and ``out`` with ``.json``
+    beside it: classes, input, preprocessing, metrics). Raises DataError naming the first part that
+    has no export.
+
+    >>> export_model("transfuse-models/fashion", "fashion.onnx").path  # doctest: +SKIP
+    PosixPath('fashion.onnx')
+    """
+    import onnx
+
+    from transfuse.export.graph import OPSET, Graph
+    from transfuse.modeldir import load_parts
+
+    parts, config = load_parts(model_dir)
+    table = exporters()
+    for _, part in parts:
+        if part.kind in REFUSED:
+            raise DataError(f"cannot export a model with a {part.kind} part: {REFUSED[part.kind]}")
+        if part.kind not in table:
+            raise DataError(f"cannot export a model with a {part.kind} part yet; parts that export: "
+                            f"{', '.join(sorted(table))}")
+    graph = Graph(opset or OPSET)
+    x = None
+    for _, part in parts:
+        x = table[part.kind](graph, part, x)
+    head = parts[-1][1]
+    classes = [str(c) for c in head.classes_]
+    scores_only = graph.metadata.pop("scores_only", None) == "true"
+    metrics = _metrics(Path(model_dir))
+    meta = {"transfuse_export": "1", "classes": classes, "output": "scores" if scores_only else "probabilities",
+            "preprocessing": _preprocessing(graph.metadata), **graph.metadata, "metrics": metrics}
+    graph.metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    output = "scores" if scores_only else "probabilities"
+    label = graph.op("ArgMax", [x], "label", axis=1, keepdims=0)
+    model = graph.model({output: (x, ["batch", len(classes)]), "label": (label, ["batch"])})
+    onnx.checker.check_model(model, full_check=True)
+    gap = verify(model, Path(model_dir), graph.metadata, output)
+    meta["checked"] = f"max difference {gap:.2g} from transfuse (eager fp32) on {CHECK_ITEMS} random images"
+    graph.metadata["checked"] = meta["checked"]
+    from onnx import helper
+
+    del model.metadata_props[:]
+    helper.set_model_props(model, graph.metadata)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial")
+    try:
+        onnx.save(model, str(partial))
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    sidecar = out.with_suffix(".json")
+    sidecar.write_text(json.dumps(meta, indent=2) + "\n")
+    return Exported(out, sidecar, meta)
+
+
+def _preprocessing(meta: dict) -> str:
+    if "image_size" not in meta:
+        return ""
+    size, crop = int(meta["image_size"]), float(meta["crop_pct"])
+    return (f"RGB; resize the short side to {int(size // crop)} px ({meta['interpolation']}), centre-crop "
+            f"{size}x{size}, scale to [0, 1], channels first (N, 3, {size}, {size}); the backbone's mean and std "
+            f"are applied inside the graph")
+
+
+def _metrics(model_dir: Path) -> dict:
+    path = model_dir / "metrics.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: saved[k] for k in ("accuracy", "balanced_accuracy", "macro_f1") if k in saved}
+
+
+def verify(model, model_dir: Path, meta: dict, output: str, seed: int = 0) -> float:
+    """Run the graph and transfuse (eager fp32, no cache) on :data:`CHECK_ITEMS` random images
+    already at the resize scale (so both see the same pixels after the crop); the largest difference
+    of their outputs. Raises DataError above :data:`TOLERANCE`: a graph that disagrees is not written."""
+    import tempfile
+
+    import numpy as np
+    import onnx
+    from PIL import Image
+
+    from transfuse.engines.onnx_images import resize_and_crop
+    from transfuse.onnxrt import onnx_session
+    from transfuse.pipeline import load_model
+
+    size, crop = int(meta["image_size"]), float(meta["crop_pct"])
+    scale = int(size // crop)
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 256, (scale, scale, 3), dtype=np.uint8) for _ in range(CHECK_ITEMS)]
+    pixels = np.stack([np.asarray(resize_and_crop(Image.fromarray(a), size, crop, str(meta["interpolation"])),
+                                  np.float32).transpose(2, 0, 1) / np.float32(255) for a in images])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "check.onnx"
+        onnx.save(model, str(path))
+        got = onnx_session(str(path)).run([output], {"pixels": pixels})[0]
+    reference = load_model(model_dir, runtime="torch", precision="fp32", cache=False)
+    want = reference.predict_proba(images) if output == "probabilities" else reference.decision_function(images)
+    want = np.asarray(want)
+    if want.ndim == 1:  # one score for two classes
+        want = np.column_stack([-want, want])
+    gap = float(np.abs(got - want).max())
+    if not gap <= TOLERANCE:
+        raise DataError(f"the exported graph disagrees with transfuse by {gap:.3g} (more than {TOLERANCE}) on random "
+                        f"images; nothing was written. Please report this with the model's config.json")
+    return gap

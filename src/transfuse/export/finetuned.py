@@ -1,0 +1,47 @@
+"""ONNX for a fine-tuned image network: pixels normalised, the network, softmax (and with test-time
+augmentation the mean over the image and its mirror image), exported by torch and merged in."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from transfuse.engines.onnx import export_module
+from transfuse.errors import DataError
+from transfuse.export.featurizer import PIXELS
+from transfuse.export.graph import Graph
+
+
+def finetuned(graph: Graph, part, x: str | None) -> str:
+    import onnx
+    import torch
+
+    if part.modality != "image":
+        raise DataError(f"export reads images only so far; this fine-tuned network reads {part.modality}")
+    spec, size = part.task.backbone.input_spec, int(part.task.image_size)
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self, network, mean, std, tta: bool) -> None:
+            super().__init__()
+            self.network, self.tta = network, tta
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+        def forward(self, pixels):
+            z = (pixels - self.mean) / self.std
+            p = torch.softmax(self.network(z).float(), 1)
+            return (p + torch.softmax(self.network(torch.flip(z, dims=[3])).float(), 1)) / 2 if self.tta else p
+
+    wrapped = Probabilities(part.model.cpu().eval(), spec.mean, spec.std, part.tta).eval()
+    pixels = graph.input(PIXELS, ["batch", 3, size, size])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_module(wrapped, (torch.zeros(1, 3, size, size),), Path(tmp) / "net.onnx", ["pixels"],
+                             ["probabilities"], {"pixels": {0: "batch"}, "probabilities": {0: "batch"}}, graph.opset)
+        net = onnx.load(path)
+    outputs = graph.merge(net, "finetuned/", {"pixels": pixels})
+    graph.metadata.update({"input": PIXELS, "image_size": str(size), "crop_pct": "1.0",
+                           "interpolation": spec.interpolation})
+    return outputs["probabilities"]
+
+
+EXPORTS = (("finetuned", finetuned),)

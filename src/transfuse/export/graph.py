@@ -1,0 +1,106 @@
+"""A small builder for one ONNX graph: named inputs, constants from numpy, operators, and whole
+graphs (a backbone's exported tap network) merged in under a prefix. Every part's exporter adds its
+operators here, so the pieces compose into one file."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+OPSET = 17  # what the backbones' tap networks are exported with; --opset may ask for more
+
+
+class Graph:
+    """Nodes, constants, inputs and a name counter; ``model(outputs)`` makes the ONNX model."""
+
+    def __init__(self, opset: int = OPSET) -> None:
+        self.opset = opset
+        self.nodes: list = []
+        self.initializers: list = []
+        self.inputs: list = []
+        self.metadata: dict[str, str] = {}
+        self._ids = itertools.count()
+
+    def name(self, hint: str) -> str:
+        return f"{hint}_{next(self._ids)}"
+
+    def input(self, name: str, shape: list, dtype=np.float32) -> str:
+        """A graph input: ``shape`` with names (``"batch"``) for the dynamic axes."""
+        from onnx import helper
+
+        self.inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape))
+        return name
+
+    def const(self, value, hint: str = "const", dtype=np.float32) -> str:
+        """A constant (numpy array or number) as an initializer; its name."""
+        from onnx import numpy_helper
+
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(np.asarray(value, dtype=dtype)), name))
+        return name
+
+    def ints(self, values, hint: str = "axes") -> str:
+        return self.const(np.asarray(values, np.int64), hint, np.int64)
+
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None, outputs: int = 1, **attrs):
+        """One operator; its output name (a list when ``outputs`` > 1)."""
+        from onnx import helper
+
+        names = [self.name(hint or op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, inputs, names, name=self.name(f"n_{op_type}"), **attrs))
+        return names[0] if outputs == 1 else names
+
+    def affine(self, x: str, mean: np.ndarray | None, scale: np.ndarray | None, hint: str) -> str:
+        """``(x - mean) / scale`` column-wise (either may be None)."""
+        if mean is not None and np.any(mean != 0):
+            x = self.op("Sub", [x, self.const(mean, f"{hint}_mean")], hint)
+        if scale is not None and np.any(scale != 1):
+            x = self.op("Div", [x, self.const(scale, f"{hint}_scale")], hint)
+        return x
+
+    def columns(self, x: str, index: np.ndarray, hint: str) -> str:
+        """The columns ``index`` of a ``(N, D)`` matrix, in that order (contiguous runs become Slice)."""
+        index = np.asarray(index, np.int64)
+        if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
+            return self.op("Slice", [x, self.ints([index[0]]), self.ints([index[0] + len(index)]),
+                                     self.ints([1])], hint)
+        return self.op("Gather", [x, self.ints(index, f"{hint}_index")], hint, axis=1)
+
+    def matmul(self, x: str, weight: np.ndarray, bias: np.ndarray | None, hint: str) -> str:
+        """``x @ weight + bias`` (``weight`` is ``(D_in, D_out)``)."""
+        y = self.op("MatMul", [x, self.const(weight, f"{hint}_w")], hint)
+        return y if bias is None else self.op("Add", [y, self.const(bias, f"{hint}_b")], hint)
+
+    def merge(self, model, prefix: str, feeds: dict[str, str]) -> dict[str, str]:
+        """Add ``model``'s graph (an ``onnx.ModelProto``) with every name prefixed, its inputs fed by
+        ``feeds`` (its input name -> a name in this graph); returns its outputs' new names."""
+        from onnx import compose
+
+        model = compose.add_prefix(model, prefix)
+        graph = model.graph
+        renames = {prefix + k: v for k, v in feeds.items()}
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if name in renames:
+                    node.input[i] = renames[name]
+        self.nodes.extend(graph.node)
+        self.initializers.extend(graph.initializer)
+        return {o.name[len(prefix):]: o.name for o in graph.output}
+
+    def model(self, outputs: dict[str, tuple[str, list]], producer: str = "transfuse"):
+        """The ONNX model whose outputs are ``{name: (tensor, shape)}`` (renamed by Identity nodes)."""
+        import onnx
+        from onnx import helper
+
+        outs = []
+        for name, (tensor, shape) in outputs.items():
+            self.nodes.append(helper.make_node("Identity", [tensor], [name], name=self.name("n_out")))
+            elem = onnx.TensorProto.INT64 if name == "label" else onnx.TensorProto.FLOAT
+            outs.append(helper.make_tensor_value_info(name, elem, shape))
+        graph = helper.make_graph(self.nodes, "transfuse", self.inputs, outs, self.initializers)
+        model = helper.make_model(graph, producer_name=producer,
+                                  opset_imports=[helper.make_opsetid("", self.opset)])
+        model.ir_version = min(model.ir_version, 10)  # what current ONNX Runtime releases read
+        helper.set_model_props(model, self.metadata)
+        return model

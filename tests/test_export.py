@@ -1,0 +1,131 @@
+"""``transfuse export``: a saved model as one ONNX graph whose outputs equal transfuse's own (eager
+fp32) on held-out real images, for each head, fusion and selection kind that exports; the exported
+file predicted by ``transfuse predict model.onnx`` without torch; clear refusals. Real Fashion-MNIST
+PNGs; tiny_cnn for the many kinds, real Lite0 weights for the end-to-end path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from transfuse.data import load_image_folder
+from transfuse.errors import DataError
+from transfuse.export import export_model
+from transfuse.export.runtime import ExportedModel
+from transfuse.pipeline import load_model
+from transfuse.recipe import Recipe
+from transfuse.workflow import FeaturizerSpec, FitRequest, OutputSpec, fit
+
+from conftest import EXAMPLES, cli
+
+TINY = "tiny_cnn"
+
+
+def _fit(source, out, backbone=TINY, layers=None, pooling=None, **recipe):
+    spec = FeaturizerSpec(backbone=backbone, layers=layers, pooling=pooling, runtime="torch", precision="fp32")
+    fit(FitRequest(source=source, featurizer=spec, recipe=Recipe(**recipe), output=OutputSpec(out, force=True)))
+    return out
+
+
+def _agree(model_dir, onnx_path, items, tol=1e-4):
+    """The exported graph's outputs on real images equal the model directory's, eager fp32."""
+    exported = ExportedModel(onnx_path)
+    reference = load_model(model_dir, runtime="torch", precision="fp32", cache=False)
+    ok, got = exported.scores(items)
+    assert ok.all()
+    want = reference.predict_proba(items) if exported.has_proba else reference.decision_function(items)
+    want = np.asarray(want) if np.ndim(want) == 2 else np.column_stack([-np.asarray(want), np.asarray(want)])
+    np.testing.assert_allclose(got, want, atol=tol)
+    assert list(exported.predict(items)) == list(reference.predict(items))
+
+
+CASES = {  # name: (layers, pooling, recipe)
+    "one layer, logreg": (None, None, {}),
+    "four layers fused, pca, logreg": ("stem,blocks.1,features,logits", None, {"fusion": "concat", "select": "pca:0.95"}),
+    "two layers, group lasso, variance, svm": ("blocks.1,features", "gem", {"fusion": "concat", "select": "group-lasso:1,variance", "head": "svm"}),
+    "kbest, ridge": ("blocks.1,features", "avgmax", {"fusion": "concat", "select": "kbest:20", "head": "ridge"}),
+    "l1, mlp": ("blocks.1,features", "max", {"fusion": "concat", "select": "l1:0.5", "head": "mlp", "head_params": {"hidden": 16}}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_exportable_kind_gives_transfuses_outputs(case, image_folder, tmp_path):
+    layers, pooling, recipe = CASES[case]
+    source = load_image_folder(image_folder)
+    model_dir = _fit(source, tmp_path / "m", layers=layers, pooling=pooling, **recipe)
+    exported = export_model(model_dir, tmp_path / "m.onnx")
+    assert exported.metadata["classes"] == ["bag", "sandal", "trouser"]
+    assert exported.metadata["checked"].startswith("max difference")
+    assert json.loads(exported.sidecar.read_text())["image_size"] == "32"
+    held_out = sorted(str(p) for p in (EXAMPLES / "bag").glob("*.png"))[8:12]  # not in the training copy
+    _agree(model_dir, exported.path, held_out + source.items[:4])
+
+
+def test_two_classes_export_with_one_score(image_folder, tmp_path):
+    import shutil
+
+    shutil.rmtree(image_folder / "trouser")
+    source = load_image_folder(image_folder)
+    for head in ("logreg", "svm"):
+        model_dir = _fit(source, tmp_path / head, head=head)
+        exported = export_model(model_dir, tmp_path / f"{head}.onnx")
+        _agree(model_dir, exported.path, source.items)
+
+
+def test_a_fine_tuned_network_exports_with_and_without_test_time_augmentation(image_folder, tmp_path):
+    from transfuse.finetune.train import FinetuneConfig, finetune_source
+    from transfuse.modeldir import load_parts, save_parts
+
+    source = load_image_folder(image_folder)
+    cfg = FinetuneConfig(backbone=TINY, strategy="lp-ft", epochs=2, image_size=32, batch_size=8, probe_epochs=1)
+    finetune_source(source, cfg, tmp_path / "ft", progress=False)
+    exported = export_model(tmp_path / "ft", tmp_path / "ft.onnx")
+    _agree(tmp_path / "ft", exported.path, source.items[:8])
+    (_, model), = load_parts(tmp_path / "ft")[0]
+    model.tta = True
+    save_parts([("model", model)], tmp_path / "tta")
+    _agree(tmp_path / "tta", export_model(tmp_path / "tta", tmp_path / "tta.onnx").path, source.items[:8])
+
+
+def test_real_lite0_model_exports_and_predicts_without_torch(tmp_path):
+    """The bundled example on real Lite0 weights: exported, then `transfuse predict model.onnx` in a
+    fresh process gives transfuse's labels and probabilities and imports no torch."""
+    source = load_image_folder(EXAMPLES)
+    model_dir = _fit(source, tmp_path / "lite0", backbone="efficientnet_lite0", layers="blocks.5,features",
+                     fusion="concat")
+    r = cli("export", str(model_dir), "--out", str(tmp_path / "lite0.onnx"))
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stdout and (tmp_path / "lite0.json").is_file()
+    items = source.items[::10]
+    _agree(model_dir, tmp_path / "lite0.onnx", items)
+    code = ("import sys, json; from transfuse.cli import main; sys.argv = ['transfuse'] + sys.argv[1:]; main(); "
+            "print(json.dumps(sorted(m for m in ('torch', 'timm', 'transformers') if m in sys.modules)))")
+    run = subprocess.run([sys.executable, "-c", code, "predict", str(tmp_path / "lite0.onnx"), *items, "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    records_line, imported_line = run.stdout.strip().splitlines()[-2:]
+    assert json.loads(imported_line) == []
+    reference = load_model(model_dir, runtime="torch", precision="fp32", cache=False)
+    assert [r["label"] for r in json.loads(records_line)] == list(reference.predict(items))
+
+
+def test_what_does_not_export_is_refused_with_the_reason(tmp_path, image_folder):
+    from transfuse.data.source import Source
+
+    texts = Source(name="t", kind="text", items=["good shoe", "bad shoe", "great bag", "awful bag"] * 3,
+                   labels=["pos", "neg", "pos", "neg"] * 3)
+    fit(FitRequest(source=texts, featurizer=FeaturizerSpec(backbone="tfidf"), output=OutputSpec(tmp_path / "tf")))
+    with pytest.raises(DataError, match="TF-IDF"):
+        export_model(tmp_path / "tf", tmp_path / "tf.onnx")
+    model_dir = _fit(load_image_folder(image_folder), tmp_path / "knn", head="knn")
+    with pytest.raises(DataError, match="knn part yet"):
+        export_model(model_dir, tmp_path / "knn.onnx")
+    assert not (tmp_path / "knn.onnx").exists()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(DataError, match="not a readable ONNX file"):
+        ExportedModel(bad)
