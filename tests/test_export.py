@@ -113,6 +113,33 @@ def test_real_lite0_model_exports_and_predicts_without_torch(tmp_path):
     assert [r["label"] for r in json.loads(records_line)] == list(reference.predict(items))
 
 
+@pytest.fixture(scope="module")
+def reviews():
+    """60 real clothing reviews of three departments (and 20 more to predict)."""
+    from transfuse.data.packaged import clothing_reviews
+    from transfuse.data.source import Source
+
+    data = clothing_reviews()
+    keep = [i for i, d in enumerate(data["department"]) if d in ("Tops", "Dresses", "Bottoms")][:80]
+    texts, labels = [data["text"][i] for i in keep], [data["department"][i] for i in keep]
+    return Source(items=texts[:60], labels=labels[:60], name="reviews", kind="text"), texts[60:]
+
+
+@pytest.mark.parametrize("backbone,layers,pooling", [("tiny_text", "embeddings,features", "avgmax"),
+                                                     ("tiny_text", None, "cls"), ("minilm_l6", None, None)])
+def test_a_text_model_exports_with_its_tokenizer(backbone, layers, pooling, reviews, tmp_path):
+    """Token ids in, the tokenizer.json beside; the graph reads each text as transfuse does (one
+    window, specials around, long texts cut) and gives its probabilities, on real reviews
+    (MiniLM: real weights)."""
+    source, new_texts = reviews
+    recipe = {"fusion": "concat"} if layers else {}
+    spec = FeaturizerSpec(backbone=backbone, layers=layers, pooling=pooling, runtime="torch", precision="fp32")
+    fit(FitRequest(source=source, featurizer=spec, recipe=Recipe(**recipe), output=OutputSpec(tmp_path / "m")))
+    exported = export_model(tmp_path / "m", tmp_path / "out" / "m.onnx")
+    assert (tmp_path / "out" / "tokenizer.json").is_file() and "input_ids" in exported.metadata["preprocessing"]
+    _agree(tmp_path / "m", exported.path, new_texts + [" ".join(["long"] * 700)])
+
+
 def test_what_does_not_export_is_refused_with_the_reason(tmp_path, image_folder):
     from transfuse.data.source import Source
 
@@ -125,6 +152,11 @@ def test_what_does_not_export_is_refused_with_the_reason(tmp_path, image_folder)
     with pytest.raises(DataError, match="knn part yet"):
         export_model(model_dir, tmp_path / "knn.onnx")
     assert not (tmp_path / "knn.onnx").exists()
+    chunked = Source(name="c", kind="text", items=texts.items, labels=texts.labels)
+    spec = FeaturizerSpec(backbone="tiny_text", long_text="chunk")
+    fit(FitRequest(source=chunked, featurizer=spec, output=OutputSpec(tmp_path / "chunk")))
+    with pytest.raises(DataError, match="reads one window per text"):
+        export_model(tmp_path / "chunk", tmp_path / "chunk.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a graph")
     with pytest.raises(DataError, match="not a readable ONNX file"):

@@ -1,14 +1,20 @@
 """ONNX for the feature extractor: each backbone's tap network (exported by torch, as the ONNX
-engine does) merged into the graph under its own name, fed the pixels normalised inside the graph,
-each tap pooled by ONNX operators, the blocks side by side in the saved column order.
+engine does) merged into the graph under its own name, each tap pooled by ONNX operators, the
+blocks side by side in the saved column order.
 
-The graph takes ``pixels``: float32 ``(N, 3, S, S)`` in [0, 1], the image after transfuse's
-resize and centre crop (documented in the metadata); the backbone's mean and std are applied
-inside. Images only for now, on the backbones the ONNX image engine serves (plain torch image
-networks whose taps are maps or vectors)."""
+Images: the graph takes ``pixels``, float32 ``(N, 3, S, S)`` in [0, 1], the image after
+transfuse's resize and centre crop (documented in the metadata); the backbone's mean and std are
+applied inside. On the backbones the ONNX image engine serves (plain torch image networks whose
+taps are maps or vectors).
+
+Texts: the graph takes ``input_ids`` and ``attention_mask`` (int64, ``(N, T)``), one window per
+text as transfuse builds it (the tokens without specials, cut to the window, the special ids put
+around, right-padded); the tokenizer is written beside as ``tokenizer.json`` and the special and
+pad ids go into the metadata. Models that chunk long texts are refused (the graph reads one window)."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -19,6 +25,7 @@ from transfuse.export.graph import Graph
 from transfuse.taps import GEM_P, check_pooling
 
 PIXELS = "pixels"
+TOKENS = ("input_ids", "attention_mask")
 
 
 def pool(graph: Graph, x: str, rank: int, pooling: str, hint: str) -> str:
@@ -38,20 +45,73 @@ def pool(graph: Graph, x: str, rank: int, pooling: str, hint: str) -> str:
     return graph.op("Flatten", [graph.op("GlobalAveragePool", [x], hint)], hint, axis=1)
 
 
-def extractor(graph: Graph, part, x: str | None) -> str:
+def pool_tokens(graph: Graph, h: str, mask: str, pooling: str, hint: str) -> str:
+    """``(N, T, D)`` token states pooled to ``(N, D)`` under the padding mask ``(N, T, 1)`` float
+    (``avgmax``: ``(N, 2D)``), as transfuse pools one window."""
+    if pooling == "avgmax":
+        return graph.op("Concat", [pool_tokens(graph, h, mask, "avg", hint), pool_tokens(graph, h, mask, "max", hint)],
+                        hint, axis=1)
+    if pooling == "cls":
+        return graph.op("Gather", [h, graph.const(0, "first", np.int64)], hint, axis=1)
+    if pooling == "max":
+        real = graph.op("Cast", [mask], hint, to=9)  # bool
+        masked = graph.op("Where", [real, h, graph.const(-np.inf)], hint)
+        return graph.reduce("ReduceMax", masked, [1], hint)
+    total = graph.reduce("ReduceSum", graph.op("Mul", [h, mask], hint), [1], hint)
+    return graph.op("Div", [total, graph.reduce("ReduceSum", mask, [1], hint)], hint)
+
+
+def _network(backbone, taps: list[str], sample: tuple):
+    """The backbone's tap network as an ONNX model (exported to a temporary file)."""
     import onnx
+
+    from transfuse.engines.onnx import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return onnx.load(export_onnx(backbone, taps, sample, Path(tmp) / "taps.onnx"))
+
+
+def _text(graph: Graph, part, name: str, spec, pooling: str) -> str:
+    import torch
+
+    from transfuse.backbones import create_backbone
+
+    if part.long_text != "truncate":
+        raise DataError("this model averages the windows of long texts (long_text='chunk'); the exported graph "
+                        "reads one window per text, so it would not predict the same: fit with long_text='truncate'")
+    taps = list(part.slices_)
+    backbone = create_backbone(name, weights=part.weights)
+    if not hasattr(backbone, "tokenizer") or not hasattr(backbone.tokenizer, "backend_tokenizer"):
+        raise DataError(f"{name} cannot be exported: it is not a transformer with a fast tokenizer")
+    ids, mask = (graph.input(n, ["batch", "tokens"], np.int64) for n in TOKENS)
+    sample = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+    outputs = graph.merge(_network(backbone, taps, sample), f"{name}/", {"input_ids": ids, "attention_mask": mask})
+    mask3 = graph.op("Unsqueeze", [graph.op("Cast", [mask], "mask", to=1), graph.ints([2])], "mask")
+    before, after = backbone.specials
+    pad = backbone.tokenizer.pad_token_id
+    graph.metadata.update({"input": ",".join(TOKENS), "max_tokens": str(spec.input_spec.max_tokens),
+                           "specials": json.dumps([before, after]), "pad_id": str(pad), "tokenizer": "tokenizer.json"})
+    graph.files["tokenizer.json"] = backbone.tokenizer.backend_tokenizer.to_str()
+    blocks = [pool_tokens(graph, outputs[tap], mask3, pooling, f"{tap}_pool") for tap in taps]
+    return blocks[0] if len(blocks) == 1 else graph.op("Concat", blocks, "features", axis=1)
+
+
+def extractor(graph: Graph, part, x: str | None) -> str:
     import torch
 
     from transfuse.backbones import create_backbone, get_spec
-    from transfuse.engines.onnx import export_onnx
     from transfuse.engines.onnx_images import serves
     from transfuse.featurizers.extractor import backbone_list
 
     names = backbone_list(part.backbone)
-    pooling = check_pooling(part.pooling, "image")
     specs = [get_spec(name) for name in names]
-    if any(s.modality != "image" for s in specs):
-        raise DataError(f"export reads images only so far; {part.backbone} reads {specs[0].modality}")
+    kinds = {s.modality for s in specs}
+    if kinds == {"text"} and len(names) == 1 and specs[0].network == "torch":
+        return _text(graph, part, names[0], specs[0], check_pooling(part.pooling, "text"))
+    if kinds != {"image"}:
+        raise DataError(f"export reads images and single transformer text encoders so far; {part.backbone} reads "
+                        f"{', '.join(sorted(kinds))}")
+    pooling = check_pooling(part.pooling, "image")
     sizes = {s.input_spec.size for s in specs}
     if len(sizes) > 1:
         raise DataError(f"the fused backbones take different image sizes ({sorted(sizes)}); one graph input "
@@ -66,9 +126,7 @@ def extractor(graph: Graph, part, x: str | None) -> str:
             raise DataError(f"{name} cannot be exported yet (a {spec.family} network, taps {', '.join(taps)}, "
                             f"{pooling} pooling); plain torch image backbones can")
         backbone = create_backbone(name, weights=part.weights)
-        with tempfile.TemporaryDirectory() as tmp:
-            sample = torch.zeros(1, 3, size, size)
-            net = onnx.load(export_onnx(backbone, taps, (sample,), Path(tmp) / "taps.onnx"))
+        net = _network(backbone, taps, (torch.zeros(1, 3, size, size),))
         mean = np.asarray(spec.input_spec.mean, np.float32).reshape(1, 3, 1, 1)
         std = np.asarray(spec.input_spec.std, np.float32).reshape(1, 3, 1, 1)
         normalised = graph.affine(pixels, mean, std, f"{name}_normalise")

@@ -20,6 +20,7 @@ class Graph:
         self.initializers: list = []
         self.inputs: list = []
         self.metadata: dict[str, str] = {}
+        self.files: dict[str, str] = {}  # written beside the graph (a text model's tokenizer.json)
         self._ids = itertools.count()
 
     def name(self, hint: str) -> str:
@@ -37,7 +38,7 @@ class Graph:
         from onnx import numpy_helper
 
         name = self.name(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(np.asarray(value, dtype=dtype)), name))
+        self.initializers.append(numpy_helper.from_array(np.array(value, dtype=dtype, order="C"), name))  # 0-d stays 0-d
         return name
 
     def ints(self, values, hint: str = "axes") -> str:
@@ -66,6 +67,13 @@ class Graph:
             return self.op("Slice", [x, self.ints([index[0]]), self.ints([index[0] + len(index)]),
                                      self.ints([1])], hint)
         return self.op("Gather", [x, self.ints(index, f"{hint}_index")], hint, axis=1)
+
+    def reduce(self, op_type: str, x: str, axes: list[int], hint: str, keepdims: int = 0) -> str:
+        """``ReduceSum``/``ReduceMean``/``ReduceMax`` over ``axes`` (an input from opset 18 on, and
+        always for ReduceSum; an attribute before)."""
+        if op_type == "ReduceSum" or self.opset >= 18:
+            return self.op(op_type, [x, self.ints(axes)], hint, keepdims=keepdims)
+        return self.op(op_type, [x], hint, axes=list(axes), keepdims=keepdims)
 
     def matmul(self, x: str, weight: np.ndarray, bias: np.ndarray | None, hint: str) -> str:
         """``x @ weight + bias`` (``weight`` is ``(D_in, D_out)``)."""

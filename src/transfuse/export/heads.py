@@ -1,7 +1,7 @@
 """ONNX for the probe heads, from their saved state: standardise, then an affine map (logistic
 regression, linear SVM, ridge) or one hidden ReLU layer (MLP); probabilities by softmax (logistic
-for two classes). Heads without probabilities (SVM, ridge) give their scores as ``probabilities``'
-place is taken by ``scores``."""
+for two classes). Heads without probabilities (SVM, ridge) output their ``scores`` instead (two
+columns, ``-s`` and ``s``, where a binary head has one score)."""
 
 from __future__ import annotations
 

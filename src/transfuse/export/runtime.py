@@ -1,6 +1,7 @@
 """An exported model run by ONNX Runtime alone (no torch): the file's metadata says the classes and
-the preprocessing, images are decoded, resized and cropped with PIL as transfuse does, and the graph
-gives the probabilities (or scores). ``transfuse predict model.onnx FILES`` uses it."""
+the preprocessing; images are decoded, resized and cropped with PIL as transfuse does, texts are
+tokenised with the ``tokenizer.json`` beside the graph (the ``tokenizers`` package) into one window
+each, and the graph gives the probabilities (or scores). ``transfuse predict model.onnx FILES`` uses it."""
 
 from __future__ import annotations
 
@@ -35,31 +36,58 @@ class ExportedModel:
         self.meta = {k: _json_or_text(v) for k, v in props.items()}
         self.classes_ = np.asarray(self.meta["classes"])
         self.has_proba = self.meta.get("output") == "probabilities"
-        self.modality = "image"
+        self.modality = "text" if "tokenizer" in self.meta else "image"
+        self.tokenizer = None
+        if self.modality == "text":
+            from tokenizers import Tokenizer
 
-    def pixels(self, path: str) -> np.ndarray:
-        """One image as the graph takes it: ``(3, S, S)`` float32 in [0, 1]."""
+            path = self.path.parent / str(self.meta["tokenizer"])
+            if not path.is_file():
+                raise DataError(f"{self.path} reads texts with the tokenizer written beside it, {path}, which is "
+                                f"missing; export the model again or copy that file next to the graph")
+            self.tokenizer = Tokenizer.from_file(str(path))
+
+    def pixels(self, item) -> np.ndarray:
+        """One image (a path or a PIL image) as the graph takes it: ``(3, S, S)`` float32 in [0, 1]."""
         from transfuse.data.images import decode_image
         from transfuse.engines.onnx_images import resize_and_crop
 
         size = int(self.meta["image_size"])
-        img = resize_and_crop(decode_image(path), size, float(self.meta["crop_pct"]), str(self.meta["interpolation"]))
+        img = item.convert("RGB") if hasattr(item, "convert") else decode_image(str(item))
+        img = resize_and_crop(img, size, float(self.meta["crop_pct"]), str(self.meta["interpolation"]))
         return np.asarray(img, np.float32).transpose(2, 0, 1) / np.float32(255)
 
-    def scores(self, items: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """``(readable mask, probabilities or scores of the readable items)``."""
+    def tokens(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Texts as the graph takes them: each one window (its tokens without specials, cut to fit,
+        the special ids around), right-padded; ``input_ids`` and ``attention_mask``."""
+        before, after = self.meta["specials"]
+        room = int(self.meta["max_tokens"]) - len(before) - len(after)
+        rows = [before + e.ids[:room] + after for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), int(self.meta["pad_id"]), np.int64)
+        mask = np.zeros((len(rows), width), np.int64)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)], mask[i, :len(row)] = row, 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def _feeds(self, batch: list) -> dict[str, np.ndarray]:
+        return self.tokens(batch) if self.modality == "text" else {"pixels": np.stack(batch)}
+
+    def scores(self, items: list) -> tuple[np.ndarray, np.ndarray]:
+        """``(readable mask, probabilities or scores of the readable items)``; images by path or as
+        PIL images, texts as strings."""
         ok = np.zeros(len(items), bool)
         rows = []
         for start in range(0, len(items), BATCH):
             batch, good = [], []
-            for i, path in enumerate(items[start:start + BATCH], start):
+            for i, item in enumerate(items[start:start + BATCH], start):
                 try:
-                    batch.append(self.pixels(str(path)))
+                    batch.append(str(item) if self.modality == "text" else self.pixels(item))
                     good.append(i)
                 except (CorruptInputError, DataError, OSError) as exc:
                     log.debug("%s", exc)
             if batch:
-                rows.append(self.session.run([self.meta["output"]], {"pixels": np.stack(batch)})[0])
+                rows.append(self.session.run([self.meta["output"]], self._feeds(batch))[0])
                 ok[good] = True
         width = len(self.classes_)
         return ok, np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
