@@ -49,6 +49,10 @@ CASES = {  # name: (layers, pooling, recipe)
     "two layers, group lasso, variance, svm": ("blocks.1,features", "gem", {"fusion": "concat", "select": "group-lasso:1,variance", "head": "svm"}),
     "kbest, ridge": ("blocks.1,features", "avgmax", {"fusion": "concat", "select": "kbest:20", "head": "ridge"}),
     "l1, mlp": ("blocks.1,features", "max", {"fusion": "concat", "select": "l1:0.5", "head": "mlp", "head_params": {"hidden": 16}}),
+    "weighted fusion": ("blocks.1,features", None, {"fusion": "weighted"}),
+    "knn": (None, None, {"head": "knn"}),
+    "knn, euclidean, uniform": (None, None, {"head": "knn", "head_params": {"metric": "euclidean", "weights": "uniform", "n_neighbors": 3}}),
+    "gated fusion": ("stem,blocks.1,features", None, {"fusion": "gated"}),
 }
 
 
@@ -125,14 +129,15 @@ def reviews():
     return Source(items=texts[:60], labels=labels[:60], name="reviews", kind="text"), texts[60:]
 
 
-@pytest.mark.parametrize("backbone,layers,pooling", [("tiny_text", "embeddings,features", "avgmax"),
-                                                     ("tiny_text", None, "cls"), ("minilm_l6", None, None)])
-def test_a_text_model_exports_with_its_tokenizer(backbone, layers, pooling, reviews, tmp_path):
+@pytest.mark.parametrize("backbone,layers,pooling,fusion", [
+    ("tiny_text", "embeddings,features", "avgmax", "concat"), ("tiny_text", None, "cls", None),
+    ("tiny_text", "embeddings,layer.1,features", None, "scalar-mix"), ("minilm_l6", None, None, None)])
+def test_a_text_model_exports_with_its_tokenizer(backbone, layers, pooling, fusion, reviews, tmp_path):
     """Token ids in, the tokenizer.json beside; the graph reads each text as transfuse does (one
     window, specials around, long texts cut) and gives its probabilities, on real reviews
     (MiniLM: real weights)."""
     source, new_texts = reviews
-    recipe = {"fusion": "concat"} if layers else {}
+    recipe = {"fusion": fusion} if fusion else {}
     spec = FeaturizerSpec(backbone=backbone, layers=layers, pooling=pooling, runtime="torch", precision="fp32")
     fit(FitRequest(source=source, featurizer=spec, recipe=Recipe(**recipe), output=OutputSpec(tmp_path / "m")))
     exported = export_model(tmp_path / "m", tmp_path / "out" / "m.onnx")
@@ -148,8 +153,8 @@ def test_what_does_not_export_is_refused_with_the_reason(tmp_path, image_folder)
     fit(FitRequest(source=texts, featurizer=FeaturizerSpec(backbone="tfidf"), output=OutputSpec(tmp_path / "tf")))
     with pytest.raises(DataError, match="TF-IDF"):
         export_model(tmp_path / "tf", tmp_path / "tf.onnx")
-    model_dir = _fit(load_image_folder(image_folder), tmp_path / "knn", head="knn")
-    with pytest.raises(DataError, match="knn part yet"):
+    model_dir = _fit(load_image_folder(image_folder), tmp_path / "knn", head="knn", head_params={"metric": "manhattan"})
+    with pytest.raises(DataError, match="does not export"):
         export_model(model_dir, tmp_path / "knn.onnx")
     assert not (tmp_path / "knn.onnx").exists()
     chunked = Source(name="c", kind="text", items=texts.items, labels=texts.labels)

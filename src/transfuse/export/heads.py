@@ -1,6 +1,7 @@
 """ONNX for the probe heads, from their saved state: standardise, then an affine map (logistic
 regression, linear SVM, ridge) or one hidden ReLU layer (MLP); probabilities by softmax (logistic
-for two classes). Heads without probabilities (SVM, ridge) output their ``scores`` instead (two
+for two classes). kNN keeps its stored training rows in the graph: distances to all of them, the k
+nearest (TopK), their distance-weighted votes. Heads without probabilities (SVM, ridge) output their ``scores`` instead (two
 columns, ``-s`` and ``s``, where a binary head has one score)."""
 
 from __future__ import annotations
@@ -39,4 +40,41 @@ def mlp(graph: Graph, head, x: str) -> str:
     return _probabilities(graph, scores, head.state_["w1"].shape[1])
 
 
-EXPORTS = (("logreg", linear), ("svm", linear), ("ridge", linear), ("mlp", mlp))
+def knn(graph: Graph, head, x: str) -> str:
+    from transfuse.errors import DataError
+
+    if head.metric not in ("cosine", "euclidean") or head.weights not in ("distance", "uniform"):
+        raise DataError(f"a kNN head with metric {head.metric!r} and weights {head.weights!r} does not export; "
+                        f"cosine or euclidean distances with distance or uniform weights do")
+    train, train_y = head.state_["train"].astype(np.float64), head.state_["train_y"]
+    k = min(head.n_neighbors, len(train_y))
+    z = _standardise(graph, head, x)
+    if head.metric == "cosine":  # 1 - cos, the stored rows normalised once here
+        norms = np.linalg.norm(train, axis=1, keepdims=True)
+        unit = train / np.where(norms == 0, 1.0, norms)
+        length = graph.reduce("ReduceL2", z, [1], "knn_norm", keepdims=1)
+        zn = graph.op("Div", [z, graph.op("Max", [length, graph.const(1e-30)])], "knn_unit")
+        dist = graph.op("Sub", [graph.const(1.0), graph.op("MatMul", [zn, graph.const(unit.T)])], "knn_dist")
+    else:  # |z|^2 - 2 z.t + |t|^2, clipped at 0
+        sq = graph.reduce("ReduceSum", graph.op("Mul", [z, z]), [1], "knn_sq", keepdims=1)
+        cross = graph.op("MatMul", [z, graph.const(-2.0 * train.T)])
+        d2 = graph.op("Add", [graph.op("Add", [sq, cross]), graph.const((train ** 2).sum(1)[None, :])])
+        dist = graph.op("Sqrt", [graph.op("Relu", [d2])], "knn_dist")
+    negative, index = graph.op("TopK", [graph.op("Neg", [dist]), graph.ints([k])], "knn_top", outputs=2, axis=1)
+    near = graph.op("Neg", [negative], "knn_near")
+    if head.weights == "distance":  # 1/d; a row with an exact match votes with its matches alone
+        exact = graph.op("Cast", [graph.op("Equal", [near, graph.const(0.0)])], "knn_exact", to=1)
+        any_exact = graph.op("Cast", [graph.reduce("ReduceMax", exact, [1], "knn_any", keepdims=1)], "knn_any", to=9)
+        inverse = graph.op("Reciprocal", [graph.op("Max", [near, graph.const(1e-30)])])
+        weight = graph.op("Where", [any_exact, exact, inverse], "knn_weight")
+    else:
+        weight = graph.op("Mul", [near, graph.const(0.0)])
+        weight = graph.op("Add", [weight, graph.const(1.0)], "knn_weight")
+    onehot = np.eye(len(head.classes_))[train_y]
+    votes = graph.op("Gather", [graph.const(onehot), index], "knn_votes", axis=0)  # (N, k, C)
+    weighted = graph.op("Mul", [votes, graph.op("Unsqueeze", [weight, graph.ints([2])])])
+    total = graph.reduce("ReduceSum", weighted, [1], "knn_total")
+    return graph.op("Div", [total, graph.reduce("ReduceSum", total, [1], "knn_sum", keepdims=1)], "proba")
+
+
+EXPORTS = (("logreg", linear), ("svm", linear), ("ridge", linear), ("mlp", mlp), ("knn", knn))
