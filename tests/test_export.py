@@ -80,7 +80,7 @@ def test_two_classes_export_with_one_score(image_folder, tmp_path):
         _agree(model_dir, exported.path, source.items)
 
 
-def test_a_fine_tuned_network_exports_with_and_without_test_time_augmentation(image_folder, tmp_path):
+def test_a_fine_tuned_network_exports_alone_with_tta_and_in_an_ensemble(image_folder, tmp_path):
     from transfuse.finetune.train import FinetuneConfig, finetune_source
     from transfuse.modeldir import load_parts, save_parts
 
@@ -93,6 +93,15 @@ def test_a_fine_tuned_network_exports_with_and_without_test_time_augmentation(im
     model.tta = True
     save_parts([("model", model)], tmp_path / "tta")
     _agree(tmp_path / "tta", export_model(tmp_path / "tta", tmp_path / "tta.onnx").path, source.items[:8])
+    # a probe and the network averaged, as `auto` keeps them: two inputs (Lite0's probe reads a 224 px
+    # centre crop, the network the whole image at 32 px), one graph
+    from transfuse.ensemble import EnsembleModel
+
+    probe = load_model(_fit(source, tmp_path / "probe", backbone="efficientnet_lite0"))
+    save_parts([("model", EnsembleModel([probe, model], weights=[0.3, 0.7]))], tmp_path / "both")
+    exported = export_model(tmp_path / "both", tmp_path / "both.onnx")
+    assert sorted(exported.metadata["inputs"]) == ["pixels", "pixels_1"]
+    _agree(tmp_path / "both", exported.path, source.items[:8])
 
 
 def test_real_lite0_model_exports_and_predicts_without_torch(tmp_path):

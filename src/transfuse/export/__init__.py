@@ -19,7 +19,7 @@ from transfuse.errors import DataError
 from transfuse.plugins import declared
 
 BUILTIN_MODULES = ("transfuse.export.featurizer", "transfuse.export.steps", "transfuse.export.heads",
-                   "transfuse.export.finetuned")
+                   "transfuse.export.finetuned", "transfuse.export.ensemble")
 ENTRY_POINTS = "transfuse.exports"
 CHECK_ITEMS = 4
 TOLERANCE = 1e-3  # probabilities (or scores) from the graph and from transfuse in fp32: a wrong graph is far off
@@ -75,6 +75,10 @@ def export_model(model_dir: str | Path, out: str | Path, opset: int | None = Non
     classes = [str(c) for c in head.classes_]
     scores_only = graph.metadata.pop("scores_only", None) == "true"
     metrics = _metrics(Path(model_dir))
+    if graph.image_inputs:
+        graph.metadata["inputs"] = graph.image_inputs
+        if len(graph.image_inputs) == 1:  # the one input's preprocessing at the top level too
+            graph.metadata.update({k: str(v) for k, v in graph.image_inputs["pixels"].items()})
     meta = {"transfuse_export": "1", "classes": classes, "output": "scores" if scores_only else "probabilities",
             "preprocessing": _preprocessing(graph.metadata), **graph.metadata, "metrics": metrics}
     graph.metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
@@ -82,7 +86,7 @@ def export_model(model_dir: str | Path, out: str | Path, opset: int | None = Non
     label = graph.op("ArgMax", [x], "label", axis=1, keepdims=0)
     model = graph.model({output: (x, ["batch", len(classes)]), "label": (label, ["batch"])})
     onnx.checker.check_model(model, full_check=True)
-    gap = verify(model, graph.files, Path(model_dir), graph.metadata, output)
+    gap = verify(model, graph.files, Path(model_dir), meta, output)
     what = "texts" if "tokenizer" in meta else "random images"
     meta["checked"] = f"max difference {gap:.2g} from transfuse (eager fp32) on {CHECK_ITEMS} {what}"
     graph.metadata["checked"] = meta["checked"]
@@ -100,12 +104,12 @@ def _preprocessing(meta: dict) -> str:
         return (f"texts tokenised with {meta['tokenizer']} (beside the graph) without special tokens, cut to "
                 f"{meta['max_tokens']} tokens with the special ids {meta['specials']} around them, right-padded with "
                 f"id {meta['pad_id']}; input_ids and attention_mask, int64 (N, T)")
-    if "image_size" not in meta:
-        return ""
-    size, crop = int(meta["image_size"]), float(meta["crop_pct"])
-    return (f"RGB; resize the short side to {int(size // crop)} px ({meta['interpolation']}), centre-crop "
-            f"{size}x{size}, scale to [0, 1], channels first (N, 3, {size}, {size}); the backbone's mean and std "
-            f"are applied inside the graph")
+    described = []
+    for name, prep in meta.get("inputs", {}).items():
+        size, crop = prep["image_size"], prep["crop_pct"]
+        described.append(f"{name}: RGB; resize the short side to {int(size // crop)} px ({prep['interpolation']}), "
+                         f"centre-crop {size}x{size}, scale to [0, 1], channels first (N, 3, {size}, {size})")
+    return "; ".join(described) + ("; the backbones' mean and std are applied inside the graph" if described else "")
 
 
 def _metrics(model_dir: Path) -> dict:
@@ -152,7 +156,7 @@ def verify(model, files: dict[str, str], model_dir: Path, meta: dict, output: st
     if "tokenizer" in meta:
         items = CHECK_TEXTS
     else:
-        scale = int(int(meta["image_size"]) // float(meta["crop_pct"]))
+        scale = max(int(p["image_size"] // p["crop_pct"]) for p in meta["inputs"].values())
         rng = np.random.default_rng(seed)
         items = [Image.fromarray(rng.integers(0, 256, (scale, scale, 3), dtype=np.uint8)) for _ in range(CHECK_ITEMS)]
     with tempfile.TemporaryDirectory() as tmp:

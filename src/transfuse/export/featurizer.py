@@ -24,7 +24,6 @@ from transfuse.errors import DataError
 from transfuse.export.graph import Graph
 from transfuse.taps import GEM_P, check_pooling
 
-PIXELS = "pixels"
 TOKENS = ("input_ids", "attention_mask")
 
 
@@ -117,7 +116,11 @@ def extractor(graph: Graph, part, x: str | None) -> str:
         raise DataError(f"the fused backbones take different image sizes ({sorted(sizes)}); one graph input "
                         f"cannot feed them all")
     size = sizes.pop()
-    pixels = graph.input(PIXELS, ["batch", 3, size, size])
+    geometry = {(s.input_spec.crop_pct, s.input_spec.interpolation) for s in specs}
+    if len(geometry) > 1:
+        raise DataError(f"the fused backbones crop or resize images differently ({sorted(geometry)}); one graph "
+                        f"input cannot feed them all")
+    pixels = graph.image_input(size, specs[0].input_spec.crop_pct, specs[0].input_spec.interpolation)
     blocks = {}
     for name, spec in zip(names, specs):
         prefix = f"{name}:" if len(names) > 1 else ""
@@ -135,8 +138,6 @@ def extractor(graph: Graph, part, x: str | None) -> str:
         for tap in taps:
             blocks[prefix + tap] = pool(graph, outputs[tap], len(shapes[tap]) + 1, pooling, f"{name}_{tap}_pool")
     ordered = [blocks[k] for k, _ in sorted(part.slices_.items(), key=lambda kv: kv[1].start)]
-    graph.metadata.update({"input": PIXELS, "image_size": str(size), "crop_pct": str(specs[0].input_spec.crop_pct),
-                           "interpolation": specs[0].input_spec.interpolation})
     return ordered[0] if len(ordered) == 1 else graph.op("Concat", ordered, "features", axis=1)
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from transfuse.engines.onnx import export_module
 from transfuse.errors import DataError
-from transfuse.export.featurizer import PIXELS
 from transfuse.export.graph import Graph
 
 
@@ -33,14 +32,12 @@ def finetuned(graph: Graph, part, x: str | None) -> str:
             return (p + torch.softmax(self.network(torch.flip(z, dims=[3])).float(), 1)) / 2 if self.tta else p
 
     wrapped = Probabilities(part.model.cpu().eval(), spec.mean, spec.std, part.tta).eval()
-    pixels = graph.input(PIXELS, ["batch", 3, size, size])
+    pixels = graph.image_input(size, 1.0, spec.interpolation)  # the whole image resized, as fine-tuning read it
     with tempfile.TemporaryDirectory() as tmp:
         path = export_module(wrapped, (torch.zeros(1, 3, size, size),), Path(tmp) / "net.onnx", ["pixels"],
                              ["probabilities"], {"pixels": {0: "batch"}, "probabilities": {0: "batch"}}, graph.opset)
         net = onnx.load(path)
     outputs = graph.merge(net, "finetuned/", {"pixels": pixels})
-    graph.metadata.update({"input": PIXELS, "image_size": str(size), "crop_pct": "1.0",
-                           "interpolation": spec.interpolation})
     return outputs["probabilities"]
 
 

@@ -21,6 +21,8 @@ class Graph:
         self.inputs: list = []
         self.metadata: dict[str, str] = {}
         self.files: dict[str, str] = {}  # written beside the graph (a text model's tokenizer.json)
+        self.image_inputs: dict[str, dict] = {}  # input name -> the preprocessing that makes its pixels
+        self._prefixes: set[str] = set()
         self._ids = itertools.count()
 
     def name(self, hint: str) -> str:
@@ -32,6 +34,18 @@ class Graph:
 
         self.inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape))
         return name
+
+    def image_input(self, size: int, crop_pct: float, interpolation: str) -> str:
+        """The ``pixels`` input for images prepared this way: shared by every part that prepares them
+        the same way (an ensemble's members may not: a fine-tuned network reads the whole resized
+        image, a probe's backbone its centre crop), else a new input ``pixels_1``, ..."""
+        wanted = {"image_size": int(size), "crop_pct": float(crop_pct), "interpolation": str(interpolation)}
+        for name, prep in self.image_inputs.items():
+            if prep == wanted:
+                return name
+        name = "pixels" if not self.image_inputs else f"pixels_{len(self.image_inputs)}"
+        self.image_inputs[name] = wanted
+        return self.input(name, ["batch", 3, int(size), int(size)])
 
     def const(self, value, hint: str = "const", dtype=np.float32) -> str:
         """A constant (numpy array or number) as an initializer; its name."""
@@ -85,6 +99,10 @@ class Graph:
         ``feeds`` (its input name -> a name in this graph); returns its outputs' new names."""
         from onnx import compose
 
+        base, n = prefix, 1
+        while prefix in self._prefixes:  # the same backbone twice (an ensemble's members)
+            prefix, n = f"{base.rstrip('/')}#{n}/", n + 1
+        self._prefixes.add(prefix)
         model = compose.add_prefix(model, prefix)
         graph = model.graph
         renames = {prefix + k: v for k, v in feeds.items()}

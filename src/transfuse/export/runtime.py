@@ -47,15 +47,18 @@ class ExportedModel:
                                 f"missing; export the model again or copy that file next to the graph")
             self.tokenizer = Tokenizer.from_file(str(path))
 
-    def pixels(self, item) -> np.ndarray:
-        """One image (a path or a PIL image) as the graph takes it: ``(3, S, S)`` float32 in [0, 1]."""
+    def pixels(self, item) -> dict[str, np.ndarray]:
+        """One image (a path or a PIL image) as each graph input takes it: ``(3, S, S)`` float32 in
+        [0, 1] after that input's resize and centre crop."""
         from transfuse.data.images import decode_image
         from transfuse.engines.onnx_images import resize_and_crop
 
-        size = int(self.meta["image_size"])
         img = item.convert("RGB") if hasattr(item, "convert") else decode_image(str(item))
-        img = resize_and_crop(img, size, float(self.meta["crop_pct"]), str(self.meta["interpolation"]))
-        return np.asarray(img, np.float32).transpose(2, 0, 1) / np.float32(255)
+        out = {}
+        for name, prep in self.meta["inputs"].items():
+            cropped = resize_and_crop(img, int(prep["image_size"]), float(prep["crop_pct"]), str(prep["interpolation"]))
+            out[name] = np.asarray(cropped, np.float32).transpose(2, 0, 1) / np.float32(255)
+        return out
 
     def tokens(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Texts as the graph takes them: each one window (its tokens without specials, cut to fit,
@@ -71,7 +74,7 @@ class ExportedModel:
         return {"input_ids": ids, "attention_mask": mask}
 
     def _feeds(self, batch: list) -> dict[str, np.ndarray]:
-        return self.tokens(batch) if self.modality == "text" else {"pixels": np.stack(batch)}
+        return self.tokens(batch) if self.modality == "text" else {k: np.stack([b[k] for b in batch]) for k in batch[0]}
 
     def scores(self, items: list) -> tuple[np.ndarray, np.ndarray]:
         """``(readable mask, probabilities or scores of the readable items)``; images by path or as
