@@ -154,6 +154,31 @@ def test_a_text_model_exports_with_its_tokenizer(backbone, layers, pooling, fusi
     _agree(tmp_path / "m", exported.path, new_texts + [" ".join(["long"] * 700)])
 
 
+def test_int8_is_measured_on_the_unseen_items_and_refused_beyond_the_tolerance(image_folder, tmp_path, reviews):
+    """Static int8 for an image graph (calibrated on training items), dynamic for a text graph; the
+    accuracy before and after is measured on the items the model was not trained on; a drop over
+    --max-drop writes nothing."""
+    from transfuse.export.quantize import quantize_int8
+
+    source = load_image_folder(image_folder)
+    model_dir = _fit(source, tmp_path / "m", layers="blocks.1,features", fusion="concat")
+    exported = export_model(model_dir, tmp_path / "m.onnx")
+    q = quantize_int8(exported.path, tmp_path / "m.int8.onnx", model_dir, source, max_drop=1.0)
+    assert q.path.is_file() and q.method.startswith("static") and q.n_test + q.n_calibration == 24
+    assert 0 <= q.int8_accuracy <= 1 and ExportedModel(q.path).predict(source.items[:3]).shape == (3,)
+    with pytest.raises(DataError, match="nothing was written"):
+        quantize_int8(exported.path, tmp_path / "refused.onnx", model_dir, source, max_drop=-1.0)
+    assert not (tmp_path / "refused.onnx").exists()
+    texts, _ = reviews
+    spec = FeaturizerSpec(backbone="tiny_text", runtime="torch", precision="fp32")
+    fit(FitRequest(source=texts, featurizer=spec, output=OutputSpec(tmp_path / "t")))
+    exported = export_model(tmp_path / "t", tmp_path / "t" / "out" / "t.onnx")
+    q = quantize_int8(exported.path, tmp_path / "q" / "t.int8.onnx", tmp_path / "t", texts, max_drop=1.0)
+    assert q.method.startswith("dynamic") and (tmp_path / "q" / "tokenizer.json").is_file()
+    r = cli("export", str(tmp_path / "t"), "--out", str(tmp_path / "x.onnx"), "--quantize", "int8")
+    assert r.returncode != 0 and "needs --data" in r.stderr
+
+
 def test_what_does_not_export_is_refused_with_the_reason(tmp_path, image_folder):
     from transfuse.data.source import Source
 

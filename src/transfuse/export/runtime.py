@@ -73,7 +73,8 @@ class ExportedModel:
             ids[i, :len(row)], mask[i, :len(row)] = row, 1
         return {"input_ids": ids, "attention_mask": mask}
 
-    def _feeds(self, batch: list) -> dict[str, np.ndarray]:
+    def feeds(self, batch: list) -> dict[str, np.ndarray]:
+        """The graph's inputs for a batch of prepared items (pixels dicts, or texts)."""
         return self.tokens(batch) if self.modality == "text" else {k: np.stack([b[k] for b in batch]) for k in batch[0]}
 
     def scores(self, items: list) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +91,7 @@ class ExportedModel:
                 except (CorruptInputError, DataError, OSError) as exc:
                     log.debug("%s", exc)
             if batch:
-                rows.append(self.session.run([self.meta["output"]], self._feeds(batch))[0])
+                rows.append(self.session.run([self.meta["output"]], self.feeds(batch))[0])
                 ok[good] = True
         width = len(self.classes_)
         return ok, np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
