@@ -288,3 +288,30 @@ def test_mpnet_matches_sentence_transformers():
     ours = extract_features(texts, backbone="mpnet_base", cache=False, progress=False).X
     ref = st.SentenceTransformer(str(weights_dir("mpnet_base")), device="cpu").encode(texts, normalize_embeddings=True)
     assert ((ours * ref).sum(1) / np.linalg.norm(ours, axis=1)).min() > 0.9999
+
+
+def test_fine_tuning_long_texts_accumulates_gradients_when_a_batch_would_not_fit(tmp_path, monkeypatch, caplog):
+    """The activation memory of a training batch of long texts is estimated before training; when it
+    would not fit in half the free memory, micro-batches with accumulated gradients keep the items
+    per step (mpnet's 384-token window: about 430 MB per text in fp32; a 24 GB machine was killed
+    by the kernel at the default batch of 32). Here the free memory is pretended small."""
+    import logging
+
+    from transfuse.data.source import Source
+    from transfuse.finetune import memory
+    from transfuse.finetune.train import FinetuneConfig, finetune_source
+
+    bb = create_backbone("mpnet_base")
+    task = make_task(bb, 224, False)
+    assert 380 * 2**20 < memory.activation_bytes(task) < 480 * 2**20
+    assert memory.training_batch(task, task.network(2), 32, "cpu")[0] >= 1
+    tiny = make_task(create_backbone("tiny_text"), 224, False)
+    weights = 16 * sum(p.numel() for p in tiny.network(2).parameters())
+    room_for_four = 2 * (weights + 4.5 * memory.activation_bytes(tiny))
+    monkeypatch.setattr(memory, "free_bytes", lambda device: room_for_four)
+    texts = [f"{i}: " + ("a fine soft sweater " if i % 2 else "the dress tore at once ") * 40 for i in range(16)]
+    source = Source(items=texts, labels=["good", "bad"] * 8, name="t", kind="text")
+    cfg = FinetuneConfig(backbone="tiny_text", strategy="full", epochs=1, batch_size=8)
+    with caplog.at_level(logging.INFO, logger="transfuse.finetune"):
+        finetune_source(source, cfg, tmp_path / "m", progress=False)
+    assert "batches of 4 with gradients accumulated over 2 (8 per step)" in caplog.text, caplog.text

@@ -11,6 +11,7 @@ import torch
 
 from transfuse.backbones import create_backbone, get_spec
 from transfuse.finetune.config import FinetuneConfig
+from transfuse.finetune.memory import training_batch
 from transfuse.finetune.task import make_task
 
 
@@ -56,10 +57,11 @@ def estimate_epoch(items: list[str], labels: list[str], config: FinetuneConfig, 
     network = task.network(len(classes)).to(device).train()
     setup = time.perf_counter() - start
     optimizer = torch.optim.AdamW([p for p in network.parameters()], lr=1e-5)
-    n = min(len(items), cfg.batch_size * (steps + 1))
+    micro, _ = training_batch(task, network, cfg.batch_size, device)  # as the run will train (memory allowing)
+    n = min(len(items), micro * (steps + 1))
     times = []
     t0 = time.perf_counter()
-    for x, target in task.loader(list(items[:n]), y[:n], True, cfg.batch_size, cfg.seed, 0):  # decoding counts
+    for x, target in task.loader(list(items[:n]), y[:n], True, micro, cfg.seed, 0):  # decoding counts
         x, target = _to(x, device), target.to(device)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             loss = torch.nn.functional.cross_entropy(network(x).float(), target)

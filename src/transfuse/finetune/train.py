@@ -24,6 +24,7 @@ from transfuse.data.source import Source
 from transfuse.data.split import split_source, without
 from transfuse.errors import CorruptInputError, DataError, ModelDirError
 from transfuse.finetune.config import FinetuneConfig
+from transfuse.finetune.memory import training_batch
 from transfuse.finetune.model import FinetunedModel
 from transfuse.finetune.strategy import parse_strategy
 from transfuse.finetune.task import make_task
@@ -123,8 +124,12 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     workers = default_workers(len(train), "cuda" if torch.cuda.is_available() else "cpu") if num_workers is None \
         else num_workers
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    micro, accumulate = training_batch(task, network, cfg.batch_size, device)
+
     def loader(idx, train: bool):
-        return task.loader([source.items[i] for i in idx], y[idx], train, cfg.batch_size, cfg.seed, workers)
+        return task.loader([source.items[i] for i in idx], y[idx], train, micro if train else cfg.batch_size,
+                           cfg.seed, workers)
 
     show = log.getEffectiveLevel() <= logging.INFO if progress is None else progress
     bar = show and sys.stderr.isatty()  # Lightning's bar on a terminal; in a log file EpochLog's lines say the same
@@ -137,7 +142,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     if devices < 1:
         raise DataError(f"devices must be at least 1, got {devices}")
     trainer = L.Trainer(
-        max_epochs=cfg.epochs, accelerator="auto", devices=devices,
+        max_epochs=cfg.epochs, accelerator="auto", devices=devices, accumulate_grad_batches=accumulate,
         max_time=None if max_seconds is None else timedelta(seconds=max(1.0, max_seconds)),
         strategy=DDPStrategy(find_unused_parameters=True) if devices > 1 else "auto",  # frozen groups get no grads
         precision=precision, deterministic=True, logger=_loggers(out, resumed_epoch),
