@@ -23,11 +23,9 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from common import WORK, fashion_pngs, markdown_table, save_results
 from transfuse.data.source import Source
 from transfuse.export import export_model
 from transfuse.export.quantize import quantize_int8
@@ -35,6 +33,8 @@ from transfuse.export.runtime import ExportedModel
 from transfuse.pipeline import load_model
 from transfuse.recipe import Recipe
 from transfuse.workflow import FeaturizerSpec, FitRequest, OutputSpec, fit
+
+from common import WORK, fashion_pngs, markdown_table, save_results
 
 OUT = WORK / "export"
 REPEATS = 32
