@@ -69,6 +69,21 @@ def test_every_exportable_kind_gives_transfuses_outputs(case, image_folder, tmp_
     _agree(model_dir, exported.path, held_out + source.items[:4])
 
 
+def test_a_graph_that_disagrees_with_transfuse_is_not_written(image_folder, tmp_path, monkeypatch):
+    """The check before writing compares the head's input too (probabilities of odd images can be
+    saturated): an exporter that forgets the fusion's block scaling is caught."""
+    import transfuse.export as export
+    from transfuse.export import steps
+
+    model_dir = _fit(load_image_folder(image_folder), tmp_path / "m", layers="stem,features", fusion="concat")
+    table = dict(export.exporters())
+    table["concat"] = lambda graph, part, x: graph.affine(x, part.state_["mean"], None, "wrong")
+    monkeypatch.setattr(export, "exporters", lambda: table)
+    with pytest.raises(DataError, match="disagrees with transfuse"):
+        export_model(model_dir, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists() and steps.concat is not table["concat"]
+
+
 def test_two_classes_export_with_one_score(image_folder, tmp_path):
     import shutil
 

@@ -68,8 +68,9 @@ def export_model(model_dir: str | Path, out: str | Path, opset: int | None = Non
             raise DataError(f"cannot export a model with a {part.kind} part yet; parts that export: "
                             f"{', '.join(sorted(table))}")
     graph = Graph(opset or OPSET)
-    x = None
+    x = features = None
     for _, part in parts:
+        features = x if part.role == "head" else None  # what the head reads: checked on its own too
         x = table[part.kind](graph, part, x)
     head = parts[-1][1]
     classes = [str(c) for c in head.classes_]
@@ -86,9 +87,10 @@ def export_model(model_dir: str | Path, out: str | Path, opset: int | None = Non
     label = graph.op("ArgMax", [x], "label", axis=1, keepdims=0)
     model = graph.model({output: (x, ["batch", len(classes)]), "label": (label, ["batch"])})
     onnx.checker.check_model(model, full_check=True)
-    gap = verify(model, graph.files, Path(model_dir), meta, output)
+    gap = verify(model, graph.files, Path(model_dir), meta, output, features)
     what = "texts" if "tokenizer" in meta else "random images"
-    meta["checked"] = f"max difference {gap:.2g} from transfuse (eager fp32) on {CHECK_ITEMS} {what}"
+    meta["checked"] = (f"max difference {gap:.2g} from transfuse (eager fp32) on {CHECK_ITEMS} {what}"
+                       + (" (probabilities, and the head's input relative to its largest value)" if features else ""))
     graph.metadata["checked"] = meta["checked"]
     del model.metadata_props[:]
     helper.set_model_props(model, graph.metadata)
@@ -140,14 +142,18 @@ CHECK_TEXTS = ["a", "The delivery was quick and the dress fits well.", "Terrible
                " ".join(["long"] * 600)]  # longer than any window: cut the same way
 
 
-def verify(model, files: dict[str, str], model_dir: Path, meta: dict, output: str, seed: int = 0) -> float:
+def verify(model, files: dict[str, str], model_dir: Path, meta: dict, output: str, features: str | None,
+           seed: int = 0) -> float:
     """Run the graph (as :class:`~transfuse.export.runtime.ExportedModel` reads it) and transfuse
-    (eager fp32, no cache) on :data:`CHECK_ITEMS` random images already at the resize scale (so both
-    see the same pixels after the crop), or on :data:`CHECK_TEXTS`; the largest difference of their
-    outputs. Raises DataError above :data:`TOLERANCE`: a graph that disagrees is not written."""
+    (eager fp32, no cache) on :data:`CHECK_ITEMS` smooth random images already at the resize scale (so
+    both see the same pixels after the crop), or on :data:`CHECK_TEXTS`; the largest difference of
+    their outputs, and of the head's input (``features``, the graph's tensor of that name) relative to
+    its scale: probabilities of odd inputs are often saturated and would hide a wrong graph. Raises
+    DataError above :data:`TOLERANCE`: a graph that disagrees is not written."""
     import tempfile
 
     import numpy as np
+    import onnx
     from PIL import Image
 
     from transfuse.export.runtime import ExportedModel
@@ -155,19 +161,35 @@ def verify(model, files: dict[str, str], model_dir: Path, meta: dict, output: st
 
     if "tokenizer" in meta:
         items = CHECK_TEXTS
-    else:
+    else:  # 6x6 random colours resized smoothly: shapes and edges, not noise a network maps to one class
         scale = max(int(p["image_size"] // p["crop_pct"]) for p in meta["inputs"].values())
         rng = np.random.default_rng(seed)
-        items = [Image.fromarray(rng.integers(0, 256, (scale, scale, 3), dtype=np.uint8)) for _ in range(CHECK_ITEMS)]
+        items = [Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((scale, scale),
+                                                                                         Image.BILINEAR)
+                 for _ in range(CHECK_ITEMS)]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    if features is not None:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(features, onnx.TensorProto.FLOAT, None))
     with tempfile.TemporaryDirectory() as tmp:
-        _write(model, files, Path(tmp) / "check.onnx")
-        got = ExportedModel(Path(tmp) / "check.onnx").predict_proba(items)
+        _write(probe, files, Path(tmp) / "check.onnx")
+        exported = ExportedModel(Path(tmp) / "check.onnx")
+        got = exported.predict_proba(items)
+        got_features = exported.session.run([features], exported.feeds(
+            [item if exported.modality == "text" else exported.pixels(item) for item in items]))[0] \
+            if features is not None else None
     reference = load_model(model_dir, runtime="torch", precision="fp32", cache=False)
     want = reference.predict_proba(items) if output == "probabilities" else reference.decision_function(items)
     want = np.asarray(want)
     if want.ndim == 1:  # one score for two classes
         want = np.column_stack([-want, want])
     gap = float(np.abs(got - want).max())
+    if got_features is not None:  # the steps before the head, on transfuse's side
+        from sklearn.pipeline import Pipeline
+
+        want_features = np.asarray(Pipeline(reference.steps[:-1]).transform(items), np.float64)
+        scale = max(float(np.abs(want_features).max()), 1e-12)
+        gap = max(gap, float(np.abs(got_features - want_features).max()) / scale)
     if not gap <= TOLERANCE:
         raise DataError(f"the exported graph disagrees with transfuse by {gap:.3g} (more than {TOLERANCE}) on "
                         f"{len(items)} check items; nothing was written. Please report this with the model's "
