@@ -119,6 +119,7 @@ def test_a_fine_tuned_network_exports_alone_with_tta_and_in_an_ensemble(image_fo
     _agree(tmp_path / "both", exported.path, source.items[:8])
 
 
+@pytest.mark.slow
 def test_real_lite0_model_exports_and_predicts_without_torch(tmp_path):
     """The bundled example on real Lite0 weights: exported, then `transfuse predict model.onnx` in a
     fresh process gives transfuse's labels and probabilities and imports no torch."""
@@ -155,7 +156,8 @@ def reviews():
 
 @pytest.mark.parametrize("backbone,layers,pooling,fusion", [
     ("tiny_text", "embeddings,features", "avgmax", "concat"), ("tiny_text", None, "cls", None),
-    ("tiny_text", "embeddings,layer.1,features", None, "scalar-mix"), ("minilm_l6", None, None, None)])
+    ("tiny_text", "embeddings,layer.1,features", None, "scalar-mix"),
+    pytest.param("minilm_l6", None, None, None, marks=pytest.mark.slow)])
 def test_a_text_model_exports_with_its_tokenizer(backbone, layers, pooling, fusion, reviews, tmp_path):
     """Token ids in, the tokenizer.json beside; the graph reads each text as transfuse does (one
     window, specials around, long texts cut) and gives its probabilities, on real reviews
@@ -215,3 +217,31 @@ def test_what_does_not_export_is_refused_with_the_reason(tmp_path, image_folder)
     bad.write_bytes(b"not a graph")
     with pytest.raises(DataError, match="not a readable ONNX file"):
         ExportedModel(bad)
+
+
+@pytest.mark.slow
+def test_the_standalone_example_runs_in_a_fresh_environment_without_torch(image_folder, tmp_path):
+    """examples/predict_onnx.py in a new virtual environment holding only onnxruntime, numpy and
+    pillow gives transfuse's labels (a Lite0 probe: a 224 px centre crop after a bicubic resize)."""
+    import venv
+
+    from conftest import REPO
+
+    source = load_image_folder(image_folder)
+    model_dir = _fit(source, tmp_path / "m", backbone="efficientnet_lite0")
+    exported = export_model(model_dir, tmp_path / "m.onnx")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "onnxruntime", "numpy", "pillow"],
+                             capture_output=True, text=True, timeout=600)
+    if install.returncode:
+        pytest.skip(f"cannot install onnxruntime into a new environment here: {install.stderr[-300:]}")
+    assert subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode != 0
+    items = source.items[::3]
+    run = subprocess.run([str(python), str(REPO / "examples" / "predict_onnx.py"), str(exported.path), *items],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    labels = [line.split("\t")[1] for line in run.stdout.strip().splitlines()]
+    reference = load_model(model_dir, runtime="torch", precision="fp32", cache=False)
+    assert labels == list(reference.predict(items))
