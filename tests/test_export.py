@@ -142,6 +142,18 @@ def test_real_lite0_model_exports_and_predicts_without_torch(tmp_path):
     assert [r["label"] for r in json.loads(records_line)] == list(reference.predict(items))
 
 
+@pytest.mark.slow
+def test_two_real_backbones_fused_export_as_one_graph(image_folder, tmp_path):
+    """Lite0's conv maps and DINOv2's tokens (after its class token), avg+max pooled, fused: one
+    pixels input feeds both (they resize and crop alike), on real Fashion-MNIST images."""
+    source = load_image_folder(image_folder)
+    model_dir = _fit(source, tmp_path / "m", backbone="efficientnet_lite0,dinov2_vits14", pooling="avgmax",
+                     fusion="concat")
+    exported = export_model(model_dir, tmp_path / "m.onnx")
+    assert list(exported.metadata["inputs"]) == ["pixels"]
+    _agree(model_dir, exported.path, source.items[::4])
+
+
 @pytest.fixture(scope="module")
 def reviews():
     """60 real clothing reviews of three departments (and 20 more to predict)."""

@@ -4,8 +4,8 @@ blocks side by side in the saved column order.
 
 Images: the graph takes ``pixels``, float32 ``(N, 3, S, S)`` in [0, 1], the image after
 transfuse's resize and centre crop (documented in the metadata); the backbone's mean and std are
-applied inside. On the backbones the ONNX image engine serves (plain torch image networks whose
-taps are maps or vectors).
+applied inside. Torch image backbones whose taps are pooled one by one (convolutional maps, vision
+transformer tokens after their class token, vectors).
 
 Texts: the graph takes ``input_ids`` and ``attention_mask`` (int64, ``(N, T)``), one window per
 text as transfuse builds it (the tokens without specials, cut to the window, the special ids put
@@ -27,21 +27,38 @@ from transfuse.taps import GEM_P, check_pooling
 TOKENS = ("input_ids", "attention_mask")
 
 
-def pool(graph: Graph, x: str, rank: int, pooling: str, hint: str) -> str:
-    """A ``(N, C, H, W)`` tap pooled to ``(N, C)`` (``avgmax``: ``(N, 2C)``) as transfuse pools it;
-    a ``(N, D)`` tap passes through."""
+def pool(graph: Graph, x: str, rank: int, pooling: str, hint: str, prefix: int = 0) -> str:
+    """A tap pooled to ``(N, D)`` as transfuse pools it: ``(N, C, H, W)`` maps over space, ``(N, T, D)``
+    token sequences over the tokens after the ``prefix`` ones (``cls``: token 0), ``avgmax`` both side
+    by side; ``(N, D)`` passes through."""
     if rank == 2:
         return x
     if pooling == "avgmax":
-        return graph.op("Concat", [pool(graph, x, rank, "avg", hint), pool(graph, x, rank, "max", hint)], hint, axis=1)
+        return graph.op("Concat", [pool(graph, x, rank, p, hint, prefix) for p in ("avg", "max")], hint, axis=1)
+    if rank == 3:
+        if pooling == "cls":
+            return graph.op("Gather", [x, graph.const(0, "first", np.int64)], hint, axis=1)
+        if prefix:  # the class (and register) tokens are not part of the average
+            x = graph.op("Slice", [x, graph.ints([prefix]), graph.ints([2**62]), graph.ints([1])], hint)
+        if pooling == "max":
+            return graph.reduce("ReduceMax", x, [1], hint)
+        if pooling == "gem":
+            return _gem(graph, graph.reduce("ReduceMean", _cubed(graph, x, hint), [1], hint), hint)
+        return graph.reduce("ReduceMean", x, [1], hint)
     if pooling == "max":
         return graph.op("Flatten", [graph.op("GlobalMaxPool", [x], hint)], hint, axis=1)
     if pooling == "gem":
-        clipped = graph.op("Clip", [x, graph.const(1e-6)], hint)
-        powered = graph.op("Pow", [clipped, graph.const(GEM_P)], hint)
-        mean = graph.op("GlobalAveragePool", [powered], hint)
-        return graph.op("Flatten", [graph.op("Pow", [mean, graph.const(1.0 / GEM_P)], hint)], hint, axis=1)
+        return graph.op("Flatten", [_gem(graph, graph.op("GlobalAveragePool", [_cubed(graph, x, hint)], hint), hint)],
+                        hint, axis=1)
     return graph.op("Flatten", [graph.op("GlobalAveragePool", [x], hint)], hint, axis=1)
+
+
+def _cubed(graph: Graph, x: str, hint: str) -> str:
+    return graph.op("Pow", [graph.op("Clip", [x, graph.const(1e-6)], hint), graph.const(GEM_P)], hint)
+
+
+def _gem(graph: Graph, mean: str, hint: str) -> str:
+    return graph.op("Pow", [mean, graph.const(1.0 / GEM_P)], hint)
 
 
 def pool_tokens(graph: Graph, h: str, mask: str, pooling: str, hint: str) -> str:
@@ -99,7 +116,7 @@ def extractor(graph: Graph, part, x: str | None) -> str:
     import torch
 
     from transfuse.backbones import create_backbone, get_spec
-    from transfuse.engines.onnx_images import serves
+    from transfuse.backbones.nets.base import Backbone
     from transfuse.featurizers.extractor import backbone_list
 
     names = backbone_list(part.backbone)
@@ -125,10 +142,10 @@ def extractor(graph: Graph, part, x: str | None) -> str:
     for name, spec in zip(names, specs):
         prefix = f"{name}:" if len(names) > 1 else ""
         taps = [k.removeprefix(prefix) for k in part.slices_ if k.startswith(prefix)]
-        if not serves(spec, taps, pooling):
-            raise DataError(f"{name} cannot be exported yet (a {spec.family} network, taps {', '.join(taps)}, "
-                            f"{pooling} pooling); plain torch image backbones can")
         backbone = create_backbone(name, weights=part.weights)
+        if spec.network != "torch" or type(backbone).pool_raw is not Backbone.pool_raw:
+            raise DataError(f"{name} cannot be exported yet (a {spec.family} network that pools its taps its own "
+                            f"way); torch image backbones pooled per tap can")
         net = _network(backbone, taps, (torch.zeros(1, 3, size, size),))
         mean = np.asarray(spec.input_spec.mean, np.float32).reshape(1, 3, 1, 1)
         std = np.asarray(spec.input_spec.std, np.float32).reshape(1, 3, 1, 1)
@@ -136,7 +153,8 @@ def extractor(graph: Graph, part, x: str | None) -> str:
         outputs = graph.merge(net, f"{name}/", {backbone.input_names[0]: normalised})
         shapes = {t.name: t.shape for t in spec.taps}
         for tap in taps:
-            blocks[prefix + tap] = pool(graph, outputs[tap], len(shapes[tap]) + 1, pooling, f"{name}_{tap}_pool")
+            blocks[prefix + tap] = pool(graph, outputs[tap], len(shapes[tap]) + 1, pooling, f"{name}_{tap}_pool",
+                                        backbone.num_prefix_tokens)
     ordered = [blocks[k] for k, _ in sorted(part.slices_.items(), key=lambda kv: kv[1].start)]
     return ordered[0] if len(ordered) == 1 else graph.op("Concat", ordered, "features", axis=1)
 

@@ -6,7 +6,6 @@ writes nothing."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ import numpy as np
 
 from transfuse.data.source import Source
 from transfuse.errors import DataError
+from transfuse.export import quiet
 from transfuse.export.runtime import ExportedModel
 
 log = logging.getLogger(__name__)
@@ -61,16 +61,6 @@ def held_out(model_dir: Path, source: Source, seed: int = 0) -> tuple[list, list
         [str(source.labels[i]) for i in test]
 
 
-@contextlib.contextmanager
-def _quiet():
-    """ONNX Runtime's quantiser logs every rescaled weight at INFO on the root logger: not for users."""
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
-
-
 def quantize_int8(fp32: Path, out: Path, model_dir: Path, source: Source, max_drop: float = MAX_DROP) -> Quantized:
     """Write the int8 version of the exported graph ``fp32`` to ``out`` (see the module docstring)."""
     import onnx
@@ -97,7 +87,7 @@ def quantize_int8(fp32: Path, out: Path, model_dir: Path, source: Source, max_dr
         def get_next(self):
             return next(self.batches, None)
 
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
+    with tempfile.TemporaryDirectory() as tmp, quiet(logging.WARNING):  # it logs every rescaled weight
         staged, prepared = Path(tmp) / out.name, Path(tmp) / "prepared.onnx"
         try:  # shapes inferred and the graph simplified first, as ONNX Runtime advises
             quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=exported.modality == "text")
