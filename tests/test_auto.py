@@ -37,12 +37,12 @@ def test_a_bad_budget_is_a_one_line_usage_error(image_folder):
 def test_auto_within_a_trial_budget_saves_the_model_and_the_decision_path(image_folder, tmp_path, cache_dir):
     """Probe only: the plain fit configuration is tried first (the fallback), no more trials than the
     budget allows, and metrics.json / auto.json say what was tried and why the winner won."""
-    r = cli("auto", str(image_folder), "--budget", "8 trials,40s", "--no-finetune", "--cv", "2", "--out",
+    r = cli("auto", str(image_folder), "--budget", "8 trials,5m", "--no-finetune", "--cv", "2", "--out",
             str(tmp_path / "m"), env={"TRANSFUSE_CACHE": cache_dir, "COLUMNS": "100"})
     assert r.returncode == 0, r.stderr
     flat = " ".join(r.stdout.split())  # the console wraps long lines
     assert "what auto did" in flat and "kept: " in flat
-    assert "model saved to" in flat and "trials (budget: 8 trials,40s)" in flat
+    assert "model saved to" in flat and "trials (budget: 8 trials,5m)" in flat
     out = json.loads((tmp_path / "m" / "metrics.json").read_text())
     decision = out["auto"]
     assert decision["budget"]["used_trials"] <= 8 and decision["budget"]["trials"] == 8

@@ -62,3 +62,7 @@ class CacheError(TransfuseError, OSError):
 
 class EngineError(DataError):
     """An extraction engine asked for (ONNX export, compiled package) could not be built or run."""
+
+
+class OutOfTime(TransfuseError):
+    """Work stopped at a deadline it was given (what was computed before it is kept)."""

@@ -7,6 +7,8 @@ runner), keeps what the feature cache already holds, and extracts the rest batch
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import time
@@ -32,7 +34,7 @@ from transfuse.engines import (
     runner,
 )
 from transfuse.engines.onnx_images import OnnxImages, serves
-from transfuse.errors import CorruptInputError, DataError
+from transfuse.errors import CorruptInputError, DataError, OutOfTime
 from transfuse.progress import progress as show_progress
 from transfuse.taps import check_pooling, parse_layers
 
@@ -296,6 +298,21 @@ class _Job:
         return out
 
 
+DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("extraction_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(at: float | None):
+    """Extraction inside the block stops after the batch that passes ``at`` (``time.monotonic()``),
+    keeping what it computed in the cache, and raises :class:`~transfuse.errors.OutOfTime` (``auto``
+    gives its trials a deadline this way; nothing else does)."""
+    token = DEADLINE.set(at)
+    try:
+        yield
+    finally:
+        DEADLINE.reset(token)
+
+
 def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size: int,
                     num_workers: int | None, device: str, progress: bool | None) -> set[str]:
     """Extract ``paths`` batch by batch, flushing to the cache every FLUSH_ROWS; return failed digests."""
@@ -316,6 +333,7 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
     bar = show_progress(len(paths), f"extract {job.backbone}", _UNITS.get(bb.modality, "img"), _show_progress(progress))
     start = time.perf_counter()
     with bar:
+        stop_at, done = DEADLINE.get(), 0
         try:
             for inputs, idx, ok in batches:
                 failed.update(_forward_batch(bb, job, inputs, [digests[int(i)] for i in idx], ok, device,
@@ -323,7 +341,11 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
                 if len(pending_digests) >= FLUSH_ROWS:
                     flush()
                 bar.update(len(idx))
-        except KeyboardInterrupt:
+                done += len(idx)
+                if stop_at is not None and time.monotonic() > stop_at:
+                    raise OutOfTime(f"{job.backbone}: the deadline came after {done} of {len(paths)} new items "
+                                    f"(those are cached)")
+        except (KeyboardInterrupt, OutOfTime):
             flush()  # keep what was computed: the next run resumes after it
             raise
         flush()

@@ -21,7 +21,8 @@ from sklearn.pipeline import Pipeline
 from transfuse.auto.budget import Budget
 from transfuse.auto.trials import TrialLog
 from transfuse.blocks import Blocks, from_slices
-from transfuse.errors import DataError
+from transfuse.errors import DataError, OutOfTime
+from transfuse.extract import deadline
 from transfuse.recipe import Recipe
 from transfuse.search import METRICS, search
 from transfuse.workflow import FeaturizerSpec
@@ -65,14 +66,22 @@ class Prober:
             self.budget.trials_left() > self.reserve_trials
 
     # -- features ------------------------------------------------------------------------------------
-    def features(self, spec: FeaturizerSpec) -> tuple[np.ndarray, Blocks, float]:
+    def features(self, spec: FeaturizerSpec, timed: bool = True) -> tuple[np.ndarray, Blocks, float]:
         """The training items' features under ``spec`` (from the cache where it has them), their
-        blocks, and the seconds it took."""
+        blocks, and the seconds it took. With ``timed``, extraction stops at the stage's deadline (a
+        DataError saying so; what was extracted stays cached)."""
         if spec not in self._features:
             self.trials.doing(f"features: {spec.name(self.modality)} {spec.pooling or ''}".strip())
             start = time.perf_counter()
             featurizer = spec.build(self.modality)
-            X = featurizer.fit_transform(self.items)
+            left = self.deadline - self.budget.elapsed() if timed and self.deadline < float("inf") else None
+            try:
+                with deadline(None if left is None else time.monotonic() + max(left, 0.0)):
+                    X = featurizer.fit_transform(self.items)
+            except OutOfTime as exc:
+                self.measured[spec.backbone] = max(self.measured.get(spec.backbone, 0.0),
+                                                   time.perf_counter() - start)
+                raise DataError(f"its features would pass the deadline ({exc})") from None
             seconds = time.perf_counter() - start
             if seconds > 1.0:
                 self.measured[spec.backbone] = max(self.measured.get(spec.backbone, 0.0), seconds)
@@ -89,8 +98,8 @@ class Prober:
         if spec.backbone is not None and _fitted(spec):
             return self._score_fitted(spec, fresh)
         try:
-            X, blocks, _ = self.features(spec)
-        except DataError as exc:  # an option this backbone does not take (pooling of a one-vector encoder)
+            X, blocks, _ = self.features(spec, timed=not force)
+        except DataError as exc:  # an option this backbone does not take, or the deadline came first
             self.trials.note(f"{stage}: skipped, {spec.name(self.modality)} cannot run it ({exc})")
             return []
         rows, per_recipe, start = [], None, 0

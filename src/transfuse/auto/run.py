@@ -227,7 +227,8 @@ class _Run:
             y_idx = np.unique(self.y, return_inverse=True)[1]
             fit_idx, val_idx = validation_split(np.arange(len(self.y)), y_idx, config.val_fraction, config.seed)
             self.trials.doing(f"timing a few training steps of {backbone}")
-            estimate = estimate_epoch(self.items, list(self.y), config, len(fit_idx), len(val_idx))
+            estimate = estimate_epoch(self.items, list(self.y), config, len(fit_idx), len(val_idx),
+                                      within=None if self.budget.seconds is None else self.budget.left())
             reserve = self.final_reserve(estimate)
             if self.budget.seconds is None:  # a trial budget: the run is one trial, at the usual length
                 self.plan = (config, estimate)
@@ -354,8 +355,9 @@ class _Run:
             spec = with_pooling(trial.spec, pooling)
             try:
                 X = self.prober.features(spec)[0]
-            except DataError as exc:  # a frozen encoder that returns one vector per item
-                self.trials.note(f"no pooling variants for {name}: {exc}")
+            except DataError as exc:  # a frozen encoder that returns one vector per item, or the deadline
+                self.trials.note(f"pooling {pooling} of {name} stopped: {exc}" if "deadline" in str(exc) else
+                                 f"no pooling variants for {name}: {exc}")
                 break
             if X.shape == X0.shape and np.allclose(X, X0):
                 self.trials.note(f"{name}'s taps are already vectors: pooling changes nothing")

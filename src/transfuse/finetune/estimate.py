@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -13,6 +12,8 @@ from transfuse.backbones import create_backbone, get_spec
 from transfuse.finetune.config import FinetuneConfig
 from transfuse.finetune.memory import training_batch
 from transfuse.finetune.task import make_task
+
+TIMED_ITEMS = 4  # items per timed step on a CPU
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,7 @@ class EpochEstimate:
 
     @property
     def epoch(self) -> float:
-        return (self.train_batch * math.ceil(self.n_fit / self.batch_size)
-                + self.eval_batch * math.ceil(max(self.n_val, 1) / self.batch_size))
+        return (self.train_batch * self.n_fit + self.eval_batch * max(self.n_val, 1)) / self.batch_size
 
     def epochs_within(self, seconds: float) -> int:
         """Whole epochs that fit in ``seconds`` after the set-up."""
@@ -38,10 +38,13 @@ class EpochEstimate:
 
 
 def estimate_epoch(items: list[str], labels: list[str], config: FinetuneConfig, n_fit: int, n_val: int,
-                   steps: int = 2) -> EpochEstimate:
-    """Time ``steps`` training steps (after one warm-up step) and as many evaluation batches of
+                   steps: int = 3, within: float | None = None) -> EpochEstimate:
+    """Time ``steps`` training steps (after one warm-up step; their median, as one slow step on a
+    busy machine would mislead a mean) and as many evaluation batches of
     ``config.backbone`` on the first items, with every parameter trainable, on the device and in the
-    precision fine-tuning will use (a GPU in bf16 where it has it, else the CPU in fp32).
+    precision fine-tuning will use (a GPU in bf16 where it has it, else the CPU in fp32). A step
+    reads at most :data:`TIMED_ITEMS` items (the time per item is what is scaled up), and with
+    ``within`` (seconds) timing stops as soon as three epochs clearly cannot fit in it.
 
     >>> estimate_epoch(paths, labels, FinetuneConfig(), n_fit=800, n_val=150).epoch  # doctest: +SKIP
     41.7
@@ -58,10 +61,11 @@ def estimate_epoch(items: list[str], labels: list[str], config: FinetuneConfig, 
     setup = time.perf_counter() - start
     optimizer = torch.optim.AdamW([p for p in network.parameters()], lr=1e-5)
     micro, _ = training_batch(task, network, cfg.batch_size, device)  # as the run will train (memory allowing)
-    n = min(len(items), micro * (steps + 1))
-    times = []
+    timed = micro if device == "cuda" else min(micro, TIMED_ITEMS)  # on a CPU the time per item barely moves
+    n = min(len(items), timed * (steps + 1))
+    times, hopeless = [], False
     t0 = time.perf_counter()
-    for x, target in task.loader(list(items[:n]), y[:n], True, micro, cfg.seed, 0):  # decoding counts
+    for x, target in task.loader(list(items[:n]), y[:n], True, timed, cfg.seed, 0):  # decoding counts
         x, target = _to(x, device), target.to(device)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             loss = torch.nn.functional.cross_entropy(network(x).float(), target)
@@ -71,20 +75,25 @@ def estimate_epoch(items: list[str], labels: list[str], config: FinetuneConfig, 
         if device == "cuda":
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t0) / len(target) * cfg.batch_size)  # a short last batch, scaled
+        hopeless = within is not None and 3 * times[-1] * n_fit / cfg.batch_size > 2 * within
+        if hopeless:
+            break  # even the warm-up says so: no need to time more
         t0 = time.perf_counter()
-    train_batch = float(np.mean(times[1:] or times))
+    train_batch = float(np.median(times[1:] or times))
     network.eval()
     evals = []
     with torch.inference_mode():
         t0 = time.perf_counter()
-        for x, target in task.loader(list(items[:n]), y[:n], False, cfg.batch_size, cfg.seed, 0):
+        for x, target in task.loader(list(items[:n]), y[:n], False, timed, cfg.seed, 0):
             with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
                 network(_to(x, device))
             if device == "cuda":
                 torch.cuda.synchronize()
             evals.append((time.perf_counter() - t0) / len(target) * cfg.batch_size)
+            if hopeless:
+                break
             t0 = time.perf_counter()
-    return EpochEstimate(train_batch=train_batch, eval_batch=float(np.mean(evals)), n_fit=n_fit, n_val=n_val,
+    return EpochEstimate(train_batch=train_batch, eval_batch=float(np.median(evals)), n_fit=n_fit, n_val=n_val,
                          batch_size=cfg.batch_size, setup=setup)
 
 
