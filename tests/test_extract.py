@@ -182,3 +182,22 @@ def test_ctrl_c_keeps_the_rows_already_computed(image_folder, cache_dir, monkeyp
     monkeypatch.setattr(extract, "_forward_batch", real)
     resumed = extract_features(paths, backbone="tiny_cnn", batch_size=4, num_workers=0, cache=cache_dir)
     assert (resumed.n_cached, resumed.n_extracted) == (8, 16)
+
+
+def test_a_deadline_stops_extraction_after_the_batch_that_passes_it_and_keeps_that_batch(image_folder, tmp_path):
+    """``auto`` gives its trials a deadline: extraction stops after the batch that passes it, the rows
+    computed so far are cached, and the next run extracts only the rest."""
+    import time
+
+    from transfuse.data import load_image_folder
+    from transfuse.errors import OutOfTime
+    from transfuse.extract import deadline
+
+    items = load_image_folder(image_folder).items
+    cache = str(tmp_path / "cache")
+    with deadline(time.monotonic() - 1), pytest.raises(OutOfTime, match="after 4 of 24 new items"):
+        extract_features(items, backbone="tiny_cnn", cache=cache, batch_size=4, num_workers=0, runtime="torch",
+                         precision="fp32")
+    again = extract_features(items, backbone="tiny_cnn", cache=cache, batch_size=4, num_workers=0, runtime="torch",
+                             precision="fp32")
+    assert (again.n_cached, again.n_extracted) == (4, 20)
