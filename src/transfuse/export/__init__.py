@@ -65,8 +65,11 @@ def export_model(model_dir: str | Path, out: str | Path, opset: int | None = Non
     >>> export_model("transfuse-models/fashion", "fashion.onnx").path  # doctest: +SKIP
     PosixPath('fashion.onnx')
     """
-    import onnx
-    from onnx import helper
+    try:
+        import onnx
+        from onnx import helper
+    except ImportError:
+        raise DataError("transfuse export needs the onnx package: pip install 'transfuse[onnx]'") from None
 
     from transfuse.export.graph import OPSET, Graph
     from transfuse.modeldir import load_parts
