@@ -183,6 +183,17 @@ def test_a_text_model_exports_with_its_tokenizer(backbone, layers, pooling, fusi
     _agree(tmp_path / "m", exported.path, new_texts + [" ".join(["long"] * 700)])
 
 
+def test_a_fine_tuned_text_network_exports_with_its_tokenizer(reviews, tmp_path):
+    from transfuse.finetune.train import FinetuneConfig, finetune_source
+
+    source, new_texts = reviews
+    finetune_source(source, FinetuneConfig(backbone="tiny_text", strategy="full", epochs=1, batch_size=16),
+                    tmp_path / "ft", progress=False)
+    exported = export_model(tmp_path / "ft", tmp_path / "out" / "ft.onnx")
+    assert (tmp_path / "out" / "tokenizer.json").is_file()
+    _agree(tmp_path / "ft", exported.path, new_texts + [" ".join(["long"] * 700)])
+
+
 def test_int8_is_measured_on_the_unseen_items_and_refused_beyond_the_tolerance(image_folder, tmp_path, reviews):
     """Static int8 for an image graph (calibrated on training items), dynamic for a text graph; the
     accuracy before and after is measured on the items the model was not trained on; a drop over

@@ -87,7 +87,31 @@ def _network(backbone, taps: list[str], sample: tuple):
         return onnx.load(export_onnx(backbone, taps, sample, Path(tmp) / "taps.onnx"))
 
 
-def _text(graph: Graph, part, name: str, spec, pooling: str) -> str:
+def tokenizer_files(graph: Graph, backbone) -> tuple[str, str]:
+    """The token inputs of a text encoder's graph (``input_ids``, ``attention_mask``); its tokenizer
+    goes beside the graph and the window, special and pad ids into the metadata (one per graph)."""
+    if not hasattr(getattr(backbone, "tokenizer", None), "backend_tokenizer"):
+        raise DataError(f"{backbone.name} cannot be exported: it is not a transformer with a fast tokenizer")
+    from tokenizers import Tokenizer
+
+    clean = Tokenizer.from_str(backbone.tokenizer.backend_tokenizer.to_str())
+    clean.no_padding()  # the encoder's tokenizer may carry the padding of its last batch
+    clean.no_truncation()
+    text = clean.to_str()
+    if graph.files.get("tokenizer.json", text) != text:
+        raise DataError("the parts of this model read texts with different tokenizers; one graph takes one")
+    before, after = backbone.specials
+    graph.metadata.update({"input": ",".join(TOKENS), "max_tokens": str(backbone.input_spec.max_tokens),
+                           "specials": json.dumps([before, after]), "pad_id": str(backbone.tokenizer.pad_token_id),
+                           "tokenizer": "tokenizer.json"})
+    graph.files["tokenizer.json"] = text
+    if TOKENS[0] not in {i.name for i in graph.inputs}:
+        for name in TOKENS:
+            graph.input(name, ["batch", "tokens"], np.int64)
+    return TOKENS
+
+
+def _text(graph: Graph, part, name: str, pooling: str) -> str:
     import torch
 
     from transfuse.backbones import create_backbone
@@ -97,17 +121,10 @@ def _text(graph: Graph, part, name: str, spec, pooling: str) -> str:
                         "reads one window per text, so it would not predict the same: fit with long_text='truncate'")
     taps = list(part.slices_)
     backbone = create_backbone(name, weights=part.weights)
-    if not hasattr(backbone, "tokenizer") or not hasattr(backbone.tokenizer, "backend_tokenizer"):
-        raise DataError(f"{name} cannot be exported: it is not a transformer with a fast tokenizer")
-    ids, mask = (graph.input(n, ["batch", "tokens"], np.int64) for n in TOKENS)
+    ids, mask = tokenizer_files(graph, backbone)
     sample = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
     outputs = graph.merge(_network(backbone, taps, sample), f"{name}/", {"input_ids": ids, "attention_mask": mask})
     mask3 = graph.op("Unsqueeze", [graph.op("Cast", [mask], "mask", to=1), graph.ints([2])], "mask")
-    before, after = backbone.specials
-    pad = backbone.tokenizer.pad_token_id
-    graph.metadata.update({"input": ",".join(TOKENS), "max_tokens": str(spec.input_spec.max_tokens),
-                           "specials": json.dumps([before, after]), "pad_id": str(pad), "tokenizer": "tokenizer.json"})
-    graph.files["tokenizer.json"] = backbone.tokenizer.backend_tokenizer.to_str()
     blocks = [pool_tokens(graph, outputs[tap], mask3, pooling, f"{tap}_pool") for tap in taps]
     return blocks[0] if len(blocks) == 1 else graph.op("Concat", blocks, "features", axis=1)
 
@@ -123,7 +140,7 @@ def extractor(graph: Graph, part, x: str | None) -> str:
     specs = [get_spec(name) for name in names]
     kinds = {s.modality for s in specs}
     if kinds == {"text"} and len(names) == 1 and specs[0].network == "torch":
-        return _text(graph, part, names[0], specs[0], check_pooling(part.pooling, "text"))
+        return _text(graph, part, names[0], check_pooling(part.pooling, "text"))
     if kinds != {"image"}:
         raise DataError(f"export reads images and single transformer text encoders so far; {part.backbone} reads "
                         f"{', '.join(sorted(kinds))}")

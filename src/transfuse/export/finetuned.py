@@ -1,5 +1,6 @@
-"""ONNX for a fine-tuned image network: pixels normalised, the network, softmax (and with test-time
-augmentation the mean over the image and its mirror image), exported by torch and merged in."""
+"""ONNX for a fine-tuned network, exported by torch and merged in: for images, pixels normalised, the
+network, softmax (with test-time augmentation the mean over the image and its mirror image); for
+texts, token ids and mask in (the tokenizer written beside, as for a text probe), softmax out."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ def finetuned(graph: Graph, part, x: str | None) -> str:
     import onnx
     import torch
 
+    if part.modality == "text":
+        return _text(graph, part)
     if part.modality != "image":
-        raise DataError(f"export reads images only so far; this fine-tuned network reads {part.modality}")
+        raise DataError(f"fine-tuned {part.modality} networks do not export yet; image and text ones do")
     spec, size = part.task.backbone.input_spec, int(part.task.image_size)
 
     class Probabilities(torch.nn.Module):
@@ -42,3 +45,28 @@ def finetuned(graph: Graph, part, x: str | None) -> str:
 
 
 EXPORTS = (("finetuned", finetuned),)
+
+
+def _text(graph: Graph, part) -> str:
+    import onnx
+    import torch
+
+    from transfuse.export.featurizer import TOKENS, tokenizer_files
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self, network) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, input_ids, attention_mask):
+            return torch.softmax(self.network({"input_ids": input_ids, "attention_mask": attention_mask}).float(), 1)
+
+    backbone = part.task.backbone
+    ids, mask = tokenizer_files(graph, backbone)
+    sample = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+    axes = {name: {0: "batch", 1: "tokens"} for name in TOKENS} | {"probabilities": {0: "batch"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_module(Probabilities(part.model.cpu().eval()), sample, Path(tmp) / "net.onnx", list(TOKENS),
+                             ["probabilities"], axes, graph.opset)
+        net = onnx.load(path)
+    return graph.merge(net, "finetuned/", {"input_ids": ids, "attention_mask": mask})["probabilities"]

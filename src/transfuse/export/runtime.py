@@ -46,6 +46,8 @@ class ExportedModel:
                 raise DataError(f"{self.path} reads texts with the tokenizer written beside it, {path}, which is "
                                 f"missing; export the model again or copy that file next to the graph")
             self.tokenizer = Tokenizer.from_file(str(path))
+            self.tokenizer.no_padding()  # the file may carry the settings of its last use; windows are cut here
+            self.tokenizer.no_truncation()
 
     def pixels(self, item) -> dict[str, np.ndarray]:
         """One image (a path or a PIL image) as each graph input takes it: ``(3, S, S)`` float32 in
