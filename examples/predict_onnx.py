@@ -27,5 +27,5 @@ def pixels(img, image_size, crop_pct, interpolation):
 
 for path in sys.argv[2:]:
     img = Image.open(path).convert("RGB")
-    p = session.run(["probabilities"], {name: pixels(img, **prep) for name, prep in inputs.items()})[0][0]
-    print(f"{path}\t{classes[p.argmax()]}\t{p.max():.3f}")
+    p = session.run([meta["output"]], {name: pixels(img, **prep) for name, prep in inputs.items()})[0][0]
+    print(f"{path}\t{classes[p.argmax()]}\t{p.max():.3f}")  # a probability, or an SVM's score

@@ -84,6 +84,22 @@ def test_a_graph_that_disagrees_with_transfuse_is_not_written(image_folder, tmp_
     assert not (tmp_path / "m.onnx").exists() and steps.concat is not table["concat"]
 
 
+def test_another_opset_is_honoured_by_every_piece(image_folder, reviews, tmp_path):
+    """--opset 18 (reductions take their axes as an input from 18 on): the backbones' own graphs are
+    exported at it too, so the merged graph is valid and still agrees."""
+    import onnx
+
+    source = load_image_folder(image_folder)
+    model_dir = _fit(source, tmp_path / "img", layers="blocks.1,features", pooling="gem", fusion="concat", head="knn")
+    exported = export_model(model_dir, tmp_path / "img.onnx", opset=18)
+    assert onnx.load(str(exported.path)).opset_import[0].version == 18
+    _agree(model_dir, exported.path, source.items[:6])
+    texts, new_texts = reviews
+    spec = FeaturizerSpec(backbone="tiny_text", pooling="max", runtime="torch", precision="fp32")
+    fit(FitRequest(source=texts, featurizer=spec, output=OutputSpec(tmp_path / "txt")))
+    _agree(tmp_path / "txt", export_model(tmp_path / "txt", tmp_path / "txt.onnx", opset=18).path, new_texts[:5])
+
+
 def test_two_classes_export_with_one_score(image_folder, tmp_path):
     import shutil
 
@@ -171,7 +187,7 @@ def reviews():
     ("tiny_text", "embeddings,layer.1,features", None, "scalar-mix"),
     pytest.param("minilm_l6", None, None, None, marks=pytest.mark.slow)])
 def test_a_text_model_exports_with_its_tokenizer(backbone, layers, pooling, fusion, reviews, tmp_path):
-    """Token ids in, the tokenizer.json beside; the graph reads each text as transfuse does (one
+    """Token ids in, the tokenizer beside (m.tokenizer.json); the graph reads each text as transfuse does (one
     window, specials around, long texts cut) and gives its probabilities, on real reviews
     (MiniLM: real weights)."""
     source, new_texts = reviews
@@ -179,7 +195,7 @@ def test_a_text_model_exports_with_its_tokenizer(backbone, layers, pooling, fusi
     spec = FeaturizerSpec(backbone=backbone, layers=layers, pooling=pooling, runtime="torch", precision="fp32")
     fit(FitRequest(source=source, featurizer=spec, recipe=Recipe(**recipe), output=OutputSpec(tmp_path / "m")))
     exported = export_model(tmp_path / "m", tmp_path / "out" / "m.onnx")
-    assert (tmp_path / "out" / "tokenizer.json").is_file() and "input_ids" in exported.metadata["preprocessing"]
+    assert (tmp_path / "out" / "m.tokenizer.json").is_file() and "input_ids" in exported.metadata["preprocessing"]
     _agree(tmp_path / "m", exported.path, new_texts + [" ".join(["long"] * 700)])
 
 
@@ -190,7 +206,7 @@ def test_a_fine_tuned_text_network_exports_with_its_tokenizer(reviews, tmp_path)
     finetune_source(source, FinetuneConfig(backbone="tiny_text", strategy="full", epochs=1, batch_size=16),
                     tmp_path / "ft", progress=False)
     exported = export_model(tmp_path / "ft", tmp_path / "out" / "ft.onnx")
-    assert (tmp_path / "out" / "tokenizer.json").is_file()
+    assert (tmp_path / "out" / "ft.tokenizer.json").is_file()
     _agree(tmp_path / "ft", exported.path, new_texts + [" ".join(["long"] * 700)])
 
 
@@ -214,7 +230,7 @@ def test_int8_is_measured_on_the_unseen_items_and_refused_beyond_the_tolerance(i
     fit(FitRequest(source=texts, featurizer=spec, output=OutputSpec(tmp_path / "t")))
     exported = export_model(tmp_path / "t", tmp_path / "t" / "out" / "t.onnx")
     q = quantize_int8(exported.path, tmp_path / "q" / "t.int8.onnx", tmp_path / "t", texts, max_drop=1.0)
-    assert q.method.startswith("dynamic") and (tmp_path / "q" / "tokenizer.json").is_file()
+    assert q.method.startswith("dynamic") and (tmp_path / "q" / "t.int8.tokenizer.json").is_file()
     r = cli("export", str(tmp_path / "t"), "--out", str(tmp_path / "x.onnx"), "--quantize", "int8")
     assert r.returncode != 0 and "needs --data" in r.stderr
 

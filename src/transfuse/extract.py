@@ -344,7 +344,7 @@ def _run_extraction(job: _Job, paths: list[str], digests: list[str], batch_size:
                 done += len(idx)
                 if stop_at is not None and time.monotonic() > stop_at:
                     raise OutOfTime(f"{job.backbone}: the deadline came after {done} of {len(paths)} new items "
-                                    f"(those are cached)")
+                                    f"(kept in the feature cache when one is used)")
         except (KeyboardInterrupt, OutOfTime):
             flush()  # keep what was computed: the next run resumes after it
             raise

@@ -482,14 +482,16 @@ class _Run:
                 config = config_for(config.backbone, epochs, config.seed, config.class_weight)
                 seconds -= estimate.setup  # building the network is not in Lightning's clock
             # the learning curve against the probe: a run that cannot reach the probe's accuracy on
-            # the validation items by its last epoch is stopped, and its time is not spent
+            # the validation items by its last epoch is stopped, and its time is not spent (the run's
+            # curve is accuracy: with another objective the choice below decides alone)
             target = float(np.mean(np.asarray(classes)[probe_val.argmax(1)] == y_val))
             curve = CannotCatchUp(target, after=config.probe_epochs + 2)
+            checks = (curve,) if request.metric == "accuracy" else ()
             self.trials.doing(f"fine-tuning {config.backbone} ({config.epochs} epochs, lp-ft; the probe has "
-                              f"{target:.3f} on the validation items)")
+                              f"{target:.3f} accuracy on the validation items)")
             began = time.perf_counter()
             ft_model, ft_metrics = run_finetune(source, config, request.split.test_size, request.split.seed,
-                                                self.out.parent, seconds, callbacks=(curve,))
+                                                self.out.parent, seconds, callbacks=checks)
             self.budget.spend()
             stage["extra"] = 1
             ft_metrics["curve"] = [round(a, 4) for a in curve.curve]

@@ -35,12 +35,12 @@ class OnnxRunner:
         return {tap: torch.from_numpy(np.asarray(o)) for tap, o in zip(self.taps, outputs)}
 
 
-def export_onnx(backbone, taps: list[str], sample: tuple[torch.Tensor, ...], path: Path) -> str:
+def export_onnx(backbone, taps: list[str], sample: tuple[torch.Tensor, ...], path: Path, opset: int = 17) -> str:
     """Export ``backbone.tap_network(taps)`` to ``path`` with all ``taps`` as outputs, the batch (and
     sequence) axes dynamic."""
     names = list(backbone.input_names)
     axes = {name: dict(backbone.dynamic_axes) for name in [*names, *taps]}
-    return export_module(backbone.tap_network(taps), sample, path, names, taps, axes)
+    return export_module(backbone.tap_network(taps), sample, path, names, taps, axes, opset)
 
 
 def export_module(module, sample: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str],

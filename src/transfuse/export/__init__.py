@@ -138,6 +138,11 @@ def _metrics(model_dir: Path) -> dict:
     return {k: saved[k] for k in ("accuracy", "balanced_accuracy", "macro_f1") if k in saved}
 
 
+def beside(graph_file: Path, name: str) -> Path:
+    """Where a file the graph reads lives: ``model.onnx`` reads ``model.tokenizer.json``."""
+    return graph_file.with_name(f"{graph_file.stem}.{name}")
+
+
 def _write(model, files: dict[str, str], out: Path) -> None:
     """The graph (written beside and renamed: a killed export leaves no half file) and its files."""
     import onnx
@@ -149,8 +154,8 @@ def _write(model, files: dict[str, str], out: Path) -> None:
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
-    for name, text in files.items():
-        (out.parent / name).write_text(text)
+    for name, text in files.items():  # named after the graph: two exports in one folder keep their own
+        beside(out, name).write_text(text)
 
 
 CHECK_TEXTS = ["a", "The delivery was quick and the dress fits well.", "Terrible: it tore after one wash!! 0/10",

@@ -9,7 +9,7 @@ transformer tokens after their class token, vectors).
 
 Texts: the graph takes ``input_ids`` and ``attention_mask`` (int64, ``(N, T)``), one window per
 text as transfuse builds it (the tokens without specials, cut to the window, the special ids put
-around, right-padded); the tokenizer is written beside as ``tokenizer.json`` and the special and
+around, right-padded); the tokenizer is written beside (``model.tokenizer.json``) and the special and
 pad ids go into the metadata. Models that chunk long texts are refused (the graph reads one window)."""
 
 from __future__ import annotations
@@ -77,14 +77,14 @@ def pool_tokens(graph: Graph, h: str, mask: str, pooling: str, hint: str) -> str
     return graph.op("Div", [total, graph.reduce("ReduceSum", mask, [1], hint)], hint)
 
 
-def _network(backbone, taps: list[str], sample: tuple):
-    """The backbone's tap network as an ONNX model (exported to a temporary file)."""
+def _network(backbone, taps: list[str], sample: tuple, opset: int):
+    """The backbone's tap network as an ONNX model at the graph's opset (exported to a temporary file)."""
     import onnx
 
     from transfuse.engines.onnx import export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
-        return onnx.load(export_onnx(backbone, taps, sample, Path(tmp) / "taps.onnx"))
+        return onnx.load(export_onnx(backbone, taps, sample, Path(tmp) / "taps.onnx", opset))
 
 
 def tokenizer_files(graph: Graph, backbone) -> tuple[str, str]:
@@ -123,7 +123,8 @@ def _text(graph: Graph, part, name: str, pooling: str) -> str:
     backbone = create_backbone(name, weights=part.weights)
     ids, mask = tokenizer_files(graph, backbone)
     sample = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
-    outputs = graph.merge(_network(backbone, taps, sample), f"{name}/", {"input_ids": ids, "attention_mask": mask})
+    net = _network(backbone, taps, sample, graph.opset)
+    outputs = graph.merge(net, f"{name}/", {"input_ids": ids, "attention_mask": mask})
     mask3 = graph.op("Unsqueeze", [graph.op("Cast", [mask], "mask", to=1), graph.ints([2])], "mask")
     blocks = [pool_tokens(graph, outputs[tap], mask3, pooling, f"{tap}_pool") for tap in taps]
     return blocks[0] if len(blocks) == 1 else graph.op("Concat", blocks, "features", axis=1)
@@ -163,7 +164,7 @@ def extractor(graph: Graph, part, x: str | None) -> str:
         if spec.network != "torch" or type(backbone).pool_raw is not Backbone.pool_raw:
             raise DataError(f"{name} cannot be exported yet (a {spec.family} network that pools its taps its own "
                             f"way); torch image backbones pooled per tap can")
-        net = _network(backbone, taps, (torch.zeros(1, 3, size, size),))
+        net = _network(backbone, taps, (torch.zeros(1, 3, size, size),), graph.opset)
         mean = np.asarray(spec.input_spec.mean, np.float32).reshape(1, 3, 1, 1)
         std = np.asarray(spec.input_spec.std, np.float32).reshape(1, 3, 1, 1)
         normalised = graph.affine(pixels, mean, std, f"{name}_normalise")

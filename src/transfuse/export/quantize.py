@@ -16,7 +16,7 @@ import numpy as np
 
 from transfuse.data.source import Source
 from transfuse.errors import DataError
-from transfuse.export import quiet
+from transfuse.export import beside, quiet
 from transfuse.export.runtime import ExportedModel
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,12 @@ def quantize_int8(fp32: Path, out: Path, model_dir: Path, source: Source, max_dr
     if exported.modality != source.kind:
         raise DataError(f"the model reads {exported.modality} but --data holds {source.kind}")
     calibration, test, truth = held_out(model_dir, source)
+    ok, _ = exported.scores(test)  # unreadable files are left out of both measures (and said so)
+    if not ok.all():
+        log.warning("%d of the %d unseen items could not be read; measuring on the others", (~ok).sum(), len(ok))
+        test, truth = [t for t, good in zip(test, ok) if good], [t for t, good in zip(truth, ok) if good]
+    if exported.modality == "image":
+        calibration = [item for item, good in zip(calibration, exported.scores(calibration)[0]) if good]
     fp32_acc = float(np.mean(exported.predict(test).astype(str) == np.asarray(truth)))
 
     class Reader(CalibrationDataReader):
@@ -108,8 +114,8 @@ def quantize_int8(fp32: Path, out: Path, model_dir: Path, source: Source, max_dr
         helper.set_model_props(model, props)
         onnx.save(model, str(staged))
         for name in ("tokenizer.json",):  # what the graph reads beside it
-            if (fp32.parent / name).is_file():
-                shutil.copy(fp32.parent / name, Path(tmp) / name)
+            if beside(fp32, name).is_file():
+                shutil.copy(beside(fp32, name), beside(staged, name))
         int8_acc = float(np.mean(ExportedModel(staged).predict(test).astype(str) == np.asarray(truth)))
         result = Quantized(out, method, fp32_acc, int8_acc, len(test), len(calibration))
         if result.drop > max_drop:
@@ -119,6 +125,6 @@ def quantize_int8(fp32: Path, out: Path, model_dir: Path, source: Source, max_dr
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(staged), out)
         for name in ("tokenizer.json",):
-            if (Path(tmp) / name).is_file() and not (out.parent / name).is_file():
-                shutil.copy(Path(tmp) / name, out.parent / name)
+            if beside(staged, name).is_file():
+                shutil.copy(beside(staged, name), beside(out, name))
     return result

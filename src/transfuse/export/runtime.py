@@ -1,6 +1,7 @@
 """An exported model run by ONNX Runtime alone (no torch): the file's metadata says the classes and
 the preprocessing; images are decoded, resized and cropped with PIL as transfuse does, texts are
-tokenised with the ``tokenizer.json`` beside the graph (the ``tokenizers`` package) into one window
+tokenised with the tokenizer beside the graph (``model.tokenizer.json`` for ``model.onnx``; the
+``tokenizers`` package) into one window
 each, and the graph gives the probabilities (or scores). ``transfuse predict model.onnx FILES`` uses it."""
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class ExportedModel:
         if self.modality == "text":
             from tokenizers import Tokenizer
 
-            path = self.path.parent / str(self.meta["tokenizer"])
+            path = self.path.with_name(f"{self.path.stem}.{self.meta['tokenizer']}")
             if not path.is_file():
                 raise DataError(f"{self.path} reads texts with the tokenizer written beside it, {path}, which is "
                                 f"missing; export the model again or copy that file next to the graph")

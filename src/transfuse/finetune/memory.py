@@ -15,11 +15,13 @@ SHARE = 0.5  # of the memory free when training starts
 
 
 def free_bytes(device: str) -> int | None:
-    """Memory free for training: the GPU's on CUDA, else the machine's (``MemAvailable``)."""
+    """Memory free for training: on CUDA the device's total less what other processes hold there is
+    not knowable the same way from every DDP process, so 80 % of its total (every process must choose
+    the same micro-batch, or their all-reduces stop matching); else the machine's ``MemAvailable``."""
     if device.startswith("cuda"):
         import torch
 
-        return int(torch.cuda.mem_get_info()[0])
+        return int(0.8 * torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -54,8 +56,8 @@ def training_batch(task, network, batch_size: int, device: str) -> tuple[int, in
     fits = int(room // per_item)
     if fits >= batch_size:
         return batch_size, 1
-    micro = 2 ** int(math.log2(max(fits, 1)))
-    accumulate = math.ceil(batch_size / micro)
+    accumulate = math.ceil(batch_size / max(fits, 1))
+    micro = math.ceil(batch_size / accumulate)  # about the same items per step as asked
     log.info("%s needs about %.0f MB per text in training at its %d-token window: batches of %d with gradients "
              "accumulated over %d (%d per step), to stay within half of the %.1f GB free", task.backbone.name,
              per_item / 2**20, task.backbone.input_spec.max_tokens, micro, accumulate, micro * accumulate,
