@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from transfuse.data.packaged import FASHION_CLASSES
 from transfuse.data.source import Source
 from transfuse.export import export_model
 from transfuse.export.quantize import quantize_int8
@@ -44,8 +45,7 @@ REPEATS = 32
 def image_source() -> Source:
     train, y_train, _ = fashion_pngs("train", 50)
     test, y_test, _ = fashion_pngs("test", 30)
-    names = np.asarray(["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                        "boot"])
+    names = np.asarray(FASHION_CLASSES)
     return Source(items=[*map(str, train), *map(str, test)], labels=[*names[y_train], *names[y_test]],
                   name="fashion", splits=["train"] * len(train) + ["test"] * len(test))
 

@@ -491,10 +491,9 @@ def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, 
     predicted = [str(p) for p in labels]
     metrics = classification_metrics(truth, predicted, classes=classes)
     metrics["skipped"] = int((~ok).sum())
-    trained_on = load_data(model_dir).get(TRAINING_ITEMS)
-    if trained_on is not None:
-        readable = [item for item, good in zip(source.items, ok) if good]
-        seen = np.isin(np.asarray([digest_id(item, source.kind) for item in readable], dtype=np.uint64), trained_on)
+    readable = [item for item, good in zip(source.items, ok) if good]
+    seen = trained_on(model_dir, readable, source.kind)
+    if seen is not None:
         if seen.any():
             log.warning("%d of %d items were used to train %s: its scores on them are optimistic; the metrics of "
                         "the %d unseen items are under overlap.unseen", seen.sum(), len(seen), model_dir,
@@ -503,6 +502,15 @@ def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, 
             metrics["overlap"] = {"seen": int(seen.sum()), "unseen": classification_metrics(
                 [truth[i] for i in unseen], [predicted[i] for i in unseen], classes=classes) if len(unseen) else None}
     return metrics
+
+
+def trained_on(model_dir: str | Path, items: list, kind: str) -> np.ndarray | None:
+    """Which of ``items`` the model in ``model_dir`` was trained on (by the content digests it
+    records); None for a model that records none."""
+    digests = load_data(model_dir).get(TRAINING_ITEMS)
+    if digests is None:
+        return None
+    return np.isin(np.asarray([digest_id(item, kind) for item in items], dtype=np.uint64), digests)
 
 
 def predict_arrays(model, items: list[str], on_error: str = "raise") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -16,6 +16,7 @@ Stages, on the training split only (the test split is read once, by the model th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -268,12 +269,10 @@ class _Run:
     # -- 3. probe ----------------------------------------------------------------------------------
     def probe(self) -> None:
         prober = self.prober
-        with self.trials.stage("plain fit (the fallback)"):
-            self.update_deadline()
+        with self.probe_stage("plain fit (the fallback)"):
             base = self.spec(default_backbone(self.kind))
             prober.score(base, [Recipe(head_params=dict(self.weight))], "plain fit", force=True)
-        with self.trials.stage("layers and fusion per backbone"):
-            self.update_deadline()
+        with self.probe_stage("layers and fusion per backbone"):
             for name in self.top:
                 if name in fitted_featurizers():
                     prober.score(self.spec(name), [Recipe(head_params={"C": c, **self.weight}) for c in (1.0, 10.0)],
@@ -288,25 +287,20 @@ class _Run:
                     self.trials.note(f"{name} not probed: {exc}")
                     continue
                 prober.score(spec, default_recipes(blocks, "logreg", head_params=dict(self.weight)), name)
-        with self.trials.stage("more sources"):
-            self.update_deadline()
+        with self.probe_stage("more sources"):
             self.more_sources()
-        with self.trials.stage("pooling"):
-            self.update_deadline()
+        with self.probe_stage("pooling"):
             self.try_poolings()
-        with self.trials.stage("the two best backbones fused"):
-            self.update_deadline()
+        with self.probe_stage("the two best backbones fused"):
             self.try_pair()
-        with self.trials.stage("head and regularisation"):
-            self.update_deadline()
+        with self.probe_stage("head and regularisation"):
             if prober.best is not None:
                 trial = prober.best[0]
                 fitted = trial.spec.backbone in fitted_featurizers()
                 recipes = [r for r in head_variants(trial.recipe, self.request.class_weight, self.request.metric)
                            if not fitted or r.head in ("logreg", "svm", "ridge")]
                 prober.score(trial.spec, recipes, "heads")
-        with self.trials.stage("confirm the best on new folds"):
-            self.update_deadline()
+        with self.probe_stage("confirm the best on new folds"):
             confirmed = prober.confirm()
             if confirmed:
                 trial, row = prober.best
@@ -316,11 +310,15 @@ class _Run:
             raise DataError(f"the budget ({self.budget.describe()}) ended before a single candidate was scored; "
                             f"give a larger --budget")
 
-    def update_deadline(self) -> None:
-        """Without fine-tuning planned, probe trials may start until the end's reserve, which grows
-        with what the best trial so far will cost to train and apply (so it is recomputed per stage)."""
-        if self.budget.seconds is not None and self.plan is None:
-            self.prober.deadline = max(0.0, self.budget.seconds - self.final_reserve())
+    @contextlib.contextmanager
+    def probe_stage(self, name: str):
+        """One probe stage. Without fine-tuning planned, its trials may start until the end's reserve,
+        which grows with what the best trial so far will cost to train and apply (so the deadline is
+        recomputed as each stage begins)."""
+        with self.trials.stage(name):
+            if self.budget.seconds is not None and self.plan is None:
+                self.prober.deadline = max(0.0, self.budget.seconds - self.final_reserve())
+            yield
 
     def more_sources(self) -> None:
         """The next ranked backbones' layers, while the deadline leaves time for their features."""
@@ -494,7 +492,7 @@ class _Run:
                                                 self.out.parent, seconds, callbacks=checks)
             self.budget.spend()
             stage["extra"] = 1
-            ft_metrics["curve"] = [round(a, 4) for a in curve.curve]
+            ft_metrics["curve"] = [round(a, 4) for a in curve.curve] if checks else None
             self.trials.note(f"fine-tuned {config.backbone}: {ft_metrics['epochs_run']} epochs in "
                              f"{time.perf_counter() - began:.0f}s"
                              + (f"; stopped early, {curve.stopped}" if curve.stopped else ""))

@@ -67,7 +67,6 @@ def export_model(model_dir: str | Path, out: str | Path, opset: int | None = Non
     """
     try:
         import onnx
-        from onnx import helper
     except ImportError:
         raise DataError("transfuse export needs the onnx package: pip install 'transfuse[onnx]'") from None
 
@@ -87,18 +86,15 @@ def export_model(model_dir: str | Path, out: str | Path, opset: int | None = Non
     for _, part in parts:
         features = x if part.role == "head" else None  # what the head reads: checked on its own too
         x = table[part.kind](graph, part, x)
-    head = parts[-1][1]
-    classes = [str(c) for c in head.classes_]
-    scores_only = graph.metadata.pop("scores_only", None) == "true"
-    metrics = _metrics(Path(model_dir))
+    classes = [str(c) for c in parts[-1][1].classes_]
+    output = graph.output
     if graph.image_inputs:
         graph.metadata["inputs"] = graph.image_inputs
         if len(graph.image_inputs) == 1:  # the one input's preprocessing at the top level too
             graph.metadata.update({k: str(v) for k, v in graph.image_inputs["pixels"].items()})
-    meta = {"transfuse_export": "1", "classes": classes, "output": "scores" if scores_only else "probabilities",
-            "preprocessing": _preprocessing(graph.metadata), **graph.metadata, "metrics": metrics}
+    meta = {"transfuse_export": "1", "classes": classes, "output": output,
+            "preprocessing": _preprocessing(graph.metadata), **graph.metadata, "metrics": _metrics(Path(model_dir))}
     graph.metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
-    output = "scores" if scores_only else "probabilities"
     label = graph.op("ArgMax", [x], "label", axis=1, keepdims=0)
     model = graph.model({output: (x, ["batch", len(classes)]), "label": (label, ["batch"])})
     onnx.checker.check_model(model, full_check=True)
@@ -106,9 +102,7 @@ def export_model(model_dir: str | Path, out: str | Path, opset: int | None = Non
     what = "texts" if "tokenizer" in meta else "smooth random images"
     meta["checked"] = (f"max difference {gap:.2g} from transfuse (eager fp32) on {CHECK_ITEMS} {what}"
                        + (" (probabilities, and the head's input relative to its largest value)" if features else ""))
-    graph.metadata["checked"] = meta["checked"]
-    del model.metadata_props[:]
-    helper.set_model_props(model, graph.metadata)
+    model.metadata_props.add(key="checked", value=meta["checked"])
     out = Path(out)
     _write(model, graph.files, out)
     sidecar = out.with_suffix(".json")
@@ -189,29 +183,31 @@ def verify(model, files: dict[str, str], model_dir: Path, meta: dict, output: st
                  for _ in range(CHECK_ITEMS)]
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
+    outputs = [output] if features is None else [output, features]
     if features is not None:
         probe.graph.output.append(onnx.helper.make_tensor_value_info(features, onnx.TensorProto.FLOAT, None))
     with tempfile.TemporaryDirectory() as tmp:
         _write(probe, files, Path(tmp) / "check.onnx")
         exported = ExportedModel(Path(tmp) / "check.onnx")
-        got = exported.predict_proba(items)
-        got_features = exported.session.run([features], exported.feeds(
-            [item if exported.modality == "text" else exported.pixels(item) for item in items]))[0] \
-            if features is not None else None
+        prepared = items if exported.modality == "text" else [exported.pixels(item) for item in items]
+        got = exported.session.run(outputs, exported.feeds(prepared))
     reference = load_model(model_dir, runtime="torch", precision="fp32", cache=False)
     with quiet(logging.INFO):  # the reference's extraction lines are not the user's business
-        want = reference.predict_proba(items) if output == "probabilities" else reference.decision_function(items)
-    want = np.asarray(want)
+        if features is None:  # a whole network (fine-tuned, ensemble): items in, probabilities out
+            want = np.asarray(reference.predict_proba(items))
+        else:  # the steps before the head once, then the head on their output
+            from sklearn.pipeline import Pipeline
+
+            want_features = np.asarray(Pipeline(reference.steps[:-1]).transform(items), np.float64)
+            head = reference.steps[-1][1]
+            want = np.asarray(head.predict_proba(want_features) if output == "probabilities"
+                              else head.decision_function(want_features))
     if want.ndim == 1:  # one score for two classes
         want = np.column_stack([-want, want])
-    gap = float(np.abs(got - want).max())
-    if got_features is not None:  # the steps before the head, on transfuse's side
-        from sklearn.pipeline import Pipeline
-
-        with quiet(logging.INFO):
-            want_features = np.asarray(Pipeline(reference.steps[:-1]).transform(items), np.float64)
+    gap = float(np.abs(got[0] - want).max())
+    if features is not None:
         scale = max(float(np.abs(want_features).max()), 1e-12)
-        gap = max(gap, float(np.abs(got_features - want_features).max()) / scale)
+        gap = max(gap, float(np.abs(got[1] - want_features).max()) / scale)
     if not gap <= TOLERANCE:
         raise DataError(f"the exported graph disagrees with transfuse by {gap:.3g} (more than {TOLERANCE}) on "
                         f"{len(items)} check items; nothing was written. Please report this with the model's "

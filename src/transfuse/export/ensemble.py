@@ -25,13 +25,13 @@ def ensemble(graph: Graph, part, x: str | None) -> str:
         y = None
         for _, step in steps:
             y = table[step.kind](graph, step, y)
-        graph.metadata.pop("scores_only", None)  # members give probabilities (the ensemble checks)
         classes = [str(c) for c in steps[-1][1].classes_]
         order = [classes.index(str(c)) for c in part.classes_]
         if order != list(range(len(classes))):
             y = graph.columns(y, np.asarray(order), "member_order")
         y = graph.op("Mul", [y, graph.const(weight)], "member_weight")
         total = y if total is None else graph.op("Add", [total, y], "ensemble")
+    graph.output = "probabilities"  # every member gives them (the ensemble checks)
     return total
 
 

@@ -22,6 +22,7 @@ class Graph:
         self.metadata: dict[str, str] = {}
         self.files: dict[str, str] = {}  # written beside the graph (a text model's tokenizer.json)
         self.image_inputs: dict[str, dict] = {}  # input name -> the preprocessing that makes its pixels
+        self.output = "probabilities"  # a head that gives scores only (SVM, ridge) sets "scores"
         self._prefixes: set[str] = set()
         self._ids = itertools.count()
 

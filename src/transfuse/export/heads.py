@@ -29,7 +29,7 @@ def linear(graph: Graph, head, x: str) -> str:
         return _probabilities(graph, scores, head.state_["coef"].shape[0])
     if head.state_["coef"].shape[0] == 1:  # one score for two classes: [-s, s], the same argmax
         scores = graph.op("Concat", [graph.op("Neg", [scores]), scores], "scores", axis=1)
-    graph.metadata["scores_only"] = "true"
+    graph.output = "scores"
     return scores
 
 
@@ -67,13 +67,11 @@ def knn(graph: Graph, head, x: str) -> str:
         any_exact = graph.op("Cast", [graph.reduce("ReduceMax", exact, [1], "knn_any", keepdims=1)], "knn_any", to=9)
         inverse = graph.op("Reciprocal", [graph.op("Max", [near, graph.const(1e-30)])])
         weight = graph.op("Where", [any_exact, exact, inverse], "knn_weight")
-    else:
-        weight = graph.op("Mul", [near, graph.const(0.0)])
-        weight = graph.op("Add", [weight, graph.const(1.0)], "knn_weight")
     onehot = np.eye(len(head.classes_))[train_y]
     votes = graph.op("Gather", [graph.const(onehot), index], "knn_votes", axis=0)  # (N, k, C)
-    weighted = graph.op("Mul", [votes, graph.op("Unsqueeze", [weight, graph.ints([2])])])
-    total = graph.reduce("ReduceSum", weighted, [1], "knn_total")
+    if head.weights == "distance":
+        votes = graph.op("Mul", [votes, graph.op("Unsqueeze", [weight, graph.ints([2])])])
+    total = graph.reduce("ReduceSum", votes, [1], "knn_total")
     return graph.op("Div", [total, graph.reduce("ReduceSum", total, [1], "knn_sum", keepdims=1)], "proba")
 
 

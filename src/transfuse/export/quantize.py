@@ -43,14 +43,12 @@ class Quantized:
 def held_out(model_dir: Path, source: Source, seed: int = 0) -> tuple[list, list, list]:
     """``(calibration items, test items, test labels)``: a seeded sample of the items the model was
     trained on (its saved digests say which), and every labelled item it was not."""
-    from transfuse.data.fingerprint import digest_id
-    from transfuse.modeldir import TRAINING_ITEMS, load_data
+    from transfuse.workflow import trained_on
 
-    trained = load_data(model_dir).get(TRAINING_ITEMS)
-    if trained is None:
+    seen = trained_on(model_dir, source.items, source.kind)
+    if seen is None:
         raise DataError(f"{model_dir} does not record which items it was trained on, so the quantised model's "
                         f"accuracy cannot be measured on unseen ones; fit it again with this version")
-    seen = np.isin(np.asarray([digest_id(item, source.kind) for item in source.items], np.uint64), trained)
     if not seen.any() or seen.all():
         raise DataError(f"--data must hold the items {model_dir} was trained on (to calibrate) and others (to "
                         f"measure); of its {len(seen)} items {int(seen.sum())} were trained on")
@@ -108,7 +106,7 @@ def quantize_int8(fp32: Path, out: Path, model_dir: Path, source: Source, max_dr
             method = "dynamic (int8 weights)"
             quantize_dynamic(str(prepared), str(staged), weight_type=QuantType.QInt8)
         model = onnx.load(str(staged))
-        props = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
+        props = dict(exported.session.get_modelmeta().custom_metadata_map)  # as written, strings
         props["quantized"] = method
         del model.metadata_props[:]
         helper.set_model_props(model, props)

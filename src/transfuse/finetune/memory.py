@@ -32,7 +32,7 @@ def free_bytes(device: str) -> int | None:
     return None
 
 
-def activation_bytes(task, bytes_per_value: int = 4) -> float | None:
+def activation_bytes(task) -> float | None:
     """Activations kept for the backward pass per training item, for a transformer text encoder at its
     full window (Korthikanti et al. 2022: ``s h (34 + 5 a s / h)`` bytes per layer in 16-bit, twice
     that in fp32); None for other networks (images at their sizes fit in batches of 32)."""
@@ -41,7 +41,7 @@ def activation_bytes(task, bytes_per_value: int = 4) -> float | None:
         return None
     s, h = task.backbone.input_spec.max_tokens, config.hidden_size
     heads, layers = config.num_attention_heads, config.num_hidden_layers
-    return layers * s * h * (34 + 5 * heads * s / h) * bytes_per_value / 2
+    return layers * s * h * (34 + 5 * heads * s / h) * 2  # fp32: twice the 16-bit figure
 
 
 def training_batch(task, network, batch_size: int, device: str) -> tuple[int, int]:
