@@ -45,3 +45,59 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None):
 
 def fashion_available() -> bool:
     return (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file()
+
+
+def drums_available() -> bool:
+    from transfuse.data.packaged import drums_root
+    from transfuse.errors import DataError
+
+    try:
+        drums_root()
+        return True
+    except DataError:
+        return False
+
+
+needs_drums = pytest.mark.skipif(not drums_available(), reason="run ./scripts/install-data.sh audio")
+
+
+def tone(path: Path, freq: float, seconds: float = 1.0, rate: int = 44100, channels: int = 2) -> Path:
+    """A sine tone written as an audio file (stereo by default)."""
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * freq * t)
+    sf.write(path, np.stack([wave] * channels, axis=1) if channels > 1 else wave, rate)
+    return path
+
+
+@pytest.fixture
+def drum_folder(tmp_path: Path) -> Path:
+    """Real one-shot hits: 8 kicks, 8 snares, 8 hi-hats copied from the Hydrogen kits."""
+    from transfuse.data.packaged import drum_hits
+
+    hits = drum_hits()
+    root = tmp_path / "drums"
+    for label in ("kick", "snare", "hihat"):
+        (root / label).mkdir(parents=True)
+        picks = [p for p, lab in zip(hits["path"], hits["label"]) if lab == label][:8]
+        for i, p in enumerate(picks):
+            shutil.copy(p, root / label / f"{i:02d}{Path(p).suffix}")
+    return root
+
+
+@pytest.fixture
+def tiny_wav2vec2(tmp_path: Path) -> Path:
+    """A tiny randomly initialised wav2vec2 saved locally (stands in for a hub download)."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16,
+                            num_conv_pos_embedding_groups=2)
+    model_dir = tmp_path / "tiny-w2v"
+    Wav2Vec2Model(config).save_pretrained(model_dir)
+    Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(model_dir)
+    return model_dir

@@ -1,8 +1,6 @@
 """Audio through the same pipeline: decoding, folders and manifests, the encoders, pooling, CLI, real drums."""
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,42 +13,7 @@ from transfuse.errors import CorruptInputError, DataError, WeightsUnavailableErr
 from transfuse.extract import extract_features
 from transfuse.workflow import fit_source
 
-from conftest import cli
-
-
-def drums_available() -> bool:
-    try:
-        from transfuse.data.packaged import drums_root
-
-        drums_root()
-        return True
-    except DataError:
-        return False
-
-
-needs_drums = pytest.mark.skipif(not drums_available(), reason="run ./scripts/install-data.sh audio")
-
-
-def tone(path: Path, freq: float, seconds: float = 1.0, rate: int = 44100, channels: int = 2) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    wave = 0.3 * np.sin(2 * np.pi * freq * t)
-    sf.write(path, np.stack([wave] * channels, axis=1) if channels > 1 else wave, rate)
-    return path
-
-
-@pytest.fixture
-def drum_folder(tmp_path) -> Path:
-    """Real one-shot hits: 8 kicks, 8 snares, 8 hi-hats copied from the Hydrogen kits."""
-    from transfuse.data.packaged import drum_hits
-
-    hits = drum_hits()
-    root = tmp_path / "drums"
-    for label in ("kick", "snare", "hihat"):
-        (root / label).mkdir(parents=True)
-        picks = [p for p, lab in zip(hits["path"], hits["label"]) if lab == label][:8]
-        for i, p in enumerate(picks):
-            shutil.copy(p, root / label / f"{i:02d}{Path(p).suffix}")
-    return root
+from conftest import cli, needs_drums, tone
 
 
 def test_decode_downmixes_and_resamples(tmp_path):
@@ -153,20 +116,10 @@ def test_transfer_and_baseline_on_real_drums(drum_folder):
         assert acc > 0.6, backbone
 
 
-def test_hf_speech_encoder_from_a_local_directory(tmp_path):
+def test_hf_speech_encoder_from_a_local_directory(tiny_wav2vec2, tmp_path):
     """hf:/dir resolves a wav2vec2-type config to an audio backbone with a tap per hidden layer
     (a tiny randomly initialised model saved locally stands in for a hub download)."""
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
-    torch.manual_seed(0)
-    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                            conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16,
-                            num_conv_pos_embedding_groups=2)
-    model_dir = tmp_path / "tiny-w2v"
-    Wav2Vec2Model(config).save_pretrained(model_dir)
-    Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(model_dir)
-    name = f"hf:{model_dir}"
+    name = f"hf:{tiny_wav2vec2}"
     bb = create_backbone(name)
     assert bb.modality == "audio" and bb.tap_names == ["embeddings", "layer.1", "features"]
     clips = [tone(tmp_path / "a.wav", 440, seconds=0.01), tone(tmp_path / "b.wav", 880, seconds=1.0)]

@@ -12,15 +12,15 @@ import sys
 import numpy as np
 import pytest
 
-from transfuse.data import load_image_folder
+from transfuse.data import load_image_folder, load_source
 from transfuse.errors import DataError
 from transfuse.export import export_model
 from transfuse.export.runtime import ExportedModel
 from transfuse.pipeline import load_model
 from transfuse.recipe import Recipe
-from transfuse.workflow import FeaturizerSpec, FitRequest, OutputSpec, fit
+from transfuse.workflow import FeaturizerSpec, FitRequest, OutputSpec, SplitSpec, fit
 
-from conftest import EXAMPLES, cli
+from conftest import EXAMPLES, cli, needs_drums, tone
 
 TINY = "tiny_cnn"
 
@@ -34,7 +34,7 @@ def _fit(source, out, backbone=TINY, layers=None, pooling=None, **recipe):
 def _agree(model_dir, onnx_path, items, tol=1e-4):
     """The exported graph's outputs on real images equal the model directory's, eager fp32."""
     exported = ExportedModel(onnx_path)
-    reference = load_model(model_dir, runtime="torch", precision="fp32", cache=False)
+    reference = load_model(model_dir, cache=False)  # the engine it was fitted with: eager fp32 here
     ok, got = exported.scores(items)
     assert ok.all()
     want = reference.predict_proba(items) if exported.has_proba else reference.decision_function(items)
@@ -233,6 +233,50 @@ def test_int8_is_measured_on_the_unseen_items_and_refused_beyond_the_tolerance(i
     assert q.method.startswith("dynamic") and (tmp_path / "q" / "t.int8.tokenizer.json").is_file()
     r = cli("export", str(tmp_path / "t"), "--out", str(tmp_path / "x.onnx"), "--quantize", "int8")
     assert r.returncode != 0 and "needs --data" in r.stderr
+
+
+AUDIO = {"logmel": ("mfcc,features", None), "speech_embedding": (None, "max"),
+         "sound_effects": ("block2,features", "avg")}
+
+
+@needs_drums
+@pytest.mark.parametrize("backbone", list(AUDIO))
+def test_audio_models_export_waveform_in(backbone, drum_folder, tmp_path):
+    """Each built-in audio encoder on its real weights, fitted on real drum hits: the graph takes one
+    clip's waveform (decoded, down-mixed and resampled as transfuse does; the frozen speech-embedding
+    graph merged as it is, Loop and all) and gives transfuse's probabilities; `transfuse predict
+    model.onnx` reads clips; dynamic int8 is measured like the others."""
+    from transfuse.export.quantize import quantize_int8
+
+    layers, pooling = AUDIO[backbone]
+    source = load_source(drum_folder)
+    spec = FeaturizerSpec(backbone=backbone, layers=layers, pooling=pooling, precision="fp32")
+    fit(FitRequest(source=source, featurizer=spec, output=OutputSpec(tmp_path / "m")))
+    exported = export_model(tmp_path / "m", tmp_path / "m.onnx")
+    assert exported.metadata["input"] == "waveform" and "one clip per run" in exported.metadata["preprocessing"]
+    short = tone(tmp_path / "short.wav", 330, seconds=0.02, channels=1)  # shorter than any encoder's window
+    _agree(tmp_path / "m", exported.path, source.items[::3] + [str(short)])
+    r = cli("predict", str(exported.path), source.items[0], str(short), "--json")
+    assert r.returncode == 0, r.stderr
+    assert [rec["label"] for rec in json.loads(r.stdout)][0] in {"kick", "snare", "hihat"}
+    if backbone == "logmel":
+        q = quantize_int8(exported.path, tmp_path / "m.int8.onnx", tmp_path / "m", source, max_drop=1.0)
+        assert q.method.startswith("dynamic") and 0 <= q.int8_accuracy <= 1
+
+
+def test_a_hub_speech_encoder_exports(tiny_wav2vec2, tmp_path):
+    """A transformers speech encoder (a tiny wav2vec2: normalised clip, conv feature encoder,
+    transformer layers) exports per clip and agrees with transfuse."""
+    root = tmp_path / "tones"
+    for label, freqs in (("low", (200, 250, 300)), ("high", (2000, 2500, 3000))):
+        (root / label).mkdir(parents=True)
+        for f in freqs:
+            tone(root / label / f"{f}.wav", f, seconds=0.3 + f / 10000)
+    source = load_source(root)
+    spec = FeaturizerSpec(backbone=f"hf:{tiny_wav2vec2}", layers="layer.1,features", precision="fp32")
+    fit(FitRequest(source=source, featurizer=spec, split=SplitSpec(test_size=0.34), output=OutputSpec(tmp_path / "m")))
+    exported = export_model(tmp_path / "m", tmp_path / "m.onnx")
+    _agree(tmp_path / "m", exported.path, source.items)
 
 
 def test_what_does_not_export_is_refused_with_the_reason(tmp_path, image_folder):

@@ -98,8 +98,8 @@ def export_model(model_dir: str | Path, out: str | Path, opset: int | None = Non
     label = graph.op("ArgMax", [x], "label", axis=1, keepdims=0)
     model = graph.model({output: (x, ["batch", len(classes)]), "label": (label, ["batch"])})
     onnx.checker.check_model(model, full_check=True)
-    gap = verify(model, graph.files, Path(model_dir), meta, output, features)
-    what = "texts" if "tokenizer" in meta else "smooth random images"
+    gap = verify(model, graph.files, Path(model_dir), meta, output, features, _eager_runtime(parts))
+    what = "texts" if "tokenizer" in meta else "clips" if "sample_rate" in meta else "smooth random images"
     meta["checked"] = (f"max difference {gap:.2g} from transfuse (eager fp32) on {CHECK_ITEMS} {what}"
                        + (" (probabilities, and the head's input relative to its largest value)" if features else ""))
     model.metadata_props.add(key="checked", value=meta["checked"])
@@ -110,11 +110,25 @@ def export_model(model_dir: str | Path, out: str | Path, opset: int | None = Non
     return Exported(out, sidecar, meta)
 
 
+def _eager_runtime(parts: list) -> str:
+    """The engine of the check's reference: eager torch, or ``auto`` when a frozen encoder runs only
+    on its own (native) engine."""
+    from transfuse.backbones import get_spec
+    from transfuse.engines.planner import capabilities
+    from transfuse.featurizers.extractor import backbone_list
+
+    names = [n for _, part in parts if getattr(part, "backbone", None) for n in backbone_list(part.backbone)]
+    return "torch" if all("torch" in capabilities(get_spec(n))[0] for n in names) else "auto"
+
+
 def _preprocessing(meta: dict) -> str:
     if "tokenizer" in meta:
         return (f"texts tokenised with {meta['tokenizer']} (beside the graph) without special tokens, cut to "
                 f"{meta['max_tokens']} tokens with the special ids {meta['specials']} around them, right-padded with "
                 f"id {meta['pad_id']}; input_ids and attention_mask, int64 (N, T)")
+    if "sample_rate" in meta:
+        return (f"one clip per run, any length: mono (channels averaged), resampled to {meta['sample_rate']} Hz, "
+                f"float32 in [-1, 1]; waveform (1, S)")
     described = []
     for name, prep in meta.get("inputs", {}).items():
         size, crop = prep["image_size"], prep["crop_pct"]
@@ -157,10 +171,11 @@ CHECK_TEXTS = ["a", "The delivery was quick and the dress fits well.", "Terrible
 
 
 def verify(model, files: dict[str, str], model_dir: Path, meta: dict, output: str, features: str | None,
-           seed: int = 0) -> float:
+           runtime: str = "torch", seed: int = 0) -> float:
     """Run the graph (as :class:`~transfuse.export.runtime.ExportedModel` reads it) and transfuse
     (eager fp32, no cache) on :data:`CHECK_ITEMS` smooth random images already at the resize scale (so
-    both see the same pixels after the crop), or on :data:`CHECK_TEXTS`; the largest difference of
+    both see the same pixels after the crop), on :data:`CHECK_TEXTS`, or on :func:`check_clips`
+    (one clip per run, as the runtime feeds them); the largest difference of
     their outputs, and of the head's input (``features``, the graph's tensor of that name) relative to
     its scale: probabilities of odd inputs are often saturated and would hide a wrong graph. Raises
     DataError above :data:`TOLERANCE`: a graph that disagrees is not written."""
@@ -171,10 +186,12 @@ def verify(model, files: dict[str, str], model_dir: Path, meta: dict, output: st
     from PIL import Image
 
     from transfuse.export.runtime import ExportedModel
-    from transfuse.pipeline import load_model
 
+    tmp_dir = tempfile.TemporaryDirectory()
     if "tokenizer" in meta:
         items = CHECK_TEXTS
+    elif "sample_rate" in meta:
+        items = check_clips(Path(tmp_dir.name), seed)
     else:  # 6x6 random colours resized smoothly: shapes and edges, not noise a network maps to one class
         scale = max(int(p["image_size"] // p["crop_pct"]) for p in meta["inputs"].values())
         rng = np.random.default_rng(seed)
@@ -186,12 +203,46 @@ def verify(model, files: dict[str, str], model_dir: Path, meta: dict, output: st
     outputs = [output] if features is None else [output, features]
     if features is not None:
         probe.graph.output.append(onnx.helper.make_tensor_value_info(features, onnx.TensorProto.FLOAT, None))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tmp_dir as tmp:
         _write(probe, files, Path(tmp) / "check.onnx")
         exported = ExportedModel(Path(tmp) / "check.onnx")
-        prepared = items if exported.modality == "text" else [exported.pixels(item) for item in items]
-        got = exported.session.run(outputs, exported.feeds(prepared))
-    reference = load_model(model_dir, runtime="torch", precision="fp32", cache=False)
+        prepared = [exported.prepare(item) for item in items]
+        runs = [prepared] if exported.modality != "audio" else [[clip] for clip in prepared]
+        got = [np.concatenate(rows) for rows in zip(*(exported.session.run(outputs, exported.feeds(run))
+                                                      for run in runs))]
+        result = _reference(model_dir, items, output, features, runtime)
+    return _gap(got, *result, len(items))
+
+
+def check_clips(folder: Path, seed: int = 0) -> list[str]:
+    """:data:`CHECK_ITEMS` WAV files that exercise the audio path: shorter than any encoder's window,
+    stereo at another rate, a noise burst, a longer tone sweep."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    rate = 22050
+    t = np.arange(3 * rate) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t[:rate])
+    clips = {"click.wav": (rng.normal(0, 0.3, 200), 16000),
+             "stereo.wav": (np.stack([tone, -0.5 * tone], 1), 44100),
+             "noise.wav": (rng.normal(0, 0.1, rate) * np.exp(-np.arange(rate) / 4000), rate),
+             "sweep.wav": (0.3 * np.sin(2 * np.pi * (200 + 600 * t) * t), rate)}
+    paths = []
+    for name, (wave, sr) in list(clips.items())[:CHECK_ITEMS]:
+        sf.write(folder / name, wave.astype(np.float32), sr)
+        paths.append(str(folder / name))
+    return paths
+
+
+def _reference(model_dir: Path, items: list, output: str, features: str | None, runtime: str):
+    """transfuse's own outputs on the check items (eager fp32, no cache), and the head's input."""
+    import numpy as np
+
+    from transfuse.pipeline import load_model
+
+    want_features = None
+    reference = load_model(model_dir, runtime=runtime, precision="fp32", cache=False)
     with quiet(logging.INFO):  # the reference's extraction lines are not the user's business
         if features is None:  # a whole network (fine-tuned, ensemble): items in, probabilities out
             want = np.asarray(reference.predict_proba(items))
@@ -204,12 +255,18 @@ def verify(model, files: dict[str, str], model_dir: Path, meta: dict, output: st
                               else head.decision_function(want_features))
     if want.ndim == 1:  # one score for two classes
         want = np.column_stack([-want, want])
+    return want, want_features
+
+
+def _gap(got: list, want, want_features, n_items: int) -> float:
+    import numpy as np
+
     gap = float(np.abs(got[0] - want).max())
-    if features is not None:
+    if want_features is not None:
         scale = max(float(np.abs(want_features).max()), 1e-12)
         gap = max(gap, float(np.abs(got[1] - want_features).max()) / scale)
     if not gap <= TOLERANCE:
         raise DataError(f"the exported graph disagrees with transfuse by {gap:.3g} (more than {TOLERANCE}) on "
-                        f"{len(items)} check items; nothing was written. Please report this with the model's "
+                        f"{n_items} check items; nothing was written. Please report this with the model's "
                         f"config.json")
     return gap

@@ -10,7 +10,12 @@ transformer tokens after their class token, vectors).
 Texts: the graph takes ``input_ids`` and ``attention_mask`` (int64, ``(N, T)``), one window per
 text as transfuse builds it (the tokens without specials, cut to the window, the special ids put
 around, right-padded); the tokenizer is written beside (``model.tokenizer.json``) and the special and
-pad ids go into the metadata. Models that chunk long texts are refused (the graph reads one window)."""
+pad ids go into the metadata. Models that chunk long texts are refused (the graph reads one window).
+
+Audio: the graph takes ``waveform``, float32 ``(1, S)``: one clip of any length, mono, at the
+encoder's sample rate (in the metadata); every frame of the clip is pooled over time (mean and
+standard deviation by default). The frozen speech-embedding encoder is an ONNX graph already and is
+merged as it is, behind a zero-padding to its window."""
 
 from __future__ import annotations
 
@@ -36,6 +41,12 @@ def pool(graph: Graph, x: str, rank: int, pooling: str, hint: str, prefix: int =
     if pooling == "avgmax":
         return graph.op("Concat", [pool(graph, x, rank, p, hint, prefix) for p in ("avg", "max")], hint, axis=1)
     if rank == 3:
+        if pooling == "meanstd":  # audio frames: mean and (population) standard deviation over time
+            mean = graph.reduce("ReduceMean", x, [1], hint, keepdims=1)
+            spread = graph.op("Sub", [x, mean], hint)
+            var = graph.reduce("ReduceMean", graph.op("Mul", [spread, spread], hint), [1], hint)
+            flat = graph.op("Squeeze", [mean, graph.ints([1])], hint)
+            return graph.op("Concat", [flat, graph.op("Sqrt", [var], hint)], hint, axis=1)
         if pooling == "cls":
             return graph.op("Gather", [x, graph.const(0, "first", np.int64)], hint, axis=1)
         if prefix:  # the class (and register) tokens are not part of the average
@@ -130,6 +141,45 @@ def _text(graph: Graph, part, name: str, pooling: str) -> str:
     return blocks[0] if len(blocks) == 1 else graph.op("Concat", blocks, "features", axis=1)
 
 
+def _pad_samples(graph: Graph, wave: str, samples: int) -> str:
+    """``(1, S)`` zero-padded at the end to ``samples`` when shorter, as a batch pads it."""
+    zeros = graph.const(np.zeros((1, samples)), "pad")
+    length = graph.op("Max", [graph.op("Shape", [wave], "length", start=1, end=2), graph.ints([samples])], "length")
+    return graph.op("Slice", [graph.op("Concat", [wave, zeros], "padded", axis=1), graph.ints([0]), length,
+                              graph.ints([1])], "padded")
+
+
+def _audio(graph: Graph, part, name: str, pooling: str) -> str:
+    import onnx
+    import torch
+
+    from transfuse.backbones import create_backbone
+    from transfuse.backbones.nets.audio import ClipTaps, OnnxSpeechEmbedding
+
+    taps = list(part.slices_)
+    backbone = create_backbone(name, weights=part.weights)
+    spec = backbone.input_spec
+    wave = graph.audio_input(spec.sample_rate)
+    model = backbone.model
+    if isinstance(model, OnnxSpeechEmbedding):  # its own graph: (1, S >= window) -> (1, T, 1, 96)
+        padded = _pad_samples(graph, wave, spec.min_samples)
+        outputs = graph.merge(onnx.load(model.path), f"{name}/", {model.input_name: padded})
+        frames = {"features": graph.op("Squeeze", [outputs[model.output_name], graph.ints([2])], "frames")}
+    elif hasattr(model, "clip"):
+        sample = (torch.zeros(1, spec.sample_rate),)
+        axes = {"waveform": {1: "samples"}, **{tap: {1: "frames"} for tap in taps}}
+        with tempfile.TemporaryDirectory() as tmp:
+            from transfuse.engines.onnx import export_module
+
+            net = onnx.load(export_module(ClipTaps(model, taps), sample, Path(tmp) / "clip.onnx", ["waveform"],
+                                          taps, axes, graph.opset))
+        frames = graph.merge(net, f"{name}/", {"waveform": wave})
+    else:
+        raise DataError(f"{name} cannot be exported: its network does not say how to read one clip")
+    blocks = [pool(graph, frames[tap], 3, pooling, f"{tap}_pool") for tap in taps]
+    return blocks[0] if len(blocks) == 1 else graph.op("Concat", blocks, "features", axis=1)
+
+
 def extractor(graph: Graph, part, x: str | None) -> str:
     import torch
 
@@ -142,8 +192,11 @@ def extractor(graph: Graph, part, x: str | None) -> str:
     kinds = {s.modality for s in specs}
     if kinds == {"text"} and len(names) == 1 and specs[0].network == "torch":
         return _text(graph, part, names[0], check_pooling(part.pooling, "text"))
+    if kinds == {"audio"} and len(names) == 1:
+        return _audio(graph, part, names[0], check_pooling(part.pooling, "audio"))
     if kinds != {"image"}:
-        raise DataError(f"export reads images and single transformer text encoders so far; {part.backbone} reads "
+        raise DataError(f"export reads images, single transformer text encoders and single audio encoders; "
+                        f"{part.backbone} reads "
                         f"{', '.join(sorted(kinds))}")
     pooling = check_pooling(part.pooling, "image")
     sizes = {s.input_spec.size for s in specs}

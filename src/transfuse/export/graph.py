@@ -48,6 +48,11 @@ class Graph:
         self.image_inputs[name] = wanted
         return self.input(name, ["batch", 3, int(size), int(size)])
 
+    def audio_input(self, sample_rate: int) -> str:
+        """The ``waveform`` input: one clip ``(1, S)``, mono at ``sample_rate``."""
+        self.metadata.update({"input": "waveform", "sample_rate": str(sample_rate)})
+        return self.input("waveform", [1, "samples"])
+
     def const(self, value, hint: str = "const", dtype=np.float32) -> str:
         """A constant (numpy array or number) as an initializer; its name."""
         from onnx import numpy_helper
@@ -98,19 +103,18 @@ class Graph:
     def merge(self, model, prefix: str, feeds: dict[str, str]) -> dict[str, str]:
         """Add ``model``'s graph (an ``onnx.ModelProto``) with every name prefixed, its inputs fed by
         ``feeds`` (its input name -> a name in this graph); returns its outputs' new names."""
-        from onnx import compose
+        import onnx
+        from onnx import helper
 
         base, n = prefix, 1
         while prefix in self._prefixes:  # the same backbone twice (an ensemble's members)
             prefix, n = f"{base.rstrip('/')}#{n}/", n + 1
         self._prefixes.add(prefix)
-        model = compose.add_prefix(model, prefix)
-        graph = model.graph
-        renames = {prefix + k: v for k, v in feeds.items()}
-        for node in graph.node:
-            for i, name in enumerate(node.input):
-                if name in renames:
-                    node.input[i] = renames[name]
+        graph = onnx.GraphProto()
+        graph.CopyFrom(model.graph)
+        _prefix_names(graph, prefix)
+        for name, source in feeds.items():  # an Identity per input: subgraphs (a Loop's body) may read it too
+            self.nodes.append(helper.make_node("Identity", [source], [prefix + name], name=self.name("n_feed")))
         self.nodes.extend(graph.node)
         self.initializers.extend(graph.initializer)
         return {o.name[len(prefix):]: o.name for o in graph.output}
@@ -131,3 +135,30 @@ class Graph:
         model.ir_version = min(model.ir_version, 10)  # what current ONNX Runtime releases read
         helper.set_model_props(model, self.metadata)
         return model
+
+
+def _prefix_names(graph, prefix: str) -> None:
+    """Every tensor and node name in ``graph`` and its subgraphs (a Loop's body, which may read the
+    outer graph's tensors by name) prefixed alike, in place; empty names (absent optional inputs)
+    stay empty."""
+    from onnx import AttributeProto
+
+    def renamed(names) -> list[str]:
+        return [prefix + n if n else n for n in names]
+
+    for values in (graph.input, graph.output, graph.value_info, graph.initializer, graph.sparse_initializer):
+        for v in values:
+            if hasattr(v, "values"):  # a sparse initializer names its values tensor
+                v.values.name = prefix + v.values.name
+            else:
+                v.name = prefix + v.name
+    for node in graph.node:
+        node.input[:] = renamed(node.input)
+        node.output[:] = renamed(node.output)
+        node.name = prefix + node.name
+        for attr in node.attribute:
+            if attr.type == AttributeProto.GRAPH:
+                _prefix_names(attr.g, prefix)
+            elif attr.type == AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    _prefix_names(sub, prefix)

@@ -1,6 +1,6 @@
 """int8 versions of an exported graph with ONNX Runtime's quantisation: static (QDQ, per-channel
 weights, activations calibrated on a sample of the model's own training items) for image graphs,
-dynamic (weights int8, activations quantised as they come) for text graphs. The accuracy is measured
+dynamic (weights int8, activations quantised as they come) for text and audio graphs. The accuracy is measured
 on the labelled items the model was not trained on, before and after; a drop beyond ``max_drop``
 writes nothing."""
 
@@ -94,7 +94,7 @@ def quantize_int8(fp32: Path, out: Path, model_dir: Path, source: Source, max_dr
     with tempfile.TemporaryDirectory() as tmp, quiet(logging.WARNING):  # it logs every rescaled weight
         staged, prepared = Path(tmp) / out.name, Path(tmp) / "prepared.onnx"
         try:  # shapes inferred and the graph simplified first, as ONNX Runtime advises
-            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=exported.modality == "text")
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=exported.modality != "image")
         except Exception as exc:  # noqa: BLE001  (an optional step: quantise the graph as it is)
             log.debug("pre-processing for quantisation skipped: %s", exc)
             shutil.copy(fp32, prepared)

@@ -1,8 +1,8 @@
 """An exported model run by ONNX Runtime alone (no torch): the file's metadata says the classes and
 the preprocessing; images are decoded, resized and cropped with PIL as transfuse does, texts are
 tokenised with the tokenizer beside the graph (``model.tokenizer.json`` for ``model.onnx``; the
-``tokenizers`` package) into one window
-each, and the graph gives the probabilities (or scores). ``transfuse predict model.onnx FILES`` uses it."""
+``tokenizers`` package) into one window each, audio clips are decoded to mono at the graph's sample
+rate (``soundfile``, ``scipy``) and run one at a time, and the graph gives the probabilities (or scores). ``transfuse predict model.onnx FILES`` uses it."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class ExportedModel:
         self.meta = {k: _json_or_text(v) for k, v in props.items()}
         self.classes_ = np.asarray(self.meta["classes"])
         self.has_proba = self.meta.get("output") == "probabilities"
-        self.modality = "text" if "tokenizer" in self.meta else "image"
+        self.modality = "text" if "tokenizer" in self.meta else "audio" if "sample_rate" in self.meta else "image"
         self.tokenizer = None
         if self.modality == "text":
             from tokenizers import Tokenizer
@@ -63,6 +63,17 @@ class ExportedModel:
             out[name] = np.asarray(cropped, np.float32).transpose(2, 0, 1) / np.float32(255)
         return out
 
+    def waveform(self, item) -> np.ndarray:
+        """One clip (a path) as the graph takes it: mono float32 at its sample rate."""
+        from transfuse.data.audio import decode_audio
+
+        return decode_audio(str(item), int(self.meta["sample_rate"]))
+
+    def prepare(self, item):
+        """An item as :meth:`feeds` takes it: a text as it is, an image's pixels, a clip's waveform."""
+        return str(item) if self.modality == "text" else self.waveform(item) if self.modality == "audio" \
+            else self.pixels(item)
+
     def tokens(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Texts as the graph takes them: each one window (its tokens without specials, cut to fit,
         the special ids around), right-padded; ``input_ids`` and ``attention_mask``."""
@@ -77,19 +88,23 @@ class ExportedModel:
         return {"input_ids": ids, "attention_mask": mask}
 
     def feeds(self, batch: list) -> dict[str, np.ndarray]:
-        """The graph's inputs for a batch of prepared items (pixels dicts, or texts)."""
+        """The graph's inputs for a batch of prepared items (pixels dicts, texts, or one waveform)."""
+        if self.modality == "audio":
+            (wave,) = batch
+            return {"waveform": wave[None]}
         return self.tokens(batch) if self.modality == "text" else {k: np.stack([b[k] for b in batch]) for k in batch[0]}
 
     def scores(self, items: list) -> tuple[np.ndarray, np.ndarray]:
         """``(readable mask, probabilities or scores of the readable items)``; images by path or as
-        PIL images, texts as strings."""
+        PIL images, texts as strings, clips by path."""
         ok = np.zeros(len(items), bool)
         rows = []
-        for start in range(0, len(items), BATCH):
+        size = 1 if self.modality == "audio" else BATCH  # a clip's frames are all pooled: one per run
+        for start in range(0, len(items), size):
             batch, good = [], []
-            for i, item in enumerate(items[start:start + BATCH], start):
+            for i, item in enumerate(items[start:start + size], start):
                 try:
-                    batch.append(str(item) if self.modality == "text" else self.pixels(item))
+                    batch.append(self.prepare(item))
                     good.append(i)
                 except (CorruptInputError, DataError, OSError) as exc:
                     log.debug("%s", exc)

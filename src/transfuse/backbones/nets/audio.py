@@ -21,6 +21,46 @@ from transfuse.errors import WeightsUnavailableError
 from transfuse.taps import check_pooling, pool_frames
 
 
+def power_spectrum(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, center: bool) -> torch.Tensor:
+    """``|STFT|^2`` of ``(B, S)`` waveforms, ``(B, n_fft // 2 + 1, T)`` (``center``: zero-padded by
+    half a window at both ends). Under ONNX export the same transform is a strided convolution with
+    windowed DFT kernels, since torch's ``stft`` does not export."""
+    if not torch.onnx.is_in_onnx_export():
+        return torch.stft(wave, n_fft, hop, window=window, center=center, pad_mode="constant",
+                          return_complex=True).abs().pow(2)
+    if center:
+        wave = nn.functional.pad(wave, (n_fft // 2, n_fft // 2))
+    # angles reduced to one turn in integers and taken in float64: float32 cos(6000 rad) is off by 4e-4
+    turns = torch.outer(torch.arange(n_fft // 2 + 1), torch.arange(n_fft)) % n_fft
+    angle = 2 * math.pi / n_fft * turns.double()
+    kernels = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window.cpu().double()[None]
+    parts = nn.functional.conv1d(wave[:, None], kernels[:, None].to(wave), stride=hop)
+    real, imag = parts.chunk(2, dim=1)
+    return real**2 + imag**2
+
+
+def pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """``x`` with zero rows appended along dim 0 up to ``rows`` (unchanged when it has as many); the
+    number of rows stays dynamic in an exported graph."""
+    if not torch.onnx.is_in_onnx_export():
+        return nn.functional.pad(x, (0, 0) * (x.dim() - 1) + (0, max(0, rows - x.shape[0])))
+    padded = torch.cat([x, x.new_zeros((rows, *x.shape[1:]))])
+    return padded[: torch.clamp(torch.tensor(x.shape[0]), min=rows)]
+
+
+class ClipTaps(nn.Module):
+    """One clip ``(1, S)`` as decoded, any length, in; each tap's frames ``(1, T, D)`` out: the graph
+    ``transfuse export`` builds on an encoder whose ``clip(wave)`` reads one unpadded clip."""
+
+    def __init__(self, model: nn.Module, taps: list[str]) -> None:
+        super().__init__()
+        self.model, self.taps = model, taps
+
+    def forward(self, wave: torch.Tensor) -> tuple:
+        frames = self.model.clip(wave[0])
+        return tuple(frames[tap][None] for tap in self.taps)
+
+
 @dataclass
 class AudioBackbone(Backbone):
     """An encoder whose ``model(waves, lengths)`` returns, per tap, frames ``(B, T, D)`` and the
@@ -81,16 +121,18 @@ class AudioBackbone(Backbone):
 class OnnxSpeechEmbedding(nn.Module):
     """Runs the speech-embedding ONNX graph with ONNX Runtime (frozen: no parameters)."""
 
+    input_name, output_name = "samples:0", "default"  # (N, S) in; (N, T, 1, 96) out
+
     def __init__(self, path: str, window: int, hop: int) -> None:
         """``window``: the samples one frame sees; ``hop``: the samples between frames."""
         super().__init__()
         from transfuse.onnxrt import onnx_session
 
-        self.session = onnx_session(path)
+        self.session, self.path = onnx_session(path), path
         self.window, self.hop = window, hop
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> dict:
-        frames = self.session.run(None, {"samples:0": waves.float().cpu().numpy()})[0][:, :, 0, :]
+        frames = self.session.run([self.output_name], {self.input_name: waves.float().cpu().numpy()})[0][:, :, 0, :]
         valid = (lengths.clamp(min=self.window) - self.window) // self.hop + 1
         return {"features": (torch.from_numpy(frames).to(waves.device), valid.to(waves.device))}
 
@@ -147,11 +189,19 @@ class LogMel(nn.Module):
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> dict:
         # center=False: a frame sees only the clip (or, past its end, batch padding, and such frames
         # are not counted), so a clip's features do not depend on what it was batched with
-        spec = torch.stft(waves.float(), self.n_fft, self.hop, window=self.window, center=False,
-                          return_complex=True).abs().pow(2)  # (B, freq, T)
-        logmel = torch.log(spec.transpose(1, 2) @ self.bank + 1e-6)
+        logmel = self.logmel(waves.float())
         valid = (lengths.clamp(min=self.n_fft) - self.n_fft) // self.hop + 1
         return {"features": (logmel, valid), "mfcc": (logmel @ self.dct, valid)}
+
+    def logmel(self, waves: torch.Tensor) -> torch.Tensor:
+        spec = power_spectrum(waves, self.n_fft, self.hop, self.window, center=False)  # (B, freq, T)
+        return torch.log(spec.transpose(1, 2) @ self.bank + 1e-6)
+
+    def clip(self, wave: torch.Tensor) -> dict:
+        """One clip's frames per tap, ``(T, D)`` (a clip shorter than a window zero-padded to one, as
+        a batch pads it)."""
+        logmel = self.logmel(pad_rows(wave.float(), self.n_fft)[None])[0]
+        return {"features": logmel, "mfcc": logmel @ self.dct}
 
 
 def build_logmel(input_spec: AudioSpec) -> AudioBackbone:
@@ -197,18 +247,24 @@ class SoundEffectsCNN(nn.Module):
 
     def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         wave = wave / wave.abs().max().clamp(min=1e-12)
-        spec = torch.stft(wave, self.N_FFT, self.HOP, window=self.window, center=True, pad_mode="constant",
-                          return_complex=True).abs().pow(2)  # (freq, T)
+        spec = power_spectrum(wave[None], self.N_FFT, self.HOP, self.window, center=True)[0]  # (freq, T)
         mel = torch.log10(spec.T @ self.bank * 1e4 + 1.0) / self.SPEC_MAX  # (T, 96)
-        return nn.functional.pad(mel, (0, 0, 0, max(0, 8 - mel.shape[0])))  # three 2x poolings need 8 frames
+        return pad_rows(mel, 8)  # three 2x poolings need 8 frames
+
+    def clip(self, wave: torch.Tensor) -> dict:
+        """One clip's frames per tap, ``(T_i, C_i)``: each block's output averaged over frequency."""
+        x = self.spectrogram(wave.float())[None, None]
+        out = {}
+        for i, name in enumerate(("block1", "block2", "block3", "features"), start=1):
+            x = getattr(self, f"conv_block{i}")(x)
+            out[name] = x.mean(dim=3)[0].T
+        return out
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> dict:
         outs: dict[str, list] = {f"block{i}": [] for i in (1, 2, 3)} | {"features": []}
         for wave, n in zip(waves, lengths):
-            x = self.spectrogram(wave[: int(n)].float())[None, None]
-            for i, name in enumerate(outs, start=1):
-                x = getattr(self, f"conv_block{i}")(x)
-                outs[name].append(x.mean(dim=3)[0].T)  # (T_i, C_i): averaged over frequency
+            for name, frames in self.clip(wave[: int(n)]).items():
+                outs[name].append(frames)
         result = {}
         for name, frames in outs.items():
             valid = torch.tensor([len(f) for f in frames], device=waves.device)
@@ -255,21 +311,21 @@ class HFAudioEncoder(nn.Module):
         self.model, self.normalize, self.min_samples = model, normalize, min_samples
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> dict:
-        per_layer: list[list[torch.Tensor]] = []
+        per_tap: dict[str, list[torch.Tensor]] = {}
         for wave, n in zip(waves, lengths):
-            x = wave[: int(n)].float()
-            if self.normalize:
-                x = (x - x.mean()) / (x.var(unbiased=False) + 1e-7).sqrt()
-            x = nn.functional.pad(x, (0, max(0, self.min_samples - len(x))))
-            hidden = self.model(x[None], output_hidden_states=True).hidden_states
-            per_layer = per_layer or [[] for _ in hidden]
-            for store, h in zip(per_layer, hidden):
-                store.append(h[0])
-        n_layers = len(per_layer) - 1
-        names = ["embeddings", *[f"layer.{i}" for i in range(1, n_layers)], "features"]
-        valid = torch.tensor([len(f) for f in per_layer[0]], device=waves.device)
-        return {name: (nn.utils.rnn.pad_sequence(frames, batch_first=True), valid)
-                for name, frames in zip(names, per_layer)}
+            for name, frames in self.clip(wave[: int(n)]).items():
+                per_tap.setdefault(name, []).append(frames)
+        valid = torch.tensor([len(f) for f in next(iter(per_tap.values()))], device=waves.device)
+        return {name: (nn.utils.rnn.pad_sequence(frames, batch_first=True), valid) for name, frames in per_tap.items()}
+
+    def clip(self, wave: torch.Tensor) -> dict:
+        """One clip's hidden states, ``(T, D)`` each: ``embeddings``, ``layer.i``, ``features``."""
+        x = wave.float()
+        if self.normalize:
+            x = (x - x.mean()) / (x.var(unbiased=False) + 1e-7).sqrt()
+        hidden = self.model(pad_rows(x, self.min_samples)[None], output_hidden_states=True).hidden_states
+        names = ["embeddings", *[f"layer.{i}" for i in range(1, len(hidden) - 1)], "features"]
+        return {name: h[0] for name, h in zip(names, hidden)}
 
 
 def build_hf_audio_backbone(name: str, model_dir: str, pretrained: bool) -> AudioBackbone:
