@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from transfuse.errors import CorruptInputError, DataError
 
 log = logging.getLogger(__name__)
 BATCH = 32
+DECODERS = 8  # threads decoding images (PIL releases the GIL while it decodes and resizes)
 
 
 class ExportedModel:
@@ -96,23 +98,37 @@ class ExportedModel:
 
     def scores(self, items: list) -> tuple[np.ndarray, np.ndarray]:
         """``(readable mask, probabilities or scores of the readable items)``; images by path or as
-        PIL images, texts as strings, clips by path."""
+        PIL images, texts as strings, clips by path. Items are decoded on a thread pool, the next
+        batch while the graph runs this one."""
+        from concurrent.futures import ThreadPoolExecutor
+
         ok = np.zeros(len(items), bool)
         rows = []
         size = 1 if self.modality == "audio" else BATCH  # a clip's frames are all pooled: one per run
-        for start in range(0, len(items), size):
-            batch, good = [], []
-            for i, item in enumerate(items[start:start + size], start):
-                try:
-                    batch.append(self.prepare(item))
-                    good.append(i)
-                except (CorruptInputError, DataError, OSError) as exc:
-                    log.debug("%s", exc)
-            if batch:
-                rows.append(self.session.run([self.meta["output"]], self.feeds(batch))[0])
-                ok[good] = True
+        starts = range(0, len(items), size)
+        with ThreadPoolExecutor(min(DECODERS, os.cpu_count() or 1)) as pool:
+            def submit(start: int) -> list:
+                return [pool.submit(self._prepared, item) for item in items[start:start + size]]
+
+            pending = submit(0) if items else []
+            for start in starts:
+                prepared = [future.result() for future in pending]
+                pending = submit(start + size) if start + size < len(items) else []
+                good = [i for i, p in enumerate(prepared, start) if p is not None]
+                if good:
+                    batch = [p for p in prepared if p is not None]
+                    rows.append(self.session.run([self.meta["output"]], self.feeds(batch))[0])
+                    ok[good] = True
         width = len(self.classes_)
         return ok, np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
+
+    def _prepared(self, item):
+        """:meth:`prepare`, or None for an item that cannot be read (logged)."""
+        try:
+            return self.prepare(item)
+        except (CorruptInputError, DataError, OSError) as exc:
+            log.debug("%s", exc)
+            return None
 
     def predict_proba(self, items: list[str]) -> np.ndarray:
         ok, out = self.scores(items)
