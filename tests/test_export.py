@@ -170,18 +170,6 @@ def test_two_real_backbones_fused_export_as_one_graph(image_folder, tmp_path):
     _agree(model_dir, exported.path, source.items[::4])
 
 
-@pytest.fixture(scope="module")
-def reviews():
-    """60 real clothing reviews of three departments (and 20 more to predict)."""
-    from transfuse.data.packaged import clothing_reviews
-    from transfuse.data.source import Source
-
-    data = clothing_reviews()
-    keep = [i for i, d in enumerate(data["department"]) if d in ("Tops", "Dresses", "Bottoms")][:80]
-    texts, labels = [data["text"][i] for i in keep], [data["department"][i] for i in keep]
-    return Source(items=texts[:60], labels=labels[:60], name="reviews", kind="text"), texts[60:]
-
-
 @pytest.mark.parametrize("backbone,layers,pooling,fusion", [
     ("tiny_text", "embeddings,features", "avgmax", "concat"), ("tiny_text", None, "cls", None),
     ("tiny_text", "embeddings,layer.1,features", None, "scalar-mix"),

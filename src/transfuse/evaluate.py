@@ -84,3 +84,57 @@ def plot_confusion(metrics: dict, path: str | Path, title: str = "confusion matr
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return Path(path)
+
+
+PREDICTIONS = "predictions.csv"
+MAP = "map.csv"
+
+
+def write_predictions(path: str | Path, items: list, y_true, y_pred, scores, classes: list[str],
+                      probabilities: bool = True) -> Path:
+    """The test split's predictions as CSV: ``item, true, predicted`` and one column per class,
+    ``p:<class>`` (probabilities) or ``score:<class>`` (decision scores of heads without
+    probabilities); ``scores`` may be None. Reports and later analysis read it instead of predicting
+    again."""
+    import csv
+    import io
+
+    from transfuse.atomic import atomic_write_text
+
+    prefix = "p:" if probabilities else "score:"
+    scores = None if scores is None else np.asarray(scores, dtype=float)
+    if scores is not None and scores.ndim == 1:  # one score for two classes
+        scores = np.column_stack([-scores, scores])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["item", "true", "predicted", *([f"{prefix}{c}" for c in classes] if scores is not None else [])])
+    for i, (item, t, p) in enumerate(zip(items, y_true, y_pred)):
+        writer.writerow([item, t, p, *([f"{v:.6g}" for v in scores[i]] if scores is not None else [])])
+    atomic_write_text(path, buffer.getvalue())
+    return Path(path)
+
+
+def write_map(path: str | Path, train: np.ndarray, y_train, test: np.ndarray, y_test, seed: int = 0,
+              max_train: int = 2000) -> Path:
+    """A 2-D PCA map (truncated SVD for sparse rows) of the features a head reads, fitted on the
+    training split: ``split, label, x, y`` per item (every test item; at most ``max_train`` training items, drawn with ``seed``)."""
+    import scipy.sparse as sp
+    from sklearn.decomposition import PCA, TruncatedSVD
+
+    from transfuse.atomic import atomic_write_text
+
+    if not sp.issparse(train):  # TF-IDF rows stay sparse: a truncated SVD reads them as they are
+        train, test = np.asarray(train, dtype=np.float64), np.asarray(test, dtype=np.float64)
+    keep = np.random.default_rng(seed).permutation(train.shape[0])[:max_train]
+    reducer = (TruncatedSVD if sp.issparse(train) else PCA)(n_components=2, random_state=seed)
+    pca = reducer.fit(train[keep]) if len(keep) > 2 and train.shape[1] > 2 else None
+    rows = ["split,label,x,y"]
+    for split, X, y in (("train", train[keep], np.asarray(y_train)[keep]), ("test", test, np.asarray(y_test))):
+        xy = pca.transform(X) if pca is not None else np.zeros((len(X), 2))
+        rows += [f"{split},{_csv_field(str(label))},{a:.5g},{b:.5g}" for label, (a, b) in zip(y, xy)]
+    atomic_write_text(path, "\n".join(rows) + "\n")
+    return Path(path)
+
+
+def _csv_field(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text

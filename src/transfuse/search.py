@@ -41,7 +41,9 @@ class SearchResult:
     metric: str = "accuracy"
 
     def table(self) -> list[dict]:
-        return [{k: v for k, v in r.items() if k != "recipe"} for r in self.rows]
+        """Every candidate without its Recipe object (its layers kept: the report's per-layer curve)."""
+        return [{**{k: v for k, v in r.items() if k != "recipe"}, "layers": list(r["recipe"].layers or ()),
+                 "fusion": r["recipe"].fusion, "select": r["recipe"].select} for r in self.rows]
 
 
 def default_recipes(blocks: Blocks, head: str = "logreg", budget: int | None = None,

@@ -203,7 +203,9 @@ def fit(request: FitRequest) -> FitResult:
     log.info("training %s on %d items, testing on %d", recipe.label(), len(train), len(test))
     trained = Pipeline(steps).fit(X[train], y[train])
     head = trained.steps[-1][1]
-    metrics = classification_metrics(y[test], trained.predict(X[test]), classes=[str(c) for c in head.classes_])
+    shown = [source.items[i] if source.kind == "text" else str(Path(source.items[i]).resolve()) for i in test]
+    outputs = HeldOut.of(trained, X, y, train, test, shown)  # files by absolute path: a report rebuilt elsewhere finds them
+    metrics = classification_metrics(y[test], outputs.predicted, classes=[str(c) for c in head.classes_])
     metrics["split"] = {"train": len(train), "test": len(test), "seed": request.split.seed,
                         "test_size": request.split.test_size if source.splits is None else "manifest"}
     metrics["recipe"] = recipe.to_dict()
@@ -218,7 +220,7 @@ def fit(request: FitRequest) -> FitResult:
     saved = None
     if request.output.save:
         seen = digest_ids([source.items[i] for i in train], source.kind)
-        saved = _save_fit(model, out, metrics, found, request, recipe, len(skipped), seen)
+        saved = _save_fit(model, out, metrics, found, request, recipe, len(skipped), seen, outputs)
     return FitResult(model=model, metrics=metrics, out_dir=saved, n_train=len(train), n_test=len(test),
                      skipped=skipped, search=found)
 
@@ -320,17 +322,65 @@ def _extract(featurizer, source: Source, skip_bad: bool) -> tuple[np.ndarray, li
     return X, bad
 
 
+@dataclass
+class HeldOut:
+    """What the trained pipeline gives on the test split (and the head's input on both splits, for
+    the report's 2-D map): computed once, saved as ``predictions.csv`` and ``map.csv``."""
+
+    items: list
+    truth: np.ndarray
+    predicted: np.ndarray
+    scores: np.ndarray | None
+    probabilities: bool
+    classes: list[str]
+    head_input: tuple  # (train features, train labels, test features)
+
+    @classmethod
+    def of(cls, trained: Pipeline, X, y: np.ndarray, train: list[int], test: list[int], items: list) -> HeldOut:
+        head = trained.steps[-1][1]
+        before = Pipeline(trained.steps[:-1]) if len(trained.steps) > 1 else None
+        Z_train, Z_test = (X[train], X[test]) if before is None else (before.transform(X[train]), before.transform(X[test]))
+        probabilities = hasattr(head, "predict_proba")
+        scores = head.predict_proba(Z_test) if probabilities else \
+            head.decision_function(Z_test) if hasattr(head, "decision_function") else None
+        return cls(items, y[test], head.predict(Z_test), scores, probabilities, [str(c) for c in head.classes_],
+                   (Z_train, y[train], Z_test))
+
+    def files(self) -> dict:
+        """``{file name: writer}`` for :func:`~transfuse.pipeline.save_model`."""
+        from transfuse.evaluate import MAP, PREDICTIONS, write_map, write_predictions
+
+        Z_train, y_train, Z_test = self.head_input
+        return {PREDICTIONS: lambda path: write_predictions(path, self.items, self.truth, self.predicted, self.scores,
+                                                            self.classes, self.probabilities),
+                MAP: lambda path: write_map(path, Z_train, y_train, Z_test, self.truth)}
+
+
 def _save_fit(model, out: Path, metrics: dict, found: SearchResult | None, request: FitRequest, recipe: Recipe,
-              n_skipped: int, seen: np.ndarray) -> Path:
+              n_skipped: int, seen: np.ndarray, outputs: HeldOut) -> Path:
+    from transfuse.report import try_report
+
     source = request.source
     title = f"{request.featurizer.name(source.kind)} | {recipe.label()}"
-    files = {"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title)}
+    files = {"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title), **outputs.files()}
     if found is not None:
         files["search.json"] = lambda path: path.write_text(
             json.dumps({"reason": found.reason, "candidates": found.table()}, indent=2) + "\n")
-    return save_model(model, out, metrics=metrics, force=request.output.force, data={TRAINING_ITEMS: seen},
-                      extra={"data": {"name": source.name, "kind": source.kind, "n_items": len(source) - n_skipped,
-                                      "skipped": n_skipped}}, files=files)
+    saved = save_model(model, out, metrics=metrics, force=request.output.force, data={TRAINING_ITEMS: seen},
+                       extra={"data": {"name": source.name, "kind": source.kind, "n_items": len(source) - n_skipped,
+                                       "skipped": n_skipped, "per_class": source.counts()},
+                              "command": command_line()}, files=files)
+    try_report(saved)
+    return saved
+
+
+def command_line() -> str | None:
+    """The command that is running, when it is the ``transfuse`` CLI (what the report says reproduces it)."""
+    import shlex
+    import sys
+
+    argv = sys.argv
+    return shlex.join(["transfuse", *argv[1:]]) if argv and Path(argv[0]).name == "transfuse" else None
 
 
 def auto_layers(backbone: str) -> list[str]:

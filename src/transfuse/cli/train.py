@@ -69,6 +69,15 @@ def _fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, engin
     out.print(metrics_table(res.metrics, title=f"{label} on {source.name}, test split"))
     out.print(f"trained on {res.n_train}, tested on {res.n_test} in {time.perf_counter() - t0:.1f}s; "
               f"model saved to {res.out_dir}")
+    report_line(res.out_dir)
+
+
+def report_line(run_dir: Path | None) -> None:
+    """Where the run's report is, when one was written (open it in any browser)."""
+    from transfuse.report import REPORT
+
+    if run_dir is not None and (Path(run_dir) / REPORT).is_file():
+        out.print(f"report: {Path(run_dir) / REPORT} (open it in a browser)")
 
 
 def _print_search(found) -> None:

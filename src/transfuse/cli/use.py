@@ -1,4 +1,4 @@
-"""Commands that use a saved model: predict, evaluate, export."""
+"""Commands that use a saved model: predict, evaluate, export, report."""
 
 from __future__ import annotations
 
@@ -154,3 +154,17 @@ def export(
         out.print(f"wrote {q.path} ({q.path.stat().st_size / 2**20:.1f} MB, {q.method}); accuracy on the "
                   f"{q.n_test} items the model was not trained on: {q.fp32_accuracy:.3f} fp32, {q.int8_accuracy:.3f} "
                   f"int8 ({-100 * q.drop:+.1f} points)")
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Output folders of fit, auto, finetune, compare or evaluate runs; several are laid side by side.")],
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="The HTML file to write (default: DIR/report.html for one run, ./report.html for several).")] = None,
+) -> None:
+    """(Re)build the HTML report of saved runs from their files: metrics with intervals, per-class
+    table, confusion matrices, the most confident mistakes, a 2-D map of the features, calibration,
+    and what a search tried. One self-contained file: no network, opens in any browser."""
+    from transfuse.report import write_report
+
+    path = write_report(run_dirs, out_file)
+    out.print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB; figure data in {path.parent / 'report_files'})")

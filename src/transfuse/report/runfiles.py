@@ -1,0 +1,113 @@
+"""One run directory as the report reads it: whatever of its files exist (a run that stopped
+halfway has some of them), never the state of a live process."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from transfuse.evaluate import MAP, PREDICTIONS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Predictions:
+    """``predictions.csv``: the test items, their true and predicted labels, and per-class
+    probabilities (``probabilities``) or decision scores, when saved."""
+
+    items: list[str]
+    truth: np.ndarray
+    predicted: np.ndarray
+    classes: list[str]
+    scores: np.ndarray | None
+    probabilities: bool
+
+
+@dataclass
+class Run:
+    """The files of one run directory, read once (missing ones are None or empty)."""
+
+    path: Path
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    predictions: Predictions | None = None
+    map: dict | None = None  # {"split", "label", "x", "y"} arrays
+    search: dict | None = None
+    auto: dict | None = None
+    problems: list[str] = field(default_factory=list)  # files that exist but could not be read
+
+    @property
+    def name(self) -> str:
+        return self.path.resolve().name
+
+    @property
+    def modality(self) -> str:
+        return self.config.get("modality") or self.config.get("data", {}).get("kind") or "image"
+
+
+def read_run(path: str | Path) -> Run:
+    """Read what exists in ``path``; an unreadable file is noted in ``problems``, never raised."""
+    from transfuse.errors import DataError
+
+    run = Run(Path(path))
+    if not run.path.is_dir():
+        raise DataError(f"{run.path} is not a folder; pass the output folder of a fit, finetune, compare or "
+                        f"evaluate run")
+    for attr, name in (("config", "config.json"), ("metrics", "metrics.json"), ("search", "search.json"),
+                       ("auto", "auto.json")):
+        value = _json(run, name)
+        if value is not None:
+            setattr(run, attr, value)
+    if (run.path / PREDICTIONS).is_file():
+        run.predictions = _guard(run, PREDICTIONS, read_predictions)
+    if (run.path / MAP).is_file():
+        run.map = _guard(run, MAP, read_map)
+    if not (run.config or run.metrics or run.predictions):
+        raise DataError(f"{run.path} holds none of config.json, metrics.json or predictions.csv: not a transfuse run")
+    return run
+
+
+def _json(run: Run, name: str):
+    path = run.path / name
+    if not path.is_file():
+        return None
+    return _guard(run, name, lambda p: json.loads(p.read_text()))
+
+
+def _guard(run: Run, name: str, reader):
+    try:
+        return reader(run.path / name)
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        run.problems.append(f"{name}: {type(exc).__name__}: {exc}")
+        log.warning("%s/%s could not be read (%s); the report leaves it out", run.path, name, exc)
+        return None
+
+
+def read_predictions(path: Path) -> Predictions:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    if header[:3] != ["item", "true", "predicted"]:
+        raise ValueError(f"expected the columns item, true, predicted; got {header[:3]}")
+    score_cols = header[3:]
+    probabilities = bool(score_cols) and score_cols[0].startswith("p:")
+    classes = [c.split(":", 1)[1] for c in score_cols]
+    scores = np.asarray([[float(v) for v in r[3:]] for r in body], dtype=float) if score_cols else None
+    truth = np.asarray([r[1] for r in body], dtype=object)
+    predicted = np.asarray([r[2] for r in body], dtype=object)
+    if not classes:
+        classes = sorted(set(truth) | set(predicted))
+    return Predictions([r[0] for r in body], truth, predicted, classes, scores, probabilities)
+
+
+def read_map(path: Path) -> dict:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {"split": np.asarray([r["split"] for r in rows]), "label": np.asarray([r["label"] for r in rows]),
+            "x": np.asarray([float(r["x"]) for r in rows]), "y": np.asarray([float(r["y"]) for r in rows])}
