@@ -40,7 +40,9 @@ def thumbnail(path: str) -> str:
 
     with Image.open(path) as img:
         img = img.convert("RGB")
-        img.thumbnail((THUMBNAIL, THUMBNAIL))
+        scale = THUMBNAIL / max(img.size)  # small images (28 px digits) are enlarged, sharp-edged
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.NEAREST if scale >= 2 else Image.LANCZOS)
         buffer = io.BytesIO()
         img.save(buffer, format="JPEG", quality=82)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

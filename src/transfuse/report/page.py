@@ -23,7 +23,7 @@ h1{font-size:1.5rem;margin:.2rem 0 .6rem}h2{font-size:1.15rem;margin:1.4rem 0 .5
 padding-bottom:.2rem}h3{font-size:1rem;margin:1rem 0 .4rem}
 table{border-collapse:collapse;margin:.3rem 0 .8rem;font-size:13px}td,th{border:1px solid #dde;padding:.2rem .5rem;
 text-align:left;vertical-align:top}th{background:#f3f5fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.runs{display:grid;gap:1.5rem}.figs{display:flex;flex-wrap:wrap;gap:1rem}.figs img{max-width:100%;height:auto}
+.runs{display:grid;gap:1.5rem}.figs{display:flex;flex-wrap:wrap;gap:1rem}.figs img{max-width:calc(50% - .5rem);height:auto}.figs img.wide{max-width:100%}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:.6rem}
 .card{border:1px solid #dde;border-radius:6px;padding:.4rem;font-size:12px;overflow-wrap:anywhere}
 .card .bad{color:#b22}.thumb{display:block;margin:0 auto .3rem;max-width:100%}audio{width:100%}
@@ -210,7 +210,7 @@ def _search(run: Run, folder: Path) -> str:
     if rows:
         _csv(folder / "candidates.csv", ["candidate", "cv_score", "cv_std"],
              [[r["candidate"], r["cv_score"], r.get("cv_std", "")] for r in rows])
-        out.append(f"<div class=figs><img alt=\"candidates\" src=\"{figures.candidates(rows, f'best of {len(rows)} candidates')}\">")
+        out.append(f"<div class=figs><img class=wide alt=\"candidates\" src=\"{figures.candidates(rows, f'best of {len(rows)} candidates')}\">")
         curve = _per_layer(rows)
         if curve:
             out.append(f"<img alt=\"per-layer probe\" src=\"{figures.layer_curve(*curve)}\">")
