@@ -53,6 +53,8 @@ def test_auto_within_a_trial_budget_saves_the_model_and_the_decision_path(image_
     assert 1 < len(trials) <= 8 and trials[0]["stage"] == "plain fit (the fallback)"
     assert all("cv_score" in t and "seconds" in t for t in trials)
     assert {"accuracy", "balanced_accuracy", "macro_f1"} <= set(out)
+    report = (tmp_path / "m" / "report.html").read_text()  # the probe won: its predictions and feature map
+    assert "report: " in flat and "What was tried" in report and "The features the head reads" in report
     model = load_model(tmp_path / "m")
     source = load_image_folder(image_folder)
     assert set(model.predict(source.items[:4])) <= set(source.classes)
@@ -80,6 +82,7 @@ def test_auto_fine_tunes_when_it_fits_and_keeps_the_time_budget(image_folder, tm
     assert decision["fine_tuned"]["epochs_run"] >= 1
     assert len(decision["fine_tuned"]["val_acc_per_epoch"]) == decision["fine_tuned"]["epochs_run"]
     assert any("ranking on a stratified 12 of the" in n for n in decision["stages"][0]["notes"]), decision["stages"][0]
+    assert "Test metrics" in (res.out_dir / "report.html").read_text()
     loaded = load_model(res.out_dir)
     test_items = source.items[:6]
     np.testing.assert_allclose(loaded.predict_proba(test_items), res.model.predict_proba(test_items), atol=1e-5) \

@@ -87,23 +87,66 @@ def test_several_runs_side_by_side(image_run, tmp_path):
     assert (tmp_path / "report_files" / "second" / "confusion.csv").is_file()
 
 
-def test_texts_and_clips_are_shown_inline(reviews, tmp_path):
+@pytest.fixture(scope="module")
+def text_run(reviews, tmp_path_factory) -> Path:
     texts, _ = reviews
-    _fit(texts, tmp_path / "text", backbone="tiny_text")
-    html = (tmp_path / "text" / "report.html").read_text()
-    assert 'class="text"' in html and "Most confident mistakes" in html
-    root = tmp_path / "tones"
+    out = tmp_path_factory.mktemp("report-text") / "run"
+    _fit(texts, out, backbone="tiny_text")
+    return out
+
+
+@pytest.fixture(scope="module")
+def audio_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report-audio")
     for label, freqs in (("low", (200, 230, 260, 290, 320)), ("high", (2000, 2300, 2600, 2900, 3200))):
-        (root / label).mkdir(parents=True)
+        (root / "tones" / label).mkdir(parents=True)
         for f in freqs:
-            tone(root / label / f"{f}.wav", f, seconds=0.4)
-    fit(FitRequest(source=load_source(root), featurizer=FeaturizerSpec(backbone="logmel"),
-                   output=OutputSpec(tmp_path / "audio")))
-    assert "Test metrics" in (tmp_path / "audio" / "report.html").read_text()
-    pred = read_run(tmp_path / "audio").predictions
+            tone(root / "tones" / label / f"{f}.wav", f, seconds=0.4)
+    fit(FitRequest(source=load_source(root / "tones"), featurizer=FeaturizerSpec(backbone="logmel"),
+                   output=OutputSpec(root / "run")))
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def compare_run(image_run) -> Path:
+    """`transfuse compare` (tiny_cnn: probe, from scratch, fine-tune head; one epoch) on the image
+    run's data: the comparison's report and each fine-tuning run's own."""
+    data, out = image_run.parent / "data", image_run.parent / "compare"
+    r = cli("-q", "compare", str(data), "--backbone", "tiny_cnn", "--strategies", "head", "--epochs", "1",
+            "--image-size", "32", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+def test_texts_and_clips_are_shown_inline(text_run, audio_run):
+    html = (text_run / "report.html").read_text()
+    assert 'class="text"' in html and "Most confident mistakes" in html
+    assert "Test metrics" in (audio_run / "report.html").read_text()
     from transfuse.report.media import show
 
-    assert show(pred.items[0], "audio").startswith('<audio controls preload="none" src="data:audio/wav;base64,')
+    clip = read_run(audio_run).predictions.items[0]
+    assert show(clip, "audio").startswith('<audio controls preload="none" src="data:audio/wav;base64,')
+
+
+def test_compare_says_whether_transfer_pays_and_finetune_shows_its_curves(compare_run):
+    html = (compare_run / "report.html").read_text()
+    assert "Does transfer pay here?" in html and "paired bootstrap over the 6 test items" in html
+    assert any(s in html for s in ("Transfer pays here by", "Transfer does not pay here"))
+    assert 'href="probe/report.html"' in html and (compare_run / "report_files" / "compare.csv").is_file()
+    tuned = (compare_run / "head" / "report.html").read_text()
+    assert "Fine-tuning, epoch by epoch" in tuned and "Most confident mistakes" in tuned
+    assert (compare_run / "head" / "report_files" / "curves.csv").is_file()
+
+
+def test_evaluate_writes_a_report_of_every_item(image_run, tmp_path):
+    data = image_run.parent / "data"
+    r = cli("evaluate", str(image_run), str(data), "--report", str(tmp_path / "eval"))
+    assert r.returncode == 0, r.stderr
+    assert "report: " in r.stdout
+    html = (tmp_path / "eval" / "report.html").read_text()
+    assert "(n=24)" in html and "evaluated" in html and "tiny_cnn" in html
+    r = cli("evaluate", str(image_run), str(data), "--report", str(image_run))
+    assert r.returncode == 2 and "is a model directory" in r.stderr
 
 
 def test_intervals_calibration_and_mistakes_on_known_numbers():
@@ -132,26 +175,31 @@ def test_intervals_calibration_and_mistakes_on_known_numbers():
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (./scripts/install-data.sh installs it)")
-def test_the_report_opens_in_headless_chromium(image_run, tmp_path):
-    """Real Chromium (Debian's, driven by Playwright): no console errors, no request beyond the file
-    itself, figures decoded, and a screenshot that is not blank."""
+def test_reports_open_in_headless_chromium(image_run, text_run, audio_run, compare_run, tmp_path):
+    """Real Chromium (Debian's, driven by Playwright) opens the reports of real small runs (image,
+    text, audio, a comparison, a fine-tuning): no console errors, no request beyond the file itself,
+    every figure decoded, and a screenshot that is not blank."""
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
-    page_file = image_run / "report.html"
-    errors, requests = [], []
+    pages = {"image": image_run, "text": text_run, "audio": audio_run, "compare": compare_run,
+             "finetune": compare_run / "head"}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
-        page.goto(page_file.as_uri())
-        page.wait_for_load_state("load")
-        broken = page.evaluate("[...document.images].filter(i => !i.complete || i.naturalWidth === 0).length")
-        shot = tmp_path / "report.png"
-        page.screenshot(path=str(shot), full_page=False)
+        for kind, folder in pages.items():
+            errors, requests = [], []
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
+            page.goto((folder / "report.html").as_uri())
+            page.wait_for_load_state("load")
+            images = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth > 0)")
+            shot = tmp_path / f"{kind}.png"
+            page.screenshot(path=str(shot))
+            page.close()
+            assert errors == [] and requests == [], (kind, errors, requests)
+            assert images and all(images), kind
+            pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+            assert pixels.shape == (900, 1280) and pixels.std() > 20 and (pixels < 128).mean() > 0.01, kind
         browser.close()
-    assert errors == [] and requests == [] and broken == 0
-    image = np.asarray(Image.open(shot).convert("L"), dtype=float)
-    assert image.shape == (900, 1280) and image.std() > 20 and (image < 128).mean() > 0.01

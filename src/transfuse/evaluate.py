@@ -90,6 +90,12 @@ PREDICTIONS = "predictions.csv"
 MAP = "map.csv"
 
 
+def item_names(items: list, kind: str) -> list[str]:
+    """Items as ``predictions.csv`` records them: texts as they are, files by absolute path (so a
+    report rebuilt from another folder still finds them)."""
+    return [str(i) if kind == "text" else str(Path(i).resolve()) for i in items]
+
+
 def write_predictions(path: str | Path, items: list, y_true, y_pred, scores, classes: list[str],
                       probabilities: bool = True) -> Path:
     """The test split's predictions as CSV: ``item, true, predicted`` and one column per class,

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from transfuse.atomic import atomic_write_text
 from transfuse.backbones import default_backbone, get_spec
 from transfuse.blocks import from_slices
 from transfuse.data.fingerprint import digest_id, digest_ids
@@ -27,9 +28,9 @@ from transfuse.data.source import Source
 from transfuse.data.split import split_source, without
 from transfuse.engines import check_request
 from transfuse.errors import CorruptInputError, DataError
-from transfuse.evaluate import classification_metrics, plot_confusion
+from transfuse.evaluate import classification_metrics, item_names, plot_confusion
 from transfuse.featurizers import backbone_list, check_trainable, make_featurizer, refuse_options
-from transfuse.modeldir import TRAINING_ITEMS, check_destination, load_data
+from transfuse.modeldir import TRAINING_ITEMS, check_destination, is_model_dir, load_data
 from transfuse.pipeline import load_model, make_model, model_classes, model_modality, pipeline_outputs, save_model
 from transfuse.recipe import Recipe
 from transfuse.search import SearchResult, check_metric, default_recipes, search
@@ -131,6 +132,7 @@ class FitResult:
     n_test: int
     skipped: list[str]
     search: SearchResult | None = None
+    held_out: HeldOut | None = None  # the test split's predictions (and the head's input): what the report reads
 
 
 def default_out_dir(source: Source, *what: str) -> Path:
@@ -203,8 +205,7 @@ def fit(request: FitRequest) -> FitResult:
     log.info("training %s on %d items, testing on %d", recipe.label(), len(train), len(test))
     trained = Pipeline(steps).fit(X[train], y[train])
     head = trained.steps[-1][1]
-    shown = [source.items[i] if source.kind == "text" else str(Path(source.items[i]).resolve()) for i in test]
-    outputs = HeldOut.of(trained, X, y, train, test, shown)  # files by absolute path: a report rebuilt elsewhere finds them
+    outputs = HeldOut.of(trained, X, y, train, test, item_names([source.items[i] for i in test], source.kind))
     metrics = classification_metrics(y[test], outputs.predicted, classes=[str(c) for c in head.classes_])
     metrics["split"] = {"train": len(train), "test": len(test), "seed": request.split.seed,
                         "test_size": request.split.test_size if source.splits is None else "manifest"}
@@ -222,7 +223,7 @@ def fit(request: FitRequest) -> FitResult:
         seen = digest_ids([source.items[i] for i in train], source.kind)
         saved = _save_fit(model, out, metrics, found, request, recipe, len(skipped), seen, outputs)
     return FitResult(model=model, metrics=metrics, out_dir=saved, n_train=len(train), n_test=len(test),
-                     skipped=skipped, search=found)
+                     skipped=skipped, search=found, held_out=outputs)
 
 
 AUTO = "auto"  # --backbone auto: the source is chosen by ranking
@@ -511,6 +512,9 @@ def compare_source(source: Source, out_dir: str | Path | None = None, *, backbon
         rows.append({"method": label, **metric_summary(metrics), "seconds": metrics["train_seconds"],
                      "model_dir": str(folder)})
     (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
+    from transfuse.report import try_report
+
+    try_report(out)
     return rows
 
 
@@ -521,12 +525,14 @@ def metric_summary(metrics: dict) -> dict:
 
 # -- evaluate and predict -------------------------------------------------------------------------------
 
-def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, **settings) -> dict:
+def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, report_dir: str | Path | None = None,
+                 **settings) -> dict:
     """Metrics of a saved model on every (readable, with ``skip_bad``) item of a labelled ``source``.
 
     When some items are ones the model was trained on (it records their digests), the metrics say
     how many (``overlap.seen``) and score the unseen ones separately (``overlap.unseen``): scores
-    on training items are optimistic."""
+    on training items are optimistic. ``report_dir``: also write the metrics, the predictions, what
+    was evaluated (``evaluation.json``) and ``report.html`` there."""
     model = load_model(model_dir, **settings)
     reads = model_modality(model)
     if reads != source.kind:
@@ -536,7 +542,7 @@ def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, 
     if unknown:
         raise DataError(f"labels {unknown} are not classes of the model ({', '.join(classes)}); "
                         f"rename the folders or evaluate on matching data")
-    ok, labels, _ = predict_arrays(model, source.items, on_error="skip" if skip_bad else "raise")
+    ok, labels, proba = predict_arrays(model, source.items, on_error="skip" if skip_bad else "raise")
     truth = [lab for lab, good in zip(source.labels, ok) if good]
     predicted = [str(p) for p in labels]
     metrics = classification_metrics(truth, predicted, classes=classes)
@@ -551,7 +557,29 @@ def evaluate_dir(model_dir: str | Path, source: Source, skip_bad: bool = False, 
             unseen = np.flatnonzero(~seen)
             metrics["overlap"] = {"seen": int(seen.sum()), "unseen": classification_metrics(
                 [truth[i] for i in unseen], [predicted[i] for i in unseen], classes=classes) if len(unseen) else None}
+    if report_dir is not None:
+        _save_evaluation(Path(report_dir), Path(model_dir), source, metrics, readable, truth, predicted, proba, classes)
     return metrics
+
+
+def _save_evaluation(out: Path, model_dir: Path, source: Source, metrics: dict, items: list, truth: list,
+                     predicted: list, proba, classes: list[str]) -> None:
+    """An evaluation's folder: metrics.json, predictions.csv, evaluation.json (the model's config and
+    what it was scored on; no config.json, so the folder is never taken for a model) and the report."""
+    from transfuse.evaluate import PREDICTIONS, write_predictions
+    from transfuse.modeldir import METRICS, read_config
+    from transfuse.report import try_report
+
+    if is_model_dir(out):
+        raise DataError(f"--report {out} is a model directory; choose another folder for the evaluation's report")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / METRICS, json.dumps(metrics, indent=2) + "\n")
+    write_predictions(out / PREDICTIONS, item_names(items, source.kind), truth, predicted, proba, classes)
+    evaluation = {"model_dir": str(model_dir.resolve()), "model_config": read_config(model_dir),
+                  "data": {"name": source.name, "kind": source.kind, "n_items": len(source),
+                           "per_class": source.counts()}, "command": command_line()}
+    atomic_write_text(out / "evaluation.json", json.dumps(evaluation, indent=2, default=str) + "\n")
+    try_report(out)
 
 
 def trained_on(model_dir: str | Path, items: list, kind: str) -> np.ndarray | None:

@@ -35,11 +35,12 @@ from transfuse.backbones import default_backbone
 from transfuse.data.fingerprint import digest_ids
 from transfuse.data.source import Source
 from transfuse.errors import DataError
-from transfuse.evaluate import classification_metrics, plot_confusion
+from transfuse.evaluate import PREDICTIONS, classification_metrics, item_names, plot_confusion, write_predictions
 from transfuse.featurizers import check_trainable, fitted_featurizers
 from transfuse.modeldir import TRAINING_ITEMS, check_destination
 from transfuse.pipeline import save_model
 from transfuse.recipe import Recipe
+from transfuse.report import try_report
 from transfuse.search import check_metric, default_recipes
 from transfuse.taps import parse_layers
 from transfuse.workflow import (
@@ -49,8 +50,10 @@ from transfuse.workflow import (
     OutputSpec,
     SplitSpec,
     auto_layers,
+    command_line,
     fit,
     metric_summary,
+    predict_arrays,
 )
 
 log = logging.getLogger("transfuse.auto")
@@ -451,7 +454,8 @@ class _Run:
         log.info("kept the %s: %s", winner, why)
         saved = None
         if request.output.save:
-            saved = self.save(model, metrics, self.out, train)
+            held_out = probe.held_out if winner == "probe" else None
+            saved = self.save(model, metrics, self.out, train, test, held_out)
         return AutoResult(model=model, metrics=metrics, out_dir=saved, trials=self.trials.trials,
                           n_train=len(train), n_test=len(test))
 
@@ -537,16 +541,29 @@ class _Run:
         order = [list(map(str, model.classes_)).index(c) for c in classes]
         return proba[:, order], True
 
-    def save(self, model, metrics: dict, out: Path, train: list[int]) -> Path:
+    def save(self, model, metrics: dict, out: Path, train: list[int], test: list[int], held_out) -> Path:
+        """The kept model with its decision path, the test split's predictions (the probe's, with
+        its feature map, when it won; else the winner's, predicted once more) and the report."""
         source = self.request.source
         title = f"auto: {metrics['auto']['winner']['candidate']}"
         record = {**metrics["auto"], "trials": self.trials.trials}
         files = {"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title),
                  "auto.json": lambda path: path.write_text(json.dumps(record, indent=2, default=str) + "\n")}
+        if held_out is not None:
+            files.update(held_out.files())
+        else:
+            items = [source.items[i] for i in test]
+            _, predicted, proba = predict_arrays(model, items)
+            truth, classes = [str(source.labels[i]) for i in test], [str(c) for c in model.classes_]
+            files[PREDICTIONS] = lambda path: write_predictions(path, item_names(items, source.kind), truth,
+                                                                [str(p) for p in predicted], proba, classes)
         seen = digest_ids([source.items[i] for i in train], source.kind)
-        return save_model(model, out, metrics=metrics, force=self.request.output.force, data={TRAINING_ITEMS: seen},
-                          extra={"data": {"name": source.name, "kind": source.kind, "n_items": len(source)}},
-                          files=files)
+        saved = save_model(model, out, metrics=metrics, force=self.request.output.force, data={TRAINING_ITEMS: seen},
+                           extra={"data": {"name": source.name, "kind": source.kind, "n_items": len(source),
+                                           "per_class": source.counts()}, "command": command_line()},
+                           files=files)
+        try_report(saved)
+        return saved
 
 
 def _shared_engine(engines: list) -> tuple[str, str]:

@@ -21,6 +21,16 @@ err = Console(stderr=True)
 log = logging.getLogger("transfuse")
 
 
+def report_line(run_dir) -> None:
+    """Where a run's report is, when one was written (open it in any browser)."""
+    from pathlib import Path
+
+    from transfuse.report import REPORT
+
+    if run_dir is not None and (Path(run_dir) / REPORT).is_file():
+        out.print(f"report: {Path(run_dir) / REPORT} (open it in a browser)")
+
+
 def _version(show: bool) -> None:
     if show:
         from transfuse import __version__

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from transfuse.cli.app import app, log, out
+from transfuse.cli.app import app, log, out, report_line
 from transfuse.cli.options import (
     AutoBudget,
     BatchSize,
@@ -87,3 +87,4 @@ def auto(
     out.print(f"trained on {res.n_train}, tested on {res.n_test}; {time.perf_counter() - t0:.0f}s and "
               f"{decision['budget']['used_trials']} trials (budget: {budget}); model saved to {res.out_dir} (every "
               f"trial in auto.json)")
+    report_line(res.out_dir)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from transfuse.cli.app import app, log, out
+from transfuse.cli.app import app, log, out, report_line
 from transfuse.cli.options import (
     Backbone,
     BatchSize,
@@ -70,14 +70,6 @@ def _fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, engin
     out.print(f"trained on {res.n_train}, tested on {res.n_test} in {time.perf_counter() - t0:.1f}s; "
               f"model saved to {res.out_dir}")
     report_line(res.out_dir)
-
-
-def report_line(run_dir: Path | None) -> None:
-    """Where the run's report is, when one was written (open it in any browser)."""
-    from transfuse.report import REPORT
-
-    if run_dir is not None and (Path(run_dir) / REPORT).is_file():
-        out.print(f"report: {Path(run_dir) / REPORT} (open it in a browser)")
 
 
 def _print_search(found) -> None:
@@ -164,6 +156,7 @@ def finetune(
         return
     out.print(metrics_table(metrics, title=f"{backbone} {config.run_name} on {source.name}, test split"))
     out.print(f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f}s; model saved to {folder}")
+    report_line(folder)
 
 
 @app.command()
@@ -200,6 +193,7 @@ def compare(
                       f"{r['seconds']:.0f}")
     out.print(table)
     out.print(f"models and compare.json in {Path(rows[0]['model_dir']).parent}")
+    report_line(Path(rows[0]["model_dir"]).parent)
 
 
 @app.command("train-source")

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from transfuse.cli.app import app, out
+from transfuse.cli.app import app, out, report_line
 from transfuse.cli.options import DataOptions, EngineOptions, SkipBad, TextColumn, options
 from transfuse.cli.tables import middle
 
@@ -97,6 +97,7 @@ def evaluate(
     data: DataOptions,
     engine: EngineOptions,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the metrics to this JSON file.")] = None,
+    report_dir: Annotated[Optional[Path], typer.Option("--report", help="Also write the metrics, every item's prediction and report.html into this folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
 ) -> None:
     """Score a saved model on labelled data (every item is used for testing)."""
@@ -104,7 +105,7 @@ def evaluate(
     from transfuse.workflow import evaluate_dir
 
     source = data.load()
-    metrics = evaluate_dir(model_dir, source, skip_bad=data.skip_bad, **engine.settings())
+    metrics = evaluate_dir(model_dir, source, skip_bad=data.skip_bad, report_dir=report_dir, **engine.settings())
     if out_file is not None:
         out_file.write_text(json.dumps(metrics, indent=2) + "\n")
     if as_json:
@@ -117,6 +118,7 @@ def evaluate(
         rest = f"; on the {unseen['n']} unseen items: accuracy {unseen['accuracy']:.3f}" if unseen else ""
         out.print(f"{overlap['seen']} of {metrics['n']} items were used to train this model (their scores are "
                   f"optimistic){rest}")
+    report_line(report_dir)
 
 
 @app.command()

@@ -73,9 +73,10 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.strategies import DDPStrategy
 
-    from transfuse.evaluate import classification_metrics, plot_confusion
+    from transfuse.evaluate import PREDICTIONS, classification_metrics, item_names, plot_confusion, write_predictions
     from transfuse.finetune.callbacks import EpochLog, StderrBar
     from transfuse.finetune.module import TransferModule
+    from transfuse.report import try_report
 
     strategy = parse_strategy(cfg.strategy)
     cfg.check()
@@ -186,9 +187,13 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     metrics["devices"] = trainer.world_size  # processes that trained
     title = f"{cfg.backbone} {cfg.strategy}{' (from scratch)' if cfg.from_scratch else ''}, test split"
     seen = digest_ids([source.items[i] for i in train], source.kind)  # what evaluate must not score as new
+    truth, predicted = [classes[i] for i in y[test]], [classes[i] for i in proba.argmax(1)]
+    shown = item_names([source.items[i] for i in test], source.kind)
     save_parts([("model", model)], out, metrics=metrics, keep=tuple(sorted(RUN_ENTRIES)), force=force,
                data={TRAINING_ITEMS: seen},
-               files={"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title)})
+               files={"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title),
+                      PREDICTIONS: lambda path: write_predictions(path, shown, truth, predicted, proba, classes)})
+    try_report(out)
     return metrics
 
 

@@ -118,3 +118,41 @@ def layer_curve(layers: list[str], scores: list[float], spreads: list[float]) ->
 
 def _short(text: str, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def training_curves(curves: dict) -> str:
+    """Fine-tuning per epoch: losses (training, validation) and validation accuracy, with the number
+    of trainable parameter groups as a step line where it changes."""
+    from matplotlib.figure import Figure
+
+    epochs = curves["epoch"]
+    fig = Figure(figsize=(WIDTH * 1.6, 3.4), dpi=DPI)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for key, label in (("train_loss", "training"), ("val_loss", "validation")):
+        loss_ax.plot(epochs, curves[key], marker="o", markersize=3, label=label)
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("loss")
+    loss_ax.legend(fontsize=8)
+    acc_ax.plot(epochs, curves["val_acc"], marker="o", markersize=3, color="#55a868", label="validation accuracy")
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("validation accuracy")
+    groups = curves.get("trainable_groups") or []
+    if any(g == g for g in groups) and len({g for g in groups if g == g}) > 1:  # NaN != NaN
+        twin = acc_ax.twinx()
+        twin.step(epochs, groups, where="mid", color="0.5", linestyle=":", label="trainable groups")
+        twin.set_ylabel("trainable groups", color="0.4")
+    acc_ax.legend(fontsize=8, loc="lower right")
+    return data_uri(fig)
+
+
+def method_bars(names: list[str], values: list[float], lows: list[float], highs: list[float]) -> str:
+    """Test accuracy per method with its 95% bootstrap interval."""
+    fig, ax = _figure(1.0 + 0.45 * len(names), WIDTH * 1.4)
+    y = np.arange(len(names))[::-1]
+    err = [np.subtract(values, lows), np.subtract(highs, values)]
+    colours = ["#c44e52" if "scratch" in n else "#4c72b0" for n in names]
+    ax.barh(y, values, xerr=err, color=colours, error_kw={"elinewidth": 0.9, "ecolor": "0.2", "capsize": 3})
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("test accuracy (95% bootstrap interval)")
+    return data_uri(fig)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import os
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from transfuse.report import figures, media
 from transfuse.report.runfiles import Run
-from transfuse.report.stats import bootstrap_intervals, calibration, confident_mistakes
+from transfuse.report.stats import bootstrap_intervals, calibration, confident_mistakes, paired_difference
 
 METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro F1"))
 CSS = """
@@ -41,7 +42,7 @@ def render(runs: list[Run], data_dir: Path) -> str:
     for run in runs:
         folder = data_dir if len(runs) == 1 else data_dir / run.name
         folder.mkdir(parents=True, exist_ok=True)
-        columns.append(f"<div>{_run(run, folder)}</div>")
+        columns.append(f"<div>{_run(run, folder, data_dir.parent)}</div>")
     title = f"transfuse report: {runs[0].name}" if len(runs) == 1 else f"transfuse report: {len(runs)} runs"
     head = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
             f"content=\"width=device-width,initial-scale=1\"><title>{html.escape(title)}</title>"
@@ -54,11 +55,14 @@ def render(runs: list[Run], data_dir: Path) -> str:
     return head + summary + grid + "</body></html>\n"
 
 
-def _run(run: Run, folder: Path) -> str:
+def _run(run: Run, folder: Path, root: Path) -> str:
+    """One run's sections; ``folder`` takes its figure data, ``root`` is where the page is written."""
     parts = [f"<h2>{html.escape(run.name)}</h2>"]
     pred = run.predictions
     intervals = bootstrap_intervals(pred) if pred is not None else {}
     parts.append(_headline(run, intervals))
+    if run.compare:
+        parts.append(_compare(run, folder, root))
     parts.append(_about(run))
     parts.append(_metrics(run, intervals, folder))
     if run.metrics.get("confusion_matrix"):
@@ -70,6 +74,8 @@ def _run(run: Run, folder: Path) -> str:
             parts.append(_calibration(cal, folder))
     if run.map is not None:
         parts.append(_map(run))
+    if run.curves:
+        parts.append(_curves(run, folder))
     if run.search or run.auto:
         parts.append(_search(run, folder))
     if run.problems:
@@ -95,6 +101,8 @@ def _about(run: Run) -> str:
     cfg, met = run.config, run.metrics
     data = cfg.get("data", {})
     rows = []
+    if run.evaluation:
+        rows.append(("evaluated", f"the model in {run.evaluation.get('model_dir')}, on every item of the data below"))
     if data:
         rows.append(("data", f"{data.get('name', '?')} ({data.get('kind', run.modality)}): {data.get('n_items', '?')} "
                               f"items" + (f", {data['skipped']} unreadable left out" if data.get("skipped") else "")))
@@ -198,6 +206,85 @@ def _map(run: Run) -> str:
                    for split in ("train", "test") if (run.map["split"] == split).any())
     return (f"<section><h3>The features the head reads (PCA to 2-D)</h3><div class=figs>{imgs}</div>"
             f"<p class=muted>Data: <code>map.csv</code> in the run folder.</p></section>")
+
+
+def _curves(run: Run, folder: Path) -> str:
+    curves = run.curves
+    keys = [k for k in curves if k != "epoch"]
+    _csv(folder / "curves.csv", ["epoch", *keys], [[e, *(curves[k][i] for k in keys)]
+                                                  for i, e in enumerate(curves["epoch"])])
+    met = run.metrics
+    note = ""
+    if "epochs_run" in met:
+        note = (f"<p class=muted>{met['epochs_run']} epochs in {met.get('train_seconds', 0):.0f} s; the network kept "
+                f"is the epoch with the best validation accuracy. The dotted line counts the parameter groups that "
+                f"were trainable (the head first, then more as the strategy unfreezes them).</p>")
+    return (f"<section><h3>Fine-tuning, epoch by epoch</h3><div class=figs><img class=wide alt=\"training curves\" "
+            f"src=\"{figures.training_curves(curves)}\"></div>{note}</section>")
+
+
+def _compare(run: Run, folder: Path, root: Path) -> str:
+    """Scratch against the probe and each fine-tuning strategy: bars with intervals, the verdict in
+    one sentence, and each method's own report."""
+    rows = run.compare
+    names, values, lows, highs, table = [], [], [], [], []
+    for row in rows:
+        method = row.get("run")
+        accuracy = row.get("accuracy")
+        if accuracy is None:
+            continue
+        low, high = (bootstrap_intervals(method.predictions).get("accuracy", (accuracy, accuracy))
+                     if method is not None and method.predictions is not None else (accuracy, accuracy))
+        names.append(row["method"])
+        values.append(accuracy)
+        lows.append(low)
+        highs.append(high)
+        link = ""
+        if method is not None and (method.path / "report.html").is_file():
+            href = os.path.relpath(method.path.resolve() / "report.html", root.resolve())
+            link = f"<a href=\"{html.escape(href)}\">report</a>"
+        table.append([row["method"], accuracy, low, high, row.get("balanced_accuracy"), row.get("macro_f1"),
+                      row.get("seconds"), link])
+    _csv(folder / "compare.csv", ["method", "accuracy", "low", "high", "balanced_accuracy", "macro_f1", "seconds"],
+         [r[:7] for r in table])
+    body = "".join(f"<tr><td>{html.escape(r[0])}</td><td class=num>{r[1]:.3f}</td><td class=num>{r[2]:.3f}–{r[3]:.3f}"
+                   f"</td><td class=num>{_num(r[4])}</td><td class=num>{_num(r[5])}</td><td class=num>"
+                   f"{_num(r[6], '.0f')}</td><td>{r[7]}</td></tr>" for r in table)
+    figure = f"<div class=figs><img class=wide alt=\"methods\" src=\"{figures.method_bars(names, values, lows, highs)}\"></div>" \
+        if names else ""
+    return (f"<section><h3>Does transfer pay here?</h3><p class=headline>{html.escape(verdict(rows))}</p>{figure}"
+            f"<table><tr><th>method</th><th>accuracy</th><th>95% interval</th><th>balanced accuracy</th>"
+            f"<th>macro F1</th><th>seconds</th><th></th></tr>{body}</table></section>")
+
+
+def verdict(rows: list[dict]) -> str:
+    """One sentence: the best transfer method against training from scratch on the same test items,
+    with a paired bootstrap interval of the accuracy difference when both saved their predictions."""
+    scratch = next((r for r in rows if "scratch" in r["method"] and r.get("accuracy") is not None), None)
+    transfer = [r for r in rows if r is not scratch and r.get("accuracy") is not None]
+    if scratch is None or not transfer:
+        return "No from-scratch run to compare with."
+    best = max(transfer, key=lambda r: r["accuracy"])
+    a, b = best.get("run"), scratch.get("run")
+    paired = paired_difference(a.predictions, b.predictions) if a and b and a.predictions and b.predictions else None
+    points = 100 * (paired["difference"] if paired else best["accuracy"] - scratch["accuracy"])
+    if paired is None:
+        return (f"Transfer {'pays' if points > 0 else 'does not pay'} here by {abs(points):.1f} points: {best['method']} "
+                f"{best['accuracy']:.3f} against {scratch['accuracy']:.3f} from scratch (no saved predictions, so no "
+                f"interval).")
+    span = f"95% interval {100 * paired['low']:+.1f} to {100 * paired['high']:+.1f} points, paired bootstrap over the " \
+           f"{paired['n']} test items both scored"
+    if paired["low"] > 0:
+        return f"Transfer pays here by {points:.1f} points: {best['method']} against training from scratch ({span})."
+    if paired["high"] < 0:
+        return (f"Transfer does not pay here: training from scratch beats the best transfer method, {best['method']}, "
+                f"by {-points:.1f} points ({span}).")
+    return (f"Transfer does not pay here clearly: {best['method']} differs from training from scratch by "
+            f"{points:+.1f} points, and the interval includes no difference ({span}).")
+
+
+def _num(value, spec: str = ".3f") -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "—"
 
 
 def _search(run: Run, folder: Path) -> str:

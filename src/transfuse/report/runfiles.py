@@ -13,6 +13,9 @@ import numpy as np
 
 from transfuse.evaluate import MAP, PREDICTIONS
 
+CURVES = "logs/metrics.csv"  # Lightning's CSV log of a fine-tuning run
+CURVE_KEYS = ("train_loss", "val_loss", "val_acc", "trainable_groups")
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +43,9 @@ class Run:
     map: dict | None = None  # {"split", "label", "x", "y"} arrays
     search: dict | None = None
     auto: dict | None = None
+    evaluation: dict | None = None  # evaluation.json: the model scored, its config, the data
+    curves: dict | None = None  # fine-tuning, per epoch: train_loss, val_loss, val_acc, trainable_groups
+    compare: list[dict] | None = None  # compare.json rows; "run": each method's own Run when it is on disk
     problems: list[str] = field(default_factory=list)  # files that exist but could not be read
 
     @property
@@ -64,13 +70,35 @@ def read_run(path: str | Path) -> Run:
         value = _json(run, name)
         if value is not None:
             setattr(run, attr, value)
+    run.evaluation = _json(run, "evaluation.json")
+    if run.evaluation:  # an evaluation's folder: the model's own description, and the data it was scored on
+        run.config = run.config or {**run.evaluation.get("model_config", {}), "data": run.evaluation.get("data", {}),
+                                    "command": run.evaluation.get("command")}
     if (run.path / PREDICTIONS).is_file():
         run.predictions = _guard(run, PREDICTIONS, read_predictions)
     if (run.path / MAP).is_file():
         run.map = _guard(run, MAP, read_map)
-    if not (run.config or run.metrics or run.predictions):
-        raise DataError(f"{run.path} holds none of config.json, metrics.json or predictions.csv: not a transfuse run")
+    if (run.path / CURVES).is_file():
+        run.curves = _guard(run, CURVES, read_curves)
+    rows = _json(run, "compare.json")
+    if rows:
+        run.compare = [{**row, "run": _method_run(run, row)} for row in rows]
+    if not (run.config or run.metrics or run.predictions or run.compare):
+        raise DataError(f"{run.path} holds none of config.json, metrics.json, predictions.csv or compare.json: not "
+                        f"a transfuse run")
     return run
+
+
+def _method_run(run: Run, row: dict) -> Run | None:
+    """One method of a comparison, read from its folder (recorded as given when it ran; looked up
+    beside compare.json when the comparison has moved)."""
+    for folder in (Path(row.get("model_dir", "")), run.path / Path(row.get("model_dir", "")).name):
+        if str(folder) and (folder / "metrics.json").is_file():
+            try:
+                return read_run(folder)
+            except Exception as exc:  # noqa: BLE001  (one unreadable method: the others are still shown)
+                run.problems.append(f"{folder}: {exc}")
+    return None
 
 
 def _json(run: Run, name: str):
@@ -111,3 +139,21 @@ def read_map(path: Path) -> dict:
         rows = list(csv.DictReader(fh))
     return {"split": np.asarray([r["split"] for r in rows]), "label": np.asarray([r["label"] for r in rows]),
             "x": np.asarray([float(r["x"]) for r in rows]), "y": np.asarray([float(r["y"]) for r in rows])}
+
+
+def read_curves(path: Path) -> dict:
+    """Per epoch (in order) the last value logged of each of :data:`CURVE_KEYS` (NaN when absent)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    epochs: dict[int, dict] = {}
+    for row in rows:
+        if not row.get("epoch"):
+            continue
+        values = epochs.setdefault(int(float(row["epoch"])), {})
+        for key in CURVE_KEYS:
+            if row.get(key) not in (None, ""):
+                values[key] = float(row[key])
+    order = sorted(epochs)
+    if not order:
+        raise ValueError("no epoch rows")
+    return {"epoch": [e + 1 for e in order], **{k: [epochs[e].get(k, float("nan")) for e in order] for k in CURVE_KEYS}}

@@ -81,3 +81,23 @@ def confident_mistakes(pred: Predictions, k: int = 12) -> list[dict]:
             row["confidence"] = float(pred.scores[i, pred.classes.index(pred.predicted[i])])
         out.append(row)
     return out
+
+
+def paired_difference(a: Predictions, b: Predictions, resamples: int = RESAMPLES, seed: int = 0,
+                      level: float = LEVEL) -> dict | None:
+    """Accuracy of ``a`` minus accuracy of ``b`` on the test items both scored (matched by item),
+    with a paired bootstrap interval (the same draws of items for both); None without shared items."""
+    where = {item: i for i, item in enumerate(b.items)}
+    pairs = [(i, where[item]) for i, item in enumerate(a.items) if item in where]
+    if not pairs:
+        return None
+    ia, ib = (np.asarray(x) for x in zip(*pairs))
+    diff = (a.truth[ia] == a.predicted[ia]).astype(float) - (b.truth[ib] == b.predicted[ib]).astype(float)
+    n = len(diff)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, 2_000_000 // n))
+    means = np.concatenate([diff[rng.integers(0, n, size=(min(chunk, resamples - s), n))].mean(1)
+                            for s in range(0, resamples, chunk)])
+    tail = (1 - level) / 2 * 100
+    return {"difference": float(diff.mean()), "low": float(np.percentile(means, tail)),
+            "high": float(np.percentile(means, 100 - tail)), "n": n}
