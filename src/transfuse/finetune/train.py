@@ -190,7 +190,8 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     truth, predicted = [classes[i] for i in y[test]], [classes[i] for i in proba.argmax(1)]
     shown = item_names([source.items[i] for i in test], source.kind)
     save_parts([("model", model)], out, metrics=metrics, keep=tuple(sorted(RUN_ENTRIES)), force=force,
-               data={TRAINING_ITEMS: seen},
+               data={TRAINING_ITEMS: seen}, extra={"data": {"name": source.name, "kind": source.kind,
+                                                            "n_items": len(source), "per_class": source.counts()}},
                files={"confusion_matrix.png": lambda path: plot_confusion(metrics, path, title=title),
                       PREDICTIONS: lambda path: write_predictions(path, shown, truth, predicted, proba, classes)})
     try_report(out)

@@ -108,11 +108,21 @@ def _about(run: Run) -> str:
                               f"items" + (f", {data['skipped']} unreadable left out" if data.get("skipped") else "")))
     split = met.get("split")
     if split:
-        rows.append(("split", f"{split.get('train')} train / {split.get('test')} test (test size "
-                              f"{split.get('test_size')}, seed {split.get('seed')})"))
+        held = f", {split['validation']} validation" if split.get("validation") else ""
+        size = f"test size {split['test_size']}, " if split.get("test_size") is not None else ""
+        rows.append(("split", f"{split.get('train')} train{held} / {split.get('test')} test ({size}seed "
+                              f"{split.get('seed')})"))
     for part in cfg.get("parts", []):
         params, fitted = part.get("meta", {}).get("params", {}), part.get("meta", {}).get("fitted", {})
-        if "backbone" in params:
+        tuned = part.get("meta", {}).get("finetune")
+        if tuned:
+            ran = f" ({met['epochs_run']} run, {met.get('train_seconds', 0):.0f} s)" if "epochs_run" in met else ""
+            rows.append(("fine-tuning", f"{tuned.get('backbone')}, strategy {tuned.get('strategy')}, "
+                                        f"{'from scratch' if tuned.get('from_scratch') else 'pretrained weights'}; "
+                                        f"{tuned.get('epochs')} epochs planned{ran}; image size {tuned.get('image_size')},"
+                                        f" batch {tuned.get('batch_size')}, seed {tuned.get('seed')}, precision "
+                                        f"{met.get('precision', tuned.get('precision'))}"))
+        elif "backbone" in params:
             layers = ", ".join(fitted.get("layers") or []) or params.get("layers") or "default"
             rows.append(("backbone", f"{params['backbone']} — layers {layers}; pooling "
                                      f"{params.get('pooling') or 'default'}; weights {fitted.get('weights_id', params.get('weights'))}"))
@@ -131,6 +141,8 @@ def _about(run: Run) -> str:
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{v if k == 'command' else html.escape(str(v))}</td></tr>"
                    for k, v in rows)
     counts = _class_counts(run)
+    if not rows and not counts:
+        return ""
     return f"<section><h3>The run</h3><table>{body}</table>{counts}</section>"
 
 
