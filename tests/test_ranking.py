@@ -27,6 +27,8 @@ def test_rank_orders_backbones_and_taps_on_real_weights(image_folder, tmp_path, 
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert rows == json.loads((tmp_path / "r" / "ranking.json").read_text())
+    report = (tmp_path / "r" / "report.html").read_text()  # the ranking table, each score with its spread
+    assert "Which source? The ranking" in report and "± " in report and "efficientnet_lite0" in report
     assert rows[0]["backbone"].startswith("efficientnet_lite0")
     assert [row["rank"] for row in rows] == sorted(row["rank"] for row in rows)
     lite = {row["layer"] for row in rows if row["backbone"] == "efficientnet_lite0"}

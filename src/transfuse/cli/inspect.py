@@ -11,7 +11,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from transfuse.cli.app import app, cache_app, out, weights_app
+from transfuse.cli.app import app, cache_app, out, report_line, weights_app
 from transfuse.cli.options import (
     Backbone,
     DataOptions,
@@ -200,8 +200,11 @@ def rank(
                     fused=not no_fused, fuse_top=not no_fused, resamples=resamples, reduce=reduce, seed=split.seed,
                     **extract)
     if output.out is not None:
+        from transfuse.report import try_report
+
         output.out.mkdir(parents=True, exist_ok=True)
         (output.out / "ranking.json").write_text(json.dumps(rows, indent=1) + "\n")
+        try_report(output.out)
     if output.as_json:
         print(json.dumps(rows))
         return
@@ -224,3 +227,4 @@ def rank(
     out.print(table)
     out.print(f"{len(rows)} candidates in {time.perf_counter() - start:.1f}s; best: "
               f"{' '.join(_names(rows[0]['backbone'], rows[0]['layer']))} (rank is the mean of the ranks under {', '.join(chosen)})")
+    report_line(output.out)

@@ -63,6 +63,8 @@ def _run(run: Run, folder: Path, root: Path) -> str:
     parts.append(_headline(run, intervals))
     if run.compare:
         parts.append(_compare(run, folder, root))
+    if run.ranking:
+        parts.append(_ranking(run, folder))
     parts.append(_about(run))
     parts.append(_metrics(run, intervals, folder))
     if run.metrics.get("confusion_matrix"):
@@ -293,6 +295,31 @@ def verdict(rows: list[dict]) -> str:
                 f"by {-points:.1f} points ({span}).")
     return (f"Transfer does not pay here clearly: {best['method']} differs from training from scratch by "
             f"{points:+.1f} points, and the interval includes no difference ({span}).")
+
+
+def _ranking(run: Run, folder: Path) -> str:
+    """``transfuse rank``: every candidate with each score and its spread over resamples, best first."""
+    rows = run.ranking
+    names = list(dict.fromkeys(n for r in rows for n in r.get("scores", {})))
+    _csv(folder / "ranking.csv", ["rank", "backbone", "layer", "dim", *names, *(f"{n}_spread" for n in names)],
+         [[r.get("rank"), r.get("backbone"), r.get("layer"), r.get("dim"), *(r["scores"].get(n, "") for n in names),
+           *(r.get("spread", {}).get(n, "") for n in names)] for r in rows])
+
+    def cell(r: dict, n: str) -> str:
+        if n not in r.get("scores", {}):
+            return "<td>—</td>"
+        spread = r.get("spread", {}).get(n)
+        return f"<td class=num>{r['scores'][n]:.3g}" + (f" <span class=muted>± {spread:.2g}</span>" if spread else "") \
+            + "</td>"
+
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    body = "".join(f"<tr><td class=num>{r.get('rank', 0):.1f}</td><td>{html.escape(str(r.get('backbone')))}</td>"
+                   f"<td>{html.escape(str(r.get('layer')))}</td><td class=num>{r.get('dim', '')}</td>"
+                   f"{''.join(cell(r, n) for n in names)}</tr>" for r in rows)
+    return (f"<section><h3>Which source? The ranking</h3><p class=muted>Transferability scores on the training "
+            f"split's features, each ± its standard deviation over seeded 80% resamples; the rank is the mean of the "
+            f"ranks under each score (1 is best).</p><table><tr><th>rank</th><th>backbone</th><th>layer</th>"
+            f"<th>dim</th>{head}</tr>{body}</table></section>")
 
 
 def _num(value, spec: str = ".3f") -> str:

@@ -45,6 +45,7 @@ class Run:
     auto: dict | None = None
     evaluation: dict | None = None  # evaluation.json: the model scored, its config, the data
     curves: dict | None = None  # fine-tuning, per epoch: train_loss, val_loss, val_acc, trainable_groups
+    ranking: list[dict] | None = None  # ranking.json rows (transfuse rank --out)
     compare: list[dict] | None = None  # compare.json rows; "run": each method's own Run when it is on disk
     problems: list[str] = field(default_factory=list)  # files that exist but could not be read
 
@@ -80,12 +81,13 @@ def read_run(path: str | Path) -> Run:
         run.map = _guard(run, MAP, read_map)
     if (run.path / CURVES).is_file():
         run.curves = _guard(run, CURVES, read_curves)
+    run.ranking = _json(run, "ranking.json")
     rows = _json(run, "compare.json")
     if rows:
         run.compare = [{**row, "run": _method_run(run, row)} for row in rows]
-    if not (run.config or run.metrics or run.predictions or run.compare):
-        raise DataError(f"{run.path} holds none of config.json, metrics.json, predictions.csv or compare.json: not "
-                        f"a transfuse run")
+    if not (run.config or run.metrics or run.predictions or run.compare or run.ranking):
+        raise DataError(f"{run.path} holds none of config.json, metrics.json, predictions.csv, compare.json or "
+                        f"ranking.json: not a transfuse run")
     return run
 
 
