@@ -34,13 +34,34 @@ def cache_dir(tmp_path: Path) -> str:
     return str(tmp_path / "cache")
 
 
+_SERVER = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fork_server():
+    """The CLI fork server, started before any test can change this process's environment (the
+    libraries it imports read some of it once: thread counts, devices), and stopped at the end."""
+    global _SERVER
+    if os.environ.get("TRANSFUSE_TEST_FORKSERVER", "1") != "0":
+        from forkserver import ForkServer
+
+        _SERVER = ForkServer()
+    yield
+    if _SERVER is not None:
+        _SERVER.close()
+
+
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None):
-    """Run the real ``transfuse`` console script in a subprocess."""
+    """Run the real ``transfuse`` console script in a process of its own: forked from a server that
+    has the heavy libraries imported already (tests/forkserver.py), or with
+    ``TRANSFUSE_TEST_FORKSERVER=0`` as a plain subprocess."""
     import subprocess
 
-    exe = Path(sys.executable).with_name("transfuse")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, timeout=600)
+    exe = str(Path(sys.executable).with_name("transfuse"))
+    environment = {**os.environ, **(env or {})}
+    if _SERVER is not None:
+        return _SERVER.run(list(args), exe, cwd, environment, timeout=600)
+    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd, env=environment, timeout=600)
 
 
 def fashion_available() -> bool:
