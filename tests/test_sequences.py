@@ -125,3 +125,35 @@ def test_rnn_source_on_spoken_digits_transfers_to_new_digits(tmp_path, data_home
     assert r.returncode == 0, r.stderr
     r = cli("train-source", str(source_npz), "--arch", "small-cnn", env=env)
     assert r.returncode == 2 and "use gru or lstm" in r.stderr
+
+
+def test_recurrent_networks_export_one_sequence_per_run(tmp_path, data_home):
+    """GRU and LSTM probes on real spoken-digit MFCC sequences export as one graph (frames in, the
+    per-item normalisation inside) and give transfuse's probabilities; `transfuse predict` reads .npy
+    items with the graph alone."""
+    from transfuse.data import load_source
+    from transfuse.export import export_model
+    from transfuse.export.runtime import ExportedModel
+    from transfuse.pipeline import load_model
+    from transfuse.workflow import FeaturizerSpec, FitRequest, OutputSpec, fit
+
+    source = load_source(_digits_npz(tmp_path / "digits.npz", [0, 1, 2], 12))
+    for cell, layers, pooling in (("gru", "rnn1,rnn2", "last"), ("lstm", "rnn2,logits", "meanstd")):
+        spec = FeaturizerSpec(backbone=cell, weights="random", layers=layers, pooling=pooling, precision="fp32")
+        fit(FitRequest(source=source, featurizer=spec, output=OutputSpec(tmp_path / cell)))
+        exported = export_model(tmp_path / cell, tmp_path / f"{cell}.onnx")
+        assert exported.metadata["input"] == "frames" and "sequences" in exported.metadata["checked"]
+        items = source.items[::5]
+        got = ExportedModel(exported.path).predict_proba(items)
+        np.testing.assert_allclose(got, load_model(tmp_path / cell, cache=False).predict_proba(items), atol=1e-4)
+    r = cli("predict", str(tmp_path / "gru.onnx"), source.items[0], "--json", env=data_home)
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["label"].startswith("digit"), r.stderr
+    from transfuse.finetune.config import FinetuneConfig
+    from transfuse.workflow import finetune
+
+    config = FinetuneConfig(backbone="gru", strategy="full", from_scratch=True, epochs=1, probe_epochs=0)
+    finetune(source, config, OutputSpec(tmp_path / "tuned"), progress=False)
+    exported = export_model(tmp_path / "tuned", tmp_path / "tuned.onnx")
+    items = source.items[::5]
+    np.testing.assert_allclose(ExportedModel(exported.path).predict_proba(items),
+                               load_model(tmp_path / "tuned").predict_proba(items), atol=1e-4)

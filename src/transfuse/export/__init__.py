@@ -99,7 +99,8 @@ def export_model(model_dir: str | Path, out: str | Path, opset: int | None = Non
     model = graph.model({output: (x, ["batch", len(classes)]), "label": (label, ["batch"])})
     onnx.checker.check_model(model, full_check=True)
     gap = verify(model, graph.files, Path(model_dir), meta, output, features, _eager_runtime(parts))
-    what = "texts" if "tokenizer" in meta else "clips" if "sample_rate" in meta else "smooth random images"
+    what = "texts" if "tokenizer" in meta else "clips" if "sample_rate" in meta else "sequences" if "width" in meta \
+        else "smooth random images"
     meta["checked"] = (f"max difference {gap:.2g} from transfuse (eager fp32) on {CHECK_ITEMS} {what}"
                        + (" (probabilities, and the head's input relative to its largest value)" if features else ""))
     model.metadata_props.add(key="checked", value=meta["checked"])
@@ -126,6 +127,9 @@ def _preprocessing(meta: dict) -> str:
         return (f"texts tokenised with {meta['tokenizer']} (beside the graph) without special tokens, cut to "
                 f"{meta['max_tokens']} tokens with the special ids {meta['specials']} around them, right-padded with "
                 f"id {meta['pad_id']}; input_ids and attention_mask, int64 (N, T)")
+    if "width" in meta:
+        return (f"one sequence per run: its frames as saved (.npy, or one item of an .npz array file), float32, "
+                f"{meta['width']} values per frame; frames (1, T, {meta['width']}); normalised inside the graph")
     if "sample_rate" in meta:
         return (f"one clip per run, any length: mono (channels averaged), resampled to {meta['sample_rate']} Hz, "
                 f"float32 in [-1, 1]; waveform (1, S)")
@@ -192,6 +196,8 @@ def verify(model, files: dict[str, str], model_dir: Path, meta: dict, output: st
         items = CHECK_TEXTS
     elif "sample_rate" in meta:
         items = check_clips(Path(tmp_dir.name), seed)
+    elif "width" in meta:
+        items = check_sequences(Path(tmp_dir.name), int(meta["width"]), seed)
     else:  # 6x6 random colours resized smoothly: shapes and edges, not noise a network maps to one class
         scale = max(int(p["image_size"] // p["crop_pct"]) for p in meta["inputs"].values())
         rng = np.random.default_rng(seed)
@@ -207,7 +213,7 @@ def verify(model, files: dict[str, str], model_dir: Path, meta: dict, output: st
         _write(probe, files, Path(tmp) / "check.onnx")
         exported = ExportedModel(Path(tmp) / "check.onnx")
         prepared = [exported.prepare(item) for item in items]
-        runs = [prepared] if exported.modality != "audio" else [[clip] for clip in prepared]
+        runs = [[item] for item in prepared] if exported.modality in ("audio", "sequence") else [prepared]
         got = [np.concatenate(rows) for rows in zip(*(exported.session.run(outputs, exported.feeds(run))
                                                       for run in runs))]
         result = _reference(model_dir, items, output, features, runtime)
@@ -232,6 +238,22 @@ def check_clips(folder: Path, seed: int = 0) -> list[str]:
     for name, (wave, sr) in list(clips.items())[:CHECK_ITEMS]:
         sf.write(folder / name, wave.astype(np.float32), sr)
         paths.append(str(folder / name))
+    return paths
+
+
+def check_sequences(folder: Path, width: int, seed: int = 0) -> list[str]:
+    """:data:`CHECK_ITEMS` ``.npy`` sequences of ``width`` values per frame: one frame, a few, a
+    smooth long one, and noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 6, 120)[:, None]
+    arrays = [rng.normal(size=(1, width)), rng.normal(size=(4, width)),
+              np.sin(t * (1 + np.arange(width))[None] / width) * 3, rng.normal(2, 5, size=(300, width))]
+    paths = []
+    for i, frames in enumerate(arrays[:CHECK_ITEMS]):
+        np.save(folder / f"check{i}.npy", frames.astype(np.float32))
+        paths.append(str(folder / f"check{i}.npy"))
     return paths
 
 

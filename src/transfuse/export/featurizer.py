@@ -15,7 +15,10 @@ pad ids go into the metadata. Models that chunk long texts are refused (the grap
 Audio: the graph takes ``waveform``, float32 ``(1, S)``: one clip of any length, mono, at the
 encoder's sample rate (in the metadata); every frame of the clip is pooled over time (mean and
 standard deviation by default). The frozen speech-embedding encoder is an ONNX graph already and is
-merged as it is, behind a zero-padding to its window."""
+merged as it is, behind a zero-padding to its window.
+
+Sequences: the graph takes ``frames``, float32 ``(1, T, W)``: one item's frames (a ``.npy`` array),
+normalised per value inside the graph as the recurrent network was trained."""
 
 from __future__ import annotations
 
@@ -41,6 +44,8 @@ def pool(graph: Graph, x: str, rank: int, pooling: str, hint: str, prefix: int =
     if pooling == "avgmax":
         return graph.op("Concat", [pool(graph, x, rank, p, hint, prefix) for p in ("avg", "max")], hint, axis=1)
     if rank == 3:
+        if pooling == "last":  # a recurrent network's state after the whole item
+            return graph.op("Gather", [x, graph.const(-1, "last", np.int64)], hint, axis=1)
         if pooling == "meanstd":  # audio frames: mean and (population) standard deviation over time
             mean = graph.reduce("ReduceMean", x, [1], hint, keepdims=1)
             spread = graph.op("Sub", [x, mean], hint)
@@ -180,6 +185,27 @@ def _audio(graph: Graph, part, name: str, pooling: str) -> str:
     return blocks[0] if len(blocks) == 1 else graph.op("Concat", blocks, "features", axis=1)
 
 
+def _sequence(graph: Graph, part, name: str, pooling: str) -> str:
+    import onnx
+    import torch
+
+    from transfuse.backbones import create_backbone
+    from transfuse.backbones.nets.rnn import SequenceTaps
+    from transfuse.engines.onnx import export_module
+
+    taps = list(part.slices_)
+    backbone = create_backbone(name, weights=part.weights)
+    width = backbone.input_spec.width
+    frames = graph.sequence_input(width)
+    axes = {"frames": {1: "frames"}, **{tap: {1: "frames"} for tap in taps}}
+    with tempfile.TemporaryDirectory() as tmp:
+        net = onnx.load(export_module(SequenceTaps(backbone.model, taps), (torch.zeros(1, 20, width),),
+                                      Path(tmp) / "rnn.onnx", ["frames"], taps, axes, graph.opset))
+    states = graph.merge(net, f"{name}/", {"frames": frames})
+    blocks = [pool(graph, states[tap], 3, pooling, f"{tap}_pool") for tap in taps]
+    return blocks[0] if len(blocks) == 1 else graph.op("Concat", blocks, "features", axis=1)
+
+
 def extractor(graph: Graph, part, x: str | None) -> str:
     import torch
 
@@ -194,8 +220,11 @@ def extractor(graph: Graph, part, x: str | None) -> str:
         return _text(graph, part, names[0], check_pooling(part.pooling, "text"))
     if kinds == {"audio"} and len(names) == 1:
         return _audio(graph, part, names[0], check_pooling(part.pooling, "audio"))
+    if kinds == {"sequence"} and len(names) == 1:
+        return _sequence(graph, part, names[0], check_pooling(part.pooling, "sequence"))
     if kinds != {"image"}:
-        raise DataError(f"export reads images, single transformer text encoders and single audio encoders; "
+        raise DataError(f"export reads images, single transformer text encoders, single audio encoders and "
+                        f"single recurrent sequence networks; "
                         f"{part.backbone} reads "
                         f"{', '.join(sorted(kinds))}")
     pooling = check_pooling(part.pooling, "image")

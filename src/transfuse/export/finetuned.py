@@ -1,6 +1,7 @@
 """ONNX for a fine-tuned network, exported by torch and merged in: for images, pixels normalised, the
 network, softmax (with test-time augmentation the mean over the image and its mirror image); for
-texts, token ids and mask in (the tokenizer written beside, as for a text probe), softmax out."""
+texts, token ids and mask in (the tokenizer written beside, as for a text probe), softmax out; for
+sequences, one item's frames in, softmax out."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ def finetuned(graph: Graph, part, x: str | None) -> str:
 
     if part.modality == "text":
         return _text(graph, part)
+    if part.modality == "sequence":
+        return _sequence(graph, part)
     if part.modality != "image":
-        raise DataError(f"fine-tuned {part.modality} networks do not export yet; image and text ones do")
+        raise DataError(f"fine-tuned {part.modality} networks do not export yet; image, text and sequence ones do")
     spec, size = part.task.backbone.input_spec, int(part.task.image_size)
 
     class Probabilities(torch.nn.Module):
@@ -70,3 +73,25 @@ def _text(graph: Graph, part) -> str:
                              ["probabilities"], axes, graph.opset)
         net = onnx.load(path)
     return graph.merge(net, "finetuned/", {"input_ids": ids, "attention_mask": mask})["probabilities"]
+
+
+def _sequence(graph: Graph, part) -> str:
+    import onnx
+    import torch
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self, network) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, frames):
+            return torch.softmax(self.network({"frames": frames}).float(), 1)
+
+    width = part.task.backbone.input_spec.width
+    frames = graph.sequence_input(width)
+    axes = {"frames": {1: "frames"}, "probabilities": {0: "batch"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_module(Probabilities(part.model.cpu().eval()), (torch.zeros(1, 20, width),),
+                             Path(tmp) / "net.onnx", ["frames"], ["probabilities"], axes, graph.opset)
+        net = onnx.load(path)
+    return graph.merge(net, "finetuned/", {"frames": frames})["probabilities"]

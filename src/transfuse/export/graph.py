@@ -53,6 +53,11 @@ class Graph:
         self.metadata.update({"input": "waveform", "sample_rate": str(sample_rate)})
         return self.input("waveform", [1, "samples"])
 
+    def sequence_input(self, width: int) -> str:
+        """The ``frames`` input: one item's frames ``(1, T, width)``."""
+        self.metadata.update({"input": "frames", "width": str(width)})
+        return self.input("frames", [1, "frames", int(width)])
+
     def const(self, value, hint: str = "const", dtype=np.float32) -> str:
         """A constant (numpy array or number) as an initializer; its name."""
         from onnx import numpy_helper

@@ -37,7 +37,8 @@ class ExportedModel:
         self.meta = {k: _json_or_text(v) for k, v in props.items()}
         self.classes_ = np.asarray(self.meta["classes"])
         self.has_proba = self.meta.get("output") == "probabilities"
-        self.modality = "text" if "tokenizer" in self.meta else "audio" if "sample_rate" in self.meta else "image"
+        self.modality = "text" if "tokenizer" in self.meta else "audio" if "sample_rate" in self.meta else \
+            "sequence" if "width" in self.meta else "image"
         self.tokenizer = None
         if self.modality == "text":
             from tokenizers import Tokenizer
@@ -69,10 +70,21 @@ class ExportedModel:
 
         return decode_audio(str(item), int(self.meta["sample_rate"]))
 
+    def frames(self, item) -> np.ndarray:
+        """One sequence (a ``.npy`` path) as the graph takes it: its frames, float32 ``(T, W)``."""
+        from transfuse.data.sequences import read_sequence
+
+        frames = read_sequence(str(item)).astype(np.float32)
+        if frames.ndim != 2 or frames.shape[1] != int(self.meta["width"]):
+            raise DataError(f"{item}: expected frames of {self.meta['width']} values, got shape {frames.shape}")
+        return frames
+
     def prepare(self, item):
-        """An item as :meth:`feeds` takes it: a text as it is, an image's pixels, a clip's waveform."""
-        return str(item) if self.modality == "text" else self.waveform(item) if self.modality == "audio" \
-            else self.pixels(item)
+        """An item as :meth:`feeds` takes it: a text as it is, an image's pixels, a clip's waveform,
+        a sequence's frames."""
+        if self.modality == "text":
+            return str(item)
+        return {"audio": self.waveform, "sequence": self.frames}.get(self.modality, self.pixels)(item)
 
     def tokens(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Texts as the graph takes them: each one window (its tokens without specials, cut to fit,
@@ -89,9 +101,9 @@ class ExportedModel:
 
     def feeds(self, batch: list) -> dict[str, np.ndarray]:
         """The graph's inputs for a batch of prepared items (pixels dicts, texts, or one waveform)."""
-        if self.modality == "audio":
-            (wave,) = batch
-            return {"waveform": wave[None]}
+        if self.modality in ("audio", "sequence"):  # one item per run: every frame of it is pooled
+            (item,) = batch
+            return {"waveform" if self.modality == "audio" else "frames": item[None]}
         return self.tokens(batch) if self.modality == "text" else {k: np.stack([b[k] for b in batch]) for k in batch[0]}
 
     def scores(self, items: list) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +113,7 @@ class ExportedModel:
         batch 1."""
         ok = np.zeros(len(items), bool)
         rows = []
-        size = 1 if self.modality == "audio" else BATCH  # a clip's frames are all pooled: one per run
+        size = 1 if self.modality in ("audio", "sequence") else BATCH  # all of an item's frames are pooled
         for start in range(0, len(items), size):
             prepared = [self._prepared(item) for item in items[start:start + size]]
             good = [i for i, p in enumerate(prepared, start) if p is not None]

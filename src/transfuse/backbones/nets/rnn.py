@@ -13,8 +13,13 @@ from transfuse.config import default_workers
 from transfuse.taps import check_pooling, pool_frames
 
 
-def cmvn(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Each item's real frames centred and scaled per value (padding stays zero)."""
+def cmvn(frames: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Each item's real frames centred and scaled per value (padding stays zero); ``lengths`` None:
+    every frame is real (one item, as an exported graph reads it)."""
+    if lengths is None:
+        mean = frames.mean(1, keepdim=True)
+        std = (frames - mean).pow(2).mean(1, keepdim=True).sqrt()
+        return (frames - mean) / std.clamp(min=1e-5)
     stats = pool_frames(frames, lengths, "meanstd")
     mean, std = stats.chunk(2, dim=1)
     mask = (torch.arange(frames.shape[1], device=frames.device)[None] < lengths[:, None].to(frames.device))[..., None]
@@ -34,15 +39,31 @@ class RNNNet(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         self.classifier = nn.Linear(self.classifier.in_features, num_classes)
 
-    def states(self, frames: torch.Tensor, lengths: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def states(self, frames: torch.Tensor, lengths: torch.Tensor | None) -> dict[str, tuple]:
         """Every layer's state at every frame, with the number of real frames per item (the RNNs run
-        left to right, so padding after an item never changes its states)."""
+        left to right, so padding after an item never changes its states; None: all are real)."""
         h1, _ = self.rnn1(cmvn(frames, lengths))
         h2, _ = self.rnn2(h1)
         return {"rnn1": (h1, lengths), "rnn2": (h2, lengths), "logits": (self.classifier(h2), lengths)}
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.classifier(pool_frames(*self.states(batch["frames"], batch["lengths"])["rnn2"], "last"))
+        """Class scores from rnn2's state after each item's last real frame (no ``lengths``: one
+        unpadded item, as an exported graph reads it)."""
+        h, lengths = self.states(batch["frames"], batch.get("lengths"))["rnn2"]
+        return self.classifier(h[:, -1] if lengths is None else pool_frames(h, lengths, "last"))
+
+
+class SequenceTaps(nn.Module):
+    """One sequence ``(1, T, W)``, every frame real, in; each tap's states ``(1, T, D)`` out: the
+    graph ``transfuse export`` builds."""
+
+    def __init__(self, model: RNNNet, taps: list[str]) -> None:
+        super().__init__()
+        self.model, self.taps = model, taps
+
+    def forward(self, frames: torch.Tensor) -> tuple:
+        states = self.model.states(frames, None)
+        return tuple(states[tap][0] for tap in self.taps)
 
 
 @dataclass
