@@ -284,6 +284,10 @@ def test_what_does_not_export_is_refused_with_the_reason(tmp_path, image_folder)
     fit(FitRequest(source=chunked, featurizer=spec, output=OutputSpec(tmp_path / "chunk")))
     with pytest.raises(DataError, match="reads one window per text"):
         export_model(tmp_path / "chunk", tmp_path / "chunk.onnx")
+    fit(FitRequest(source=texts, featurizer=FeaturizerSpec(backbone="use_multilingual"),
+                   output=OutputSpec(tmp_path / "use")))
+    with pytest.raises(DataError, match="use_multilingual cannot be exported: a frozen encoder computed in numpy"):
+        export_model(tmp_path / "use", tmp_path / "use.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a graph")
     with pytest.raises(DataError, match="not a readable ONNX file"):

@@ -218,6 +218,11 @@ def extractor(graph: Graph, part, x: str | None) -> str:
     kinds = {s.modality for s in specs}
     if kinds == {"text"} and len(names) == 1 and specs[0].network == "torch":
         return _text(graph, part, names[0], check_pooling(part.pooling, "text"))
+    frozen = [s.name for s in specs if s.modality == "text" and s.network != "torch"]
+    if frozen:
+        raise DataError(f"{', '.join(frozen)} cannot be exported: a frozen encoder computed in "
+                        f"{specs[names.index(frozen[0])].network}, not a network a graph can hold; fit with a "
+                        f"transformer encoder (minilm_l6, mpnet_base, hf:...) to export")
     if kinds == {"audio"} and len(names) == 1:
         return _audio(graph, part, names[0], check_pooling(part.pooling, "audio"))
     if kinds == {"sequence"} and len(names) == 1:
