@@ -136,6 +136,8 @@ def _about(run: Run) -> str:
         rows.append(("recipe", ", ".join(f"{k}={v}" for k, v in recipe.items() if v not in (None, {}, []))))
     for name, note in (met.get("extraction") or {}).items():
         rows.append(("engine", f"{name}: {note}"))
+    if isinstance(met.get("seconds"), dict):
+        rows.append(("seconds", ", ".join(f"{k} {v:.1f}" for k, v in met["seconds"].items())))
     if cfg.get("versions"):
         rows.append(("versions", ", ".join(f"{k} {v}" for k, v in cfg["versions"].items())))
     if cfg.get("command"):
