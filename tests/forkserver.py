@@ -10,6 +10,7 @@ each call, so what it reads from the environment at import time is read per call
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -28,27 +29,42 @@ class ForkServer:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1)
-        if self.proc.stdout.readline().strip() != "ready":
+                                     bufsize=0)
+        self._pending = b""  # read from the pipe's descriptor itself: a buffered reader would hide lines from select
+        if self._line(120) != "ready":
             raise RuntimeError("the fork server did not start")
+
+    def _line(self, timeout: float | None) -> str | None:
+        """The server's next line, or None when none came within ``timeout`` seconds."""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._pending:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if not ready:
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise RuntimeError("the fork server stopped")
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line.decode().strip()
 
     def run(self, args: list[str], exe: str, cwd: Path | None, env: dict, timeout: float):
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp) / "out", Path(tmp) / "err"
             request = {"argv": [exe, *args], "cwd": str(cwd or os.getcwd()), "env": env, "out": str(out),
                        "err": str(err)}
-            self.proc.stdin.write(json.dumps(request) + "\n")
-            pid = int(self.proc.stdout.readline())
-            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-            if not ready:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            pid = int(self._line(None))
+            code = self._line(timeout)
+            if code is None:
                 try:
                     os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:  # not yet its own group
-                    os.kill(pid, signal.SIGKILL)
-                self.proc.stdout.readline()
+                except ProcessLookupError:  # not yet its own group, or just gone
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                self._line(None)
                 raise subprocess.TimeoutExpired([exe, *args], timeout)
-            code = int(self.proc.stdout.readline())
-            return subprocess.CompletedProcess([exe, *args], code, out.read_text(errors="replace"),
+            return subprocess.CompletedProcess([exe, *args], int(code), out.read_text(errors="replace"),
                                                err.read_text(errors="replace"))
 
     def close(self) -> None:
@@ -59,6 +75,12 @@ class ForkServer:
 def _child(request: dict) -> None:
     """In the forked process: become the requested ``transfuse`` call, then exit with its code."""
     os.setpgid(0, 0)
+    try:  # killed with the server (the server kills it on Ctrl-C; this covers the server being killed)
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
     code = 1
     try:
         os.chdir(request["cwd"])
@@ -113,15 +135,29 @@ def serve() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
+    current = {"pid": None}
+
+    def stop(signum, frame):  # Ctrl-C or a kill of the test run: the call running goes too
+        if current["pid"]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(current["pid"], signal.SIGKILL)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     print("ready", flush=True)
     for line in sys.stdin:
         request = json.loads(line)
         sys.stdout.flush()
         pid = os.fork()
         if pid == 0:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             _child(request)
+        current["pid"] = pid
         print(pid, flush=True)
         _, status = os.waitpid(pid, 0)
+        current["pid"] = None
         print(os.waitstatus_to_exitcode(status), flush=True)
 
 

@@ -75,10 +75,10 @@ def test_rank_errors_are_clear(image_folder, cache_dir):
 
 
 def test_fit_backbone_auto_ranks_within_the_budget_and_says_why(image_folder, tmp_path, cache_dir):
-    """--backbone auto with a budget that only lets the first (smallest) backbone run: it still
+    """--backbone auto with a budget (50 ms) that only lets the first (smallest) backbone run: it still
     chooses, trains and records the choice, the ranking and what the budget left out."""
     env = {"TRANSFUSE_CACHE": cache_dir}
-    r = cli("fit", str(image_folder), "--backbone", "auto", "--budget", "1s", "--out", str(tmp_path / "m"), "--json",
+    r = cli("fit", str(image_folder), "--backbone", "auto", "--budget", "0.05s", "--out", str(tmp_path / "m"), "--json",
             env=env)
     assert r.returncode == 0, r.stderr
     choice = json.loads(r.stdout)["source_choice"]
@@ -96,7 +96,7 @@ def test_fit_auto_without_a_backbone_ranks_then_searches_the_layers(image_folder
     """--auto alone chooses the source by ranking, then searches that backbone's layers; the features
     of the training items come from the ranking's extraction (the same engine), not a second one."""
     env = {"TRANSFUSE_CACHE": cache_dir}
-    r = cli("fit", str(image_folder), "--auto", "--cv", "2", "--budget", "1s", "--out", str(tmp_path / "m"),
+    r = cli("fit", str(image_folder), "--auto", "--cv", "2", "--budget", "0.05s", "--out", str(tmp_path / "m"),
             "--json", env=env)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)

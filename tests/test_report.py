@@ -85,6 +85,10 @@ def test_several_runs_side_by_side(image_run, tmp_path):
     html = path.read_text()
     assert "Side by side" in html and html.count("<h2>") == 3
     assert (tmp_path / "report_files" / "second" / "confusion.csv").is_file()
+    write_report([image_run, image_run], tmp_path / "twice" / "r.html")  # one folder twice: two columns of data
+    parent = image_run.parent.name
+    assert sorted(p.name for p in (tmp_path / "twice" / "report_files").iterdir()) == [f"{parent}-run",
+                                                                                     f"{parent}-run-2"]
 
 
 @pytest.fixture(scope="module")

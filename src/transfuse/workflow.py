@@ -210,7 +210,8 @@ def fit(request: FitRequest) -> FitResult:
     trained = Pipeline(steps).fit(X[train], y[train])
     clock["trained"] = time.perf_counter()
     head = trained.steps[-1][1]
-    outputs = HeldOut.of(trained, X, y, train, test, item_names([source.items[i] for i in test], source.kind))
+    outputs = HeldOut.of(trained, X, y, train, test, item_names([source.items[i] for i in test], source.kind),
+                         request.split.seed)
     metrics = classification_metrics(y[test], outputs.predicted, classes=[str(c) for c in head.classes_])
     metrics["split"] = {"train": len(train), "test": len(test), "seed": request.split.seed,
                         "test_size": request.split.test_size if source.splits is None else "manifest"}
@@ -332,6 +333,9 @@ def _extract(featurizer, source: Source, skip_bad: bool) -> tuple[np.ndarray, li
     return X, bad
 
 
+MAP_TRAIN = 2000  # training items drawn on the report's map
+
+
 @dataclass
 class HeldOut:
     """What the trained pipeline gives on the test split (and the head's input on both splits, for
@@ -346,15 +350,20 @@ class HeldOut:
     head_input: tuple  # (train features, train labels, test features)
 
     @classmethod
-    def of(cls, trained: Pipeline, X, y: np.ndarray, train: list[int], test: list[int], items: list) -> HeldOut:
+    def of(cls, trained: Pipeline, X, y: np.ndarray, train: list[int], test: list[int], items: list,
+           seed: int = 0) -> HeldOut:
+        """Predictions on the test split; the head's input of the test items and of at most
+        :data:`MAP_TRAIN` seeded training items (what the map draws)."""
         head = trained.steps[-1][1]
         before = Pipeline(trained.steps[:-1]) if len(trained.steps) > 1 else None
-        Z_train, Z_test = (X[train], X[test]) if before is None else (before.transform(X[train]), before.transform(X[test]))
+        drawn = np.asarray(train)[np.random.default_rng(seed).permutation(len(train))[:MAP_TRAIN]]
+        Z_train, Z_test = (X[drawn], X[test]) if before is None else (before.transform(X[drawn]),
+                                                                      before.transform(X[test]))
         probabilities = hasattr(head, "predict_proba")
         scores = head.predict_proba(Z_test) if probabilities else \
             head.decision_function(Z_test) if hasattr(head, "decision_function") else None
         return cls(items, y[test], head.predict(Z_test), scores, probabilities, [str(c) for c in head.classes_],
-                   (Z_train, y[train], Z_test))
+                   (Z_train, y[drawn], Z_test))
 
     def files(self) -> dict:
         """``{file name: writer}`` for :func:`~transfuse.pipeline.save_model`."""

@@ -413,6 +413,7 @@ class _Run:
         if baseline is not None and baseline is not row:
             why += f"; {row['cv_score'] - baseline['cv_score']:+.3f} over the plain fit configuration"
         model, metrics, winner = probe.model, dict(probe.metrics), "probe"
+        metrics.pop("seconds", None)  # the final refit's alone; the run's are in metrics["auto"]
         verdict, tuned = None, None
         if self.plan is not None:
             try:

@@ -81,7 +81,7 @@ def feature_map(points: dict, split: str) -> str:
     size = 12 if len(x) < 500 else 5 if len(x) < 5000 else 2
     for i, cls in enumerate(classes):
         mine = labels == cls
-        ax.scatter(x[mine], y[mine], s=size, color=colours(i % colours.N), label=cls if i < 20 else None,
+        ax.scatter(x[mine], y[mine], s=size, color=colours(i % colours.N), label=_legend(cls) if i < 20 else None,
                    alpha=0.8, linewidths=0)
     ax.set_title(f"{split} split ({len(x)} items)")
     ax.set_xticks([])
@@ -114,6 +114,13 @@ def layer_curve(layers: list[str], scores: list[float], spreads: list[float]) ->
     ax.set_ylabel("cross-validated score")
     ax.set_title("each layer alone (best head setting)")
     return data_uri(fig)
+
+
+def _legend(name: str) -> str:
+    """A class name as a legend shows it: matplotlib hides labels starting with ``_`` and reads ``$`` as
+    mathematics."""
+    name = name.replace("$", r"\$")
+    return "\u200b" + name if name.startswith("_") else name
 
 
 def _short(text: str, width: int = 70) -> str:

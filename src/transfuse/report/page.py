@@ -38,11 +38,12 @@ text-align:left;vertical-align:top}th{background:#f3f5fa}td.num{text-align:right
 def render(runs: list[Run], data_dir: Path) -> str:
     """The whole page for ``runs`` (several: a comparison table, then the runs in columns)."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    labels = run_labels(runs)
     columns = []
-    for run in runs:
-        folder = data_dir if len(runs) == 1 else data_dir / run.name
+    for run, label in zip(runs, labels):
+        folder = data_dir if len(runs) == 1 else data_dir / label
         folder.mkdir(parents=True, exist_ok=True)
-        columns.append(f"<div>{_run(run, folder, data_dir.parent)}</div>")
+        columns.append(f"<div>{_run(run, folder, data_dir.parent, label)}</div>")
     title = f"transfuse report: {runs[0].name}" if len(runs) == 1 else f"transfuse report: {len(runs)} runs"
     head = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
             f"content=\"width=device-width,initial-scale=1\"><title>{html.escape(title)}</title>"
@@ -50,16 +51,30 @@ def render(runs: list[Run], data_dir: Path) -> str:
             f"<p class=\"muted\">built {time.strftime('%Y-%m-%d %H:%M')} from the saved files; rebuild with "
             f"<code>transfuse report {' '.join(html.escape(str(r.path)) for r in runs)}</code>; each figure's "
             f"data is in <code>{html.escape(data_dir.name)}/</code></p>")
-    summary = _comparison(runs) if len(runs) > 1 else ""
+    summary = _comparison(runs, labels) if len(runs) > 1 else ""
     grid = f"<div class=\"runs\" style=\"grid-template-columns:repeat({len(runs)},minmax(0,1fr))\">{''.join(columns)}</div>"
     return head + summary + grid + "</body></html>\n"
 
 
-def _run(run: Run, folder: Path, root: Path) -> str:
+def run_labels(runs: list[Run]) -> list[str]:
+    """A distinct name per run: its folder's name, with the parent folder's (then a number) where
+    two runs share one."""
+    labels = [r.name for r in runs]
+    if len(set(labels)) < len(labels):
+        labels = [f"{r.path.resolve().parent.name}-{r.name}" for r in runs]
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}-{seen[label]}")
+    return out
+
+
+def _run(run: Run, folder: Path, root: Path, label: str) -> str:
     """One run's sections; ``folder`` takes its figure data, ``root`` is where the page is written."""
-    parts = [f"<h2>{html.escape(run.name)}</h2>"]
+    parts = [f"<h2>{html.escape(label)}</h2>"]
     pred = run.predictions
-    intervals = bootstrap_intervals(pred) if pred is not None else {}
+    intervals = _intervals(run)
     parts.append(_headline(run, intervals))
     if run.compare:
         parts.append(_compare(run, folder, root))
@@ -83,6 +98,14 @@ def _run(run: Run, folder: Path, root: Path) -> str:
     if run.problems:
         parts.append("<p class=\"note\">" + "<br>".join(html.escape(p) for p in run.problems) + "</p>")
     return "".join(parts)
+
+
+def _intervals(run: Run) -> dict:
+    """Bootstrap intervals of a run's test metrics, macro-F1 averaged over the model's classes (as
+    metrics.json averages it)."""
+    if run.predictions is None:
+        return {}
+    return bootstrap_intervals(run.predictions, classes=run.metrics.get("classes"))
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -249,8 +272,8 @@ def _compare(run: Run, folder: Path, root: Path) -> str:
         accuracy = row.get("accuracy")
         if accuracy is None:
             continue
-        low, high = (bootstrap_intervals(method.predictions).get("accuracy", (accuracy, accuracy))
-                     if method is not None and method.predictions is not None else (accuracy, accuracy))
+        low, high = _intervals(method).get("accuracy", (accuracy, accuracy)) if method is not None \
+            else (accuracy, accuracy)
         names.append(row["method"])
         values.append(accuracy)
         lows.append(low)
@@ -370,11 +393,11 @@ def _per_layer(rows: list[dict]) -> tuple[list, list, list] | None:
 
 # -- several runs ------------------------------------------------------------------------------------
 
-def _comparison(runs: list[Run]) -> str:
+def _comparison(runs: list[Run], labels: list[str]) -> str:
     head = "".join(f"<th>{label}</th>" for _, label in METRICS)
     body = []
-    for run in runs:
-        intervals = bootstrap_intervals(run.predictions) if run.predictions is not None else {}
+    for run, label in zip(runs, labels):
+        intervals = _intervals(run)
         cells = []
         for key, _ in METRICS:
             value = run.metrics.get(key)
@@ -382,7 +405,7 @@ def _comparison(runs: list[Run]) -> str:
             cells.append(f"<td class=num>{value:.3f}" + (f" <span class=muted>({low:.3f}–{high:.3f})</span>"
                                                           if low is not None else "") + "</td>"
                          if isinstance(value, (int, float)) else "<td>—</td>")
-        body.append(f"<tr><td>{html.escape(run.name)}</td>{''.join(cells)}</tr>")
+        body.append(f"<tr><td>{html.escape(label)}</td>{''.join(cells)}</tr>")
     return (f"<h2>Side by side</h2><table><tr><th>run</th>{head}</tr>{''.join(body)}</table>"
             f"<p class=muted>95% bootstrap intervals over each run's own test split.</p>")
 

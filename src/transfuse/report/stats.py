@@ -10,11 +10,13 @@ RESAMPLES = 1000
 LEVEL = 0.95
 
 
-def bootstrap_intervals(pred: Predictions, resamples: int = RESAMPLES, seed: int = 0,
-                        level: float = LEVEL) -> dict[str, tuple[float, float]]:
+def bootstrap_intervals(pred: Predictions, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL,
+                        classes: list[str] | None = None) -> dict[str, tuple[float, float]]:
     """Percentile intervals of accuracy, balanced accuracy and macro-F1 over ``resamples`` draws of
-    the test items with replacement (one confusion matrix per draw, computed in chunks)."""
-    classes = {c: i for i, c in enumerate(pred.classes)}
+    the test items with replacement (one confusion matrix per draw, computed in chunks); macro-F1
+    averages over ``classes`` (default: the prediction file's), absent ones counting 0."""
+    listed = list(classes or pred.classes)
+    classes = {c: i for i, c in enumerate(listed)}
     for label in (*pred.truth, *pred.predicted):
         classes.setdefault(label, len(classes))
     k, n = len(classes), len(pred.truth)
@@ -39,7 +41,7 @@ def bootstrap_intervals(pred: Predictions, resamples: int = RESAMPLES, seed: int
                        where=(precision + recall) > 0)
         values["accuracy"] += list(hits.sum(1) / n)
         values["balanced_accuracy"] += list((recall * present).sum(1) / present.sum(1))
-        values["macro_f1"] += list(f1[:, : len(pred.classes)].mean(1))
+        values["macro_f1"] += list(f1[:, : len(listed)].mean(1))
     tail = (1 - level) / 2 * 100
     return {name: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) for name, v in values.items()}
 
@@ -87,8 +89,16 @@ def paired_difference(a: Predictions, b: Predictions, resamples: int = RESAMPLES
                       level: float = LEVEL) -> dict | None:
     """Accuracy of ``a`` minus accuracy of ``b`` on the test items both scored (matched by item),
     with a paired bootstrap interval (the same draws of items for both); None without shared items."""
-    where = {item: i for i, item in enumerate(b.items)}
-    pairs = [(i, where[item]) for i, item in enumerate(a.items) if item in where]
+    def keyed(items: list[str]) -> list[tuple[str, int]]:  # the same text twice is two items
+        seen: dict[str, int] = {}
+        out = []
+        for item in items:
+            seen[item] = seen.get(item, 0) + 1
+            out.append((item, seen[item]))
+        return out
+
+    where = {key: i for i, key in enumerate(keyed(b.items))}
+    pairs = [(i, where[key]) for i, key in enumerate(keyed(a.items)) if key in where]
     if not pairs:
         return None
     ia, ib = (np.asarray(x) for x in zip(*pairs))
