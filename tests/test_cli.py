@@ -136,3 +136,20 @@ def test_finetune_takes_the_same_precision_names(image_folder, tmp_path):
     one_line_error(r, "precision must be auto, fp32 or bf16")
     r = cli("-q", "search", str(image_folder), "--fusion", "concat")
     assert r.returncode == 2 and "No such option: --fusion" in r.stderr
+
+
+def test_extract_fills_the_cache_that_fit_then_reads(image_folder, tmp_path):
+    """`transfuse extract` computes the features only; a fit with the same backbone and layers runs no
+    network; what has nothing to extract is refused in one line."""
+    env = {"TRANSFUSE_CACHE": str(tmp_path / "cache")}
+    r = cli("extract", str(image_folder), "--backbone", "tiny_cnn", "--layers", "blocks.1,features", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    done = json.loads(r.stdout)
+    assert done["items"] == 24 and done["unreadable"] == 0 and done["layers"] == ["blocks.1", "features"]
+    r = cli("fit", str(image_folder), "--backbone", "tiny_cnn", "--layers", "blocks.1,features", "--out",
+            str(tmp_path / "m"), env=env)
+    assert r.returncode == 0 and "24 items, 0 extracted" in r.stderr, r.stderr
+    r = cli("extract", str(image_folder), "--backbone", "tiny_cnn", env=env)
+    assert r.returncode == 0 and "features of 24 items are in the cache" in " ".join(r.stdout.split())
+    one_line_error(cli("extract", str(image_folder), "--backbone", "auto", env=env), "--backbone auto")
+    one_line_error(cli("extract", str(image_folder), "--backbone", "tiny_cnn", "--no-cache", env=env), "--no-cache")

@@ -322,6 +322,27 @@ def _check_fitted_options(featurizer, recipe: Recipe, auto: bool) -> None:
                                                               ("--auto", auto or None)) if value is not None])
 
 
+def extract_source(source: Source, spec: FeaturizerSpec, skip_bad: bool = False) -> dict:
+    """``transfuse extract``: the features of every item of ``source`` computed into the cache and
+    nothing else (no split, no training), so later fit, search, rank and auto runs with the same
+    backbone, layers and pooling read them. Returns what was done: items, unreadable ones, columns,
+    engine per backbone, seconds."""
+    if spec.cache is False:
+        raise DataError("extract only fills the feature cache; drop --no-cache")
+    if spec.backbone == AUTO:
+        raise DataError("extract computes the features of the backbones you name; --backbone auto chooses one at fit "
+                        "time (transfuse rank extracts every candidate's)")
+    featurizer = spec.build(source.kind)
+    if featurizer.fitted:
+        raise DataError(f"{featurizer.kind} learns its features from the training split when it is fitted; there is "
+                        f"nothing to extract ahead of fit")
+    start = time.perf_counter()
+    X, bad = _extract(featurizer, source, skip_bad)
+    return {"items": len(source), "unreadable": len(bad), "columns": int(X.shape[1]),
+            "layers": list(featurizer.slices_), "engines": dict(featurizer.engine_notes_),
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
 def _extract(featurizer, source: Source, skip_bad: bool) -> tuple[np.ndarray, list[int]]:
     """Features of every item (filling the cache), and the positions of the unreadable ones (NaN
     rows; without ``skip_bad`` they stop the job after the others are cached)."""
@@ -636,4 +657,5 @@ def predict_paths(model, items: list[str], on_error: str = "raise") -> list[dict
 
 
 __all__ = ["FeaturizerSpec", "FitRequest", "FitResult", "OutputSpec", "SplitSpec", "auto_layers", "compare_source",
-           "default_out_dir", "evaluate_dir", "finetune", "fit", "fit_source", "predict_arrays", "predict_paths"]
+           "default_out_dir", "evaluate_dir", "extract_source", "finetune", "fit", "fit_source", "predict_arrays",
+           "predict_paths"]

@@ -18,6 +18,7 @@ from transfuse.cli.options import (
     EngineOptions,
     Json,
     Layers,
+    LongText,
     OutputOptions,
     Pooling,
     SplitOptions,
@@ -161,6 +162,38 @@ def _names(backbone: str, layer: str) -> tuple[str, str]:
     if "," not in backbone:
         return backbone, layer
     return " + ".join(backbone.split(",")), " + ".join(part.rsplit(":", 1)[1] for part in layer.split(","))
+
+
+@app.command()
+@options(data=DataOptions, engine=EngineOptions)
+def extract(
+    data: DataOptions,
+    engine: EngineOptions,
+    backbones: Backbone = None,
+    layers: Layers = None,
+    pooling: Pooling = None,
+    weights: Weights = "pretrained",
+    long_text: LongText = "truncate",
+    as_json: Json = False,
+) -> None:
+    """Compute features into the cache and nothing else: no split, no training. Later fit, search,
+    rank and auto on the same data, backbone(s), layers and pooling read them instead of running the
+    network (a killed extract resumes where it stopped)."""
+    from transfuse.workflow import FeaturizerSpec, extract_source
+
+    source = data.load()
+    spec = FeaturizerSpec(backbone=backbones, layers=layers, pooling=pooling, weights=weights, long_text=long_text,
+                          runtime=engine.runtime or "auto", precision=engine.precision or "auto",
+                          batch_size=engine.batch_size, num_workers=engine.workers, device=engine.device,
+                          cache=not engine.no_cache)
+    done = extract_source(source, spec, skip_bad=data.skip_bad)
+    if as_json:
+        print(json.dumps(done))
+        return
+    left = f" ({done['unreadable']} unreadable, left out)" if done["unreadable"] else ""
+    engines = "; ".join(f"{name}: {note}" for name, note in done["engines"].items())
+    out.print(f"features of {done['items']} items{left} are in the cache: {done['columns']} columns per item from "
+              f"{', '.join(done['layers'])} ({engines}), in {done['seconds']:.1f}s")
 
 
 @app.command()
