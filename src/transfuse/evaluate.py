@@ -120,10 +120,12 @@ def write_predictions(path: str | Path, items: list, y_true, y_pred, scores, cla
     return Path(path)
 
 
-def write_map(path: str | Path, train: np.ndarray, y_train, test: np.ndarray, y_test, seed: int = 0,
-              max_train: int = 2000) -> Path:
+def write_map(path: str | Path, train: np.ndarray, y_train, test: np.ndarray, y_test, seed: int = 0) -> Path:
     """A 2-D PCA map (truncated SVD for sparse rows) of the features a head reads, fitted on the
-    training split: ``split, label, x, y`` per item (every test item; at most ``max_train`` training items, drawn with ``seed``)."""
+    training rows given (the caller draws them): ``split, label, x, y`` per row."""
+    import csv
+    import io
+
     import scipy.sparse as sp
     from sklearn.decomposition import PCA, TruncatedSVD
 
@@ -131,16 +133,13 @@ def write_map(path: str | Path, train: np.ndarray, y_train, test: np.ndarray, y_
 
     if not sp.issparse(train):  # TF-IDF rows stay sparse: a truncated SVD reads them as they are
         train, test = np.asarray(train, dtype=np.float64), np.asarray(test, dtype=np.float64)
-    keep = np.random.default_rng(seed).permutation(train.shape[0])[:max_train]
     reducer = (TruncatedSVD if sp.issparse(train) else PCA)(n_components=2, random_state=seed)
-    pca = reducer.fit(train[keep]) if len(keep) > 2 and train.shape[1] > 2 else None
-    rows = ["split,label,x,y"]
-    for split, X, y in (("train", train[keep], np.asarray(y_train)[keep]), ("test", test, np.asarray(y_test))):
-        xy = pca.transform(X) if pca is not None else np.zeros((len(X), 2))
-        rows += [f"{split},{_csv_field(str(label))},{a:.5g},{b:.5g}" for label, (a, b) in zip(y, xy)]
-    atomic_write_text(path, "\n".join(rows) + "\n")
+    pca = reducer.fit(train) if train.shape[0] > 2 and train.shape[1] > 2 else None
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["split", "label", "x", "y"])
+    for split, X, y in (("train", train, y_train), ("test", test, y_test)):
+        xy = pca.transform(X) if pca is not None else np.zeros((X.shape[0], 2))
+        writer.writerows([split, label, f"{a:.5g}", f"{b:.5g}"] for label, (a, b) in zip(y, xy))
+    atomic_write_text(path, buffer.getvalue())
     return Path(path)
-
-
-def _csv_field(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text

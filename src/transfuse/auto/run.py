@@ -414,7 +414,7 @@ class _Run:
             why += f"; {row['cv_score'] - baseline['cv_score']:+.3f} over the plain fit configuration"
         model, metrics, winner = probe.model, dict(probe.metrics), "probe"
         metrics.pop("seconds", None)  # the final refit's alone; the run's are in metrics["auto"]
-        verdict, tuned = None, None
+        verdict, tuned, scored = None, None, None
         if self.plan is not None:
             try:
                 verdict, tuned = self.finetune_and_choose(probe.model, train, test)
@@ -434,7 +434,9 @@ class _Run:
                 model = ft_model
             with self.trials.stage("score the winner"):
                 test_items = [source.items[i] for i in test]
-                predicted = [str(p) for p in model.predict(test_items)]
+                _, labels, proba = predict_arrays(model, test_items)
+                predicted = [str(p) for p in labels]
+                scored = (test_items, predicted, proba)  # saved as predictions.csv: predicted once
                 metrics = classification_metrics([str(source.labels[i]) for i in test], predicted,
                                                  classes=[str(c) for c in model.classes_])
                 metrics["split"] = ft_metrics["split"] if winner != "ensemble" else probe.metrics["split"]
@@ -455,8 +457,8 @@ class _Run:
         log.info("kept the %s: %s", winner, why)
         saved = None
         if request.output.save:
-            held_out = probe.held_out if winner == "probe" else None
-            saved = self.save(model, metrics, self.out, train, test, held_out)
+            saved = self.save(model, metrics, self.out, train, test, probe.held_out if winner == "probe" else None,
+                              scored)
         return AutoResult(model=model, metrics=metrics, out_dir=saved, trials=self.trials.trials,
                           n_train=len(train), n_test=len(test))
 
@@ -542,9 +544,10 @@ class _Run:
         order = [list(map(str, model.classes_)).index(c) for c in classes]
         return proba[:, order], True
 
-    def save(self, model, metrics: dict, out: Path, train: list[int], test: list[int], held_out) -> Path:
-        """The kept model with its decision path, the test split's predictions (the probe's, with
-        its feature map, when it won; else the winner's, predicted once more) and the report."""
+    def save(self, model, metrics: dict, out: Path, train: list[int], test: list[int], held_out, scored) -> Path:
+        """The kept model with its decision path, the test split's predictions (the probe's
+        ``held_out``, with its feature map, when it won; else the winner's ``scored`` items, labels and
+        probabilities) and the report."""
         source = self.request.source
         title = f"auto: {metrics['auto']['winner']['candidate']}"
         record = {**metrics["auto"], "trials": self.trials.trials}
@@ -553,11 +556,10 @@ class _Run:
         if held_out is not None:
             files.update(held_out.files())
         else:
-            items = [source.items[i] for i in test]
-            _, predicted, proba = predict_arrays(model, items)
+            items, predicted, proba = scored
             truth, classes = [str(source.labels[i]) for i in test], [str(c) for c in model.classes_]
             files[PREDICTIONS] = lambda path: write_predictions(path, item_names(items, source.kind), truth,
-                                                                [str(p) for p in predicted], proba, classes)
+                                                                predicted, proba, classes)
         seen = digest_ids([source.items[i] for i in train], source.kind)
         saved = save_model(model, out, metrics=metrics, force=self.request.output.force, data={TRAINING_ITEMS: seen},
                            extra={"data": {"name": source.name, "kind": source.kind, "n_items": len(source),

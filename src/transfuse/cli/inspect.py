@@ -179,14 +179,10 @@ def extract(
     """Compute features into the cache and nothing else: no split, no training. Later fit, search,
     rank and auto on the same data, backbone(s), layers and pooling read them instead of running the
     network (a killed extract resumes where it stopped)."""
-    from transfuse.workflow import FeaturizerSpec, extract_source
+    from transfuse.workflow import extract_source
 
-    source = data.load()
-    spec = FeaturizerSpec(backbone=backbones, layers=layers, pooling=pooling, weights=weights, long_text=long_text,
-                          runtime=engine.runtime or "auto", precision=engine.precision or "auto",
-                          batch_size=engine.batch_size, num_workers=engine.workers, device=engine.device,
-                          cache=not engine.no_cache)
-    done = extract_source(source, spec, skip_bad=data.skip_bad)
+    spec = engine.featurizer(backbone=backbones, layers=layers, pooling=pooling, weights=weights, long_text=long_text)
+    done = extract_source(data.load(), spec, skip_bad=data.skip_bad)
     if as_json:
         print(json.dumps(done))
         return

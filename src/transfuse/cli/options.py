@@ -170,6 +170,15 @@ class EngineOptions:
     device: Device = None
     no_cache: NoCache = False
 
+    def featurizer(self, **what):
+        """The :class:`~transfuse.workflow.FeaturizerSpec` of ``what`` (backbone, layers, pooling,
+        weights, long_text) computed the way these options say."""
+        from transfuse.workflow import FeaturizerSpec
+
+        return FeaturizerSpec(**what, runtime=self.runtime or "auto", precision=self.precision or "auto",
+                              batch_size=self.batch_size, num_workers=self.workers, device=self.device,
+                              cache=not self.no_cache)
+
     def settings(self) -> dict:
         """Run-time settings of a loaded model: only what was given (unset, it keeps its engine)."""
         given = {"runtime": self.runtime, "precision": self.precision, "batch_size": self.batch_size,

@@ -40,16 +40,13 @@ def _fit(data: DataOptions, split: SplitOptions, features: FeatureOptions, engin
     """What ``fit`` and ``search`` run: one request to the workflow, one table back."""
     from transfuse.evaluate import metrics_table
     from transfuse.recipe import Recipe
-    from transfuse.workflow import FeaturizerSpec, FitRequest, OutputSpec, fit
+    from transfuse.workflow import FitRequest, OutputSpec, fit
 
     source = data.load()
     log.info("data %s: %d %s items, %d classes", source.name, len(source), source.kind, len(source.classes))
     t0 = time.perf_counter()
-    featurizer = FeaturizerSpec(backbone=features.backbone, layers=features.layers, pooling=features.pooling,
-                                weights=features.weights, long_text=features.long_text,
-                                runtime=engine.runtime or "auto", precision=engine.precision or "auto",
-                                batch_size=engine.batch_size, num_workers=engine.workers, device=engine.device,
-                                cache=not engine.no_cache)
+    featurizer = engine.featurizer(backbone=features.backbone, layers=features.layers, pooling=features.pooling,
+                                   weights=features.weights, long_text=features.long_text)
     res = fit(FitRequest(source=source, featurizer=featurizer, recipe=wanted, split=split.spec(),
                          output=OutputSpec(output.out, force=output.force), auto=auto, cv=cv,
                          skip_bad=data.skip_bad, budget=features.budget, metric=metric))

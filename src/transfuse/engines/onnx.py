@@ -35,12 +35,17 @@ class OnnxRunner:
         return {tap: torch.from_numpy(np.asarray(o)) for tap, o in zip(self.taps, outputs)}
 
 
-def export_onnx(backbone, taps: list[str], sample: tuple[torch.Tensor, ...], path: Path, opset: int = 17) -> str:
-    """Export ``backbone.tap_network(taps)`` to ``path`` with all ``taps`` as outputs, the batch (and
-    sequence) axes dynamic."""
+def tap_network(backbone, taps: list[str]) -> tuple:
+    """``(module, input names, dynamic axes)`` of the backbone's tap network as it is exported: all
+    ``taps`` as outputs, the batch (and sequence) axes dynamic."""
     names = list(backbone.input_names)
-    axes = {name: dict(backbone.dynamic_axes) for name in [*names, *taps]}
-    return export_module(backbone.tap_network(taps), sample, path, names, taps, axes, opset)
+    return backbone.tap_network(taps), names, {name: dict(backbone.dynamic_axes) for name in [*names, *taps]}
+
+
+def export_onnx(backbone, taps: list[str], sample: tuple[torch.Tensor, ...], path: Path, opset: int = 17) -> str:
+    """Export the backbone's :func:`tap_network` to ``path``."""
+    module, names, axes = tap_network(backbone, taps)
+    return export_module(module, sample, path, names, taps, axes, opset)
 
 
 def export_module(module, sample: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str],

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transfuse.errors import DataError
+from transfuse.export.runtime import modality_of
 from transfuse.plugins import declared
 
 BUILTIN_MODULES = ("transfuse.export.featurizer", "transfuse.export.steps", "transfuse.export.heads",
@@ -99,8 +100,7 @@ def export_model(model_dir: str | Path, out: str | Path, opset: int | None = Non
     model = graph.model({output: (x, ["batch", len(classes)]), "label": (label, ["batch"])})
     onnx.checker.check_model(model, full_check=True)
     gap = verify(model, graph.files, Path(model_dir), meta, output, features, _eager_runtime(parts))
-    what = "texts" if "tokenizer" in meta else "clips" if "sample_rate" in meta else "sequences" if "width" in meta \
-        else "smooth random images"
+    what = {"text": "texts", "audio": "clips", "sequence": "sequences"}.get(modality_of(meta), "smooth random images")
     meta["checked"] = (f"max difference {gap:.2g} from transfuse (eager fp32) on {CHECK_ITEMS} {what}"
                        + (" (probabilities, and the head's input relative to its largest value)" if features else ""))
     model.metadata_props.add(key="checked", value=meta["checked"])
@@ -123,14 +123,15 @@ def _eager_runtime(parts: list) -> str:
 
 
 def _preprocessing(meta: dict) -> str:
-    if "tokenizer" in meta:
+    modality = modality_of(meta)
+    if modality == "text":
         return (f"texts tokenised with {meta['tokenizer']} (beside the graph) without special tokens, cut to "
                 f"{meta['max_tokens']} tokens with the special ids {meta['specials']} around them, right-padded with "
                 f"id {meta['pad_id']}; input_ids and attention_mask, int64 (N, T)")
-    if "width" in meta:
+    if modality == "sequence":
         return (f"one sequence per run: its frames as saved (.npy, or one item of an .npz array file), float32, "
                 f"{meta['width']} values per frame; frames (1, T, {meta['width']}); normalised inside the graph")
-    if "sample_rate" in meta:
+    if modality == "audio":
         return (f"one clip per run, any length: mono (channels averaged), resampled to {meta['sample_rate']} Hz, "
                 f"float32 in [-1, 1]; waveform (1, S)")
     described = []
@@ -192,11 +193,12 @@ def verify(model, files: dict[str, str], model_dir: Path, meta: dict, output: st
     from transfuse.export.runtime import ExportedModel
 
     tmp_dir = tempfile.TemporaryDirectory()
-    if "tokenizer" in meta:
+    modality = modality_of(meta)
+    if modality == "text":
         items = CHECK_TEXTS
-    elif "sample_rate" in meta:
+    elif modality == "audio":
         items = check_clips(Path(tmp_dir.name), seed)
-    elif "width" in meta:
+    elif modality == "sequence":
         items = check_sequences(Path(tmp_dir.name), int(meta["width"]), seed)
     else:  # 6x6 random colours resized smoothly: shapes and edges, not noise a network maps to one class
         scale = max(int(p["image_size"] // p["crop_pct"]) for p in meta["inputs"].values())
@@ -212,10 +214,7 @@ def verify(model, files: dict[str, str], model_dir: Path, meta: dict, output: st
     with tmp_dir as tmp:
         _write(probe, files, Path(tmp) / "check.onnx")
         exported = ExportedModel(Path(tmp) / "check.onnx")
-        prepared = [exported.prepare(item) for item in items]
-        runs = [[item] for item in prepared] if exported.modality in ("audio", "sequence") else [prepared]
-        got = [np.concatenate(rows) for rows in zip(*(exported.session.run(outputs, exported.feeds(run))
-                                                      for run in runs))]
+        got = exported.run([exported.prepare(item) for item in items], outputs)
         result = _reference(model_dir, items, output, features, runtime)
     return _gap(got, *result, len(items))
 

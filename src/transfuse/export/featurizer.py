@@ -23,8 +23,6 @@ normalised per value inside the graph as the recurrent network was trained."""
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -93,14 +91,13 @@ def pool_tokens(graph: Graph, h: str, mask: str, pooling: str, hint: str) -> str
     return graph.op("Div", [total, graph.reduce("ReduceSum", mask, [1], hint)], hint)
 
 
-def _network(backbone, taps: list[str], sample: tuple, opset: int):
-    """The backbone's tap network as an ONNX model at the graph's opset (exported to a temporary file)."""
-    import onnx
+def _taps(graph: Graph, backbone, taps: list[str], sample: tuple, prefix: str, inputs: list[str]) -> dict[str, str]:
+    """The backbone's tap network (as the ONNX engine exports it: every tap an output, its batch and
+    sequence axes dynamic) merged under ``prefix``, fed by ``inputs`` in its input order."""
+    from transfuse.engines.onnx import tap_network
 
-    from transfuse.engines.onnx import export_onnx
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return onnx.load(export_onnx(backbone, taps, sample, Path(tmp) / "taps.onnx", opset))
+    module, names, axes = tap_network(backbone, taps)
+    return graph.merge_torch(module, sample, prefix, dict(zip(names, inputs)), taps, axes)
 
 
 def tokenizer_files(graph: Graph, backbone) -> tuple[str, str]:
@@ -139,8 +136,7 @@ def _text(graph: Graph, part, name: str, pooling: str) -> str:
     backbone = create_backbone(name, weights=part.weights)
     ids, mask = tokenizer_files(graph, backbone)
     sample = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
-    net = _network(backbone, taps, sample, graph.opset)
-    outputs = graph.merge(net, f"{name}/", {"input_ids": ids, "attention_mask": mask})
+    outputs = _taps(graph, backbone, taps, sample, f"{name}/", [ids, mask])
     mask3 = graph.op("Unsqueeze", [graph.op("Cast", [mask], "mask", to=1), graph.ints([2])], "mask")
     blocks = [pool_tokens(graph, outputs[tap], mask3, pooling, f"{tap}_pool") for tap in taps]
     return blocks[0] if len(blocks) == 1 else graph.op("Concat", blocks, "features", axis=1)
@@ -171,14 +167,9 @@ def _audio(graph: Graph, part, name: str, pooling: str) -> str:
         outputs = graph.merge(onnx.load(model.path), f"{name}/", {model.input_name: padded})
         frames = {"features": graph.op("Squeeze", [outputs[model.output_name], graph.ints([2])], "frames")}
     elif hasattr(model, "clip"):
-        sample = (torch.zeros(1, spec.sample_rate),)
         axes = {"waveform": {1: "samples"}, **{tap: {1: "frames"} for tap in taps}}
-        with tempfile.TemporaryDirectory() as tmp:
-            from transfuse.engines.onnx import export_module
-
-            net = onnx.load(export_module(ClipTaps(model, taps), sample, Path(tmp) / "clip.onnx", ["waveform"],
-                                          taps, axes, graph.opset))
-        frames = graph.merge(net, f"{name}/", {"waveform": wave})
+        frames = graph.merge_torch(ClipTaps(model, taps), (torch.zeros(1, spec.sample_rate),), f"{name}/",
+                                   {"waveform": wave}, taps, axes)
     else:
         raise DataError(f"{name} cannot be exported: its network does not say how to read one clip")
     blocks = [pool(graph, frames[tap], 3, pooling, f"{tap}_pool") for tap in taps]
@@ -186,22 +177,18 @@ def _audio(graph: Graph, part, name: str, pooling: str) -> str:
 
 
 def _sequence(graph: Graph, part, name: str, pooling: str) -> str:
-    import onnx
     import torch
 
     from transfuse.backbones import create_backbone
     from transfuse.backbones.nets.rnn import SequenceTaps
-    from transfuse.engines.onnx import export_module
 
     taps = list(part.slices_)
     backbone = create_backbone(name, weights=part.weights)
     width = backbone.input_spec.width
     frames = graph.sequence_input(width)
     axes = {"frames": {1: "frames"}, **{tap: {1: "frames"} for tap in taps}}
-    with tempfile.TemporaryDirectory() as tmp:
-        net = onnx.load(export_module(SequenceTaps(backbone.model, taps), (torch.zeros(1, 20, width),),
-                                      Path(tmp) / "rnn.onnx", ["frames"], taps, axes, graph.opset))
-    states = graph.merge(net, f"{name}/", {"frames": frames})
+    states = graph.merge_torch(SequenceTaps(backbone.model, taps), (torch.zeros(1, 20, width),), f"{name}/",
+                               {"frames": frames}, taps, axes)
     blocks = [pool(graph, states[tap], 3, pooling, f"{tap}_pool") for tap in taps]
     return blocks[0] if len(blocks) == 1 else graph.op("Concat", blocks, "features", axis=1)
 
@@ -251,11 +238,10 @@ def extractor(graph: Graph, part, x: str | None) -> str:
         if spec.network != "torch" or type(backbone).pool_raw is not Backbone.pool_raw:
             raise DataError(f"{name} cannot be exported yet (a {spec.family} network that pools its taps its own "
                             f"way); torch image backbones pooled per tap can")
-        net = _network(backbone, taps, (torch.zeros(1, 3, size, size),), graph.opset)
         mean = np.asarray(spec.input_spec.mean, np.float32).reshape(1, 3, 1, 1)
         std = np.asarray(spec.input_spec.std, np.float32).reshape(1, 3, 1, 1)
         normalised = graph.affine(pixels, mean, std, f"{name}_normalise")
-        outputs = graph.merge(net, f"{name}/", {backbone.input_names[0]: normalised})
+        outputs = _taps(graph, backbone, taps, (torch.zeros(1, 3, size, size),), f"{name}/", [normalised])
         shapes = {t.name: t.shape for t in spec.taps}
         for tap in taps:
             blocks[prefix + tap] = pool(graph, outputs[tap], len(shapes[tap]) + 1, pooling, f"{name}_{tap}_pool",

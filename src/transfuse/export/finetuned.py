@@ -5,16 +5,11 @@ sequences, one item's frames in, softmax out."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-from transfuse.engines.onnx import export_module
 from transfuse.errors import DataError
 from transfuse.export.graph import Graph
 
 
 def finetuned(graph: Graph, part, x: str | None) -> str:
-    import onnx
     import torch
 
     if part.modality == "text":
@@ -39,19 +34,14 @@ def finetuned(graph: Graph, part, x: str | None) -> str:
 
     wrapped = Probabilities(part.model.cpu().eval(), spec.mean, spec.std, part.tta).eval()
     pixels = graph.image_input(size, 1.0, spec.interpolation)  # the whole image resized, as fine-tuning read it
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_module(wrapped, (torch.zeros(1, 3, size, size),), Path(tmp) / "net.onnx", ["pixels"],
-                             ["probabilities"], {"pixels": {0: "batch"}, "probabilities": {0: "batch"}}, graph.opset)
-        net = onnx.load(path)
-    outputs = graph.merge(net, "finetuned/", {"pixels": pixels})
-    return outputs["probabilities"]
+    return graph.merge_torch(wrapped, (torch.zeros(1, 3, size, size),), "finetuned/", {"pixels": pixels},
+                             ["probabilities"], {"pixels": {0: "batch"}, "probabilities": {0: "batch"}})["probabilities"]
 
 
 EXPORTS = (("finetuned", finetuned),)
 
 
 def _text(graph: Graph, part) -> str:
-    import onnx
     import torch
 
     from transfuse.export.featurizer import TOKENS, tokenizer_files
@@ -68,15 +58,11 @@ def _text(graph: Graph, part) -> str:
     ids, mask = tokenizer_files(graph, backbone)
     sample = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
     axes = {name: {0: "batch", 1: "tokens"} for name in TOKENS} | {"probabilities": {0: "batch"}}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_module(Probabilities(part.model.cpu().eval()), sample, Path(tmp) / "net.onnx", list(TOKENS),
-                             ["probabilities"], axes, graph.opset)
-        net = onnx.load(path)
-    return graph.merge(net, "finetuned/", {"input_ids": ids, "attention_mask": mask})["probabilities"]
+    return graph.merge_torch(Probabilities(part.model.cpu().eval()), sample, "finetuned/",
+                             {"input_ids": ids, "attention_mask": mask}, ["probabilities"], axes)["probabilities"]
 
 
 def _sequence(graph: Graph, part) -> str:
-    import onnx
     import torch
 
     class Probabilities(torch.nn.Module):
@@ -90,8 +76,5 @@ def _sequence(graph: Graph, part) -> str:
     width = part.task.backbone.input_spec.width
     frames = graph.sequence_input(width)
     axes = {"frames": {1: "frames"}, "probabilities": {0: "batch"}}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_module(Probabilities(part.model.cpu().eval()), (torch.zeros(1, 20, width),),
-                             Path(tmp) / "net.onnx", ["frames"], ["probabilities"], axes, graph.opset)
-        net = onnx.load(path)
-    return graph.merge(net, "finetuned/", {"frames": frames})["probabilities"]
+    return graph.merge_torch(Probabilities(part.model.cpu().eval()), (torch.zeros(1, 20, width),), "finetuned/",
+                             {"frames": frames}, ["probabilities"], axes)["probabilities"]

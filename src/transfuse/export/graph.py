@@ -124,6 +124,22 @@ class Graph:
         self.initializers.extend(graph.initializer)
         return {o.name[len(prefix):]: o.name for o in graph.output}
 
+    def merge_torch(self, module, sample: tuple, prefix: str, feeds: dict[str, str], outputs: list[str],
+                    axes: dict[str, dict[int, str]]) -> dict[str, str]:
+        """A torch module exported at this graph's opset (its inputs named by ``feeds``' keys, in
+        order; ``axes``: the dynamic ones) and merged under ``prefix``; its outputs' new names."""
+        import tempfile
+        from pathlib import Path
+
+        import onnx
+
+        from transfuse.engines.onnx import export_module
+
+        with tempfile.TemporaryDirectory() as tmp:
+            net = onnx.load(export_module(module, sample, Path(tmp) / "net.onnx", list(feeds), outputs, axes,
+                                          self.opset))
+        return self.merge(net, prefix, feeds)
+
     def model(self, outputs: dict[str, tuple[str, list]], producer: str = "transfuse"):
         """The ONNX model whose outputs are ``{name: (tensor, shape)}`` (renamed by Identity nodes)."""
         import onnx

@@ -37,8 +37,8 @@ class ExportedModel:
         self.meta = {k: _json_or_text(v) for k, v in props.items()}
         self.classes_ = np.asarray(self.meta["classes"])
         self.has_proba = self.meta.get("output") == "probabilities"
-        self.modality = "text" if "tokenizer" in self.meta else "audio" if "sample_rate" in self.meta else \
-            "sequence" if "width" in self.meta else "image"
+        self.modality = modality_of(self.meta)
+        self.per_run = 1 if self.modality in ONE_PER_RUN else BATCH
         self.tokenizer = None
         if self.modality == "text":
             from tokenizers import Tokenizer
@@ -101,7 +101,7 @@ class ExportedModel:
 
     def feeds(self, batch: list) -> dict[str, np.ndarray]:
         """The graph's inputs for a batch of prepared items (pixels dicts, texts, or one waveform)."""
-        if self.modality in ("audio", "sequence"):  # one item per run: every frame of it is pooled
+        if self.modality in ONE_PER_RUN:
             (item,) = batch
             return {"waveform" if self.modality == "audio" else "frames": item[None]}
         return self.tokens(batch) if self.modality == "text" else {k: np.stack([b[k] for b in batch]) for k in batch[0]}
@@ -113,16 +113,20 @@ class ExportedModel:
         batch 1."""
         ok = np.zeros(len(items), bool)
         rows = []
-        size = 1 if self.modality in ("audio", "sequence") else BATCH  # all of an item's frames are pooled
-        for start in range(0, len(items), size):
-            prepared = [self._prepared(item) for item in items[start:start + size]]
+        for start in range(0, len(items), self.per_run):
+            prepared = [self._prepared(item) for item in items[start:start + self.per_run]]
             good = [i for i, p in enumerate(prepared, start) if p is not None]
             if good:
-                batch = [p for p in prepared if p is not None]
-                rows.append(self.session.run([self.meta["output"]], self.feeds(batch))[0])
+                rows.append(self.run([p for p in prepared if p is not None], [self.meta["output"]])[0])
                 ok[good] = True
         width = len(self.classes_)
         return ok, np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
+
+    def run(self, prepared: list, outputs: list[str]) -> list[np.ndarray]:
+        """The graph's ``outputs`` for prepared items (:meth:`prepare`), run :attr:`per_run` at a time."""
+        runs = [self.session.run(outputs, self.feeds(prepared[start:start + self.per_run]))
+                for start in range(0, len(prepared), self.per_run)]
+        return [np.concatenate(rows) for rows in zip(*runs)]
 
     def _prepared(self, item):
         """:meth:`prepare`, or None for an item that cannot be read (logged)."""
@@ -140,6 +144,15 @@ class ExportedModel:
 
     def predict(self, items: list[str]) -> np.ndarray:
         return self.classes_[self.predict_proba(items).argmax(1)]
+
+
+ONE_PER_RUN = ("audio", "sequence")  # all of an item's frames are pooled: the graph reads one item per run
+
+
+def modality_of(meta: dict) -> str:
+    """What an exported graph reads, from the inputs its metadata describes."""
+    return "text" if "tokenizer" in meta else "audio" if "sample_rate" in meta else \
+        "sequence" if "width" in meta else "image"
 
 
 def _json_or_text(value: str):

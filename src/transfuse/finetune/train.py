@@ -178,8 +178,8 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
 
     model = FinetunedModel(network.eval(), classes, task, cfg)
     proba = model.predict_proba([source.items[i] for i in test])
-    metrics = classification_metrics([classes[i] for i in y[test]], [classes[i] for i in proba.argmax(1)],
-                                     classes=classes)
+    truth, predicted = [classes[i] for i in y[test]], [classes[i] for i in proba.argmax(1)]
+    metrics = classification_metrics(truth, predicted, classes=classes)
     metrics["split"] = {"train": len(fit_idx), "validation": len(val_idx), "test": len(test), "seed": split_seed}
     metrics["train_seconds"] = seconds
     metrics["epochs_run"] = int(trainer.current_epoch)
@@ -187,7 +187,6 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     metrics["devices"] = trainer.world_size  # processes that trained
     title = f"{cfg.backbone} {cfg.strategy}{' (from scratch)' if cfg.from_scratch else ''}, test split"
     seen = digest_ids([source.items[i] for i in train], source.kind)  # what evaluate must not score as new
-    truth, predicted = [classes[i] for i in y[test]], [classes[i] for i in proba.argmax(1)]
     shown = item_names([source.items[i] for i in test], source.kind)
     save_parts([("model", model)], out, metrics=metrics, keep=tuple(sorted(RUN_ENTRIES)), force=force,
                data={TRAINING_ITEMS: seen}, extra={"data": {"name": source.name, "kind": source.kind,

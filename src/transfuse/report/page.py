@@ -39,11 +39,12 @@ def render(runs: list[Run], data_dir: Path) -> str:
     """The whole page for ``runs`` (several: a comparison table, then the runs in columns)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     labels = run_labels(runs)
+    intervals = [_intervals(run) for run in runs]  # the bootstrap once per run: the costliest step
     columns = []
-    for run, label in zip(runs, labels):
+    for run, label, ci in zip(runs, labels, intervals):
         folder = data_dir if len(runs) == 1 else data_dir / label
         folder.mkdir(parents=True, exist_ok=True)
-        columns.append(f"<div>{_run(run, folder, data_dir.parent, label)}</div>")
+        columns.append(f"<div>{_run(run, folder, data_dir.parent, label, ci)}</div>")
     title = f"transfuse report: {runs[0].name}" if len(runs) == 1 else f"transfuse report: {len(runs)} runs"
     head = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
             f"content=\"width=device-width,initial-scale=1\"><title>{html.escape(title)}</title>"
@@ -51,7 +52,7 @@ def render(runs: list[Run], data_dir: Path) -> str:
             f"<p class=\"muted\">built {time.strftime('%Y-%m-%d %H:%M')} from the saved files; rebuild with "
             f"<code>transfuse report {' '.join(html.escape(str(r.path)) for r in runs)}</code>; each figure's "
             f"data is in <code>{html.escape(data_dir.name)}/</code></p>")
-    summary = _comparison(runs, labels) if len(runs) > 1 else ""
+    summary = _comparison(runs, labels, intervals) if len(runs) > 1 else ""
     grid = f"<div class=\"runs\" style=\"grid-template-columns:repeat({len(runs)},minmax(0,1fr))\">{''.join(columns)}</div>"
     return head + summary + grid + "</body></html>\n"
 
@@ -70,11 +71,10 @@ def run_labels(runs: list[Run]) -> list[str]:
     return out
 
 
-def _run(run: Run, folder: Path, root: Path, label: str) -> str:
+def _run(run: Run, folder: Path, root: Path, label: str, intervals: dict) -> str:
     """One run's sections; ``folder`` takes its figure data, ``root`` is where the page is written."""
     parts = [f"<h2>{html.escape(label)}</h2>"]
     pred = run.predictions
-    intervals = _intervals(run)
     parts.append(_headline(run, intervals))
     if run.compare:
         parts.append(_compare(run, folder, root))
@@ -393,15 +393,14 @@ def _per_layer(rows: list[dict]) -> tuple[list, list, list] | None:
 
 # -- several runs ------------------------------------------------------------------------------------
 
-def _comparison(runs: list[Run], labels: list[str]) -> str:
+def _comparison(runs: list[Run], labels: list[str], intervals: list[dict]) -> str:
     head = "".join(f"<th>{label}</th>" for _, label in METRICS)
     body = []
-    for run, label in zip(runs, labels):
-        intervals = _intervals(run)
+    for run, label, ci in zip(runs, labels, intervals):
         cells = []
         for key, _ in METRICS:
             value = run.metrics.get(key)
-            low, high = intervals.get(key, (None, None))
+            low, high = ci.get(key, (None, None))
             cells.append(f"<td class=num>{value:.3f}" + (f" <span class=muted>({low:.3f}–{high:.3f})</span>"
                                                           if low is not None else "") + "</td>"
                          if isinstance(value, (int, float)) else "<td>—</td>")

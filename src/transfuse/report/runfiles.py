@@ -66,25 +66,15 @@ def read_run(path: str | Path) -> Run:
     if not run.path.is_dir():
         raise DataError(f"{run.path} is not a folder; pass the output folder of a fit, finetune, compare or "
                         f"evaluate run")
-    for attr, name in (("config", "config.json"), ("metrics", "metrics.json"), ("search", "search.json"),
-                       ("auto", "auto.json")):
-        value = _json(run, name)
+    for attr, name, reader in FILES:
+        value = _read(run, name, reader)
         if value is not None:
             setattr(run, attr, value)
-    run.evaluation = _json(run, "evaluation.json")
     if run.evaluation:  # an evaluation's folder: the model's own description, and the data it was scored on
         run.config = run.config or {**run.evaluation.get("model_config", {}), "data": run.evaluation.get("data", {}),
                                     "command": run.evaluation.get("command")}
-    if (run.path / PREDICTIONS).is_file():
-        run.predictions = _guard(run, PREDICTIONS, read_predictions)
-    if (run.path / MAP).is_file():
-        run.map = _guard(run, MAP, read_map)
-    if (run.path / CURVES).is_file():
-        run.curves = _guard(run, CURVES, read_curves)
-    run.ranking = _json(run, "ranking.json")
-    rows = _json(run, "compare.json")
-    if rows:
-        run.compare = [{**row, "run": _method_run(run, row)} for row in rows]
+    if run.compare:
+        run.compare = [{**row, "run": _method_run(run, row)} for row in run.compare]
     if not (run.config or run.metrics or run.predictions or run.compare or run.ranking):
         raise DataError(f"{run.path} holds none of config.json, metrics.json, predictions.csv, compare.json or "
                         f"ranking.json: not a transfuse run")
@@ -103,11 +93,9 @@ def _method_run(run: Run, row: dict) -> Run | None:
     return None
 
 
-def _json(run: Run, name: str):
-    path = run.path / name
-    if not path.is_file():
-        return None
-    return _guard(run, name, lambda p: json.loads(p.read_text()))
+def _read(run: Run, name: str, reader):
+    """``reader(path)`` of the run's file ``name``; None when it is absent."""
+    return _guard(run, name, reader) if (run.path / name).is_file() else None
 
 
 def _guard(run: Run, name: str, reader):
@@ -159,3 +147,14 @@ def read_curves(path: Path) -> dict:
     if not order:
         raise ValueError("no epoch rows")
     return {"epoch": [e + 1 for e in order], **{k: [epochs[e].get(k, float("nan")) for e in order] for k in CURVE_KEYS}}
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+FILES = (("config", "config.json", _read_json), ("metrics", "metrics.json", _read_json),
+         ("search", "search.json", _read_json), ("auto", "auto.json", _read_json),
+         ("evaluation", "evaluation.json", _read_json), ("ranking", "ranking.json", _read_json),
+         ("compare", "compare.json", _read_json), ("predictions", PREDICTIONS, read_predictions),
+         ("map", MAP, read_map), ("curves", CURVES, read_curves))  # (Run attribute, file, reader)
