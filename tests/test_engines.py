@@ -137,7 +137,7 @@ def test_the_torch_free_resize_and_crop_is_timms_pixel_for_pixel(name):
 
 
 def test_the_torch_free_onnx_path_gives_the_backbones_features(cache_dir, monkeypatch):
-    import transfuse.extract as extract
+    import transfuse.extract.job as extract
 
     files = paths(6)
     for pooling in ("avg", "avgmax", "gem"):
@@ -312,12 +312,12 @@ def test_saved_model_keeps_its_engine_and_old_models_load_as_eager_fp32(tmp_path
 def test_eager_fp32_keeps_the_cache_keys_it_had_before_engines():
     from transfuse.cache import make_key
     from transfuse.engines import Plan
-    from transfuse.extract import FORMAT, _Job
+    from transfuse.extract import FORMAT, Job
 
-    job = _Job("b", "pretrained", "w", ["t"], "avg", "p", None, engine=Plan("torch", "fp32"))
+    job = Job("b", "pretrained", "w", ["t"], "avg", "p", None, engine=Plan("torch", "fp32"))
     assert job.keys["t"] == make_key(format=FORMAT, backbone="b", weights="w", preprocess="p", tap="t", pooling="avg")
-    bf16 = _Job("b", "pretrained", "w", ["t"], "avg", "p", None, engine=Plan("torch", "bf16"))
-    gpu = _Job("b", "pretrained", "w", ["t"], "avg", "p", None, engine=Plan("torch", "bf16"), device="cuda")
+    bf16 = Job("b", "pretrained", "w", ["t"], "avg", "p", None, engine=Plan("torch", "bf16"))
+    gpu = Job("b", "pretrained", "w", ["t"], "avg", "p", None, engine=Plan("torch", "bf16"), device="cuda")
     assert len({job.keys["t"], bf16.keys["t"], gpu.keys["t"]}) == 3
 
 

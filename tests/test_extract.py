@@ -95,9 +95,10 @@ def test_killed_run_resumes_with_only_missing_items(image_folder, cache_dir):
     paths = paths_of(image_folder)
     script = textwrap.dedent(f"""
         import os, signal
-        from transfuse import cache as c, extract
+        from transfuse import cache as c
+        from transfuse.extract import local
         from transfuse.extract import extract_features
-        extract.FLUSH_ROWS = 4  # one cache shard per batch of 4
+        local.FLUSH_ROWS = 4  # one cache shard per batch of 4
         real_put, calls = c.FeatureCache.put, []
         def put(self, *a, **k):
             real_put(self, *a, **k)
@@ -165,9 +166,9 @@ def test_four_processes_extracting_into_one_cache(image_folder, cache_dir, monke
 
 
 def test_ctrl_c_keeps_the_rows_already_computed(image_folder, cache_dir, monkeypatch):
-    from transfuse import extract
+    from transfuse.extract import local
 
-    real, calls = extract._forward_batch, []
+    real, calls = local.embed_batch, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -175,11 +176,11 @@ def test_ctrl_c_keeps_the_rows_already_computed(image_folder, cache_dir, monkeyp
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(extract, "_forward_batch", interrupted)
+    monkeypatch.setattr(local, "embed_batch", interrupted)
     paths = paths_of(image_folder)
     with pytest.raises(KeyboardInterrupt):
         extract_features(paths, backbone="tiny_cnn", batch_size=4, num_workers=0, cache=cache_dir)
-    monkeypatch.setattr(extract, "_forward_batch", real)
+    monkeypatch.setattr(local, "embed_batch", real)
     resumed = extract_features(paths, backbone="tiny_cnn", batch_size=4, num_workers=0, cache=cache_dir)
     assert (resumed.n_cached, resumed.n_extracted) == (8, 16)
 

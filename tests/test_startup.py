@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import EXAMPLES
 
-HEAVY = ("torch", "timm", "torchvision", "transformers", "lightning")
+HEAVY = ("torch", "timm", "torchvision", "transformers", "lightning", "ray")
 CODE = "import sys; from transfuse.cli import main; sys.argv = ['transfuse'] + sys.argv[1:]; main()"
 
 

@@ -66,3 +66,7 @@ class EngineError(DataError):
 
 class OutOfTime(TransfuseError):
     """Work stopped at a deadline it was given (what was computed before it is kept)."""
+
+
+class ClusterError(TransfuseError, RuntimeError):
+    """A Ray cluster could not be reached or used (not installed, no answer, a worker failed)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -174,21 +175,23 @@ def extract(
     pooling: Pooling = None,
     weights: Weights = "pretrained",
     long_text: LongText = "truncate",
+    features_out: Annotated[Optional[Path], typer.Option("--features-out", help="Write the features as a Parquet data set into this new folder (one row per item: item, digest, label, one list column per layer) instead of the cache; with --cluster the workers write it. fit, search, rank and predict read it with --features-in.")] = None,
     as_json: Json = False,
 ) -> None:
     """Compute features into the cache and nothing else: no split, no training. Later fit, search,
     rank and auto on the same data, backbone(s), layers and pooling read them instead of running the
-    network (a killed extract resumes where it stopped)."""
+    network (a killed extract resumes where it stopped). With --cluster the work runs on Ray."""
     from transfuse.workflow import extract_source
 
     spec = engine.featurizer(backbone=backbones, layers=layers, pooling=pooling, weights=weights, long_text=long_text)
-    done = extract_source(data.load(), spec, skip_bad=data.skip_bad)
+    done = extract_source(data.load(), spec, skip_bad=data.skip_bad, features_out=features_out)
     if as_json:
         print(json.dumps(done))
         return
     left = f" ({done['unreadable']} unreadable, left out)" if done["unreadable"] else ""
     engines = "; ".join(f"{name}: {note}" for name, note in done["engines"].items())
-    out.print(f"features of {done['items']} items{left} are in the cache: {done['columns']} columns per item from "
+    where = f"in {features_out} (Parquet, {done['rows']} rows)" if features_out is not None else "in the cache"
+    out.print(f"features of {done['items']} items{left} are {where}: {done['columns']} columns per item from "
               f"{', '.join(done['layers'])} ({engines}), in {done['seconds']:.1f}s")
 
 

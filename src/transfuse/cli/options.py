@@ -8,6 +8,7 @@ takes them, and ``search`` is ``fit`` without the recipe flags instead of a copy
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -99,6 +100,9 @@ BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="I
 Workers = Annotated[Optional[int], typer.Option("--workers", min=0, help="Worker processes that decode the data (default: auto, none on CPUs with up to 4 cores).")]
 Device = Annotated[Optional[str], typer.Option("--device", help="torch device for extraction (default: cuda if available, else cpu).")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")]
+Cluster = Annotated[Optional[str], typer.Option("--cluster", help="Extract on a Ray cluster: ray (RAY_ADDRESS, a running `ray start`, or a new local one), ray:HOST:PORT (join from a node of the cluster) or ray://HOST:PORT (Ray Client). Items missing from the cache go to a pool of actors; rows come back into this machine's cache. Needs pip install 'transfuse[ray]'.")]
+ClusterWorkers = Annotated[Optional[int], typer.Option("--cluster-workers", min=1, help="Actors on the cluster (default: one per GPU, else one per CPU).")]
+FeaturesIn = Annotated[Optional[Path], typer.Option("--features-in", help="A Parquet feature data set from `transfuse extract --features-out`: rows it holds (same backbone, layers, pooling and engine) are read from it instead of being extracted.")]
 HeadKind = Annotated[str, typer.Option("--head", help="logreg | svm | ridge | knn | mlp (or a head a plugin adds)")]
 HeadParam = Annotated[list[str], typer.Option("--head-param", help="Head hyper-parameter KEY=VALUE (repeatable), e.g. C=0.5.")]
 Fusion = Annotated[Optional[str], typer.Option("--fusion", help="How to fuse several layers: concat (per-block standardised) | weighted (learned block weights) | scalar-mix (learned weighted sum of same-width layers, for transformers) | mlp (gated non-linear). Default with several layers: concat.")]
@@ -169,6 +173,25 @@ class EngineOptions:
     workers: Workers = None
     device: Device = None
     no_cache: NoCache = False
+    cluster: Cluster = None
+    cluster_workers: ClusterWorkers = None
+    features_in: FeaturesIn = None
+
+    def scope(self):
+        """A context in which every extraction runs on ``--cluster`` and reads ``--features-in`` (see
+        :mod:`transfuse.extract.context`); nothing of Ray is imported without ``--cluster``. The
+        command decorator enters it around the command."""
+        from transfuse.extract import features_in, on_cluster
+
+        if self.cluster is None and self.cluster_workers is not None:
+            raise typer.BadParameter("--cluster-workers needs --cluster")
+        if self.features_in is not None and not self.features_in.is_dir():
+            raise typer.BadParameter(f"--features-in {self.features_in} is not a folder written by "
+                                     f"`transfuse extract --features-out`")
+        stack = contextlib.ExitStack()
+        stack.enter_context(on_cluster(self.cluster, self.cluster_workers))
+        stack.enter_context(features_in(self.features_in))
+        return stack
 
     def featurizer(self, **what):
         """The :class:`~transfuse.workflow.FeaturizerSpec` of ``what`` (backbone, layers, pooling,
@@ -240,7 +263,8 @@ class OutputOptions:
 
 def options(**groups: type):
     """Add the fields of each group (a dataclass of flags) to the decorated command's parameters,
-    after its own; the command is called with one instance per group under the group's name.
+    after its own; the command is called with one instance per group under the group's name, inside
+    each group's ``scope()`` where it has one.
 
     >>> @options(split=SplitOptions)
     ... def cmd(split: SplitOptions) -> float:
@@ -269,7 +293,11 @@ def options(**groups: type):
         def run(**kwargs):
             for group, cls in groups.items():
                 kwargs[group] = cls(**{name: kwargs.pop(name) for name in members[group]})
-            return command(**kwargs)
+            with contextlib.ExitStack() as scopes:  # a group's settings for everything the command calls
+                for group in groups:
+                    if hasattr(kwargs[group], "scope"):
+                        scopes.enter_context(kwargs[group].scope())
+                return command(**kwargs)
 
         run.__signature__ = inspect.Signature([*own, *added])
         run.__annotations__ = {p.name: p.annotation for p in [*own, *added]}

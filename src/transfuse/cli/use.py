@@ -24,13 +24,13 @@ def predict(
     model_dir: ModelOrOnnx,
     inputs: Annotated[list[Path], typer.Argument(help="Image (or audio) files or folders; for a text model, .txt files (one text per line) or CSV/JSONL tables.")],
     engine: EngineOptions,
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write predictions to a .csv or .json file.")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write predictions to a .csv or .json file, or with --cluster to a new folder NAME.parquet (Parquet part files written by the workers: item, label, error, p:<class>).")] = None,
     text_column: TextColumn = None,
     skip_bad: SkipBad = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
 ) -> None:
-    """Predict the class (and probabilities) of new images, clips or texts."""
-    from transfuse.data import find_images, read_texts
+    """Predict the class (and probabilities) of new images, clips or texts. With --cluster and
+    --out NAME.parquet the whole job runs on Ray: each worker loads the model once and writes its rows."""
     from transfuse.pipeline import load_model, model_modality
     from transfuse.workflow import predict_paths
 
@@ -41,18 +41,10 @@ def predict(
     else:
         model = load_model(model_dir, **engine.settings())
     modality = model_modality(model)
-    if modality == "text":
-        items = [text for f in inputs for text in read_texts(f, text_column)]
-    elif modality == "audio":
-        from transfuse.data.audio import AUDIO_EXTENSIONS
-
-        items = find_images(inputs, AUDIO_EXTENSIONS, "audio")
-    elif modality == "sequence":
-        from transfuse.data.sequences import SEQUENCE_EXTENSIONS
-
-        items = find_images(inputs, SEQUENCE_EXTENSIONS, "sequence (.npy)")
-    else:
-        items = find_images(inputs)
+    items = _items(inputs, modality, text_column)
+    if out_file is not None and out_file.suffix.lower() == ".parquet":
+        _predict_on_ray(model_dir, items, out_file, engine, skip_bad, as_json)
+        return
     records = predict_paths(model, items, on_error="skip" if skip_bad else "raise")
     if out_file is not None:
         _write_records(records, out_file)
@@ -71,6 +63,47 @@ def predict(
     out.print(table)
     if out_file is not None:
         out.print(f"wrote {len(records)} predictions to {out_file}")
+
+
+def _items(inputs: list[Path], modality: str, text_column: Optional[str]) -> list[str]:
+    """The items ``inputs`` name for a model of ``modality``: texts read from files, or file paths."""
+    from transfuse.data import find_images, read_texts
+
+    if modality == "text":
+        return [text for f in inputs for text in read_texts(f, text_column)]
+    if modality == "audio":
+        from transfuse.data.audio import AUDIO_EXTENSIONS
+
+        return find_images(inputs, AUDIO_EXTENSIONS, "audio")
+    if modality == "sequence":
+        from transfuse.data.sequences import SEQUENCE_EXTENSIONS
+
+        return find_images(inputs, SEQUENCE_EXTENSIONS, "sequence (.npy)")
+    return find_images(inputs)
+
+
+def _predict_on_ray(model_dir: Path, items: list[str], out_file: Path, engine: EngineOptions, skip_bad: bool,
+                    as_json: bool) -> None:
+    from transfuse.batch_predict import predict_on_ray
+    from transfuse.cluster import Cluster
+    from transfuse.errors import CorruptInputError
+
+    if engine.cluster is None:
+        raise typer.BadParameter("--out NAME.parquet streams predictions from a Ray cluster: add --cluster ray (or "
+                                 "write a .csv or .json file here)")
+    if model_dir.suffix == ".onnx":
+        raise typer.BadParameter("--cluster predicts with a model directory; give the folder the .onnx file was "
+                                 "exported from")
+    settings = {k: v for k, v in engine.settings().items() if k != "device"} | {"cache": False}
+    done = predict_on_ray(Cluster.parse(engine.cluster, engine.cluster_workers), model_dir, items, out_file, settings)
+    if done["unreadable"] and not skip_bad:
+        raise CorruptInputError(f"{done['unreadable']} of {done['items']} files could not be read (their rows in "
+                                f"{out_file} have error=unreadable); pass --skip-bad to accept that")
+    if as_json:
+        print(json.dumps(done | {"out": str(out_file)}))
+        return
+    out.print(f"wrote {done['rows']} predictions to {out_file} (Parquet, written by the workers"
+              f"{'; ' + str(done['unreadable']) + ' unreadable' if done['unreadable'] else ''})")
 
 
 def _write_records(records: list[dict], path: Path) -> None:
