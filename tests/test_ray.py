@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli
 from transfuse.cache import FeatureCache
 from transfuse.data import load_image_folder
 from transfuse.extract import extract_features
+
+from conftest import cli
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "fashion"
 PINNED = ("--runtime", "torch", "--precision", "fp32")
