@@ -1,7 +1,9 @@
 """Parameter-based transfer: strategies, the BatchNorm policy, resume, errors, saved models."""
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,3 +169,30 @@ def test_a_run_that_cannot_reach_its_target_stops_early_and_keeps_its_best_epoch
     assert rule.stopped and 3 <= len(rule.curve) < 8, rule.curve  # stopped once the curve went flat
     assert rule.stopped.startswith(f"after epoch {len(rule.curve)} of 8") and metrics["epochs_run"] == len(rule.curve)
     assert load_model(tmp_path / "m").predict(load_image_folder(image_folder).items[:2]).shape == (2,)
+
+
+def test_ddp_across_two_nodes_started_by_hand(image_folder, tmp_path):
+    """Two machines, simulated by two independent processes on this one: the same command with
+    --num-nodes 2, NODE_RANK 0 and 1, MASTER_ADDR/MASTER_PORT (what docs/scale-out.md shows).
+    LP-FT, so a frozen-then-unfrozen backbone trains under DDP; only node 0 saves and reports."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "two-nodes"
+    exe = str(Path(sys.executable).with_name("transfuse"))
+    args = [exe, "-q", "finetune", str(image_folder), "--backbone", "tiny_cnn", "--strategy", "lp-ft", "--epochs", "2",
+            "--probe-epochs", "1", "--image-size", "32", "--batch-size", "4", "--devices", "1", "--num-nodes", "2",
+            "--out", str(out), "--json"]
+    base = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    nodes = [subprocess.Popen(args, env={**base, "NODE_RANK": str(rank)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    metrics = json.loads(outputs[0][0].strip().splitlines()[-1])
+    assert metrics["devices"] == 2 and metrics["epochs_run"] == 2  # world size 2: both nodes trained
+    assert outputs[1][0].strip() == ""  # node 1 prints nothing
+    assert len(load_model(out).predict([str(p) for p in sorted(image_folder.rglob("*.png"))[:3]])) == 3

@@ -460,9 +460,10 @@ def auto_layers(backbone: str) -> list[str]:
 
 def finetune(source: Source, config, output: OutputSpec | None = None, split: SplitSpec | None = None, *,
              resume: bool = False, skip_bad: bool = False, num_workers: int | None = None, devices: int = 1,
-             progress: bool | None = None) -> tuple[dict, Path]:
+             num_nodes: int = 1, progress: bool | None = None) -> tuple[dict, Path]:
     """Fine-tune ``config.backbone`` (a :class:`~transfuse.finetune.config.FinetuneConfig`) on the
     training split, score on the test split (the same split as ``fit`` for the same seed), save.
+    ``devices`` processes per machine on ``num_nodes`` machines train with DDP (docs/scale-out.md).
     Returns the metrics (empty in the extra processes of a DDP run) and the model directory."""
     from transfuse.finetune.train import finetune_source
 
@@ -471,11 +472,13 @@ def finetune(source: Source, config, output: OutputSpec | None = None, split: Sp
     if resume and output.out_dir is None:
         raise DataError("--resume needs --out DIR of the run to continue")
     out = output.path(source, config.backbone, config.run_name)
-    if devices > 1 and output.out_dir is None:  # DDP re-runs the command per process: all must pick one folder
-        out = Path(os.environ.setdefault("TRANSFUSE_DDP_OUT", str(out)))
+    if devices * num_nodes > 1 and output.out_dir is None:
+        if num_nodes > 1:  # each machine would pick its own time-stamped folder
+            raise DataError("--num-nodes needs --out DIR (the same on every machine)")
+        out = Path(os.environ.setdefault("TRANSFUSE_DDP_OUT", str(out)))  # DDP re-runs the command per process
     metrics = finetune_source(source, config, out, test_size=split.test_size, split_seed=split.seed, resume=resume,
-                              skip_bad=skip_bad, num_workers=num_workers, devices=devices, progress=progress,
-                              force=output.force)
+                              skip_bad=skip_bad, num_workers=num_workers, devices=devices, num_nodes=num_nodes,
+                              progress=progress, force=output.force)
     return metrics, out
 
 
@@ -519,7 +522,7 @@ def train_source(source: Source, arch: str | None = None, output: OutputSpec | N
     from transfuse.finetune.config import FinetuneConfig
 
     arch = arch or ("gru" if source.kind == "sequence" else "small-cnn")
-    run_keys = ("resume", "skip_bad", "num_workers", "devices", "progress")
+    run_keys = ("resume", "skip_bad", "num_workers", "devices", "num_nodes", "progress")
     run = {k: settings.pop(k) for k in run_keys if k in settings}
     backbone = source_backbone(arch, source, image_size)
     config = FinetuneConfig(backbone=backbone, strategy="full", from_scratch=True, image_size=image_size,

@@ -125,7 +125,8 @@ def finetune(
     precision: Precision = None,
     resume: Resume = False,
     workers: Workers = None,
-    devices: Annotated[int, typer.Option("--devices", min=1, help="Train with DDP on this many GPUs (or CPU processes without a GPU).")] = 1,
+    devices: Annotated[int, typer.Option("--devices", min=1, help="Train with DDP on this many GPUs (or CPU processes without a GPU) per machine.")] = 1,
+    num_nodes: Annotated[int, typer.Option("--num-nodes", min=1, help="Machines taking part in DDP: run the same command on each, with NODE_RANK, MASTER_ADDR and MASTER_PORT set (or under torchrun), and the same --out; see docs/scale-out.md.")] = 1,
     class_weight: ClassWeight = None,
 ) -> None:
     """Parameter-based transfer: train a new output layer, then fine-tune part or all of the network."""
@@ -145,7 +146,7 @@ def finetune(
                             class_weight=class_weight)
     metrics, folder = run_finetune(source, config, OutputSpec(output.out, force=output.force), split.spec(), resume=resume,
                                    skip_bad=data.skip_bad, num_workers=workers, devices=devices,
-                                   progress=False if output.as_json else None)  # Lightning's bar writes to stdout
+                                   num_nodes=num_nodes, progress=False if output.as_json else None)  # Lightning's bar writes to stdout
     if not metrics:  # a DDP worker process: the first process reports
         return
     if output.as_json:

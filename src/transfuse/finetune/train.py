@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import logging
 import shutil
 import sys
@@ -51,7 +52,7 @@ def _precision(choice: str) -> str:
 
 def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *, test_size: float = 0.2,
                     split_seed: int = 0, resume: bool = False, skip_bad: bool = False,
-                    num_workers: int | None = None, devices: int = 1, progress: bool | None = None,
+                    num_workers: int | None = None, devices: int = 1, num_nodes: int = 1, progress: bool | None = None,
                     force: bool = False, max_seconds: float | None = None, callbacks: Sequence = ()) -> dict:
     """Fine-tune ``cfg.backbone`` on the train split of ``source``; score on the test split; save to ``out_dir``.
 
@@ -62,7 +63,9 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
 
     ``devices > 1`` trains with DDP, one process per device (GPUs, or CPU processes when there is
     no GPU); Lightning starts the extra processes by re-running the current command, so call it
-    from a script or the CLI, not a notebook. Only the first process scores and saves; the others
+    from a script or the CLI, not a notebook. ``num_nodes > 1`` runs the same command on each machine
+    (``NODE_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` set, or under ``torchrun``); only the first
+    process of the first machine prepares ``out_dir`` and saves. Only the first process scores and saves; the others
     return an empty dict. ``max_seconds`` stops training once that much time has passed (Lightning's
     ``max_time``; the best epoch so far is what is kept). ``callbacks`` are more Lightning callbacks
     for the trainer (``auto`` stops a run that cannot catch up with its probe).
@@ -73,6 +76,8 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.strategies import DDPStrategy
 
+    if devices < 1 or num_nodes < 1:
+        raise DataError(f"devices and num_nodes must be at least 1, got {devices} and {num_nodes}")
     from transfuse.evaluate import PREDICTIONS, classification_metrics, item_names, plot_confusion, write_predictions
     from transfuse.finetune.callbacks import EpochLog, StderrBar
     from transfuse.finetune.module import TransferModule
@@ -92,7 +97,7 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
            "schedule": [cfg.probe_epochs, cfg.unfreeze_every, cfg.augment, cfg.val_fraction],
            **({"class_weight": cfg.class_weight} if cfg.class_weight else {})}  # absent: runs from before resume
     created = None if resume else next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
-    resumed_epoch = _start_run(out, run, resume, force)  # before any heavy work: a bad --out or --resume fails now
+    resumed_epoch = _start_run(out, run, resume, force, first=_first_process())  # before any heavy work
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before building: timm draws an init first
     try:
         backbone = create_backbone(cfg.backbone, weights="random" if cfg.from_scratch else "pretrained")
@@ -140,12 +145,12 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
     last = out / "checkpoints" / "last.ckpt"
     checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_acc", mode="max",
                                   save_last=True)
-    if devices < 1:
-        raise DataError(f"devices must be at least 1, got {devices}")
+    distributed = devices * num_nodes > 1
     trainer = L.Trainer(
-        max_epochs=cfg.epochs, accelerator="auto", devices=devices, accumulate_grad_batches=accumulate,
+        max_epochs=cfg.epochs, accelerator="auto", devices=devices, num_nodes=num_nodes,
+        accumulate_grad_batches=accumulate,
         max_time=None if max_seconds is None else timedelta(seconds=max(1.0, max_seconds)),
-        strategy=DDPStrategy(find_unused_parameters=True) if devices > 1 else "auto",  # frozen groups get no grads
+        strategy=DDPStrategy(find_unused_parameters=True) if distributed else "auto",  # frozen groups get no grads
         precision=precision, deterministic=True, logger=_loggers(out, resumed_epoch),
         enable_progress_bar=bar, enable_model_summary=False,
         callbacks=[checkpoints, EarlyStopping(monitor="val_acc", mode="max", patience=cfg.patience), EpochLog(),
@@ -237,13 +242,22 @@ def _epoch(row: dict) -> float | None:
         return None
 
 
-def _start_run(out: Path, run: dict, resume: bool, force: bool) -> int | None:
+def _first_process() -> bool:
+    """Whether this is the first process of a (DDP) run, from what torchrun or Lightning's launchers
+    set: the others must not clear a folder the first one may be writing to already."""
+    ranks = ("RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK")
+    return all(int(os.environ.get(name) or 0) == 0 for name in ranks)
+
+
+def _start_run(out: Path, run: dict, resume: bool, force: bool, first: bool = True) -> int | None:
     """Check the run's folder and prepare it: a new run clears a previous run's checkpoints and logs
     and records what it is started with (``checkpoints/run.json``); ``resume`` checks that record
-    and returns the epoch the last checkpoint holds."""
+    and returns the epoch the last checkpoint holds. Only the ``first`` process of a DDP run writes."""
     check_destination(out, force=force, run=True)
     if resume:
         return _resumable(out, run)
+    if not first:
+        return None
     try:
         for stale in RUN_ENTRIES:  # a previous run's checkpoints would be versioned beside this run's
             shutil.rmtree(out / stale, ignore_errors=True)
