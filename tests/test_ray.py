@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -66,6 +67,9 @@ def ray_head(tmp_path_factory):
     except ProcessLookupError:
         pass
     head.wait(timeout=60)
+    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # would send `ray.init()` to a dead head
+    if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+        current.unlink()
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def connect(cluster: Cluster):
     env = {k: os.environ[k] for k in SHARED_ENV if os.environ.get(k)}
     try:
         ray.init(address=cluster.address, runtime_env={"env_vars": env} if env else None,
-                 logging_level=logging.WARNING if quiet else logging.INFO, log_to_driver=not quiet,
+                 logging_level=logging.ERROR if quiet else logging.INFO, log_to_driver=not quiet,
                  configure_logging=True, include_dashboard=False if address is None else None)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClusterError(f"cannot join the Ray cluster at {cluster.label()}: {str(exc).splitlines()[0]}; start it "

@@ -25,7 +25,7 @@ import numpy as np
 from transfuse.backbones import get_spec
 from transfuse.cluster import Cluster, connect, pool, worker_error
 from transfuse.engines import runner
-from transfuse.errors import OutOfTime
+from transfuse.errors import EngineError, OutOfTime
 from transfuse.extract.context import CLUSTER
 from transfuse.extract.job import Job, embed_batch, front_end
 from transfuse.extract.local import UNITS, Flusher, check_deadline, show
@@ -43,6 +43,11 @@ class Embedder:
 
     def __init__(self, recipe: dict, batch_size: int | None, to_parquet: bool) -> None:
         self.job = Job(**recipe)
+        engine = self.job.engine
+        if engine.file and not os.path.isfile(engine.file):
+            raise EngineError(f"the {engine.runtime} engine file calibrated on another node ({engine.file}) is not on "
+                              f"{socket.gethostname()}; put TRANSFUSE_CACHE on storage every node shares, or pass "
+                              f"--runtime torch")
         self.bb = front_end(self.job)
         self.runner = runner(self.job.engine, self.job.taps, self.bb.tap_names, self.job.device)
         self.batch_size = batch_size or self.bb.default_batch_size(self.job.device)
