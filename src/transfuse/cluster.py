@@ -115,8 +115,9 @@ def _reachable(address: str) -> None:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
             pass
     except (OSError, ValueError) as exc:
+        start = f"--ray-client-server-port {port}" if address.startswith("ray://") else f"--port {port or 6379}"
         raise ClusterError(f"no Ray cluster answers at {address} ({getattr(exc, 'strerror', None) or exc}); start "
-                           f"one with `ray start --head --port {port or 6379}` or check the address") from None
+                           f"one with `ray start --head {start}` or check the address") from None
 
 
 def _token_here() -> bool:

@@ -94,7 +94,7 @@ def _predict_on_ray(model_dir: Path, items: list[str], out_file: Path, engine: E
     if model_dir.suffix == ".onnx":
         raise typer.BadParameter("--cluster predicts with a model directory; give the folder the .onnx file was "
                                  "exported from")
-    settings = {k: v for k, v in engine.settings().items() if k != "device"} | {"cache": False}
+    settings = engine.settings() | {"cache": False}  # --device also decides whether actors ask for GPUs
     done = predict_on_ray(Cluster.parse(engine.cluster, engine.cluster_workers), model_dir, items, out_file, settings)
     if done["unreadable"] and not skip_bad:
         raise CorruptInputError(f"{done['unreadable']} of {done['items']} files could not be read (their rows in "

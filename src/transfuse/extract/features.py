@@ -129,15 +129,18 @@ def _resolve(paths, backbone, layers, pooling, weights, cache, device, on_error,
         from transfuse.extract.parquet import FeatureSet
 
         feature_set = FeatureSet(FEATURES_IN.get())
-        engine = feature_set.meta.get("engine", {})  # auto takes the engine the data set was computed with
-        runtime = engine.get("runtime", runtime) if runtime == "auto" else runtime
-        precision = engine.get("precision", precision) if precision == "auto" else precision
+        if feature_set.same_source(spec.name, weights_id, pooling):  # auto takes the engine it was computed with
+            engine = feature_set.meta.get("engine", {})
+            runtime = engine.get("runtime", runtime) if runtime == "auto" else runtime
+            precision = engine.get("precision", precision) if precision == "auto" else precision
     calibration = dict(store=engine_files, name=spec.name, weights_id=weights_id, items=good_paths, taps=taps,
                        pooling=pooling, preprocess=f"{preprocess}|{FORMAT}", device=device)
     if cluster is not None:
+        from transfuse.engines.calibrate import CALIBRATION_ITEMS
         from transfuse.extract.on_ray import measure_on_worker
 
-        measure = measure_on_worker(calibration, weights, long_text)
+        few = calibration | {"items": good_paths[:4 * CALIBRATION_ITEMS]}  # what it reads, not every path
+        measure = measure_on_worker(few, weights, long_text)
     else:
         measure = Calibration(**calibration, backbone=lambda: ready_backbone(spec.name, weights, weights_id, device,
                                                                             long_text))
@@ -267,6 +270,8 @@ def write_features(paths: list[str], out: str | os.PathLike, labels: list[str] |
     on_ray = CLUSTER.get() is not None
     req = _resolve(paths, backbone, layers, pooling, weights, False if on_ray else cache, device, on_error,
                    long_text, runtime, precision, batch_size)
+    if len(req.failed) == len(set(req.digests)):
+        raise CorruptInputError(f"none of the {len(req.paths)} files could be read", req.paths)
     if on_ray:
         from transfuse.extract.on_ray import write_on_ray
 
@@ -277,11 +282,15 @@ def write_features(paths: list[str], out: str | os.PathLike, labels: list[str] |
         req.failed |= failed
     else:
         _extract_missing(req, batch_size, num_workers, progress)
+        if len(req.failed) == len(set(req.digests)):
+            raise CorruptInputError(f"none of the {len(req.paths)} files could be read", req.paths)
         sidecar = parquet.write_local(out, req.job, req.paths, req.digests,
                                       None if labels is None else [str(x) for x in labels], req.failed)
     bad = [p for p, d in zip(req.paths, req.digests) if d in req.failed]
     if bad and on_error == "raise":
-        raise CorruptInputError.unreadable(bad, len(req.paths), _WHAT.get(get_spec(backbone).modality, "images"))
+        why = CorruptInputError.unreadable(bad, len(req.paths), _WHAT.get(get_spec(backbone).modality, "images"),
+                                           cached=False)
+        raise CorruptInputError(f"{why}; {out} holds the others' rows (delete it before running again)", bad)
     log.info("features of %d items written to %s (%d rows, %s)", len(req.paths), out, sidecar["rows"],
              req.job.engine.label(""))
     return {"items": len(req.paths), "rows": sidecar["rows"], "unreadable": bad, "layers": req.job.taps,

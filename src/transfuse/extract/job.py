@@ -75,7 +75,8 @@ class Job:
     def save(self, tap: str, digests: list[str], vecs: np.ndarray) -> None:
         """Keep the rows this tap still needs (in the cache, or in memory without one or with a
         read-only one). A row arriving twice (a task Ray ran again) is kept once."""
-        keep = [j for j, d in enumerate(digests) if d in self.needed[tap]]
+        seen: set[str] = set()
+        keep = [j for j, d in enumerate(digests) if d in self.needed[tap] and not (d in seen or seen.add(d))]
         if not keep:
             return
         rows, kept = vecs[keep], [digests[j] for j in keep]
@@ -103,6 +104,8 @@ class Job:
         """The rows of ``digests``: extracted now and kept in memory, or read from the cache."""
         fresh = self.memory[tap]
         stored = [i for i, d in enumerate(digests) if d not in fresh]
+        if not digests:
+            return np.empty((0, self.width(tap)), np.float32)
         if not stored:
             return np.stack([fresh[d] for d in digests])
         out = np.empty((len(digests), self.width(tap)), np.float32)

@@ -59,16 +59,17 @@ class Embedder:
         items, digests = batch.column("item").to_pylist(), batch.column("digest").to_pylist()
         pending: dict[str, list[np.ndarray]] = {tap: [] for tap in self.job.taps}
         done: list[str] = []
+        keep: list[int] = []  # positions of the rows embedded (items with the same bytes each keep their own)
         for inputs, idx, ok in self.bb.batches(items, self.batch_size, 0, self.job.device):
             embed_batch(self.bb, self.job, inputs, [digests[int(i)] for i in idx], ok, pending, done, self.runner)
-        at = {d: i for i, d in enumerate(digests)}
-        keep = [at[d] for d in done]
+            keep.extend(int(i) for j, i in enumerate(idx) if bool(ok[j]))
         rows = {tap: np.concatenate(pending[tap]) if pending[tap] else np.zeros((0, 0), np.float32)
                 for tap in self.job.taps}
         labels = batch.column("label").to_pylist() if "label" in batch.column_names else None
         extra = None if self.to_parquet else {"worker": [self.worker] * len(keep),
                                               "busy": [(time.perf_counter() - start) / max(len(keep), 1)] * len(keep)}
-        return table([items[i] for i in keep], done, rows, None if labels is None else [labels[i] for i in keep], extra)
+        return table([items[i] for i in keep], [digests[i] for i in keep], rows,
+                     None if labels is None else [labels[i] for i in keep], extra)
 
 
 def _mapped(ray, cluster: Cluster, job: Job, paths: list[str], digests: list[str], labels: list[str] | None,
@@ -80,9 +81,12 @@ def _mapped(ray, cluster: Cluster, job: Job, paths: list[str], digests: list[str
     size, resources = pool(ray, cluster, job.device)
     per_call = max(batch_size or 1, min(ROWS_PER_CALL, math.ceil(len(paths) / size)))  # small jobs: every actor
     block = max(per_call, math.ceil(len(paths) / (size * 8)))  # several blocks per actor, so all stay busy
+    if get_spec(job.backbone).modality != "text":  # workers may not share this process's working directory
+        paths = [os.path.abspath(p) for p in paths]
     columns = {"item": paths, "digest": digests} | ({"label": labels} if labels is not None else {})
     whole = pa.table(columns)
     blocks = [whole.slice(i, block) for i in range(0, len(paths), block)]
+    size = min(size, len(blocks))  # an actor with no block to work on would only start up
     log.info("extracting %d items on %s: %d actors (%s each), %d items per call", len(paths), cluster.label(), size,
              ", ".join(f"{v:g} {k.removeprefix('num_')}" for k, v in resources.items()), per_call)
     return ray.data.from_arrow(blocks).map_batches(
@@ -152,11 +156,11 @@ def write_on_ray(job: Job, paths: list[str], digests: list[str], labels: list[st
 
 def _calibrate(calibration: dict, weights: str, long_text: str, candidates, retry: bool):
     """Run on a worker: measure ``candidates`` there, remembered in that node's engine store."""
-    from transfuse.cache import FeatureCache
+    from transfuse.config import SETTINGS
     from transfuse.engines import Calibration, EngineStore
     from transfuse.extract.job import ready_backbone
 
-    args = calibration | {"store": EngineStore(FeatureCache().root)}
+    args = calibration | {"store": EngineStore(SETTINGS.cache_dir)}  # this node's, as TRANSFUSE_CACHE says there
     measure = Calibration(**args, backbone=lambda: ready_backbone(args["name"], weights, args["weights_id"],
                                                                    args["device"], long_text))
     return measure(candidates, retry)

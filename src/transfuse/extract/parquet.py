@@ -1,5 +1,5 @@
 """Features as a Parquet data set: one row per item (``item``, ``digest``, ``label``, one
-fixed-size list column per tap), part files written by whoever computed them, and a sidecar
+list column per tap), part files written by whoever computed them, and a sidecar
 ``_transfuse.json`` saying what the columns are (backbone, weights, preprocessing, pooling, engine,
 and each tap's cache key). Readers skip files starting with ``_``, so the folder reads as plain
 Parquet anywhere (pandas, Spark, DuckDB, Ray Data).
@@ -24,13 +24,13 @@ from transfuse.extract.job import Job
 log = logging.getLogger("transfuse.extract")
 SIDECAR = "_transfuse.json"
 LAYOUT = "transfuse-features-1"
-RESERVED = ("item", "digest", "label")
 
 
 def table(items: list[str], digests: list[str], rows: dict[str, np.ndarray], labels: list[str] | None = None,
           extra: dict[str, list] | None = None):
-    """A pyarrow table of rows: the item, its digest, its label (when known), one fixed-size list
-    (float32) column per tap, then any ``extra`` columns."""
+    """A pyarrow table of rows: the item, its digest, its label (when known), one list (float32)
+    column per tap, then any ``extra`` columns. Variable-size lists, so a batch with no rows has the
+    same column types as any other."""
     import pyarrow as pa
 
     columns = {"item": pa.array(items, pa.string()), "digest": pa.array(digests, pa.string())}
@@ -38,18 +38,21 @@ def table(items: list[str], digests: list[str], rows: dict[str, np.ndarray], lab
         columns["label"] = pa.array(labels, pa.string())
     for tap, vecs in rows.items():
         vecs = np.ascontiguousarray(vecs, np.float32)
-        columns[tap] = pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), vecs.shape[1])
+        vecs = vecs if vecs.ndim == 2 else vecs.reshape(len(items), -1)
+        offsets = np.arange(len(items) + 1, dtype=np.int32) * vecs.shape[1]
+        columns[tap] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vecs.reshape(-1), pa.float32()))
     return pa.table(columns | {k: pa.array(v) for k, v in (extra or {}).items()})
 
 
 def matrix(column) -> np.ndarray:
-    """A fixed-size list column (chunked or not) as a (rows, width) float32 array."""
+    """A list column of equal-length rows (chunked or not) as a (rows, width) float32 array."""
     import pyarrow as pa
 
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    width = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(np.float32, copy=False)
+    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    rows = len(column)
+    return values.reshape(rows, len(values) // rows if rows else 0)
 
 
 def check_new(out: str | os.PathLike) -> Path:
@@ -65,7 +68,8 @@ def write_sidecar(out: str | os.PathLike, job: Job) -> dict:
     import pyarrow.dataset as pads
 
     data = pads.dataset(out, format="parquet")
-    widths = {tap: data.schema.field(tap).type.list_size for tap in job.taps if tap in data.schema.names}
+    first = data.head(1, columns=[tap for tap in job.taps if tap in data.schema.names])
+    widths = {tap: len(first.column(tap)[0]) if first.num_rows else 0 for tap in first.column_names}
     sidecar = {"layout": LAYOUT, "rows": data.count_rows(), "taps": job.taps, "widths": widths, "keys": job.keys,
                "engine": {"runtime": job.engine.runtime, "precision": job.engine.precision}, **job.describe()}
     with atomic_writer(Path(out) / SIDECAR) as fh:
@@ -115,9 +119,19 @@ class FeatureSet:
                 return f"it holds {field} {have.get(field)!r}, this run asks for {want!r}"
         if not set(job.taps) & set(have["taps"]):
             return f"it holds layers {','.join(have['taps'])}, this run asks for {','.join(job.taps)}"
+        if have.get("meta", {}).get("preprocess") != job.preprocess:
+            return (f"its items were preprocessed as {have.get('meta', {}).get('preprocess')!r}, this run uses "
+                    f"{job.preprocess!r}")
         engine = have.get("engine", {})
-        return (f"its features were computed with {engine.get('runtime')} {engine.get('precision')}, this run uses "
-                f"{job.engine.runtime} {job.engine.precision} (pass --runtime/--precision to match)")
+        if (engine.get("runtime"), engine.get("precision")) != (job.engine.runtime, job.engine.precision):
+            return (f"its features were computed with {engine.get('runtime')} {engine.get('precision')}, this run "
+                    f"uses {job.engine.runtime} {job.engine.precision} (pass --runtime/--precision to match)")
+        return "its cache keys differ from this run's (another device, or another transfuse feature format)"
+
+    def same_source(self, backbone: str, weights_id: str, pooling: str) -> bool:
+        """Whether it holds features of this backbone, weights and pooling (its engine is then worth taking)."""
+        return (self.meta.get("backbone"), self.meta.get("weights"), self.meta.get("pooling")) == \
+            (backbone, weights_id, pooling)
 
     def load(self, job: Job, digests: list[str]) -> int:
         """Put the rows of ``digests`` this data set holds into the job's memory (not needed any more);
@@ -127,12 +141,14 @@ class FeatureSet:
         taps = self.matches(job)
         if not taps:
             return 0
+        wanted = list(dict.fromkeys(digests))
         try:
-            data = pads.dataset(self.path, format="parquet").to_table(columns=["digest", *taps])
+            data = pads.dataset(self.path, format="parquet").to_table(
+                columns=["digest", *taps], filter=pads.field("digest").isin(wanted))
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read --features-in {self.path}: {exc}") from None
         where = {d: i for i, d in enumerate(data.column("digest").to_pylist())}
-        found = [d for d in dict.fromkeys(digests) if d in where]
+        found = [d for d in wanted if d in where]
         rows = [where[d] for d in found]
         for tap in taps:
             vecs = matrix(data.column(tap))[rows]

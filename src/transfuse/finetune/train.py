@@ -97,7 +97,10 @@ def finetune_source(source: Source, cfg: FinetuneConfig, out_dir: str | Path, *,
            "schedule": [cfg.probe_epochs, cfg.unfreeze_every, cfg.augment, cfg.val_fraction],
            **({"class_weight": cfg.class_weight} if cfg.class_weight else {})}  # absent: runs from before resume
     created = None if resume else next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
-    resumed_epoch = _start_run(out, run, resume, force, first=_first_process())  # before any heavy work
+    first = _first_process()
+    resumed_epoch = _start_run(out, run, resume, force, first=first)  # before any heavy work
+    if not first:
+        created = None  # a failure here must not remove the folder the first process works in
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before building: timm draws an init first
     try:
         backbone = create_backbone(cfg.backbone, weights="random" if cfg.from_scratch else "pretrained")
@@ -253,11 +256,11 @@ def _start_run(out: Path, run: dict, resume: bool, force: bool, first: bool = Tr
     """Check the run's folder and prepare it: a new run clears a previous run's checkpoints and logs
     and records what it is started with (``checkpoints/run.json``); ``resume`` checks that record
     and returns the epoch the last checkpoint holds. Only the ``first`` process of a DDP run writes."""
+    if not first:  # the first process checks and prepares the folder; the others may run before or after it
+        return None
     check_destination(out, force=force, run=True)
     if resume:
         return _resumable(out, run)
-    if not first:
-        return None
     try:
         for stale in RUN_ENTRIES:  # a previous run's checkpoints would be versioned beside this run's
             shutil.rmtree(out / stale, ignore_errors=True)
