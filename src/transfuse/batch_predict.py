@@ -10,12 +10,11 @@ as Parquet part files. Nothing comes back to the driver but the count.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 from pathlib import Path
 
-from transfuse.cluster import Cluster, connect, pool, worker_error
+from transfuse.cluster import Cluster, connect, map_on_actors, worker_error
 
 log = logging.getLogger(__name__)
 ROWS_PER_CALL = 64
@@ -85,28 +84,18 @@ def predict_on_ray(cluster: Cluster, model_dir: str | os.PathLike, items: list[s
     import pyarrow.dataset as pads
 
     from transfuse.errors import DataError
+    from transfuse.extract.parquet import check_new
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"--out {out} already exists; name a new folder for the Parquet predictions")
+    out = check_new(out, "--out")
     if not items:
         raise DataError("no items to predict")
     ray = connect(cluster)  # before anything else imports ray (see transfuse.cluster)
-    from ray.data import ActorPoolStrategy
-
-    size, resources = pool(ray, cluster, (settings or {}).get("device"))
-    per_call = max(1, min(batch_size, math.ceil(len(items) / size)))
-    block = max(per_call, math.ceil(len(items) / (size * 8)))
-    whole = pa.table({"item": pa.array(items, pa.string())})
-    size = min(size, math.ceil(len(items) / block))  # no actor without a block to work on
     files = model_files(model_dir)
-    log.info("predicting %d items on %s: %d actors, model %s (%.1f MB shipped)", len(items), cluster.label(), size,
-             model_dir, sum(map(len, files.values())) / 1e6)
-    data = ray.data.from_arrow([whole.slice(i, block) for i in range(0, len(items), block)])
+    log.info("model %s: %.1f MB shipped to the actors", model_dir, sum(map(len, files.values())) / 1e6)
+    rows = pa.table({"item": pa.array(items, pa.string())})
     try:
-        data.map_batches(Predictor, fn_constructor_kwargs={"files": files, "settings": settings or {}},
-                         batch_size=per_call, batch_format="pyarrow", compute=ActorPoolStrategy(size=size),
-                         **resources).write_parquet(str(out.resolve()))
+        map_on_actors(ray, cluster, rows, Predictor, {"files": files, "settings": settings or {}},
+                      (settings or {}).get("device"), batch_size, "predicting").write_parquet(str(out.resolve()))
     except Exception as exc:
         raise worker_error(exc, cluster, "prediction") from None
     errors = pads.dataset(out, format="parquet").to_table(columns=["error"]).column("error")

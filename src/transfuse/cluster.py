@@ -141,6 +141,28 @@ def pool(ray, cluster: Cluster, device: str | None) -> tuple[int, dict]:
     return cluster.workers or max(1, int(total.get("CPU", 1))), {"num_cpus": 1}
 
 
+def map_on_actors(ray, cluster: Cluster, rows, actor: type, kwargs: dict, device: str | None, per_call: int,
+                  what: str):
+    """A Ray dataset of ``actor`` (built once per actor with ``kwargs``) mapped over the pyarrow table
+    ``rows``: calls of ``per_call`` rows (fewer when the job is small, so every actor gets work), in
+    blocks of several calls per actor, and no more actors than blocks."""
+    import math
+
+    from ray.data import ActorPoolStrategy
+
+    size, resources = pool(ray, cluster, device)
+    n = rows.num_rows
+    per_call = max(1, min(per_call, math.ceil(n / size)))
+    block = max(per_call, math.ceil(n / (size * 8)))  # several blocks per actor, so all stay busy
+    blocks = [rows.slice(i, block) for i in range(0, n, block)]
+    size = min(size, len(blocks))  # an actor with no block to work on would only start up
+    log.info("%s %d items on %s: %d actors (%s each), %d items per call", what, n, cluster.label(), size,
+             ", ".join(f"{v:g} {k.removeprefix('num_')}" for k, v in resources.items()), per_call)
+    return ray.data.from_arrow(blocks).map_batches(actor, fn_constructor_kwargs=kwargs, batch_size=per_call,
+                                                   batch_format="pyarrow", compute=ActorPoolStrategy(size=size),
+                                                   **resources)
+
+
 def worker_device(ray, device: str | None) -> str:
     """The device the actors run on: the one asked for, else cuda where the cluster has GPUs."""
     if device:

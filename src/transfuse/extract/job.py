@@ -75,8 +75,11 @@ class Job:
     def save(self, tap: str, digests: list[str], vecs: np.ndarray) -> None:
         """Keep the rows this tap still needs (in the cache, or in memory without one or with a
         read-only one). A row arriving twice (a task Ray ran again) is kept once."""
-        seen: set[str] = set()
-        keep = [j for j, d in enumerate(digests) if d in self.needed[tap] and not (d in seen or seen.add(d))]
+        first: dict[str, int] = {}  # a digest twice in one flush (a task run again) keeps its first row
+        for j, d in enumerate(digests):
+            if d in self.needed[tap]:
+                first.setdefault(d, j)
+        keep = list(first.values())
         if not keep:
             return
         rows, kept = vecs[keep], [digests[j] for j in keep]

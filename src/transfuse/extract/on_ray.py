@@ -14,7 +14,6 @@ Ray is imported only here, and this module only when a cluster is asked for.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import time
@@ -23,7 +22,7 @@ from collections import defaultdict
 import numpy as np
 
 from transfuse.backbones import get_spec
-from transfuse.cluster import Cluster, connect, pool, worker_error
+from transfuse.cluster import Cluster, connect, map_on_actors, pool, worker_error
 from transfuse.engines import runner
 from transfuse.errors import EngineError, OutOfTime
 from transfuse.extract.context import CLUSTER
@@ -76,22 +75,13 @@ def _mapped(ray, cluster: Cluster, job: Job, paths: list[str], digests: list[str
             batch_size: int | None, to_parquet: bool):
     """The Ray dataset of pooled rows: items in blocks, mapped over the actor pool."""
     import pyarrow as pa
-    from ray.data import ActorPoolStrategy
 
-    size, resources = pool(ray, cluster, job.device)
-    per_call = max(batch_size or 1, min(ROWS_PER_CALL, math.ceil(len(paths) / size)))  # small jobs: every actor
-    block = max(per_call, math.ceil(len(paths) / (size * 8)))  # several blocks per actor, so all stay busy
     if get_spec(job.backbone).modality != "text":  # workers may not share this process's working directory
         paths = [os.path.abspath(p) for p in paths]
-    columns = {"item": paths, "digest": digests} | ({"label": labels} if labels is not None else {})
-    whole = pa.table(columns)
-    blocks = [whole.slice(i, block) for i in range(0, len(paths), block)]
-    size = min(size, len(blocks))  # an actor with no block to work on would only start up
-    log.info("extracting %d items on %s: %d actors (%s each), %d items per call", len(paths), cluster.label(), size,
-             ", ".join(f"{v:g} {k.removeprefix('num_')}" for k, v in resources.items()), per_call)
-    return ray.data.from_arrow(blocks).map_batches(
-        Embedder, fn_constructor_kwargs={"recipe": job.recipe(), "batch_size": batch_size, "to_parquet": to_parquet},
-        batch_size=per_call, batch_format="pyarrow", compute=ActorPoolStrategy(size=size), **resources)
+    rows = pa.table({"item": paths, "digest": digests} | ({"label": labels} if labels is not None else {}))
+    return map_on_actors(ray, cluster, rows, Embedder, {"recipe": job.recipe(), "batch_size": batch_size,
+                                                        "to_parquet": to_parquet},
+                         job.device, max(ROWS_PER_CALL, batch_size or 1), "extracting")
 
 
 def _worker_error(exc: BaseException, cluster: Cluster) -> Exception:

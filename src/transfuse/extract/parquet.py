@@ -55,11 +55,11 @@ def matrix(column) -> np.ndarray:
     return values.reshape(rows, len(values) // rows if rows else 0)
 
 
-def check_new(out: str | os.PathLike) -> Path:
-    """``out`` as a folder to write into: refused when it already holds anything."""
+def check_new(out: str | os.PathLike, flag: str = "--features-out") -> Path:
+    """``out`` as a folder for Parquet part files: refused when it already holds anything."""
     path = Path(out)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise DataError(f"--features-out {path} already exists and is not empty; name a new folder (or delete it)")
+        raise DataError(f"{flag} {path} already exists and is not empty; name a new folder (or delete it)")
     return path
 
 
