@@ -196,3 +196,16 @@ def test_ddp_across_two_nodes_started_by_hand(image_folder, tmp_path):
     assert metrics["devices"] == 2 and metrics["epochs_run"] == 2  # world size 2: both nodes trained
     assert outputs[1][0].strip() == ""  # node 1 prints nothing
     assert len(load_model(out).predict([str(p) for p in sorted(image_folder.rglob("*.png"))[:3]])) == 3
+
+
+@pytest.mark.parametrize("name", ["RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "SLURM_PROCID"])
+def test_only_the_first_process_of_a_launcher_prepares_the_run_folder(monkeypatch, name):
+    from transfuse.finetune.train import _first_process
+
+    for other in ("RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(other, raising=False)
+    assert _first_process()
+    monkeypatch.setenv(name, "0")
+    assert _first_process()
+    monkeypatch.setenv(name, "1")
+    assert not _first_process()

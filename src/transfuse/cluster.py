@@ -2,17 +2,21 @@
 
 ``ray`` joins the cluster that ``RAY_ADDRESS`` or a running ``ray start`` names, or starts one on
 this machine; ``ray:HOST:PORT`` joins the cluster whose head listens there (the driver runs on a
-node of it); ``ray://HOST:PORT`` connects through the Ray Client from outside. Ray is imported
-only here and only when a cluster is asked for; an address that does not answer fails in
-seconds with a message, not after Ray's minutes of retries.
+node of it). ``ray://`` (the Ray Client) is refused with the way round it: Ray Data, which runs the
+actor pools, does not work through the Ray Client (ray-project/ray#48682). Ray is imported only
+here and only when a cluster is asked for; an address that does not answer fails in seconds with
+a message, not after Ray's minutes of retries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import socket
+import sys
+import tempfile
 from dataclasses import dataclass
 
 from transfuse.errors import ClusterError
@@ -21,6 +25,10 @@ log = logging.getLogger(__name__)
 INSTALL = "pip install 'transfuse[ray]'"
 # what every worker must see as this process does: whether it may download weights
 SHARED_ENV = ("HF_HUB_OFFLINE", "TRANSFUSE_OFFLINE")
+NO_CLIENT = ("{} is a Ray Client address, and Ray Data (which runs transfuse's actor pools) does not work through "
+             "the Ray Client. Run transfuse on a node of the cluster with --cluster ray:HEAD_HOST:6379, or submit it "
+             "as a Ray job, which runs it on the head: ray job submit --address http://HEAD_HOST:8265 -- transfuse "
+             "... --cluster ray")
 
 
 @dataclass(frozen=True)
@@ -32,7 +40,7 @@ class Cluster:
 
     @classmethod
     def parse(cls, value: str, workers: int | None = None) -> Cluster:
-        """``ray`` | ``ray:HOST:PORT`` | ``ray://HOST:PORT`` (ClusterError otherwise).
+        """``ray`` | ``ray:HOST:PORT`` (ClusterError otherwise, ``ray://`` included).
 
         >>> Cluster.parse("ray:10.0.0.5:6379").address
         '10.0.0.5:6379'
@@ -42,11 +50,11 @@ class Cluster:
         if value == "ray":
             return cls(None, workers)
         if value.startswith("ray://"):
-            return cls(value, workers)
+            raise ClusterError(NO_CLIENT.format(value))
         if value.startswith("ray:") and value.count(":") == 2:
             return cls(value[4:], workers)
-        raise ClusterError(f"--cluster takes ray, ray:HOST:PORT (a node of the cluster) or ray://HOST:PORT (Ray "
-                           f"Client); got {value!r}")
+        raise ClusterError(f"--cluster takes ray or ray:HOST:PORT (the head's address, from a node of the cluster); "
+                           f"got {value!r}")
 
     def label(self) -> str:
         return self.address or os.environ.get("RAY_ADDRESS") or "local Ray"
@@ -55,6 +63,8 @@ class Cluster:
 def connect(cluster: Cluster):
     """The ``ray`` module, connected to ``cluster`` (once per process)."""
     address = cluster.address or os.environ.get("RAY_ADDRESS")
+    if address and address.startswith("ray://"):
+        raise ClusterError(NO_CLIENT.format(f"RAY_ADDRESS={address}"))
     if address and address != "auto" and "RAY_AUTH_MODE" not in os.environ and _token_here():
         os.environ["RAY_AUTH_MODE"] = "token"  # Ray (2.60) sends its token to an explicit address only when told
         # to, and reads this when imported; `auto` finds out by itself
@@ -70,10 +80,13 @@ def connect(cluster: Cluster):
     if address and address != "auto":
         _reachable(address)
     env = {k: os.environ[k] for k in SHARED_ENV if os.environ.get(k)}
+    os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")  # under `ray job submit` the job's runtime env holds
+    # these variables too (the same values: this process got them from it); without it Ray refuses both
     try:
-        ray.init(address=cluster.address, runtime_env={"env_vars": env} if env else None,
-                 logging_level=logging.ERROR if quiet else logging.INFO, log_to_driver=not quiet,
-                 configure_logging=True, include_dashboard=False if address is None else None)
+        with _stderr_without("Set ray log level from environment variable" if quiet else None):
+            ray.init(address=cluster.address, runtime_env={"env_vars": env} if env else None,
+                     logging_level=logging.ERROR if quiet else logging.INFO, log_to_driver=not quiet,
+                     configure_logging=True, include_dashboard=False if address is None else None)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClusterError(f"cannot join the Ray cluster at {cluster.label()}: {str(exc).splitlines()[0]}; start it "
                            f"with `ray start --head` or check the address") from None
@@ -87,6 +100,30 @@ def connect(cluster: Cluster):
     context.print_on_execution_start = False
     log.info("joined %s: %s", cluster.label(), _resources(ray))
     return ray
+
+
+@contextlib.contextmanager
+def _stderr_without(noise: str | None):
+    """While the block runs, file descriptor 2 (where Ray's C++ core writes) goes to a file whose
+    lines are then passed on to stderr, except those containing ``noise`` (the C++ core announces
+    RAY_BACKEND_LOG_LEVEL once, whatever level it is set to)."""
+    if noise is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True) if noise not in line]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 def _messages_to_log(quiet: bool) -> None:
@@ -109,15 +146,13 @@ def _messages_to_log(quiet: bool) -> None:
 
 def _reachable(address: str) -> None:
     """Fail fast when nothing listens at ``address`` (Ray itself retries for minutes)."""
-    hostport = address.removeprefix("ray://")
-    host, _, port = hostport.rpartition(":")
+    host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
             pass
     except (OSError, ValueError) as exc:
-        start = f"--ray-client-server-port {port}" if address.startswith("ray://") else f"--port {port or 6379}"
         raise ClusterError(f"no Ray cluster answers at {address} ({getattr(exc, 'strerror', None) or exc}); start "
-                           f"one with `ray start --head {start}` or check the address") from None
+                           f"one with `ray start --head --port {port or 6379}` or check the address") from None
 
 
 def _token_here() -> bool:

@@ -14,6 +14,8 @@ from transfuse.cli.options import (
     AutoBudget,
     BatchSize,
     ClassWeight,
+    Cluster,
+    ClusterWorkers,
     Cv,
     DataOptions,
     Device,
@@ -22,6 +24,7 @@ from transfuse.cli.options import (
     OutputOptions,
     SplitOptions,
     Workers,
+    cluster_scope,
     options,
 )
 
@@ -42,6 +45,8 @@ def auto(
     workers: Workers = None,
     device: Device = None,
     no_cache: NoCache = False,
+    cluster: Cluster = None,
+    cluster_workers: ClusterWorkers = None,
 ) -> None:
     """The best model for your data within a budget: rank the sources, probe layers, pooling, fusion,
     selection and heads by cross-validation, fine-tune when it fits, keep the best (or both averaged)."""
@@ -58,10 +63,11 @@ def auto(
     t0 = time.perf_counter()
     engine = {k: v for k, v in {"batch_size": batch_size, "num_workers": workers, "device": device}.items()
               if v is not None} | ({"cache": False} if no_cache else {})
-    res = run_auto(AutoRequest(source=source, budget=budget, split=split.spec(),
-                               output=OutputSpec(output.out, force=output.force), metric=metric,
-                               class_weight=class_weight, finetune=None if finetune else False, cv=cv,
-                               backbones=backbones, engine=engine, progress=False if output.as_json else None))
+    with cluster_scope(cluster, cluster_workers):  # the ranking's and the probes' extraction; fine-tuning stays here
+        res = run_auto(AutoRequest(source=source, budget=budget, split=split.spec(),
+                                   output=OutputSpec(output.out, force=output.force), metric=metric,
+                                   class_weight=class_weight, finetune=None if finetune else False, cv=cv,
+                                   backbones=backbones, engine=engine, progress=False if output.as_json else None))
     if output.as_json:
         output.json({"model_dir": str(res.out_dir), **res.metrics})
         return

@@ -190,7 +190,8 @@ def extract(
         return
     left = f" ({done['unreadable']} unreadable, left out)" if done["unreadable"] else ""
     engines = "; ".join(f"{name}: {note}" for name, note in done["engines"].items())
-    where = f"in {features_out} (Parquet, {done['rows']} rows)" if features_out is not None else "in the cache"
+    where = (f"in {features_out} (Parquet, {done['rows']} rows)" if features_out is not None
+             else f"in {engine.features_in} or the cache" if engine.features_in is not None else "in the cache")
     out.print(f"features of {done['items']} items{left} are {where}: {done['columns']} columns per item from "
               f"{', '.join(done['layers'])} ({engines}), in {done['seconds']:.1f}s")
 

@@ -100,7 +100,7 @@ BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="I
 Workers = Annotated[Optional[int], typer.Option("--workers", min=0, help="Worker processes that decode the data (default: auto, none on CPUs with up to 4 cores).")]
 Device = Annotated[Optional[str], typer.Option("--device", help="torch device for extraction (default: cuda if available, else cpu).")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")]
-Cluster = Annotated[Optional[str], typer.Option("--cluster", help="Extract on a Ray cluster: ray (RAY_ADDRESS, a running `ray start`, or a new local one), ray:HOST:PORT (join from a node of the cluster) or ray://HOST:PORT (Ray Client). Items missing from the cache go to a pool of actors; rows come back into this machine's cache. Needs pip install 'transfuse[ray]'.")]
+Cluster = Annotated[Optional[str], typer.Option("--cluster", help="Extract on a Ray cluster: ray (RAY_ADDRESS, a running `ray start`, or a new local one), or ray:HOST:PORT (join from a node of the cluster; Ray Data does not run through the Ray Client, so not ray://: submit the command as a Ray job instead). Items missing from the cache go to a pool of actors; rows come back into this machine's cache. Needs pip install 'transfuse[ray]'.")]
 ClusterWorkers = Annotated[Optional[int], typer.Option("--cluster-workers", min=1, help="Actors on the cluster (default: one per GPU, else one per CPU).")]
 FeaturesIn = Annotated[Optional[Path], typer.Option("--features-in", help="A Parquet feature data set from `transfuse extract --features-out`: rows it holds (same backbone, layers, pooling and engine) are read from it instead of being extracted.")]
 HeadKind = Annotated[str, typer.Option("--head", help="logreg | svm | ridge | knn | mlp (or a head a plugin adds)")]
@@ -163,6 +163,16 @@ class FeatureOptions:
     budget: Budget = None
 
 
+def cluster_scope(cluster: str | None, workers: int | None):
+    """Extraction inside the block runs on ``--cluster`` with ``--cluster-workers`` actors (here
+    without it); Ray is imported only when a cluster is given."""
+    from transfuse.extract import on_cluster
+
+    if cluster is None and workers is not None:
+        raise typer.BadParameter("--cluster-workers needs --cluster")
+    return on_cluster(cluster, workers)
+
+
 @dataclass
 class EngineOptions:
     """How features are computed (never what they are)."""
@@ -181,15 +191,13 @@ class EngineOptions:
         """A context in which every extraction runs on ``--cluster`` and reads ``--features-in`` (see
         :mod:`transfuse.extract.context`); nothing of Ray is imported without ``--cluster``. The
         command decorator enters it around the command."""
-        from transfuse.extract import features_in, on_cluster
+        from transfuse.extract import features_in
 
-        if self.cluster is None and self.cluster_workers is not None:
-            raise typer.BadParameter("--cluster-workers needs --cluster")
         if self.features_in is not None and not self.features_in.is_dir():
             raise typer.BadParameter(f"--features-in {self.features_in} is not a folder written by "
                                      f"`transfuse extract --features-out`")
         stack = contextlib.ExitStack()
-        stack.enter_context(on_cluster(self.cluster, self.cluster_workers))
+        stack.enter_context(cluster_scope(self.cluster, self.cluster_workers))
         stack.enter_context(features_in(self.features_in))
         return stack
 

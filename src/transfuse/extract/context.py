@@ -36,9 +36,9 @@ def deadline(at: float | None):
 
 
 def on_cluster(address: str | Cluster | None, workers: int | None = None):
-    """Items missing from the cache are extracted on a Ray cluster (``ray``, ``ray://HOST:PORT``,
-    ``ray:HOST:PORT``; see :mod:`transfuse.cluster`) by ``workers`` actors (default: one per CPU, or
-    per GPU) instead of in this process; None: here.
+    """Items missing from the cache are extracted on a Ray cluster (``ray`` or ``ray:HOST:PORT``;
+    see :mod:`transfuse.cluster`) by ``workers`` actors (default: one per CPU, or per GPU) instead
+    of in this process; None: here.
 
     >>> with on_cluster("ray"):  # doctest: +SKIP
     ...     extract_features(paths)  # rows come back to this process and into its cache

@@ -247,8 +247,8 @@ def _epoch(row: dict) -> float | None:
 
 def _first_process() -> bool:
     """Whether this is the first process of a (DDP) run, from what torchrun or Lightning's launchers
-    set: the others must not clear a folder the first one may be writing to already."""
-    ranks = ("RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK")
+    set (SLURM's srun included): the others must not clear a folder the first one may be writing to."""
+    ranks = ("RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "SLURM_PROCID")
     return all(int(os.environ.get(name) or 0) == 0 for name in ranks)
 
 
