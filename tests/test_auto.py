@@ -34,6 +34,7 @@ def test_a_bad_budget_is_a_one_line_usage_error(image_folder):
     assert r.returncode == 2 and "--budget" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_auto_within_a_trial_budget_saves_the_model_and_the_decision_path(image_folder, tmp_path, cache_dir):
     """Probe only: the plain fit configuration is tried first (the fallback), no more trials than the
     budget allows, and metrics.json / auto.json say what was tried and why the winner won."""
@@ -60,6 +61,7 @@ def test_auto_within_a_trial_budget_saves_the_model_and_the_decision_path(image_
     assert set(model.predict(source.items[:4])) <= set(source.classes)
 
 
+@pytest.mark.slow
 def test_auto_fine_tunes_when_it_fits_and_keeps_the_time_budget(image_folder, tmp_path, cache_dir, monkeypatch):
     """A 75-second budget on 24 images: the ranking reads a stratified sample (its cap lowered to 12
     here), a few timed steps say fine-tuning fits, it runs with its validation curve recorded, and

@@ -3,6 +3,8 @@
 import csv
 import json
 
+import pytest
+
 from conftest import cli
 
 
@@ -69,6 +71,7 @@ def test_usage_errors_exit_2():
     assert r.returncode == 0 and r.stdout.strip() == f"transfuse {__version__}"
 
 
+@pytest.mark.slow
 def test_fusion_selection_flags_and_search(image_folder, tmp_path):
     model = tmp_path / "fused"
     r = cli("-q", "fit", str(image_folder), "--backbone", "tiny_cnn", "--layers", "blocks.0,blocks.1,features",

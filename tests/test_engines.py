@@ -173,6 +173,7 @@ def test_onnx_agrees_with_eager_and_is_exported_once(cache_dir):
     np.testing.assert_allclose(fresh.X[: len(files)], onnx.X, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_compiled_package_agrees_and_is_built_once_for_every_tap(cache_dir):
     files = paths()
@@ -195,6 +196,7 @@ def test_compiled_package_agrees_and_is_built_once_for_every_tap(cache_dir):
     assert not package.exists() and store.files() == []
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_compiled_engine_is_retried_kept_to_this_machine_rebuilt_when_broken_and_never_wastes_the_cache(
         cache_dir, monkeypatch):
@@ -272,6 +274,7 @@ def test_bf16_agrees_and_never_shares_the_fp32_cache(cache_dir):
     assert hit.n_extracted == 0 and np.array_equal(hit.X, eager.X)
 
 
+@pytest.mark.slow
 def test_text_encoder_through_onnx_compile_and_bf16(cache_dir):
     texts = ["A soft knit sweater, true to size.", "The zipper broke after one wash and the seams are loose " * 30,
              "Lovely dress", "Runs small; order a size up if you are between sizes", "ok"]

@@ -111,6 +111,7 @@ def test_two_classes_export_with_one_score(image_folder, tmp_path):
         _agree(model_dir, exported.path, source.items)
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_network_exports_alone_with_tta_and_in_an_ensemble(image_folder, tmp_path):
     from transfuse.finetune.train import FinetuneConfig, finetune_source
     from transfuse.modeldir import load_parts, save_parts
@@ -174,6 +175,7 @@ def test_two_real_backbones_fused_export_as_one_graph(image_folder, tmp_path):
     ("tiny_text", "embeddings,features", "avgmax", "concat"), ("tiny_text", None, "cls", None),
     ("tiny_text", "embeddings,layer.1,features", None, "scalar-mix"),
     pytest.param("minilm_l6", None, None, None, marks=pytest.mark.slow)])
+@pytest.mark.slow
 def test_a_text_model_exports_with_its_tokenizer(backbone, layers, pooling, fusion, reviews, tmp_path):
     """Token ids in, the tokenizer beside (m.tokenizer.json); the graph reads each text as transfuse does (one
     window, specials around, long texts cut) and gives its probabilities, on real reviews

@@ -90,6 +90,7 @@ def test_missing_file_and_wrong_layer(image_folder, cache_dir):
         extract_features(paths_of(image_folder), backbone="tiny_cnn", layers="conv9", cache=cache_dir)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_only_missing_items(image_folder, cache_dir):
     """A real SIGKILL halfway through: committed batches are reused, nothing half-written is read."""
     paths = paths_of(image_folder)
@@ -142,6 +143,7 @@ def _extract_into(paths, cache_dir, queue):
     queue.put(feats.X)
 
 
+@pytest.mark.slow
 def test_four_processes_extracting_into_one_cache(image_folder, cache_dir, monkeypatch):
     import multiprocessing as mp
 

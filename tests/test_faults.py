@@ -59,6 +59,7 @@ def cached(tmp_path_factory) -> tuple[Path, dict]:
 
 # -- nothing lost ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_fit_out_never_replaces_what_is_not_a_model(tmp_path, env):
     data = folder(tmp_path)
     mine = tmp_path / "mine"
@@ -90,6 +91,7 @@ def test_out_in_a_place_that_cannot_be_written(tmp_path, env):
                    "not writable")
 
 
+@pytest.mark.slow
 def test_out_edge_cases(tmp_path, env):
     """A folder with a logs/ of your own is not a fine-tuning run; a symbolic link is followed; the
     data folder itself, or a folder inside it, is never an output (the next run would read it)."""
@@ -112,6 +114,7 @@ def test_out_edge_cases(tmp_path, env):
     one_line_error(cli("-q", "fit", ".", *TINY, cwd=data, env=env), "inside the data folder")
 
 
+@pytest.mark.slow
 def test_compare_checks_every_run_first_and_can_be_run_again(tmp_path, env):
     data = folder(tmp_path)
     started = time.perf_counter()
@@ -143,6 +146,7 @@ def _weights(model: Path) -> dict:
     return load_file(str(model / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_killed_finetune_resumes_to_exactly_the_uninterrupted_run(tmp_path, env):
     """kill -9 right after the first checkpoint, then --resume: the same weights, bit for bit, as a run
     never interrupted (data order, augmentation and dropout are drawn from seed and epoch)."""
@@ -309,6 +313,7 @@ torch.save(dict([({key!r}, Payload())]), {path!r})
 """
 
 
+@pytest.mark.slow
 def test_pickle_payloads_are_never_loaded(tmp_path, env):
     data = folder(tmp_path)
     marker = tmp_path / "payload-ran"
@@ -344,6 +349,7 @@ def test_long_csv_fields_and_symlink_loops(tmp_path, env):
 
 # -- sharing ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_models_and_caches_follow_the_umask(tmp_path):
     data = folder(tmp_path)
     exe = Path(sys.executable).with_name("transfuse")
@@ -427,6 +433,7 @@ def test_odd_image_files_are_read_or_reported(tmp_path, env):
     assert json.loads((tmp_path / "m" / "config.json").read_text())["data"]["skipped"] == len(bad)
 
 
+@pytest.mark.slow
 def test_killed_extraction_resumes_to_the_same_features(tmp_path):
     """kill -9 during extraction into the cache, then run again: only the rest is extracted, and the
     features are bitwise those of an uninterrupted extraction."""
@@ -467,6 +474,7 @@ def _committed_rows(cache: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_prune_during_a_fit_never_corrupts_the_cache(tmp_path, env):
     from transfuse.cache import FeatureCache
 

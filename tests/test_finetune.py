@@ -117,6 +117,7 @@ def test_pretrained_head_beats_scratch_on_real_fashion_images(tmp_path):
                                                                                       scratch["accuracy"])
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(image_folder, tmp_path):
     """Real DDP: Lightning re-runs the command as a second process, gloo all-reduces the gradients,
     only the first process saves; the saved model then predicts like any other. LP-FT, so groups
@@ -171,6 +172,7 @@ def test_a_run_that_cannot_reach_its_target_stops_early_and_keeps_its_best_epoch
     assert load_model(tmp_path / "m").predict(load_image_folder(image_folder).items[:2]).shape == (2,)
 
 
+@pytest.mark.slow
 def test_ddp_across_two_nodes_started_by_hand(image_folder, tmp_path):
     """Two machines, simulated by two independent processes on this one: the same command with
     --num-nodes 2, NODE_RANK 0 and 1, MASTER_ADDR/MASTER_PORT (what docs/scale-out.md shows).

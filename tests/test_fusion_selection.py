@@ -159,6 +159,7 @@ def test_selection_specs_are_checked_before_fitting():
         KBestSelector(k=2).fit(np.random.rand(10, 4))
 
 
+@pytest.mark.slow
 def test_search_is_deterministic_and_prefers_the_informative_block():
     X, y, blocks = blocky_digits()
     idx = np.random.default_rng(0).choice(len(X), 400, replace=False)

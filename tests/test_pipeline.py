@@ -153,6 +153,7 @@ def test_fused_and_selected_models_roundtrip_exactly(image_folder, cache_dir, tm
     assert config["parts"][1]["meta"]["fitted"]["kept_blocks"]
 
 
+@pytest.mark.slow
 def test_auto_search_saves_its_table(image_folder, cache_dir, tmp_path):
     res = fit_source(load_image_folder(image_folder), backbone="tiny_cnn", auto=True, cv=3,
                      cache=cache_dir, out_dir=tmp_path / "m")

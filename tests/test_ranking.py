@@ -45,7 +45,7 @@ def test_rank_orders_backbones_and_taps_on_real_weights(image_folder, tmp_path, 
 
 def test_a_ranked_candidate_names_its_layers():
     from transfuse.backbones import get_spec
-    from transfuse.workflow import _chosen_layers
+    from transfuse.workflow.fit import _chosen_layers
 
     assert _chosen_layers("efficientnet_lite0", "blocks.5") == ["blocks.5"]
     assert _chosen_layers("efficientnet_lite0", "fused") == get_spec("efficientnet_lite0").tap_names
@@ -74,6 +74,7 @@ def test_rank_errors_are_clear(image_folder, cache_dir):
         rank(["a.png", "b.txt"], ["x", "y"], ["tiny_cnn", "tfidf"])
 
 
+@pytest.mark.slow
 def test_fit_backbone_auto_ranks_within_the_budget_and_says_why(image_folder, tmp_path, cache_dir):
     """--backbone auto with a budget (50 ms) that only lets the first (smallest) backbone run: it still
     chooses, trains and records the choice, the ranking and what the budget left out."""
@@ -92,6 +93,7 @@ def test_fit_backbone_auto_ranks_within_the_budget_and_says_why(image_folder, tm
         assert r.returncode == 2 and "--budget" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_fit_auto_without_a_backbone_ranks_then_searches_the_layers(image_folder, tmp_path, cache_dir):
     """--auto alone chooses the source by ranking, then searches that backbone's layers; the features
     of the training items come from the ranking's extraction (the same engine), not a second one."""

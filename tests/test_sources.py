@@ -139,6 +139,7 @@ def test_keras_model_taps_equal_keras_intermediate_outputs(keras_cnn):
     assert x.shape == (3, 3, 28, 28)
 
 
+@pytest.mark.slow
 def test_keras_model_in_fit_predict_and_its_clear_refusals(keras_cnn, image_folder, tmp_path, cache_dir):
     _, path = keras_cnn
     env = {"TRANSFUSE_CACHE": cache_dir}
@@ -175,6 +176,7 @@ def test_keras_prefix_errors(tmp_path, keras_vgg16):
         get_spec(f"keras:{tmp_path / 'wide.keras'}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["resnet18", "vgg11", "convnext_tiny", "mobilenet_v2"])
 def test_torchvision_networks_split_into_body_and_head_exactly(arch, tmp_path):
     name = f"torchvision:{arch}"
@@ -201,6 +203,7 @@ def test_torchvision_refusals():
         get_spec("torchvision:resnet9000")
 
 
+@pytest.mark.slow
 def test_train_source_then_transfer_from_it_everywhere(image_folder, tmp_path, cache_dir):
     """small-cnn trained on a source task, saved as a backbone, then layers / fit / predict / finetune
     from local:DIR; a retrained source gets a new weights identity (no stale cached features)."""

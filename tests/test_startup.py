@@ -47,6 +47,7 @@ def test_predicting_from_cached_features_imports_no_torch(model):
     assert _imports("-q", "predict", str(model), image) == set()
 
 
+@pytest.mark.slow
 def test_a_new_image_on_the_onnx_engine_imports_no_torch(model, tmp_path):
     for i in range(2):  # the first run may export and check the graph (torch); the next one only runs it
         image = tmp_path / f"new{i}.png"

