@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 INSTALL = "pip install 'transfuse[ray]'"
 # what every worker must see as this process does: whether it may download weights
 SHARED_ENV = ("HF_HUB_OFFLINE", "TRANSFUSE_OFFLINE")
+LEVEL_NOTICE = "Set ray log level from environment variable"  # the C++ core's line about RAY_BACKEND_LOG_LEVEL
 NO_CLIENT = ("{} is a Ray Client address, and Ray Data (which runs transfuse's actor pools) does not work through "
              "the Ray Client. Run transfuse on a node of the cluster with --cluster ray:HEAD_HOST:6379, or submit it "
              "as a Ray job, which runs it on the head: ray job submit --address http://HEAD_HOST:8265 -- transfuse "
@@ -83,7 +84,7 @@ def connect(cluster: Cluster):
     os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")  # under `ray job submit` the job's runtime env holds
     # these variables too (the same values: this process got them from it); without it Ray refuses both
     try:
-        with _stderr_without("Set ray log level from environment variable" if quiet else None):
+        with _stderr_without(LEVEL_NOTICE) if quiet else contextlib.nullcontext():
             ray.init(address=cluster.address, runtime_env={"env_vars": env} if env else None,
                      logging_level=logging.ERROR if quiet else logging.INFO, log_to_driver=not quiet,
                      configure_logging=True, include_dashboard=False if address is None else None)
@@ -103,13 +104,10 @@ def connect(cluster: Cluster):
 
 
 @contextlib.contextmanager
-def _stderr_without(noise: str | None):
+def _stderr_without(noise: str):
     """While the block runs, file descriptor 2 (where Ray's C++ core writes) goes to a file whose
     lines are then passed on to stderr, except those containing ``noise`` (the C++ core announces
     RAY_BACKEND_LOG_LEVEL once, whatever level it is set to)."""
-    if noise is None:
-        yield
-        return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as held:
